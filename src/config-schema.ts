@@ -1,0 +1,142 @@
+/**
+ * Every config key the agent accepts, with its type and default. Unknown keys are errors.
+ * Names follow the Traceable eBPF tracer where it has one. Durations accept "500ms", "5s", "1m"
+ * or a number of seconds.
+ */
+export type Mode = "ingress" | "egress" | "ingress_and_egress";
+export const MODES: readonly Mode[] = ["ingress", "egress", "ingress_and_egress"];
+
+export type FieldSpec =
+  | { t: "string"; def?: string }
+  | { t: "int"; def?: number; min?: number; max?: number }
+  | { t: "bool"; def?: boolean }
+  | { t: "duration"; def?: number } // stored in milliseconds
+  | { t: "enum"; values: readonly string[]; def?: string }
+  | { t: "string[]"; def?: string[] }
+  | { t: "int[]"; def?: number[] }
+  | { t: "map" } // string → string
+  | { t: "object"; fields: Record<string, FieldSpec> }
+  | { t: "list"; item: Record<string, FieldSpec> };
+
+const logRotation: Record<string, FieldSpec> = {
+  enabled: { t: "bool", def: false },
+  filename: { t: "string", def: "tracer.log" },
+  filepath: { t: "string", def: "/var/log/ebpf-tracer" },
+  max_size: { t: "int", def: 100, min: 1 },
+  max_backups: { t: "int", def: 5, min: 0 },
+};
+
+export const SCHEMA: Record<string, FieldSpec> = {
+  mode: { t: "enum", values: MODES, def: "ingress" },
+  service_name: { t: "string", def: "" },
+  environment: { t: "string", def: "" },
+  exporter: { t: "string", def: "otlp" }, // otlp | stdout | file:PATH
+  capture: {
+    t: "object",
+    fields: {
+      pids: { t: "int[]", def: [] },
+      exe: { t: "string[]", def: [] },
+      ports: { t: "int[]", def: [] },
+    },
+  },
+  capture_all: { t: "bool", def: false },
+  targets: {
+    t: "list",
+    item: {
+      service_name: { t: "string" },
+      exe: { t: "string" },
+      cmdline: { t: "string" },
+      mode: { t: "enum", values: MODES },
+      systemd_unit: { t: "string" },
+      cgroup: { t: "string" },
+      container: { t: "string" },
+      port: { t: "int", min: 1, max: 65535 },
+      pid: { t: "int", min: 1 },
+    },
+  },
+  exclude_processes: { t: "string[]", def: [] },
+  custom_span_attributes: { t: "map" },
+  proc_fs_scan_period_in_sec: { t: "int", def: 0, min: 0 },
+  data_capture: {
+    t: "object",
+    fields: {
+      body_max_size_bytes: { t: "int", def: 131072, min: 0, max: 16 * 1024 * 1024 },
+      allowed_content_types: {
+        t: "string[]",
+        def: ["json", "x-www-form-urlencoded", "xml", "graphql", "text"],
+      },
+    },
+  },
+  bpf: {
+    t: "object",
+    fields: {
+      ringbuf_size_mb: { t: "int", def: 16, min: 1, max: 1024 },
+      max_capture_bytes_per_call: { t: "int", def: 144 * 1024, min: 64, max: 1024 * 1024 },
+    },
+  },
+  enable_tracepoints: { t: "bool", def: true },
+  max_active_ret_probe: { t: "int", def: 0, min: 0 }, // 0 = 10 x CPUs
+  perfmap_queue_size: { t: "int", def: 1024, min: 1 },
+  btf: {
+    t: "object",
+    fields: {
+      path: { t: "string", def: "" },
+      download_url: {
+        t: "string",
+        def: "https://github.com/aquasecurity/btfhub-archive/raw/main/{id}/{version_id}/{arch}/{release}.btf.tar.xz",
+      },
+      download_storage_path: { t: "string", def: "/var/lib/ebpf-tracer/btf" },
+      download_timeout: { t: "duration", def: 30_000 },
+    },
+  },
+  agent_config: {
+    t: "object",
+    fields: {
+      secure: { t: "bool", def: true },
+      ca_cert_file: { t: "string", def: "" },
+      reporting: {
+        t: "object",
+        fields: {
+          endpoint: { t: "string", def: "" },
+          cert_file: { t: "string", def: "" },
+          key_file: { t: "string", def: "" },
+          agent_token: { t: "string", def: "" },
+          headers: { t: "map" },
+          encoding: { t: "enum", values: ["protobuf", "json"], def: "protobuf" },
+          compression: { t: "enum", values: ["gzip", "none"], def: "gzip" },
+          max_batch_spans: { t: "int", def: 512, min: 1 },
+          max_batch_delay: { t: "duration", def: 1000 },
+          max_in_flight: { t: "int", def: 4, min: 1 },
+          max_queue_spans: { t: "int", def: 8192, min: 1 },
+          request_timeout: { t: "duration", def: 10_000 },
+        },
+      },
+    },
+  },
+  spool: {
+    t: "object",
+    fields: {
+      path: { t: "string", def: "/var/lib/ebpf-tracer/spool" },
+      max_size_mb: { t: "int", def: 256, min: 0 },
+    },
+  },
+  shutdown_timeout: { t: "duration", def: 5000 },
+  stats_interval: { t: "duration", def: 60_000 },
+  logging: {
+    t: "object",
+    fields: {
+      level: { t: "enum", values: ["trace", "debug", "info", "warn", "error"], def: "info" },
+      encoding: { t: "enum", values: ["json", "console"], def: "json" },
+      output_paths: { t: "string[]", def: ["stderr"] },
+      error_output_paths: { t: "string[]", def: ["stderr"] },
+      log_rotation: { t: "object", fields: logRotation },
+    },
+  },
+  admin: {
+    t: "object",
+    fields: {
+      enabled: { t: "bool", def: true },
+      address: { t: "string", def: "127.0.0.1:9464" },
+    },
+  },
+};

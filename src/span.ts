@@ -1,0 +1,52 @@
+/**
+ * The span model shared by the pipeline and every exporter. Attribute names are listed in
+ * docs/spans.md. Values keep their type: integers are `number` (always whole), flags `boolean`.
+ */
+export type AttrValue = string | number | boolean;
+export type Attributes = Record<string, AttrValue>;
+
+export type SpanKind = "server" | "client";
+
+export interface Span {
+  traceId: string;            // 32 lower-case hex chars
+  spanId: string;             // 16 lower-case hex chars
+  name: string;               // "<METHOD> <path>"
+  kind: SpanKind;             // server = ingress (accepted socket), client = egress (connected socket)
+  startTimeUnixNano: bigint;  // first request byte seen
+  endTimeUnixNano: bigint;    // last response byte seen
+  /** true when the response status is 5xx (server) or 4xx/5xx (client), per OTel HTTP conventions */
+  error: boolean;
+  attributes: Attributes;
+  /** Resource attributes: service.name, host.name, deployment.environment, process.* */
+  resource: Attributes;
+}
+
+/** Where finished spans go. Implementations must not throw from `export`. */
+export interface SpanSink {
+  export(span: Span): void;
+  /** Flush what is queued; resolves when done or when `timeoutMs` passed. */
+  shutdown(timeoutMs: number): Promise<void>;
+  /** Counters for the stats line (names as in the reference tracer where one exists). */
+  stats(): Record<string, number>;
+}
+
+/** The JSON line printed by `capture --json` and the stdout/file exporters. */
+export function spanToJson(s: Span): Record<string, unknown> {
+  return {
+    name: s.name,
+    kind: s.kind,
+    traceId: s.traceId,
+    spanId: s.spanId,
+    start: nanosToIso(s.startTimeUnixNano),
+    durationMs: Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e6,
+    error: s.error,
+    attributes: s.attributes,
+    resource: s.resource,
+  };
+}
+
+export function nanosToIso(ns: bigint): string {
+  const ms = Number(ns / 1_000_000n);
+  const frac = Number(ns % 1_000_000_000n).toString().padStart(9, "0");
+  return new Date(ms).toISOString().slice(0, 19) + "." + frac + "Z";
+}
