@@ -154,6 +154,17 @@ function decode(src: Uint8Array, s: number, e: number, utf8: boolean): string {
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Case-insensitive equality of a field name (tchar only) with a lower-case literal made of
+ * letters and '-'. OR-ing 0x20 maps A-Z onto a-z and leaves '-' alone; no other tchar collides.
+ */
+function sameLower(name: string, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) {
+    if ((name.charCodeAt(k) | 0x20) !== lower.charCodeAt(k)) return false;
+  }
+  return true;
+}
+
 /** A chunk (or gap) received while paused, replayed by resume(). */
 interface Held { data: Uint8Array | null; gap: number; lost: boolean; ts: bigint }
 
@@ -210,6 +221,7 @@ export class Http1Parser {
   private body: Uint8Array = EMPTY;
   private bodyLen = 0;
   private bodyCap = 0;             // capture limit for this message (0 when not kept)
+  private bodyTarget = -1;         // capture size when the body length is known, else -1
   private bodySize = 0;
 
   // --- resynchronisation
@@ -230,6 +242,8 @@ export class Http1Parser {
   get stopped(): boolean { return this.mode === M_STOPPED; }
   /** True while a request parser waits for the verdict on an upgrade/CONNECT request. */
   get paused(): boolean { return this.mode === M_PAUSED; }
+  /** True while discarding bytes in search of the next message start (messages may be lost). */
+  get resyncing(): boolean { return this.mode === M_DISCARD; }
   /** True when the stream turned out to be an HTTP/2 prior-knowledge connection. */
   get http2(): boolean { return this.h2; }
 
@@ -684,22 +698,22 @@ export class Http1Parser {
     this.headers.push([name, value]);
     switch (name.length) {
       case 14:
-        if (name.toLowerCase() === "content-length") return this.fieldContentLength(value);
+        if (sameLower(name, "content-length")) return this.fieldContentLength(value);
         break;
       case 17:
-        if (name.toLowerCase() === "transfer-encoding") return this.fieldTransferEncoding(value);
+        if (sameLower(name, "transfer-encoding")) return this.fieldTransferEncoding(value);
         break;
       case 10:
-        if (name.toLowerCase() === "connection") this.fieldConnection(value);
+        if (sameLower(name, "connection")) this.fieldConnection(value);
         break;
       case 16:
-        if (name.toLowerCase() === "proxy-connection") this.fieldConnection(value);
+        if (sameLower(name, "proxy-connection")) this.fieldConnection(value);
         break;
       case 7:
-        if (value !== "" && name.toLowerCase() === "upgrade") this.upgradeHeader = true;
+        if (value !== "" && sameLower(name, "upgrade")) this.upgradeHeader = true;
         break;
       case 12:
-        if (this.contentType === undefined && name.toLowerCase() === "content-type") this.contentType = value;
+        if (this.contentType === undefined && sameLower(name, "content-type")) this.contentType = value;
         break;
     }
     return null;
@@ -820,13 +834,18 @@ export class Http1Parser {
     }
   }
 
-  /** knownSize < 0: size unknown, the capture buffer grows. */
+  /**
+   * knownSize < 0: size unknown, the capture buffer grows by doubling. The buffer is allocated on
+   * the first body byte: a body that arrives in one piece is a single slice() of the chunk.
+   * (No subarray() views of fresh arrays here: in JSC they force a costly buffer materialisation.)
+   */
   private setupCapture(knownSize: number): void {
     const max = this.opts.bodyMaxSize;
     this.bodyCap = max > 0 && this.opts.keepBody(this.contentType) ? max : 0;
+    this.bodyTarget = knownSize >= 0 ? Math.min(knownSize, this.bodyCap) : -1;
     this.bodyLen = 0;
     this.bodySize = 0;
-    this.body = this.bodyCap > 0 && knownSize > 0 ? new Uint8Array(Math.min(knownSize, this.bodyCap)) : EMPTY;
+    this.body = EMPTY;
   }
 
   private capture(src: Uint8Array, s: number, e: number): void {
@@ -835,13 +854,21 @@ export class Http1Parser {
     const room = this.bodyCap - this.bodyLen;
     if (room <= 0) return;
     const k = n < room ? n : room;
-    const need = this.bodyLen + k;
+    const len = this.bodyLen;
+    if (len === 0) {
+      this.body = src.slice(s, s + k);
+      this.bodyLen = k;
+      return;
+    }
+    const need = len + k;
     if (need > this.body.length) {
-      const grown = new Uint8Array(Math.min(this.bodyCap, Math.max(need, 256, this.body.length * 2)));
-      grown.set(this.body.subarray(0, this.bodyLen));
+      const size = this.bodyTarget >= 0 ? this.bodyTarget
+        : Math.min(this.bodyCap, Math.max(need, 256, this.body.length * 2));
+      const grown = new Uint8Array(size);
+      grown.set(this.body);
       this.body = grown;
     }
-    this.body.set(src.subarray(s, s + k), this.bodyLen);
+    this.body.set(src.subarray(s, s + k), len);
     this.bodyLen = need;
   }
 
@@ -1031,7 +1058,7 @@ export class Http1Parser {
     const m = this.msg;
     if (m === null) return;
     const body = this.bodyLen === 0 ? EMPTY
-      : this.body.length > this.bodyLen * 2 ? this.body.slice(0, this.bodyLen) : this.body.subarray(0, this.bodyLen);
+      : this.body.length === this.bodyLen ? this.body : this.body.slice(0, this.bodyLen);
     m.body = body;
     m.bodySize = this.bodySize;
     m.bodyTruncated = body.length < this.bodySize;
@@ -1063,5 +1090,6 @@ export class Http1Parser {
     this.headLen = 0;
     this.body = EMPTY;
     this.bodyLen = this.bodyCap = this.bodySize = 0;
+    this.bodyTarget = -1;
   }
 }

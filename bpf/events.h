@@ -1,0 +1,160 @@
+/* Every struct that crosses from the BPF program to user space, and the maps' key/value
+ * layouts that user space writes. Fixed-width fields, explicit padding, the event type first.
+ * src/event-layout.ts mirrors these offsets; test/root/layout.test.ts checks the two against the
+ * compiled object's BTF. Change both together.
+ *
+ * Built with -Wpadded -Werror: any implicit padding is a build error. */
+#ifndef EBPF_TRACER_EVENTS_H
+#define EBPF_TRACER_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Event types (the first u32 of every record). */
+enum {
+	EV_CONN_OPEN = 1,  /* accept/connect succeeded, or a socket of a selected process was first seen */
+	EV_CONN_CLOSE = 2, /* close() of a tracked socket; carries final stream positions */
+	EV_DATA = 3,       /* a chunk of bytes read from / written to a tracked socket */
+	EV_PROC_EXEC = 4,  /* a selected process (or, with notify_all_exec, any process) called execve */
+	EV_PROC_FORK = 5,  /* a selected process forked a child, which inherits the selection */
+	EV_PROC_EXIT = 6,  /* a selected process exited; its pid was removed from the filter */
+};
+
+/* Syscall ids used for probe stats and in data events. Order is the stats array order. */
+enum {
+	SYS_ACCEPT = 0,
+	SYS_ACCEPT4,
+	SYS_CONNECT,
+	SYS_READ,
+	SYS_WRITE,
+	SYS_READV,
+	SYS_WRITEV,
+	SYS_SENDTO,
+	SYS_RECVFROM,
+	SYS_SENDMSG,
+	SYS_RECVMSG,
+	SYS_SENDMMSG,
+	SYS_RECVMMSG,
+	SYS_CLOSE,
+	SYS_COUNT,
+};
+
+/* Directions of data: bytes the process received from the socket, or sent to it. */
+enum { DIR_RECV = 0, DIR_SEND = 1 };
+
+/* Role of a connection, from the syscall that created it. */
+enum { ROLE_UNKNOWN = 0, ROLE_SERVER = 1, ROLE_CLIENT = 2 };
+
+/* Capture mode bits (pid and cgroup filter values). */
+enum { MODE_INGRESS = 1, MODE_EGRESS = 2, MODE_BOTH = 3 };
+
+/* Bytes of payload per data event. Bigger calls are split into several events. The BPF side
+ * stages a chunk in a per-CPU buffer of twice this size (a per-CPU map value is limited to
+ * 32 KiB), so that one bounded copy can always land in it. Must be a power of two. */
+#define DATA_CHUNK 8192
+
+#define DATA_FLAG_LAST 1      /* last chunk of this syscall: `skipped` is valid */
+
+#define COMM_LEN 16
+#define PATH_LEN 256
+#define ARGS_LEN 256
+
+struct event_header {
+	__u32 type;
+	__u32 tgid;
+	__u32 tid;
+	__u32 cpu;
+	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+};
+_Static_assert(sizeof(struct event_header) == 24, "event_header layout");
+
+/* EV_CONN_OPEN and EV_CONN_CLOSE. Addresses are IPv6 or IPv4-mapped IPv6, network byte order;
+ * ports are host byte order. For AF_UNIX both addresses are zero. */
+struct conn_event {
+	struct event_header hdr;
+	__u64 conn_id;    /* unique for the life of the loaded program */
+	__u64 sent;       /* on close: bytes sent on the connection; on open: 0 */
+	__u64 recv;       /* on close: bytes received */
+	__s32 fd;
+	__u16 family;     /* AF_INET, AF_INET6, AF_UNIX */
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 role;        /* ROLE_* */
+	__u8 syscall;     /* SYS_* that opened/closed it; SYS_COUNT when first seen on data */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u8 comm[COMM_LEN];
+	__u32 _pad0;
+};
+_Static_assert(sizeof(struct conn_event) == 112, "conn_event layout");
+
+/* EV_DATA. Only `len` bytes of data[] are sent. `pos` is the offset of data[0] in this
+ * direction's byte stream; the kernel advances the stream by every byte the syscall moved, so
+ * user space sees a gap when events were lost. On the last chunk of a call, `skipped` is the
+ * number of bytes the call moved beyond what was copied (the per-call cap, or iovecs past the
+ * walk limit). */
+struct data_event {
+	struct event_header hdr;
+	__u64 conn_id;
+	__u64 pos;
+	__u32 len;
+	__u32 skipped;
+	__u32 call_bytes; /* bytes the whole syscall moved */
+	__s32 fd;
+	__u8 dir;         /* DIR_* */
+	__u8 syscall;     /* SYS_* */
+	__u8 flags;       /* DATA_FLAG_* */
+	__u8 role;        /* ROLE_* of the connection */
+	__u32 _pad0;
+	__u8 data[DATA_CHUNK];
+};
+_Static_assert(sizeof(struct data_event) == 64 + DATA_CHUNK, "data_event layout");
+#define DATA_EVENT_HEADER 64
+
+/* EV_PROC_EXEC, EV_PROC_FORK, EV_PROC_EXIT. For exec, `path` is the file passed to execve and
+ * `args` the NUL-separated command line (both truncated to their size). For fork, `ppid` is the
+ * parent tgid and the header's tgid the child. */
+struct process_event {
+	struct event_header hdr;
+	__u32 ppid;
+	__u8 mode;        /* MODE_* the process is captured with; 0 = not selected (notify_all_exec) */
+	__u8 _pad0[3];
+	__u32 path_len;
+	__u32 args_len;
+	__u64 cgroup_id;
+	__u8 comm[COMM_LEN];
+	__u8 path[PATH_LEN];
+	__u8 args[ARGS_LEN];
+};
+_Static_assert(sizeof(struct process_event) == 48 + COMM_LEN + PATH_LEN + ARGS_LEN, "proc_event layout");
+
+/* Value of the `settings` array map (key 0), written by user space after load. */
+struct settings {
+	__u32 max_capture_per_call; /* bytes copied per syscall at most */
+	__u8 capture_all_mode;      /* MODE_* applied to every process not excluded; 0 = off */
+	__u8 notify_all_exec;       /* 1: emit EV_PROC_EXEC for every exec, so user space can match rules */
+	__u16 _pad0;
+	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
+	__u32 _pad1;
+};
+_Static_assert(sizeof(struct settings) == 16, "settings layout");
+
+/* Key of the `exe_names` map: a process's comm (as set by execve, 15 chars + NUL), zero-padded. */
+struct comm_key {
+	__u8 comm[COMM_LEN];
+};
+
+/* Indexes of the per-CPU `counters` array. */
+enum {
+	CNT_EVENTS = 0,        /* records written to the ring */
+	CNT_LOST,              /* records the ring had no room for */
+	CNT_TRUNCATED_BYTES,   /* bytes moved by syscalls but not copied (cap, iovec walk limit) */
+	CNT_PROBE_ENTRY_BASE,  /* SYS_COUNT entry counters follow, then SYS_COUNT exit counters */
+	CNT_PROBE_EXIT_BASE = CNT_PROBE_ENTRY_BASE + SYS_COUNT,
+	CNT_ACTIVE_FULL = CNT_PROBE_EXIT_BASE + SYS_COUNT, /* entry could not be stashed */
+	CNT_CONN_FULL,         /* connection table had no room */
+	CNT_COUNT,
+};
+
+#endif

@@ -1,0 +1,180 @@
+/**
+ * Pure decoding of ring-buffer records (layouts in event-layout.ts). A record is a Uint8Array
+ * view that is only valid during the callback that received it: DataEvent.data points into the
+ * ring, so whoever keeps payload bytes must copy them.
+ */
+import { EV, LAYOUT } from "./event-layout.ts";
+
+export interface EventBase {
+  tgid: number;
+  tid: number;
+  /** CLOCK_MONOTONIC nanoseconds (a double: exact to the ns for 104 days of uptime, then to <1 µs) */
+  tsNs: number;
+}
+
+export interface ConnEvent extends EventBase {
+  kind: "open" | "close";
+  connId: number;
+  sent: number;
+  recv: number;
+  fd: number;
+  family: number;
+  localPort: number;
+  remotePort: number;
+  role: number;
+  syscall: number;
+  localAddr: string;
+  remoteAddr: string;
+  comm: string;
+}
+
+export interface DataEvent extends EventBase {
+  kind: "data";
+  connId: number;
+  pos: number;
+  skipped: number;
+  callBytes: number;
+  fd: number;
+  dir: number;
+  syscall: number;
+  flags: number;
+  role: number;
+  data: Uint8Array;
+}
+
+export interface ProcEvent extends EventBase {
+  kind: "exec" | "fork" | "exit";
+  ppid: number;
+  mode: number;
+  cgroupId: bigint;
+  comm: string;
+  path: string;
+  args: string[];
+}
+
+export type TracerEvent = ConnEvent | DataEvent | ProcEvent;
+
+const C = LAYOUT.conn_event;
+const D = LAYOUT.data_event;
+const P = LAYOUT.process_event;
+const latin1 = new TextDecoder("latin1");
+const utf8 = new TextDecoder("utf-8");
+
+function u64(dv: DataView, off: number): number {
+  return dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 4294967296;
+}
+
+function cString(bytes: Uint8Array, dec: TextDecoder = latin1): string {
+  const end = bytes.indexOf(0);
+  return dec.decode(end < 0 ? bytes : bytes.subarray(0, end));
+}
+
+/** Returns the record's type, or 0 for a record too short to have one. */
+export function recordType(rec: Uint8Array): number {
+  return rec.length >= 4 ? rec[0]! | (rec[1]! << 8) | (rec[2]! << 16) | (rec[3]! << 24) : 0;
+}
+
+function base(dv: DataView): EventBase {
+  return { tgid: dv.getUint32(4, true), tid: dv.getUint32(8, true), tsNs: u64(dv, 16) };
+}
+
+/** Decodes one record; undefined for unknown types or short records (the caller counts them). */
+export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
+  const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+  const type = recordType(rec);
+  if (type === EV.DATA) return rec.length >= D.data ? decodeData(rec, dv) : undefined;
+  if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
+  if (type === EV.PROC_EXEC || type === EV.PROC_FORK || type === EV.PROC_EXIT) return rec.length >= P.path ? decodeProc(rec, dv, type) : undefined;
+  return undefined;
+}
+
+function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
+  const len = Math.min(dv.getUint32(D.len, true), rec.length - D.data);
+  return {
+    kind: "data",
+    ...base(dv),
+    connId: u64(dv, D.conn_id),
+    pos: u64(dv, D.pos),
+    skipped: dv.getUint32(D.skipped, true),
+    callBytes: dv.getUint32(D.call_bytes, true),
+    fd: dv.getInt32(D.fd, true),
+    dir: rec[D.dir]!,
+    syscall: rec[D.syscall]!,
+    flags: rec[D.flags]!,
+    role: rec[D.role]!,
+    data: rec.subarray(D.data, D.data + len),
+  };
+}
+
+function decodeConn(rec: Uint8Array, dv: DataView, type: number): ConnEvent {
+  return {
+    kind: type === EV.CONN_OPEN ? "open" : "close",
+    ...base(dv),
+    connId: u64(dv, C.conn_id),
+    sent: u64(dv, C.sent),
+    recv: u64(dv, C.recv),
+    fd: dv.getInt32(C.fd, true),
+    family: dv.getUint16(C.family, true),
+    localPort: dv.getUint16(C.local_port, true),
+    remotePort: dv.getUint16(C.remote_port, true),
+    role: rec[C.role]!,
+    syscall: rec[C.syscall]!,
+    localAddr: formatAddress(rec.subarray(C.local_addr, C.local_addr + 16)),
+    remoteAddr: formatAddress(rec.subarray(C.remote_addr, C.remote_addr + 16)),
+    comm: cString(rec.subarray(C.comm, C.comm + 16)),
+  };
+}
+
+function decodeProc(rec: Uint8Array, dv: DataView, type: number): ProcEvent {
+  const kind = type === EV.PROC_EXEC ? "exec" : type === EV.PROC_FORK ? "fork" : "exit";
+  let path = "";
+  let args: string[] = [];
+  if (kind === "exec" && rec.length >= P.$size) {
+    const pl = Math.min(dv.getUint32(P.path_len, true), 256);
+    path = utf8.decode(rec.subarray(P.path, P.path + pl));
+    const al = Math.min(dv.getUint32(P.args_len, true), 256);
+    args = splitArgs(rec.subarray(P.args, P.args + al));
+  }
+  return {
+    kind,
+    ...base(dv),
+    ppid: dv.getUint32(P.ppid, true),
+    mode: rec[P.mode]!,
+    cgroupId: dv.getBigUint64(P.cgroup_id, true),
+    comm: cString(rec.subarray(P.comm, P.comm + 16)),
+    path,
+    args,
+  };
+}
+
+/** Splits a NUL-separated argv block (as in /proc/PID/cmdline). */
+export function splitArgs(block: Uint8Array): string[] {
+  const s = utf8.decode(block);
+  const parts = s.split("\0");
+  if (parts.length && parts[parts.length - 1] === "") parts.pop();
+  return parts;
+}
+
+/** 16 bytes (IPv6 or IPv4-mapped) → "127.0.0.1" / "::1"; all zero → "". */
+export function formatAddress(a: Uint8Array): string {
+  let zero = true;
+  for (let i = 0; i < 16; i++) if (a[i]) { zero = false; break; }
+  if (zero) return "";
+  let mapped = a[10] === 0xff && a[11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) if (a[i]) mapped = false;
+  if (mapped) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
+  // Compress the longest run of two or more zero groups (RFC 5952).
+  let bestAt = -1, bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { bestAt = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestAt < 0) return hex.join(":");
+  return hex.slice(0, bestAt).join(":") + "::" + hex.slice(bestAt + bestLen).join(":");
+}

@@ -1,0 +1,65 @@
+/**
+ * The seam between the kernel and the pipeline: anything that yields raw records. The live
+ * ring buffer reader implements it, and so does the replay of a recorded capture (tests, bench).
+ */
+export interface EventSource {
+  /**
+   * Calls `onRecord` for up to `max` available records, in order, and returns how many were
+   * delivered. The record view is valid only during the call.
+   */
+  drain(onRecord: (rec: Uint8Array) => void, max: number): number;
+  /** Bytes waiting to be read (for the queue high-water mark). */
+  pending(): number;
+  close(): void;
+}
+
+/**
+ * Recorded captures: a sequence of [u32 little-endian length][record bytes] frames, as written
+ * by `ebpf-tracer capture --record FILE`.
+ */
+export function encodeRecording(records: Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const r of records) total += 4 + r.length;
+  const out = new Uint8Array(total);
+  const dv = new DataView(out.buffer);
+  let off = 0;
+  for (const r of records) {
+    dv.setUint32(off, r.length, true);
+    out.set(r, off + 4);
+    off += 4 + r.length;
+  }
+  return out;
+}
+
+export function appendFrame(r: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + r.length);
+  new DataView(out.buffer).setUint32(0, r.length, true);
+  out.set(r, 4);
+  return out;
+}
+
+export class ReplaySource implements EventSource {
+  private off = 0;
+  private readonly dv: DataView;
+  constructor(private readonly bytes: Uint8Array) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  drain(onRecord: (rec: Uint8Array) => void, max: number): number {
+    let n = 0;
+    while (n < max && this.off + 4 <= this.bytes.length) {
+      const len = this.dv.getUint32(this.off, true);
+      if (this.off + 4 + len > this.bytes.length) break; // torn tail
+      onRecord(this.bytes.subarray(this.off + 4, this.off + 4 + len));
+      this.off += 4 + len;
+      n++;
+    }
+    return n;
+  }
+  pending(): number {
+    return this.bytes.length - this.off;
+  }
+  rewind(): void {
+    this.off = 0;
+  }
+  close(): void {}
+}

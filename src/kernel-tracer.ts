@@ -1,0 +1,215 @@
+/**
+ * The kernel side as seen from user space: loads the embedded BPF object through libbpf, sizes
+ * its maps, attaches every probe whose attach point exists on this kernel, and offers typed
+ * access to the filter maps and counters. Setup throws TracerError; map updates return errno.
+ */
+import { existsSync } from "node:fs";
+import {
+  BpfObject, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
+} from "./libbpf-ffi.ts";
+import { bpfObjectBytes, libbpfBytes } from "./embedded.ts";
+import { RingBufferReader } from "./ringbuf-reader.ts";
+import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
+import { TracerError } from "./errors.ts";
+import { log } from "./log.ts";
+
+export interface KernelOptions {
+  ringbufBytes: number;
+  maxCapturePerCall: number;
+  btfCustomPath?: string;
+  captureAllMode: number;
+  notifyAllExec: boolean;
+}
+
+export interface KernelCounters {
+  events: number;
+  lost: number;
+  truncatedBytes: number;
+  activeFull: number;
+  connFull: number;
+  /** syscall name → [entries, exits] seen for selected processes */
+  probes: Record<string, [number, number]>;
+}
+
+const TRACEFS = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/** Where tracepoints are listed; mounts tracefs when nothing is mounted. */
+export function ensureTracefs(): string {
+  for (const d of TRACEFS) if (existsSync(`${d}/events`)) return d;
+  const err = mountFs("tracefs", TRACEFS[0]!);
+  if (err === 0 && existsSync(`${TRACEFS[0]}/events`)) {
+    log.info("mounted tracefs", { path: TRACEFS[0] });
+    return TRACEFS[0]!;
+  }
+  throw new TracerError("UNSUPPORTED", `tracefs is not mounted and mounting it at ${TRACEFS[0]} failed (errno ${err})`);
+}
+
+function tracepointExists(tracefs: string, section: string): boolean {
+  const m = /^tracepoint\/([^/]+)\/(.+)$/.exec(section);
+  return !m || existsSync(`${tracefs}/events/${m[1]}/${m[2]}`);
+}
+
+export class KernelTracer {
+  readonly source: RingBufferReader;
+  readonly attached: string[] = [];
+  readonly skipped: string[] = [];
+  private readonly fds: Record<string, number> = {};
+  private readonly ncpu: number;
+
+  private constructor(private readonly obj: BpfObject, ringbufBytes: number) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "settings_map", "counters", "conns", "events"]) {
+      this.fds[m] = obj.mapFd(m);
+    }
+    this.ncpu = numPossibleCpus();
+    this.source = new RingBufferReader(this.fds.events!, ringbufBytes);
+  }
+
+  static async start(opts: KernelOptions): Promise<KernelTracer> {
+    const version = loadLibbpf(await libbpfBytes());
+    const tracefs = ensureTracefs();
+    const obj = BpfObject.open(await bpfObjectBytes(), { name: "ebpf_tracer", btfCustomPath: opts.btfCustomPath });
+    let tracer: KernelTracer | undefined;
+    try {
+      obj.setMaxEntries("events", opts.ringbufBytes);
+      const skipped: string[] = [];
+      for (const p of obj.programs()) {
+        if (!tracepointExists(tracefs, p.section)) {
+          obj.setAutoload(p.name, false);
+          skipped.push(p.section);
+        }
+      }
+      obj.load();
+      tracer = new KernelTracer(obj, opts.ringbufBytes);
+      tracer.skipped.push(...skipped);
+      tracer.writeSettings(opts);
+      for (const p of obj.programs()) {
+        if (skipped.includes(p.section)) continue;
+        obj.attach(p.name);
+        tracer.attached.push(p.section);
+      }
+      log.debug("BPF programs attached", { libbpf: version, attached: tracer.attached.length, skipped });
+      return tracer;
+    } catch (e) {
+      if (tracer) tracer.close();
+      else obj.close();
+      throw e;
+    }
+  }
+
+  get libbpfVersion(): string {
+    return libbpfVersion();
+  }
+
+  writeSettings(o: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec">): void {
+    const S = LAYOUT.settings;
+    const v = new Uint8Array(S.$size);
+    const dv = new DataView(v.buffer);
+    dv.setUint32(S.max_capture_per_call, o.maxCapturePerCall, true);
+    v[S.capture_all_mode] = o.captureAllMode;
+    v[S.notify_all_exec] = o.notifyAllExec ? 1 : 0;
+    // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
+    dv.setUint32(S.wakeup_threshold, Math.floor(this.source.size / 4), true);
+    const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
+    if (r) throw new TracerError("BPF", `cannot write BPF settings (errno ${-r})`);
+  }
+
+  setPid(tgid: number, mode: number): number {
+    return mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
+  }
+
+  deletePid(tgid: number): number {
+    return mapDelete(this.fds.selected_pids!, u32(tgid));
+  }
+
+  /** tgid → mode for every pid in the kernel filter. */
+  pids(): Map<number, number> {
+    const out = new Map<number, number>();
+    const fd = this.fds.selected_pids!;
+    const key = new Uint8Array(4);
+    const next = new Uint8Array(4);
+    const val = new Uint8Array(1);
+    let first = true;
+    while (mapNextKey(fd, first ? null : key, next) === 0) {
+      first = false;
+      key.set(next);
+      if (mapLookup(fd, key, val) === 0) out.set(new DataView(key.buffer).getUint32(0, true), val[0]!);
+    }
+    return out;
+  }
+
+  setCgroup(id: bigint, mode: number): number {
+    const k = new Uint8Array(8);
+    new DataView(k.buffer).setBigUint64(0, id, true);
+    return mapUpdate(this.fds.selected_cgroups!, k, Uint8Array.of(mode));
+  }
+
+  deleteCgroup(id: bigint): number {
+    const k = new Uint8Array(8);
+    new DataView(k.buffer).setBigUint64(0, id, true);
+    return mapDelete(this.fds.selected_cgroups!, k);
+  }
+
+  /** Processes that exec a binary whose comm (first 15 bytes of the file name) is `name`. */
+  setExeName(name: string, mode: number): number {
+    return mapUpdate(this.fds.exe_names!, commKey(name), Uint8Array.of(mode));
+  }
+
+  deleteExeName(name: string): number {
+    return mapDelete(this.fds.exe_names!, commKey(name));
+  }
+
+  /** Stops data events for a socket user space found it does not want (e.g. wrong role). */
+  ignoreConn(tgid: number, fd: number): void {
+    const key = new Uint8Array(8);
+    const dv = new DataView(key.buffer);
+    dv.setUint32(0, fd, true);
+    dv.setUint32(4, tgid, true);
+    const val = new Uint8Array(CONN_INFO.$size);
+    if (mapLookup(this.fds.conns!, key, val) !== 0) return;
+    val[CONN_INFO.ignored] = 1;
+    mapUpdate(this.fds.conns!, key, val, 2 /* BPF_EXIST */);
+  }
+
+  counters(): KernelCounters {
+    const fd = this.fds.counters!;
+    const vals = new Uint8Array(8 * this.ncpu);
+    const dv = new DataView(vals.buffer);
+    const sum = (idx: number): number => {
+      if (mapLookup(fd, u32(idx), vals) !== 0) return 0;
+      let s = 0;
+      for (let c = 0; c < this.ncpu; c++) s += Number(dv.getBigUint64(c * 8, true));
+      return s;
+    };
+    const probes: Record<string, [number, number]> = {};
+    SYSCALLS.forEach((name, i) => {
+      probes[name] = [sum(CNT.PROBE_ENTRY_BASE + i), sum(CNT.PROBE_EXIT_BASE + i)];
+    });
+    return {
+      events: sum(CNT.EVENTS),
+      lost: sum(CNT.LOST),
+      truncatedBytes: sum(CNT.TRUNCATED_BYTES),
+      activeFull: sum(CNT.ACTIVE_FULL),
+      connFull: sum(CNT.CONN_FULL),
+      probes,
+    };
+  }
+
+  close(): void {
+    this.source.close();
+    this.obj.close();
+  }
+}
+
+function u32(n: number): Uint8Array {
+  const k = new Uint8Array(4);
+  new DataView(k.buffer).setUint32(0, n, true);
+  return k;
+}
+
+/** The kernel's comm for an executable: its file name, cut to 15 bytes, NUL-padded to 16. */
+export function commKey(name: string): Uint8Array {
+  const base = name.slice(name.lastIndexOf("/") + 1);
+  const k = new Uint8Array(16);
+  k.set(new TextEncoder().encode(base).subarray(0, 15));
+  return k;
+}
