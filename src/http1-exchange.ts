@@ -236,12 +236,23 @@ export class Http1Connection {
  */
 export function contentTypeAllowed(allowed: string[]): (ct: string | undefined) => boolean {
   const needles = allowed.map((a) => a.trim().toLowerCase()).filter((a) => a !== "");
-  return (ct) => {
-    if (ct === undefined) return false;
+  const match = (ct: string): boolean => {
     const semi = ct.indexOf(";");
     const media = (semi < 0 ? ct : ct.slice(0, semi)).trim().toLowerCase();
     if (media === "") return false;
     for (const n of needles) if (media.includes(n)) return true;
     return false;
+  };
+  // Content-Type values repeat heavily; a small memo avoids re-normalising them per message.
+  const memo = new Map<string, boolean>();
+  return (ct) => {
+    if (ct === undefined) return false;
+    let hit = memo.get(ct);
+    if (hit === undefined) {
+      if (memo.size >= 256) memo.clear();
+      hit = match(ct);
+      memo.set(ct, hit);
+    }
+    return hit;
   };
 }
