@@ -35,7 +35,7 @@ export function contentTypeOf(encoding: OtlpEncoding): string {
 export function encodeSpans(spans: readonly Span[], o: EncodeOptions): Uint8Array {
   const raw = o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProto(spans, o.fallbackService);
   if (!o.gzip) return raw;
-  return Bun.gzipSync(raw, { level: (o.gzipLevel ?? GZIP_LEVEL) as 1 });
+  return Bun.gzipSync(raw as Uint8Array<ArrayBuffer>, { level: (o.gzipLevel ?? GZIP_LEVEL) as 1 });
 }
 
 export function encodeBatch(spans: readonly Span[], seq: number, o: EncodeOptions): EncodedBatch {

@@ -188,13 +188,13 @@ export function spansOfRequest(req: Record<string, unknown>, requestIndex: numbe
 
 /** Decodes a request body as the receiver does: gunzip if asked, then protobuf or JSON. */
 export function decodeBody(body: Uint8Array, contentType: string, contentEncoding: string): Record<string, unknown> {
-  const raw = contentEncoding === "gzip" ? Bun.gunzipSync(body) : body;
+  const raw = contentEncoding === "gzip" ? Bun.gunzipSync(body as Uint8Array<ArrayBuffer>) : body;
   if (contentType.startsWith("application/json")) return decodeRequestJson(new TextDecoder().decode(raw));
   if (contentType.startsWith("application/x-protobuf")) return decodeRequestProto(raw);
   throw new Error(`unsupported content-type ${contentType}`);
 }
 
-function partialSuccessBody(json: boolean, p: { rejectedSpans: number; errorMessage: string }): BodyInit {
+function partialSuccessBody(json: boolean, p: { rejectedSpans: number; errorMessage: string }): string | Uint8Array<ArrayBuffer> {
   if (json) return JSON.stringify({ partialSuccess: { rejectedSpans: String(p.rejectedSpans), errorMessage: p.errorMessage } });
   const T = otlpType("ExportTraceServiceResponse");
   return T.encode(T.fromObject({ partialSuccess: p })).finish() as Uint8Array<ArrayBuffer>;
@@ -347,7 +347,11 @@ export class OtlpReceiver {
     const body = new Uint8Array(await req.arrayBuffer());
     if (this.hanging) {
       this.hungRequests++;
-      await new Promise<void>((res) => this.hung.push(res));
+      // held until hang(false)/down(), or until the client gives up (then it is no longer open)
+      await new Promise<void>((res) => {
+        this.hung.push(res);
+        req.signal.addEventListener("abort", () => res(), { once: true });
+      });
       return new Response("released", { status: 503 });
     }
     const contentType = req.headers.get("content-type") ?? "";
