@@ -100,6 +100,40 @@ describe("gen-btf-bundle.ts", () => {
   }, 60_000);
 });
 
+describe.skipIf(Bun.which("xz") === null)("inside a compiled binary", () => {
+  test("the chain resolves from the embedded bundle and decodes xz without host tools", async () => {
+    const keys = embeddedBundle.keys();
+    if (keys.length === 0) return; // nothing bundled yet
+    const [id, ver, a, file] = keys[0]!.split("/") as [string, string, string, string];
+    const dir = join(tmp, "compiled");
+    mkdirSync(dir, { recursive: true });
+    const entry = join(dir, "main.ts");
+    writeFileSync(entry, [
+      `import { resolveBtf } from ${JSON.stringify(join(REPO, "src/btf-resolve.ts"))};`,
+      `import { xzDecompress } from ${JSON.stringify(join(REPO, "src/tar-xz.ts"))};`,
+      `import { Logger } from ${JSON.stringify(join(REPO, "src/log.ts"))};`,
+      "const quiet = new Logger(\"error\", { write() {} });",
+      "const r = await resolveBtf({ path: \"\", download_url: \"\", download_storage_path: process.argv[2]!, download_timeout: 1000 }, {",
+      `  release: ${JSON.stringify(file.replace(/\.btf$/, ""))}, arch: ${JSON.stringify(a)},`,
+      `  osRelease: { id: ${JSON.stringify(id)}, versionId: ${JSON.stringify(ver)}, prettyName: "t", versionCodename: "", ubuntuCodename: "", idLike: [] },`,
+      "  exists: () => false, logger: quiet, logSystemInfo: async () => {}, runtimeDirs: [],",
+      "});",
+      "const xz = await xzDecompress(new Uint8Array(await Bun.file(process.argv[3]!).arrayBuffer()));",
+      "console.log(JSON.stringify({ source: r.source, path: r.path, xz: new TextDecoder().decode(xz) }));",
+    ].join("\n"));
+    const xzFile = join(dir, "hello.xz");
+    writeFileSync(xzFile, Bun.spawnSync(["xz", "-c"], { stdin: new TextEncoder().encode("hello from xz") }).stdout);
+    const bin = join(dir, "agent-probe");
+    expect(run(["bun", "build", "--compile", entry, "--outfile", bin]).code).toBe(0);
+    const store = join(dir, "store");
+    const r = run([bin, store, xzFile], { PATH: "/nonexistent" }, dir); // no host xz/tar reachable
+    expect(r.err).toBe("");
+    const out = JSON.parse(r.out);
+    expect(out).toEqual({ source: "bundled", path: join(store, "bundled", keys[0]!), xz: "hello from xz" });
+    expect(readFileSync(out.path)).toEqual(readFileSync(join(REPO, "btf", keys[0]!)));
+  }, 60_000);
+});
+
 describe("materializeBundled", () => {
   const key = "ubuntu/20.04/x86_64/5.4.0-26-generic.btf";
 
