@@ -42,6 +42,8 @@ export interface ExchangeOptions {
 
 export const MAX_PENDING_REQUESTS = 64;
 
+const NO_REQUEST = "response without a pending request";
+
 interface Slot {
   request: HttpMessage;
   done: boolean;                    // request complete
@@ -137,9 +139,9 @@ export class Http1Connection {
 
   private responseDone(m: HttpMessage): void {
     if (m.status >= 100 && m.status < 200 && m.status !== 101) return; // interim response
-    const slot = this.requestLoss || this.responseLoss ? this.realign(m) : this.awaiting();
-    if (slot === undefined) {
-      this.opts.onResponseError("response without a pending request");
+    const slot = this.requestLoss || this.responseLoss ? this.realign(m) : this.awaiting() ?? NO_REQUEST;
+    if (typeof slot === "string") {
+      this.opts.onResponseError(slot);
       return;
     }
     slot.response = m;
@@ -215,11 +217,16 @@ export class Http1Connection {
     if (captureLoss) for (const s of this.slots) if (s.response === undefined) s.suspect = true;
   }
 
-  /** Picks the slot a response answers when messages may be missing (rules in the file header). */
-  private realign(m: HttpMessage): Slot | undefined {
+  /**
+   * Picks the slot a response answers when messages may be missing (rules in the file header);
+   * a string says why the response is dropped.
+   */
+  private realign(m: HttpMessage): Slot | string {
     const waiting = this.slots.filter((s) => s.response === undefined && !s.abandoned);
-    if (waiting.length === 0) return undefined;
-    if (this.requestLoss && m.firstByteNs < waiting[0].request.firstByteNs) return undefined;
+    if (waiting.length === 0) return NO_REQUEST;
+    if (this.requestLoss && m.firstByteNs < waiting[0].request.firstByteNs) {
+      return "response started before the oldest waiting request (its request was lost)";
+    }
     if (!this.responseLoss) return waiting[0];
     let pick = 0;
     for (let k = 1; k < waiting.length; k++) if (waiting[k].request.firstByteNs <= m.firstByteNs) pick = k;
