@@ -19,6 +19,7 @@ const LIBC_SYMBOLS = {
   munmap: { args: [P, usize], returns: i32 },
   sysconf: { args: [i32], returns: i64() },
   geteuid: { args: [], returns: u32 },
+  clock_gettime: { args: [i32, P], returns: i32 },
   mount: { args: [cstring, cstring, cstring, u64, P], returns: i32 },
   __errno_location: { args: [], returns: P },
 } as const;
@@ -139,6 +140,13 @@ export function pageSize(): number {
 export function mountFs(type: string, target: string): number {
   const r = c().mount(cstr(type), cstr(target), cstr(type), 0, null);
   return r === 0 ? 0 : errno();
+}
+
+const ts = new BigInt64Array(2);
+/** clock_gettime(2) in ns: CLOCK_REALTIME = 0, CLOCK_MONOTONIC = 1 (what bpf_ktime_get_ns uses). */
+export function clockNs(clock: 0 | 1): bigint {
+  c().clock_gettime(clock, ptr(ts));
+  return ts[0]! * 1_000_000_000n + ts[1]!;
 }
 
 export function geteuid(): number {

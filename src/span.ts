@@ -10,6 +10,8 @@ export type SpanKind = "server" | "client";
 export interface Span {
   traceId: string;            // 32 lower-case hex chars
   spanId: string;             // 16 lower-case hex chars
+  /** From a W3C traceparent request header, when the caller sent one: the span joins that trace. */
+  parentSpanId?: string;
   name: string;               // "<METHOD> <path>"
   kind: SpanKind;             // server = ingress (accepted socket), client = egress (connected socket)
   startTimeUnixNano: bigint;  // first request byte seen
@@ -37,6 +39,7 @@ export function spanToJson(s: Span): Record<string, unknown> {
     kind: s.kind,
     traceId: s.traceId,
     spanId: s.spanId,
+    ...(s.parentSpanId ? { parentSpanId: s.parentSpanId } : {}),
     start: nanosToIso(s.startTimeUnixNano),
     durationMs: Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e6,
     error: s.error,

@@ -1,0 +1,108 @@
+/**
+ * Reading /proc: processes (for selection and span attributes) and listening TCP ports (to
+ * classify sockets that existed before the agent started). Errors for processes that vanish
+ * mid-read are expected and yield undefined.
+ */
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  comm: string;
+  exe: string;        // resolved /proc/PID/exe, "" when unreadable (kernel threads, exited)
+  cmdline: string[];
+  cgroup: string;     // cgroup v2 path ("0::/system.slice/x.service" → "/system.slice/x.service")
+}
+
+export function listPids(root = "/proc"): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync(root)) {
+    const c = d.charCodeAt(0);
+    if (c >= 48 && c <= 57) out.push(Number(d));
+  }
+  return out;
+}
+
+function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+export function readProc(pid: number, root = "/proc"): ProcInfo | undefined {
+  const stat = read(`${root}/${pid}/stat`);
+  if (!stat) return undefined;
+  // comm may contain spaces and parentheses: it runs from the first "(" to the last ")".
+  const open = stat.indexOf("(");
+  const close = stat.lastIndexOf(")");
+  const comm = stat.slice(open + 1, close);
+  const rest = stat.slice(close + 2).split(" ");
+  const ppid = Number(rest[1]);
+  let exe = "";
+  try {
+    exe = readlinkSync(`${root}/${pid}/exe`);
+  } catch {
+    /* kernel thread or gone */
+  }
+  const cmd = read(`${root}/${pid}/cmdline`) ?? "";
+  const cmdline = cmd.split("\0");
+  if (cmdline.length && cmdline[cmdline.length - 1] === "") cmdline.pop();
+  return { pid, ppid, comm, exe: exe.replace(/ \(deleted\)$/, ""), cmdline, cgroup: parseCgroup(read(`${root}/${pid}/cgroup`) ?? "") };
+}
+
+/** The unified (v2) hierarchy path from /proc/PID/cgroup text, or "" on v1-only hosts. */
+export function parseCgroup(text: string): string {
+  for (const line of text.split("\n")) if (line.startsWith("0::")) return line.slice(3);
+  return "";
+}
+
+export interface Listener {
+  port: number;
+  inode: number;
+}
+
+/** TCP sockets in LISTEN state from /proc/net/tcp{,6} text. */
+export function parseListeners(text: string): Listener[] {
+  const out: Listener[] = [];
+  const lines = text.split("\n");
+  for (let i = 1; i < lines.length; i++) {
+    const f = lines[i]!.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== "0A") continue;
+    const local = f[1]!;
+    out.push({ port: parseInt(local.slice(local.indexOf(":") + 1), 16), inode: Number(f[9]) });
+  }
+  return out;
+}
+
+export function listeningPorts(root = "/proc"): Listener[] {
+  return [...parseListeners(read(`${root}/net/tcp`) ?? ""), ...parseListeners(read(`${root}/net/tcp6`) ?? "")];
+}
+
+/** Pids holding any of the given socket inodes. */
+export function pidsOwningInodes(inodes: Set<number>, root = "/proc"): Set<number> {
+  const pids = new Set<number>();
+  if (inodes.size === 0) return pids;
+  for (const pid of listPids(root)) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`${root}/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = readlinkSync(`${root}/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (link.startsWith("socket:[") && inodes.has(Number(link.slice(8, -1)))) {
+        pids.add(pid);
+        break;
+      }
+    }
+  }
+  return pids;
+}
