@@ -236,6 +236,17 @@ describe.skipIf(!canBuildBpf)("gen-min-btf.sh in a scratch repository", () => {
     expect(stale.err).toContain(`STALE ${arch}: the object's CO-RE relocations differ`);
     expect(stale.err).toContain("+FIELD_BYTE_OFFSET struct task_struct.pid");
 
+    // a kernel whose full BTF is not at hand: the file is not regenerated and the stamp not updated
+    const manifest = join(root, "btf/manifest.txt");
+    writeFileSync(manifest, readFileSync(manifest, "utf8") + `ubuntu/20.04/${arch}/9.9.9-nosource\n`);
+    const stamp = readFileSync(join(root, `btf/core-relocs-${arch}.txt`), "utf8");
+    const partial = sh(root, [], { [objVar]: bpfObject("c", ["pid"]) });
+    expect(partial.code).toBe(1);
+    expect(partial.err).toContain(`NO SOURCE for ubuntu/20.04/${arch}/9.9.9-nosource`);
+    expect(readFileSync(join(root, `btf/core-relocs-${arch}.txt`), "utf8")).toBe(stamp);
+    writeFileSync(manifest, readFileSync(manifest, "utf8").replace(/^ubuntu.*\n/m, ""));
+    expect(sh(root, [], { [objVar]: objA }).code).toBe(0);
+
     cpSync(U2004, join(root, "btf/ubuntu-stray.btf"));
     const unlisted = sh(root, ["--check"], { [objVar]: objA });
     expect(unlisted.code).toBe(1);
