@@ -58,7 +58,10 @@ export class OtlpExporter implements SpanSink {
   private readonly flights = new Set<Flight>();
   private waiting = 0;
   private seq: number;
+  /** reason last logged; "" = healthy or reset by update() */
   private failureKey = "";
+  private failing = false;
+  private noSpoolDrops = 0;
   private closing = false;
   private closed = false;
   private deadline = 0;
@@ -262,7 +265,9 @@ export class OtlpExporter implements SpanSink {
       return;
     }
     this.c.SpansDropped += b.spans;
-    if (!this.spool.enabled) this.log.warn("otlp exporter: queue full and spool disabled (spool.max_size_mb: 0), batch dropped", { spans: b.spans });
+    if (!this.spool.enabled && this.noSpoolDrops++ % 100 === 0) {
+      this.log.warn("otlp exporter: queue full and spool disabled (spool.max_size_mb: 0), batch dropped", { spans: b.spans, drops: this.noSpoolDrops });
+    }
   }
 
   private pump(): void {
@@ -317,7 +322,8 @@ export class OtlpExporter implements SpanSink {
     if (partial && (rejected > 0 || partial.errorMessage)) {
       this.log.warn("collector accepted the batch partially", { rejectedSpans: rejected, spans: f.batch.spans, message: partial.errorMessage });
     }
-    if (this.failureKey) this.log.info("otlp export recovered", { endpoint: this.s.endpoint.origin });
+    if (this.failing) this.log.info("otlp export recovered", { endpoint: this.s.endpoint.origin });
+    this.failing = false;
     this.failureKey = "";
     this.finish(f);
   }
@@ -361,6 +367,7 @@ export class OtlpExporter implements SpanSink {
 
   /** One line per change of reason, not per attempt. */
   private logFailure(o: RetryOutcome, delayMs: number): void {
+    this.failing = true;
     const key = `${o.failure.kind}:${o.failure.code}:${o.failure.kind === "tls" ? o.failure.message : ""}`;
     if (key === this.failureKey) return;
     this.failureKey = key;

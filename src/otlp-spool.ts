@@ -178,7 +178,10 @@ export class Spool {
       this.logDrop("spool: batch larger than spool.max_size_mb, dropped", b.spans);
       return false;
     }
-    this.makeRoom(size);
+    if (!this.makeRoom(size, b.seq)) {
+      this.logDrop("spool: full (spool.max_size_mb), dropped the oldest batch", b.spans);
+      return false;
+    }
     const path = join(this.dir, spoolFileName(b.seq));
     try {
       writeDurably(this.dir, path, encodeSpoolFile(b));
@@ -190,14 +193,17 @@ export class Spool {
     return true;
   }
 
-  private makeRoom(size: number): void {
+  /** Drops the oldest batches until `size` fits; false when the new batch (seq) is itself the oldest. */
+  private makeRoom(size: number, seq: number): boolean {
     while (this.totalBytes + size > this.maxBytes) {
       const victim = this.entries.find((e) => !e.inFlight);
-      if (!victim) return;
+      if (!victim) return true; // only batches being sent: they leave soon
+      if (victim.seq > seq) return false;
       this.remove(victim);
       this.events.dropped(victim.spans);
       this.logDrop("spool: full (spool.max_size_mb), dropped the oldest batch", victim.spans);
     }
+    return true;
   }
 
   private logDrop(msg: string, spans: number): void {
