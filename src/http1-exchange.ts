@@ -97,12 +97,16 @@ export class Http1Connection {
     this.res.push(chunk, tsNs);
   }
 
-  /** Uncaptured bytes (see Http1Parser.gap). Lost bytes that broke a parser's sync taint pairing. */
+  /**
+   * Uncaptured bytes (see Http1Parser.gap). A gap the parser cannot place inside a body (it has to
+   * resynchronise afterwards) may have swallowed whole messages, lost or cut alike: pairing is
+   * then tainted.
+   */
   gap(dir: "request" | "response", n: number, tsNs: bigint, lost: boolean): void {
     if (this.closed || this.isUpgraded) return;
     const parser = dir === "request" ? this.req : this.res;
     parser.gap(n, tsNs, lost);
-    if (!lost || !parser.resyncing) return;
+    if (!parser.resyncing) return;
     if (dir === "request") this.noteRequestLoss(true);
     else this.noteResponseLoss(true);
   }

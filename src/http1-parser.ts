@@ -247,7 +247,10 @@ export class Http1Parser {
   /** True when the stream turned out to be an HTTP/2 prior-knowledge connection. */
   get http2(): boolean { return this.h2; }
 
-  /** Bytes in stream order. The chunk may be reused by the caller after return. */
+  /**
+   * Bytes in stream order. The chunk may be reused by the caller after return. Exceptions thrown
+   * by callbacks are contained: reported through onError as an internal error, then resync.
+   */
   push(chunk: Uint8Array, tsNs: bigint): void {
     try {
       this.run(chunk, 0, chunk.length, tsNs);
@@ -344,10 +347,15 @@ export class Http1Parser {
     }
   }
 
+  /** Last line of defence for the never-throw contract (a bug, or a throwing callback). */
   private internalError(e: unknown): void {
-    this.opts.onError(`internal parser error: ${e instanceof Error ? e.message : String(e)}`);
     this.resetMessage();
     this.enterResync();
+    try {
+      this.opts.onError(`internal parser error: ${e instanceof Error ? e.message : String(e)}`);
+    } catch {
+      // onError itself threw: nothing sensible is left to report to.
+    }
   }
 
   private idle(chunk: Uint8Array, i: number, end: number): number {

@@ -194,6 +194,17 @@ describe("capture loss", () => {
     expect(r.resErrors).toEqual([]);
   });
 
+  test("a capture-cap gap that swallowed a pipelined response also realigns", () => {
+    const r = conn();
+    req(r, "GET /1 HTTP/1.1\r\n\r\n");
+    res(r, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#1");
+    req(r, "GET /2 HTTP/1.1\r\n\r\n");
+    r.c.gap("response", 500, clock++, false); // cut, not lost: yet response /2 is gone
+    req(r, "GET /3 HTTP/1.1\r\n\r\n");
+    res(r, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#3");
+    expect(lines(r)).toEqual(["GET /1 -> 200 #1", "GET /2 -> none (partial)", "GET /3 -> 200 #3 (partial)"]);
+  });
+
   test("a whole request lost: its response is dropped instead of shifting every later pair", () => {
     const r = conn();
     r.c.gap("request", 200, clock++, true); // request /1 lost
