@@ -177,7 +177,7 @@ export class Http1Parser {
   // --- head machine: positions are indices into `src` (the chunk, or headBuf when buffered)
   private hs = H_METHOD;
   private src: Uint8Array = EMPTY;
-  private headBuf = new Uint8Array(512);
+  private headBuf: Uint8Array = EMPTY; // grown on demand; released after unusually large heads
   private headLen = 0;
   private buffered = false;        // the unfinished head lives in headBuf
   private headStart = 0;           // first byte of the head (or trailer section)
@@ -469,7 +469,7 @@ export class Http1Parser {
   private appendHead(chunk: Uint8Array, i: number, n: number): number {
     const need = this.headLen + n;
     if (need > this.headBuf.length) {
-      const grown = new Uint8Array(Math.max(need, this.headBuf.length * 2));
+      const grown = new Uint8Array(Math.max(need, 512, this.headBuf.length * 2));
       grown.set(this.headBuf.subarray(0, this.headLen));
       this.headBuf = grown;
     }
@@ -769,10 +769,16 @@ export class Http1Parser {
 
   // ------------------------------------------------------------------ framing
 
+  /** Connections are many and big heads rare: do not keep a large buffer per parser. */
+  private releaseHeadBuf(): void {
+    if (this.headBuf.length > 16 * 1024) this.headBuf = EMPTY;
+  }
+
   /** End of the header section (or of the trailer section): decides how the body is delimited. */
   private headDone(): void {
     this.buffered = false;
     this.headLen = 0;
+    this.releaseHeadBuf();
     if (this.inTrailers) { this.complete(false); return; }
     const m: HttpMessage = {
       kind: this.isRequest ? "request" : "response",
@@ -1082,6 +1088,7 @@ export class Http1Parser {
   }
 
   private resetMessage(): void {
+    this.releaseHeadBuf();
     this.msg = null;
     this.method = this.target = this.version = this.reason = "";
     this.status = 0;

@@ -467,6 +467,14 @@ describe("non-HTTP input and limits", () => {
     expect(parse("request", fits).messages.length).toBe(1);
   });
 
+  test("a throwing callback is contained and reported, parsing continues", () => {
+    let calls = 0;
+    const r = parser("request", { onMessage: (m) => { calls++; if (m.target === "/boom") throw new Error("consumer bug"); } });
+    feed(r, ["GET /boom HTTP/1.1\r\n\r\n", "GET /ok HTTP/1.1\r\n\r\n"]);
+    expect(calls).toBe(2);
+    expect(r.errors).toEqual(["internal parser error: consumer bug"]);
+  });
+
   test("never throws on random or mutated input, whatever the chunking", () => {
     let x = 12345;
     const rnd = (n: number): number => { x = (x * 1103515245 + 12345) >>> 0; return x % n; };
