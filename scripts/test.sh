@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `bun run test`: unit tests (no root needed) and root-only integration tests that drive the
+# compiled dist/ebpf-tracer against real servers. Root tests skip, saying why, when not root.
+# Ends with the line "N passed, N failed[, N skipped]".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [[ ! -x dist/ebpf-tracer ]]; then bun run build || exit 1; fi
+log=$(mktemp)
+bun test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+pass=$(grep -Eo '^ *[0-9]+ pass$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+fail=$(grep -Eo '^ *[0-9]+ fail$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+skip=$(grep -Eo '^ *[0-9]+ skip$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+rm -f "$log"
+if [[ $status -ne 0 && $fail -eq 0 ]]; then fail=1; fi
+echo "${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
+exit $status

@@ -1,0 +1,103 @@
+/**
+ * Real servers for integration tests, on loopback ports chosen per test run: Debian's python3
+ * http.server, a Node http server, and nginx with a private config.
+ */
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+let nextPort = 20000 + (process.pid % 20000);
+export function port(): number {
+  return nextPort++;
+}
+
+export async function waitForPort(p: number, host = "127.0.0.1", timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const s = await Bun.connect({ hostname: host, port: p, socket: { data() {} } });
+      s.end();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`nothing listening on ${host}:${p}`);
+      await Bun.sleep(50);
+    }
+  }
+}
+
+export interface Server {
+  pid: number;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+function wrap(proc: Subprocess, p: number, dir: string, extraStop?: () => void): Server {
+  return {
+    pid: proc.pid,
+    port: p,
+    dir,
+    async stop() {
+      extraStop?.();
+      proc.kill("SIGKILL");
+      await proc.exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startPython(): Promise<Server> {
+  const p = port();
+  const dir = mkdtempSync(join(tmpdir(), "et-py-"));
+  writeFileSync(join(dir, "hello.json"), JSON.stringify({ hello: "world" }));
+  const proc = Bun.spawn(["/usr/bin/python3", "-m", "http.server", String(p), "--bind", "127.0.0.1"], { cwd: dir, stdout: "ignore", stderr: "ignore" });
+  await waitForPort(p);
+  return wrap(proc, p, dir);
+}
+
+/** A Node http server; `script` gets PORT in the environment and must listen on it. */
+export async function startNode(script: string, host = "127.0.0.1"): Promise<Server> {
+  const p = port();
+  const dir = mkdtempSync(join(tmpdir(), "et-node-"));
+  writeFileSync(join(dir, "server.js"), script);
+  const proc = Bun.spawn(["/usr/bin/node", "server.js"], { cwd: dir, env: { ...process.env, PORT: String(p), HOST: host }, stdout: "ignore", stderr: "inherit" });
+  await waitForPort(p, host);
+  return wrap(proc, p, dir);
+}
+
+/** nginx (Debian's) in the foreground with a private prefix; `serverBlock` goes inside http{}. */
+export async function startNginx(serverBlock: (port: number, dir: string) => string, workers = 1): Promise<Server> {
+  const p = port();
+  const dir = mkdtempSync(join(tmpdir(), "et-nginx-"));
+  mkdirSync(join(dir, "www"));
+  mkdirSync(join(dir, "logs"));
+  writeFileSync(join(dir, "www", "index.html"), "<h1>hello</h1>\n");
+  writeFileSync(join(dir, "www", "data.json"), JSON.stringify({ items: [1, 2, 3] }));
+  const conf = `worker_processes ${workers};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  types { text/html html; application/json json; }
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  ${serverBlock(p, dir)}
+}
+`;
+  writeFileSync(join(dir, "nginx.conf"), conf);
+  const proc = Bun.spawn(["/usr/sbin/nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });
+  await waitForPort(p, serverBlock(p, dir).includes("[::1]") ? "::1" : "127.0.0.1");
+  return wrap(proc, p, dir);
+}
+
+export function curl(args: string[]): { code: number; out: string } {
+  const r = Bun.spawnSync(["curl", "-sS", ...args], { stdout: "pipe", stderr: "pipe" });
+  return { code: r.exitCode ?? -1, out: r.stdout.toString() + r.stderr.toString() };
+}
