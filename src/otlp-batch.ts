@@ -4,7 +4,7 @@
  * `seq` orders batches across the memory queue, the spool and restarts.
  */
 import type { Span } from "./span.ts";
-import { encodeTracesProto } from "./otlp-encode-proto.ts";
+import { encodeTracesProto, encodeTracesProtoView } from "./otlp-encode-proto.ts";
 import { encodeTracesJson } from "./otlp-encode-json.ts";
 
 export type OtlpEncoding = "protobuf" | "json";
@@ -33,8 +33,8 @@ export function contentTypeOf(encoding: OtlpEncoding): string {
 }
 
 export function encodeSpans(spans: readonly Span[], o: EncodeOptions): Uint8Array {
-  const raw = o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProto(spans, o.fallbackService);
-  if (!o.gzip) return raw;
+  if (!o.gzip) return o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProto(spans, o.fallbackService);
+  const raw = o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProtoView(spans, o.fallbackService);
   return Bun.gzipSync(raw as Uint8Array<ArrayBuffer>, { level: (o.gzipLevel ?? GZIP_LEVEL) as 1 });
 }
 

@@ -87,6 +87,17 @@ const shared = new ProtoWriter();
 
 /** Encodes one ExportTraceServiceRequest. The result is a fresh copy. */
 export function encodeTracesProto(spans: readonly Span[], fallbackService: string): Uint8Array {
+  writeRequest(spans, fallbackService);
+  return shared.finish();
+}
+
+/** Like encodeTracesProto, without the copy: valid only until the next encode (e.g. to gzip it). */
+export function encodeTracesProtoView(spans: readonly Span[], fallbackService: string): Uint8Array {
+  writeRequest(spans, fallbackService);
+  return shared.view();
+}
+
+function writeRequest(spans: readonly Span[], fallbackService: string): void {
   const w = shared;
   w.reset();
   for (const g of groupByResource(spans, fallbackService)) {
@@ -100,5 +111,4 @@ export function encodeTracesProto(spans: readonly Span[], fallbackService: strin
     w.end(ss);
     w.end(rs);
   }
-  return w.finish();
 }
