@@ -10,7 +10,7 @@ export type FieldSpec =
   | { t: "string"; def?: string }
   | { t: "int"; def?: number; min?: number; max?: number }
   | { t: "bool"; def?: boolean }
-  | { t: "duration"; def?: number } // stored in milliseconds
+  | { t: "duration"; def?: number; min?: number } // stored in milliseconds
   | { t: "enum"; values: readonly string[]; def?: string }
   | { t: "string[]"; def?: string[] }
   | { t: "int[]"; def?: number[] }
@@ -71,6 +71,8 @@ export const SCHEMA: Record<string, FieldSpec> = {
     t: "object",
     fields: {
       ringbuf_size_mb: { t: "int", def: 16, min: 1, max: 1024 },
+      /** auto: BPF ring buffer when the kernel has it (5.8+), else a perf event array */
+      buffer: { t: "enum", values: ["auto", "ringbuf", "perf"], def: "auto" },
       max_capture_bytes_per_call: { t: "int", def: 144 * 1024, min: 64, max: 1024 * 1024 },
     },
   },
@@ -86,7 +88,7 @@ export const SCHEMA: Record<string, FieldSpec> = {
         def: "https://github.com/aquasecurity/btfhub-archive/raw/main/{id}/{version_id}/{arch}/{release}.btf.tar.xz",
       },
       download_storage_path: { t: "string", def: "/var/lib/ebpf-tracer/btf" },
-      download_timeout: { t: "duration", def: 30_000 },
+      download_timeout: { t: "duration", def: 30_000, min: 1 },
     },
   },
   agent_config: {

@@ -45,7 +45,7 @@ export interface Config {
   custom_span_attributes: Record<string, string>;
   proc_fs_scan_period_in_sec: number;
   data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
-  bpf: { ringbuf_size_mb: number; max_capture_bytes_per_call: number };
+  bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
   enable_tracepoints: boolean;
   max_active_ret_probe: number;
   perfmap_queue_size: number;
@@ -176,8 +176,11 @@ function readField(spec: FieldSpec, v: unknown, key: string, fail: Fail, lines: 
     case "bool":
       if (typeof v !== "boolean") fail(key, `must be true or false, got ${describe(v)}`);
       return v;
-    case "duration":
-      return parseDuration(v, key, fail);
+    case "duration": {
+      const ms = parseDuration(v, key, fail);
+      if (spec.min !== undefined && ms < spec.min) fail(key, `must be at least ${spec.min} ms`);
+      return ms;
+    }
     case "enum":
       if (typeof v !== "string" || !spec.values.includes(v)) fail(key, `must be one of ${spec.values.join(" | ")}, got ${describe(v)}`);
       return v;

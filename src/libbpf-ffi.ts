@@ -6,10 +6,12 @@
  * Contract for callers: every function here may throw TracerError during setup; the map helpers
  * used on the hot path return 0 or a negative errno instead of throwing.
  */
-import { dlopen, FFIType, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import { TracerError } from "./errors.ts";
 
-const { i32, u32, u64, usize, pointer: P, cstring, bool, void: VOID } = FFIType;
+// Type names as string literals so bun:ffi's typings infer exact argument and return types.
+const i32 = "i32", u32 = "u32", u64 = "u64", usize = "u64", P = "ptr", cstring = "cstring", bool = "bool", VOID = "void";
+const i64 = () => "i64" as const;
 
 const LIBC_SYMBOLS = {
   memfd_create: { args: [cstring, u32], returns: i32 },
@@ -23,10 +25,6 @@ const LIBC_SYMBOLS = {
   mount: { args: [cstring, cstring, cstring, u64, P], returns: i32 },
   __errno_location: { args: [], returns: P },
 } as const;
-
-function i64() {
-  return FFIType.i64;
-}
 
 const LIBBPF_SYMBOLS = {
   libbpf_version_string: { args: [], returns: cstring },
@@ -81,7 +79,7 @@ function cstr(s: string): Buffer {
 }
 
 function errno(): number {
-  const p = c().__errno_location();
+  const p = c().__errno_location() as Pointer | null;
   return p ? new Int32Array(toArrayBuffer(p, 0, 4))[0]! : 0;
 }
 
@@ -184,7 +182,7 @@ export class BpfObject {
       keep.push(p);
       dv.setBigUint64(48, BigInt(ptr(p)), true);
     }
-    const obj = b().bpf_object__open_mem(ptr(bytes), bytes.length, ptr(new Uint8Array(o)));
+    const obj = b().bpf_object__open_mem(ptr(bytes), bytes.length, ptr(new Uint8Array(o))) as Pointer | null;
     const err = errOf(obj);
     if (err || !obj) throw new TracerError("BPF", `cannot open BPF object: ${strerror(err)}`);
     const h = new BpfObject(obj);
@@ -193,13 +191,13 @@ export class BpfObject {
   }
 
   private map(name: string): Pointer {
-    const m = b().bpf_object__find_map_by_name(this.obj, cstr(name));
+    const m = b().bpf_object__find_map_by_name(this.obj, cstr(name)) as Pointer | null;
     if (!m) throw new TracerError("INTERNAL", `BPF map ${name} not found in the object`);
     return m;
   }
 
   private prog(name: string): Pointer {
-    const p = b().bpf_object__find_program_by_name(this.obj, cstr(name));
+    const p = b().bpf_object__find_program_by_name(this.obj, cstr(name)) as Pointer | null;
     if (!p) throw new TracerError("INTERNAL", `BPF program ${name} not found in the object`);
     return p;
   }
@@ -207,10 +205,10 @@ export class BpfObject {
   /** Program names with their ELF section (which names the attach point). */
   programs(): { name: string; section: string }[] {
     const out: { name: string; section: string }[] = [];
-    let p = b().bpf_object__next_program(this.obj, null);
+    let p = b().bpf_object__next_program(this.obj, null) as Pointer | null;
     while (p) {
       out.push({ name: String(b().bpf_program__name(p)), section: String(b().bpf_program__section_name(p)) });
-      p = b().bpf_object__next_program(this.obj, p);
+      p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
     }
     return out;
   }
@@ -244,7 +242,7 @@ export class BpfObject {
 
   /** Attaches by section name (tracepoint/..., raw_tracepoint/..., kprobe/...). */
   attach(prog: string): void {
-    const link = b().bpf_program__attach(this.prog(prog));
+    const link = b().bpf_program__attach(this.prog(prog)) as Pointer | null;
     const err = errOf(link);
     if (err || !link) throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
     this.links.push(link);
@@ -297,7 +295,7 @@ export class Mapping {
   ) {}
 
   static of(fd: number, length: number, prot: number, offset: number): Mapping {
-    const addr = c().mmap(null, length, prot, MAP_SHARED, fd, offset);
+    const addr = c().mmap(null, length, prot, MAP_SHARED, fd, offset) as Pointer | null;
     const a = Number(addr);
     if (!addr || a === -1 || a === 0xffffffffffffffff) {
       throw new TracerError("BPF", `mmap of BPF map failed (errno ${errno()})`);
