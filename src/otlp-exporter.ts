@@ -122,6 +122,7 @@ export class OtlpExporter implements SpanSink {
    * new settings are unusable. Batches waiting for a retry are retried at once.
    */
   update(cfg: Config): void {
+    if (this.closing) return;
     const next = settingsFromConfig(cfg);
     if (next.spoolDir !== this.s.spoolDir) {
       this.log.warn("spool.path changed: takes effect after a restart", { current: this.s.spoolDir, configured: next.spoolDir });

@@ -3,6 +3,7 @@
  * the TLS files happens here, so a bad path or PEM fails setup (TracerError) with the key named.
  */
 import { readFileSync } from "node:fs";
+import * as tls from "node:tls";
 import type { Config } from "./config.ts";
 import { TracerError } from "./errors.ts";
 import { parseEndpoint, type Endpoint } from "./otlp-endpoint.ts";
@@ -12,8 +13,8 @@ import { USER_AGENT } from "./otlp-scope.ts";
 export const AGENT_TOKEN_HEADER = "traceableai-agent-token";
 
 export interface TlsMaterial {
-  /** PEM texts; undefined = not configured (system CAs / no client certificate) */
-  ca?: string;
+  /** PEM texts; ca: the ca_cert_file bundle, else the system's CAs (undefined: the runtime's bundled roots) */
+  ca?: string | string[];
   cert?: string;
   key?: string;
 }
@@ -57,6 +58,7 @@ export function readTlsMaterial(cfg: Config): TlsMaterial {
   const r = a.reporting;
   const out: TlsMaterial = {};
   if (a.ca_cert_file) out.ca = readPemFile(a.ca_cert_file, "agent_config.ca_cert_file", "CERTIFICATE");
+  else out.ca = systemCas();
   if (r.cert_file || r.key_file) {
     if (!r.cert_file || !r.key_file) {
       throw new TracerError("CONFIG", 'keys "agent_config.reporting.cert_file" and "key_file" go together (mutual TLS needs both)');
@@ -65,6 +67,16 @@ export function readTlsMaterial(cfg: Config): TlsMaterial {
     out.key = readPemFile(r.key_file, "agent_config.reporting.key_file", "PRIVATE KEY");
   }
   return out;
+}
+
+/** The host's trust store (e.g. /etc/ssl/certs, SSL_CERT_FILE), read again on every reload. */
+export function systemCas(): string[] | undefined {
+  try {
+    const list = (tls as { getCACertificates?: (t: string) => string[] }).getCACertificates?.("system") ?? [];
+    return list.length ? [...list] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const RESERVED_HEADERS = new Set(["content-type", "content-encoding", "content-length", "host", "connection", "transfer-encoding"]);

@@ -173,6 +173,15 @@ describe("TLS", () => {
     expect(rx.duplicateSpanIds()).toEqual([]);
   });
 
+  test("update() with an unreadable CA throws and keeps the working settings", async () => {
+    const ex = new OtlpExporter(config(rx.endpoint), { logger: capture().logger, ...FAST });
+    expect(() => ex.update(config(rx.endpoint, {}, { agent_config: { ca_cert_file: "/nonexistent.pem" } }))).toThrow(/ENOENT/);
+    const s = makeSpan();
+    ex.export(s);
+    await ex.shutdown(2000);
+    expect(spansFor(rx, [s]).length).toBe(1);
+  });
+
   test("system CAs (no ca_cert_file) do not trust the test CA", async () => {
     const log = capture();
     const ex = new OtlpExporter(config(rx.endpoint, {}, { agent_config: { ca_cert_file: "" } }), { logger: log.logger, ...FAST });
