@@ -34,7 +34,7 @@ function spoolDir(): string {
   return d;
 }
 
-export function capture(): { logger: Logger; lines: Record<string, any>[]; find: (re: RegExp) => Record<string, any>[] } {
+function capture(): { logger: Logger; lines: Record<string, any>[]; find: (re: RegExp) => Record<string, any>[] } {
   const lines: Record<string, any>[] = [];
   const logger = new Logger("debug", { write: (line) => lines.push(JSON.parse(line)) });
   return { logger, lines, find: (re) => lines.filter((l) => re.test(l.msg)) };
