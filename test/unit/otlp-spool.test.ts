@@ -146,7 +146,7 @@ describe("collector down", () => {
     expect(readdirSync(dir).filter((n) => n.endsWith(".tmp"))).toEqual([]);
     await rx.up();
     const log = capture();
-    const second = new OtlpExporter(config(dir), { logger: log.logger, ...FAST });
+    const second = new OtlpExporter(config(dir, { max_in_flight: 1 }), { logger: log.logger, ...FAST }); // 1: strict order
     expect(log.find(/previous run/)[0]).toMatchObject({ batches: 5, spans: 23 });
     const later = [makeSpan(), makeSpan()];
     for (const s of later) second.export(s);
@@ -175,7 +175,7 @@ describe("collector down", () => {
     expect(st.SpoolBytes).toBeLessThanOrEqual(1024 * 1024);
     expect(log.find(/spool: full/).length).toBeGreaterThanOrEqual(1);
     await rx.up();
-    const again = new OtlpExporter(config(dir, {}, 1), { logger: capture().logger, ...FAST });
+    const again = new OtlpExporter(config(dir, { max_in_flight: 1 }, 1), { logger: capture().logger, ...FAST });
     await rx.waitFor(() => arrived(sent).length === kept, 5000, "the kept batches");
     await again.shutdown(1000);
     expect(arrived(sent).map((s) => s.spanId)).toEqual(sent.slice(14 - kept).map((s) => s.spanId));
