@@ -250,7 +250,7 @@ export class OtlpReceiver {
   /** Stops listening and drops open connections; the port is kept for up(). */
   async down(): Promise<void> {
     this.releaseHung();
-    this.server?.stop(true);
+    await this.server?.stop(true);
     this.server = undefined;
   }
 
