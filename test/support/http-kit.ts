@@ -1,0 +1,207 @@
+/**
+ * Helpers for the root HTTP capture tests (test/root/http-*.test.ts): a Node http application
+ * with one route per HTTP feature, raw-socket exchanges (pipelining, non-HTTP bytes), curl with
+ * separate stdout/stderr, /proc lookups, and a per-test cleanup list.
+ */
+import { connect } from "node:net";
+import { readFileSync, realpathSync } from "node:fs";
+import type { SpanJson } from "./tracer.ts";
+
+/**
+ * The Node application (`startNode(NODE_APP)` or `startNode(NODE_APP, "::1")`). Routes:
+ * - GET  /json?...          200 application/json {"path":..,"query":..}, Content-Length set (HEAD too)
+ * - GET  /chunked           200 application/json, four res.write() calls 10 ms apart → chunked
+ * - POST /echo              200, echoes the request body with the request's Content-Type
+ * - POST /upload            200 {"received":N}
+ * - GET  /status/NNN        status NNN, text/plain "status NNN" (no body for 204/304)
+ * - GET  /etag              200 with ETag "v1", or 304 when If-None-Match is "v1"
+ * Anything else: 404 text/plain "not found".
+ */
+export const NODE_APP = String.raw`
+const http = require("http");
+const CHUNKS = ['{"items":[', '1,2,', '3,4', ']}'];
+const server = http.createServer((req, res) => {
+  const parts = [];
+  req.on("data", (c) => parts.push(c));
+  req.on("end", () => route(req, res, Buffer.concat(parts)));
+});
+function send(res, status, type, body, extra) {
+  const headers = Object.assign({ "Content-Type": type }, extra || {});
+  if (body !== null) headers["Content-Length"] = Buffer.byteLength(body);
+  res.writeHead(status, headers);
+  res.end(body === null ? undefined : body);
+}
+function route(req, res, body) {
+  const u = new URL(req.url, "http://x");
+  const p = u.pathname;
+  if (p === "/json") return send(res, 200, "application/json", JSON.stringify({ path: p, query: u.search.slice(1) }));
+  if (p === "/chunked") {
+    res.writeHead(200, { "Content-Type": "application/json" });
+    let i = 0;
+    const next = () => {
+      if (i < CHUNKS.length) { res.write(CHUNKS[i++]); setTimeout(next, 10); }
+      else res.end();
+    };
+    return next();
+  }
+  if (p === "/echo" && req.method === "POST") return send(res, 200, req.headers["content-type"] || "text/plain", body);
+  if (p === "/upload" && req.method === "POST") return send(res, 200, "application/json", JSON.stringify({ received: body.length }));
+  if (p.startsWith("/status/")) {
+    const s = Number(p.slice(8));
+    if (s === 204 || s === 304) { res.writeHead(s); return res.end(); }
+    return send(res, s, "text/plain", "status " + s);
+  }
+  if (p === "/etag") {
+    if (req.headers["if-none-match"] === '"v1"') { res.writeHead(304, { ETag: '"v1"' }); return res.end(); }
+    return send(res, 200, "application/json", '{"version":1}', { ETag: '"v1"' });
+  }
+  send(res, 404, "text/plain", "not found");
+}
+server.keepAliveTimeout = 30000;
+server.listen(Number(process.env.PORT), process.env.HOST || "127.0.0.1");
+`;
+
+/** The body /chunked sends, reassembled. */
+export const CHUNKED_BODY = '{"items":[1,2,3,4]}';
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (curl etc.), stdout and stderr kept apart. */
+export function run(cmd: string[]): RunResult {
+  const r = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+  return { code: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+/** curl -sS with a 10 s limit; throws when curl fails so a test never asserts on a failed call. */
+export function curlOk(args: string[]): RunResult {
+  const r = run(["curl", "-sS", "--max-time", "10", ...args]);
+  if (r.code !== 0) throw new Error(`curl ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
+  return r;
+}
+
+/** Local ports curl -v reports connecting from ("Connected to ... port N" does not say; -w does). */
+export function curlLocalPorts(r: RunResult): number[] {
+  return [...r.stdout.matchAll(/<lp:(\d+)>/g)].map((m) => Number(m[1]));
+}
+
+/**
+ * Opens a TCP connection, writes `payload` in ONE write, and collects what comes back until
+ * `done(received)` is true, the peer closes, or `timeoutMs` passes. Resolves with the bytes and
+ * the local port.
+ */
+export function rawExchange(
+  host: string, port: number, payload: Uint8Array | string,
+  done: (got: string) => boolean, timeoutMs = 5000,
+): Promise<{ got: string; localPort: number; closedByPeer: boolean }> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port });
+    let got = "";
+    let localPort = 0;
+    let finished = false;
+    const finish = (closedByPeer: boolean) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ got, localPort, closedByPeer });
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    sock.on("connect", () => {
+      localPort = sock.localPort ?? 0;
+      sock.write(typeof payload === "string" ? Buffer.from(payload, "latin1") : Buffer.from(payload));
+    });
+    sock.on("data", (d) => {
+      got += d.toString("latin1");
+      if (done(got)) finish(false);
+    });
+    sock.on("end", () => finish(true));
+    sock.on("close", () => finish(true));
+    sock.on("error", (e) => {
+      if (!finished) {
+        finished = true;
+        clearTimeout(timer);
+        reject(e);
+      }
+    });
+  });
+}
+
+/** Counts HTTP/1.x final status lines in a raw response stream. */
+export function statusLines(raw: string): number[] {
+  return [...raw.matchAll(/HTTP\/1\.[01] (\d{3})/g)].map((m) => Number(m[1]));
+}
+
+/** Parent pid from /proc/PID/stat (field 4). */
+export function ppidOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(rest[1]);
+}
+
+/** The JSON log records on the tracer's stderr (`--log-level info`). */
+export function logRecords(stderr: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of stderr.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      out.push(JSON.parse(line));
+    } catch {
+      /* not a log record */
+    }
+  }
+  return out;
+}
+
+/** The `stats` record the tracer logs on exit with `--log-level info`. */
+export function exitStats(stderr: string): Record<string, number> | undefined {
+  const recs = logRecords(stderr).filter((r) => r.msg === "stats");
+  return recs.at(-1) as Record<string, number> | undefined;
+}
+
+/** Spans whose server side is `port` (server.port attribute). */
+export function onPort(port: number): (s: SpanJson) => boolean {
+  return (s) => s.attributes["server.port"] === port;
+}
+
+/** Cleanup actions of the running test, run in reverse order by `runCleanups` (afterEach). */
+export class Cleanups {
+  private fns: (() => unknown)[] = [];
+  add<T>(value: T, fn: (v: T) => unknown): T {
+    this.fns.push(() => fn(value));
+    return value;
+  }
+  async run(): Promise<void> {
+    const fns = this.fns.reverse();
+    this.fns = [];
+    const errors: unknown[] = [];
+    for (const fn of fns) {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    if (errors.length) throw errors[0];
+  }
+}
+
+/** The executable file name the agent reports for a binary (the resolved symlink's name). */
+export function exeName(path: string): string {
+  const real = realpathSync(path);
+  return real.slice(real.lastIndexOf("/") + 1);
+}
+
+/** An exchange of HTTP/1.x requests concatenated for one write (pipelining). */
+export function pipelined(reqs: { method: string; target: string; headers?: Record<string, string>; body?: string }[]): string {
+  return reqs
+    .map((r) => {
+      const h = { Host: "pipeline.test", ...(r.headers ?? {}) } as Record<string, string>;
+      if (r.body !== undefined) h["Content-Length"] = String(Buffer.byteLength(r.body));
+      return `${r.method} ${r.target} HTTP/1.1\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n${r.body ?? ""}`;
+    })
+    .join("");
+}
