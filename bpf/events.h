@@ -19,6 +19,7 @@ enum {
 	EV_PROC_EXEC = 4,  /* a selected process (or, with notify_all_exec, any process) called execve */
 	EV_PROC_FORK = 5,  /* a selected process forked a child, which inherits the selection */
 	EV_PROC_EXIT = 6,  /* a selected process exited; its pid was removed from the filter */
+	EV_LISTEN = 7,     /* with notify_listen: a process (any) started listening; conn_event with the local port */
 };
 
 /* Syscall ids used for probe stats and in data events. Order is the stats array order. */
@@ -37,6 +38,7 @@ enum {
 	SYS_SENDMMSG,
 	SYS_RECVMMSG,
 	SYS_CLOSE,
+	SYS_LISTEN,
 	SYS_COUNT,
 };
 
@@ -69,7 +71,7 @@ struct event_header {
 };
 _Static_assert(sizeof(struct event_header) == 24, "event_header layout");
 
-/* EV_CONN_OPEN and EV_CONN_CLOSE. Addresses are IPv6 or IPv4-mapped IPv6, network byte order;
+/* EV_CONN_OPEN, EV_CONN_CLOSE and EV_LISTEN. Addresses are IPv6 or IPv4-mapped IPv6, network byte order;
  * ports are host byte order. For AF_UNIX both addresses are zero. */
 struct conn_event {
 	struct event_header hdr;
@@ -134,7 +136,8 @@ struct settings {
 	__u32 max_capture_per_call; /* bytes copied per syscall at most */
 	__u8 capture_all_mode;      /* MODE_* applied to every process not excluded; 0 = off */
 	__u8 notify_all_exec;       /* 1: emit EV_PROC_EXEC for every exec, so user space can match rules */
-	__u16 _pad0;
+	__u8 notify_listen;         /* 1: emit EV_LISTEN for every successful listen(), for port rules */
+	__u8 _pad0;
 	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
 	__u32 _pad1;
 };

@@ -32,7 +32,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define DEFAULT_CAP (144 * 1024)
 
 /* How the saved buffer argument of a data syscall is shaped. */
-enum { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2, IO_MMSG = 3, IO_ACCEPT = 4, IO_CONNECT = 5 };
+enum { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2, IO_MMSG = 3, IO_ACCEPT = 4, IO_CONNECT = 5, IO_LISTEN = 6 };
 
 struct conn_info {
 	__u64 id;
@@ -545,6 +545,43 @@ DATA_PROBES(recvmmsg, SYS_RECVMMSG, IO_MMSG, DIR_RECV)
 DATA_PROBES(accept, SYS_ACCEPT, IO_ACCEPT, DIR_RECV)
 DATA_PROBES(accept4, SYS_ACCEPT4, IO_ACCEPT, DIR_RECV)
 DATA_PROBES(connect, SYS_CONNECT, IO_CONNECT, DIR_SEND)
+
+/* listen() of any process, only while port rules exist: user space selects the listener. */
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	struct settings *s = settings();
+	if (!s || !s->notify_listen)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call a = { .fd = (int)ARG(0), .sys = SYS_LISTEN, .kind = IO_LISTEN };
+	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
+	if (!ap)
+		return 0;
+	int fd = ap->fd;
+	bpf_map_delete_elem(&active, &pid_tgid);
+	if (ctx->ret != 0)
+		return 0;
+	struct socket *sock = stream_socket(fd);
+	if (!sock)
+		return 0;
+	struct conn_event e = {};
+	fill_header(&e.hdr, EV_LISTEN, pid_tgid);
+	e.fd = fd;
+	e.syscall = SYS_LISTEN;
+	bpf_get_current_comm(e.comm, sizeof(e.comm));
+	fill_addresses(&e, sock);
+	output(&e, sizeof(e));
+	return 0;
+}
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int tp_enter_close(struct trace_event_raw_sys_enter *ctx)

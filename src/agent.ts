@@ -6,7 +6,10 @@
 import { hostname } from "node:os";
 import { KernelTracer, type KernelCounters } from "./kernel-tracer.ts";
 import { Pipeline } from "./pipeline.ts";
-import { applySelection, SocketClassifier, type SelectionSpec } from "./selection.ts";
+import { SocketClassifier } from "./selection.ts";
+import { Selector } from "./selector.ts";
+import { compileRules } from "./rules.ts";
+import type { Target } from "./config.ts";
 import { MonoClock } from "./clock.ts";
 import { ROLE_CLIENT, ROLE_SERVER } from "./event-layout.ts";
 import { log } from "./log.ts";
@@ -16,9 +19,11 @@ import { appendFrame } from "./event-source.ts";
 
 export interface AgentOptions {
   cfg: Config;
-  selection: SelectionSpec;
+  /** targets from the command line (capture --pid/--exe/--port), ahead of the config's */
+  extraTargets?: Target[];
   sink: SpanSink;
   btfCustomPath?: string;
+  btfSource?: string;
   /** raw records are appended here (capture --record) */
   record?: (frame: Uint8Array) => void;
 }
@@ -35,12 +40,17 @@ export class Agent {
   queueHighWater = 0;
   readonly startedAt = Date.now();
 
+  selector!: Selector;
+  private cfg: Config;
+
   private constructor(
     readonly kernel: KernelTracer,
     readonly pipeline: Pipeline,
     private readonly opts: AgentOptions,
     private readonly clock: MonoClock,
-  ) {}
+  ) {
+    this.cfg = opts.cfg;
+  }
 
   static async start(opts: AgentOptions): Promise<Agent> {
     const { cfg } = opts;
@@ -53,44 +63,84 @@ export class Agent {
     });
     const clock = new MonoClock();
     const classifier = new SocketClassifier();
-    const modes = new Map<number, number>();
+    let agent: Agent | undefined;
     const pipeline = new Pipeline(
       {
-        bodyMaxSize: cfg.data_capture.body_max_size_bytes,
-        allowedContentTypes: cfg.data_capture.allowed_content_types,
-        span: {
-          hostName: hostname(),
-          serviceName: cfg.service_name,
-          environment: cfg.environment,
-          customAttributes: cfg.custom_span_attributes,
-          toWallNs: clock.toWallNs,
-        },
-        modeOf: (tgid) => modes.get(tgid) ?? kernel.pids().get(tgid) ?? 0,
+        ...Agent.pipelineSettings(cfg, clock),
+        modeOf: (tgid) => kernel.pids().get(tgid) ?? 0,
         classify: (m) => (classifier.isListeningPort(m.localPort) ? ROLE_SERVER : ROLE_CLIENT),
         ignore: (tgid, fd) => kernel.ignoreConn(tgid, fd),
+        onProcessEvent: (e) => {
+          if (!agent) return e.mode !== 0;
+          if (e.kind === "exec") return agent.selector.onExec(e);
+          if (e.kind === "fork") agent.selector.onFork(e);
+          else agent.selector.onExit(e);
+          return true;
+        },
+        onListen: (e) => agent?.selector.onListen(e),
       },
       opts.sink,
     );
-    const agent = new Agent(kernel, pipeline, opts, clock);
-    const sel = applySelection(kernel, opts.selection);
-    for (const [pid, mode] of sel.pids) modes.set(pid, mode);
+    agent = new Agent(kernel, pipeline, opts, clock);
+    agent.selector = new Selector(kernel, pipeline.procs);
+    agent.selector.apply(compileRules(cfg, opts.extraTargets));
     log.info("capture started", {
       attachMode: "tracepoints",
+      buffer: "ringbuf",
       probes: kernel.attached.length,
       skippedProbes: kernel.skipped,
       libbpf: kernel.libbpfVersion,
-      btf: opts.btfCustomPath ?? "kernel",
-      selectedPids: [...sel.pids.keys()],
-      exe: opts.selection.exe,
-      mode: opts.selection.mode,
+      btf: opts.btfSource ?? "kernel",
+      btfPath: opts.btfCustomPath ?? "/sys/kernel/btf/vmlinux",
+      selected: agent.selector.selected().length,
     });
     agent.loop();
     agent.sweepTimer = setInterval(() => {
       pipeline.sweep();
       clock.refresh();
     }, 30_000);
-    if (cfg.stats_interval > 0) agent.statsTimer = setInterval(() => agent.logStats(), cfg.stats_interval);
+    if (cfg.stats_interval > 0) agent.statsTimer = setInterval(() => agent!.logStats(), cfg.stats_interval);
     return agent;
+  }
+
+  private static pipelineSettings(cfg: Config, clock: MonoClock) {
+    return {
+      bodyMaxSize: cfg.data_capture.body_max_size_bytes,
+      allowedContentTypes: cfg.data_capture.allowed_content_types,
+      span: {
+        hostName: hostname(),
+        serviceName: cfg.service_name,
+        environment: cfg.environment,
+        customAttributes: cfg.custom_span_attributes,
+        toWallNs: clock.toWallNs,
+      },
+    };
+  }
+
+  /**
+   * Applies a new config without detaching probes: selection rules, capture limits, span
+   * settings and, when given, a new sink. Open connections and in-flight exchanges are kept.
+   */
+  reload(cfg: Config, sink?: SpanSink): void {
+    if (cfg.bpf.ringbuf_size_mb !== this.cfg.bpf.ringbuf_size_mb || cfg.bpf.buffer !== this.cfg.bpf.buffer) {
+      log.warn("bpf.ringbuf_size_mb and bpf.buffer take effect at the next restart");
+    }
+    this.cfg = cfg;
+    this.kernel.setMaxCapturePerCall(cfg.bpf.max_capture_bytes_per_call);
+    this.pipeline.update(Agent.pipelineSettings(cfg, this.clock), sink);
+    if (sink) (this.opts as { sink: SpanSink }).sink = sink;
+    this.selector.apply(compileRules(cfg, this.opts.extraTargets));
+    clearInterval(this.statsTimer);
+    if (cfg.stats_interval > 0) this.statsTimer = setInterval(() => this.logStats(), cfg.stats_interval);
+    log.info("config reloaded", { file: cfg.source, selected: this.selector.selected().length });
+  }
+
+  get currentConfig(): Config {
+    return this.cfg;
+  }
+
+  get sink(): SpanSink {
+    return this.opts.sink;
   }
 
   private onRecord = (rec: Uint8Array): void => {

@@ -13,7 +13,7 @@ export interface EventBase {
 }
 
 export interface ConnEvent extends EventBase {
-  kind: "open" | "close";
+  kind: "open" | "close" | "listen";
   connId: number;
   sent: number;
   recv: number;
@@ -83,7 +83,7 @@ export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
   const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
   const type = recordType(rec);
   if (type === EV.DATA) return rec.length >= D.data ? decodeData(rec, dv) : undefined;
-  if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
+  if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE || type === EV.LISTEN) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
   if (type === EV.PROC_EXEC || type === EV.PROC_FORK || type === EV.PROC_EXIT) return rec.length >= P.path ? decodeProc(rec, dv, type) : undefined;
   return undefined;
 }
@@ -108,7 +108,7 @@ function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
 
 function decodeConn(rec: Uint8Array, dv: DataView, type: number): ConnEvent {
   return {
-    kind: type === EV.CONN_OPEN ? "open" : "close",
+    kind: type === EV.CONN_OPEN ? "open" : type === EV.CONN_CLOSE ? "close" : "listen",
     ...base(dv),
     connId: u64(dv, C.conn_id),
     sent: u64(dv, C.sent),

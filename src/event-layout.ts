@@ -3,11 +3,11 @@
  * the ring buffer or that user space writes into maps. test/root/layout.test.ts checks these
  * numbers against the BTF of the compiled object; change both files together.
  */
-export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6 } as const;
+export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6, LISTEN: 7 } as const;
 
 export const SYSCALLS = [
   "accept", "accept4", "connect", "read", "write", "readv", "writev", "sendto", "recvfrom",
-  "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "close",
+  "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "close", "listen",
 ] as const;
 export const SYS_COUNT = SYSCALLS.length;
 
@@ -45,7 +45,7 @@ export const LAYOUT = {
     path: 64, args: 320, $size: 576,
   },
   settings: {
-    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, _pad0: 6, wakeup_threshold: 8,
+    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, _pad0: 7, wakeup_threshold: 8,
     _pad1: 12, $size: 16,
   },
   comm_key: { comm: 0, $size: 16 },

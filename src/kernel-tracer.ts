@@ -19,6 +19,7 @@ export interface KernelOptions {
   btfCustomPath?: string;
   captureAllMode: number;
   notifyAllExec: boolean;
+  notifyListen?: boolean;
 }
 
 export interface KernelCounters {
@@ -100,13 +101,27 @@ export class KernelTracer {
     return libbpfVersion();
   }
 
-  writeSettings(o: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec">): void {
+  private current: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> = {
+    maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false, notifyListen: false,
+  };
+
+  setFlags(f: { captureAllMode: number; notifyAllExec: boolean; notifyListen: boolean }): void {
+    this.writeSettings({ ...this.current, ...f });
+  }
+
+  setMaxCapturePerCall(n: number): void {
+    this.writeSettings({ ...this.current, maxCapturePerCall: n });
+  }
+
+  writeSettings(o: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen">): void {
+    this.current = { ...o };
     const S = LAYOUT.settings;
     const v = new Uint8Array(S.$size);
     const dv = new DataView(v.buffer);
     dv.setUint32(S.max_capture_per_call, o.maxCapturePerCall, true);
     v[S.capture_all_mode] = o.captureAllMode;
     v[S.notify_all_exec] = o.notifyAllExec ? 1 : 0;
+    v[S.notify_listen] = o.notifyListen ? 1 : 0;
     // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
     dv.setUint32(S.wakeup_threshold, Math.floor(this.source.size / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);

@@ -3,9 +3,11 @@
  * Entry point: the command line. Only this file maps errors to exit statuses (errors.ts).
  */
 import { Command, Option } from "commander";
-import { appendFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readFileSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import { basename, dirname } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config } from "./config.ts";
+import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "./config.ts";
+import { resolveBtf } from "./btf-resolve.ts";
 import { EXIT_STATUS, TracerError, isTracerError } from "./errors.ts";
 import { log, type LogLevel } from "./log.ts";
 import { requireCaptureCaps } from "./privileges.ts";
@@ -13,7 +15,7 @@ import { Agent } from "./agent.ts";
 import { ConsoleSink } from "./console-sink.ts";
 import { MODES, type Mode } from "./config-schema.ts";
 import type { SpanSink } from "./span.ts";
-import { createSink } from "./exporter-factory.ts";
+import { createSink, isReloadable } from "./exporter-factory.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -42,18 +44,94 @@ async function runUntilSignal(agent: Agent, timeoutMs: number): Promise<void> {
   await agent.stop(timeoutMs);
 }
 
+/** Finds BTF for this kernel (kernel, config path, bundled, downloaded) or throws UNSUPPORTED. */
+async function btfFor(cfg: Config): Promise<{ path?: string; source: string }> {
+  const r = await resolveBtf(cfg.btf);
+  return { path: r.path, source: r.source };
+}
+
+/**
+ * Re-reads the config on SIGHUP and when the file changes. A config that fails validation is
+ * rejected with a log line and the running one stays in force.
+ */
+function watchConfig(path: string, agent: Agent): () => void {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let lastText = safeRead(path);
+  const reload = (why: string) => {
+    let cfg: Config;
+    try {
+      cfg = loadConfig(path);
+    } catch (e) {
+      log.error("new config rejected; keeping the running one", { reason: (e as Error).message, trigger: why });
+      return;
+    }
+    lastText = safeRead(path);
+    try {
+      log.configure(cfg.logging.level, cfg.logging.encoding);
+      let sink: SpanSink | undefined;
+      if (cfg.exporter !== agentExporter) {
+        sink = createSink(cfg);
+        const old = agent.sink;
+        void old.shutdown(cfg.shutdown_timeout);
+        agentExporter = cfg.exporter;
+      } else if (isReloadable(agent.sink)) {
+        agent.sink.update(cfg);
+      }
+      agent.reload(cfg, sink);
+    } catch (e) {
+      log.error("config reload failed; keeping the running one", { reason: (e as Error).message, trigger: why });
+    }
+  };
+  let agentExporter = agent.currentConfig.exporter;
+  const onHup = () => reload("SIGHUP");
+  process.on("SIGHUP", onHup);
+  let watcher: FSWatcher | undefined;
+  try {
+    // Watch the directory: editors and config managers replace the file rather than write it.
+    watcher = watch(dirname(path), (_ev, name) => {
+      if (name !== basename(path)) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (safeRead(path) !== lastText) reload("file changed");
+      }, 300);
+    });
+  } catch {
+    log.warn("cannot watch the config file; reload with SIGHUP", { file: path });
+  }
+  return () => {
+    process.off("SIGHUP", onHup);
+    watcher?.close();
+    clearTimeout(timer);
+  };
+}
+
+function safeRead(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return "";
+  }
+}
+
 async function cmdRun(opts: { config: string }): Promise<void> {
   const cfg = loadConfig(opts.config);
   configure(cfg);
   requireCaptureCaps();
-  log.info("config", { file: cfg.source, mode: cfg.mode, exporter: cfg.exporter, capture: cfg.capture });
+  log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
   const sink = createSink(cfg);
-  const agent = await Agent.start({
-    cfg,
-    sink,
-    selection: { pids: cfg.capture.pids, exe: cfg.capture.exe, ports: cfg.capture.ports, mode: cfg.mode },
-  });
+  const btf = await btfFor(cfg);
+  const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
+  const unwatch = watchConfig(opts.config, agent);
   await runUntilSignal(agent, cfg.shutdown_timeout);
+  unwatch();
+}
+
+/** The effective config for the log, with secrets replaced. */
+export function maskSecrets(cfg: Config): Config {
+  const c = structuredClone(cfg);
+  if (c.agent_config.reporting.agent_token) c.agent_config.reporting.agent_token = "****";
+  for (const k of Object.keys(c.agent_config.reporting.headers)) c.agent_config.reporting.headers[k] = "****";
+  return c;
 }
 
 interface CaptureOpts {
@@ -70,8 +148,14 @@ interface CaptureOpts {
 async function cmdCapture(o: CaptureOpts): Promise<void> {
   const cfg = o.config ? loadConfig(o.config) : defaultConfig();
   configure(cfg, o.logLevel ?? (o.config ? undefined : "warn"));
-  if (!o.pid.length && !o.exe.length && !o.port.length && !cfg.capture.pids.length && !cfg.capture.exe.length && !cfg.capture.ports.length) {
-    throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port");
+  const mode = o.mode ?? cfg.mode;
+  const extraTargets: Target[] = [
+    ...o.pid.map((pid) => ({ pid, mode })),
+    ...o.exe.map((exe) => ({ exe, mode })),
+    ...o.port.map((port) => ({ port, mode })),
+  ];
+  if (!extraTargets.length && !cfg.capture.pids.length && !cfg.capture.exe.length && !cfg.capture.ports.length && !cfg.targets.length && !cfg.capture_all) {
+    throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port (or targets in -c FILE)");
   }
   requireCaptureCaps();
   const sink: SpanSink = new ConsoleSink(!!o.json);
@@ -81,17 +165,8 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
     const path = o.record;
     record = (f) => appendFileSync(path, f);
   }
-  const agent = await Agent.start({
-    cfg,
-    sink,
-    record,
-    selection: {
-      pids: [...cfg.capture.pids, ...o.pid],
-      exe: [...cfg.capture.exe, ...o.exe],
-      ports: [...cfg.capture.ports, ...o.port],
-      mode: o.mode ?? cfg.mode,
-    },
-  });
+  const btf = await btfFor(cfg);
+  const agent = await Agent.start({ cfg, sink, record, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
   process.stderr.write(`capturing (Ctrl-C to stop)\n`);
   await runUntilSignal(agent, 1000);
   if (log.enabled("info")) agent.logStats();

@@ -28,6 +28,7 @@ export function spanJson(s: Span): Record<string, unknown> {
   const out: Record<string, unknown> = {
     traceId: s.traceId.toLowerCase(),
     spanId: s.spanId.toLowerCase(),
+    ...(s.parentSpanId ? { parentSpanId: s.parentSpanId.toLowerCase() } : {}),
     name: s.name,
     kind: s.kind === "client" ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
     startTimeUnixNano: s.startTimeUnixNano.toString(),

@@ -11,7 +11,7 @@ import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_C
 // ExportTraceServiceRequest.resource_spans = 1
 // ResourceSpans: resource = 1, scope_spans = 2 · Resource: attributes = 1
 // ScopeSpans: scope = 1, spans = 2 · InstrumentationScope: name = 1, version = 2
-// Span: trace_id 1, span_id 2, name 5, kind 6, start 7, end 8, attributes 9, status 15
+// Span: trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6, start 7, end 8, attributes 9, status 15
 // Status: code 3 · KeyValue: key 1, value 2 · AnyValue: string 1, bool 2, int 3, double 4
 
 const KEY_CACHE_MAX = 4096;
@@ -63,6 +63,7 @@ function writeSpan(w: ProtoWriter, s: Span): void {
   const m = w.begin(2, 3);
   w.hexBytesField(1, s.traceId);
   w.hexBytesField(2, s.spanId);
+  if (s.parentSpanId) w.hexBytesField(4, s.parentSpanId);
   w.stringField(5, s.name);
   w.varintField(6, s.kind === "client" ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER);
   w.fixed64Field(7, s.startTimeUnixNano);

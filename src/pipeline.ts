@@ -3,7 +3,7 @@
  * tables, reassembles each direction by stream position, and hands finished exchanges to the
  * span builder and the sink. Never throws on input: everything odd is counted.
  */
-import { decodeEvent, type ConnEvent, type DataEvent } from "./event-decoder.ts";
+import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent } from "./event-decoder.ts";
 import { Connection, ConnectionTable, type ConnectionMeta } from "./connection-table.ts";
 import { contentTypeAllowed, type HttpExchange } from "./http1-exchange.ts";
 import { ProcessRegistry } from "./process-registry.ts";
@@ -42,17 +42,30 @@ export interface PipelineOptions {
   /** asks the kernel to stop sending data for a connection nobody wants */
   ignore?: (tgid: number, fd: number) => void;
   maxConnections?: number;
+  /** process lifecycle events (selection follows them); for exec, returns whether the process
+   * is captured, so that the registry only describes captured processes */
+  onProcessEvent?: (e: ProcEvent) => boolean | void;
+  /** a process started listening (only sent while port rules exist) */
+  onListen?: (e: ConnEvent) => void;
 }
 
 export class Pipeline {
   readonly counters = new PipelineCounters();
   readonly conns: ConnectionTable;
   readonly procs = new ProcessRegistry();
-  private readonly keepBody: (ct: string | undefined) => boolean;
+  private keepBody: (ct: string | undefined) => boolean;
 
-  constructor(private readonly opts: PipelineOptions, private readonly sink: SpanSink) {
+  constructor(private opts: PipelineOptions, private sink: SpanSink) {
     this.conns = new ConnectionTable(opts.maxConnections);
     this.keepBody = contentTypeAllowed(opts.allowedContentTypes);
+  }
+
+  /** Takes new settings (reload) without touching open connections or in-flight exchanges:
+   * body limits apply to connections opened from now on. */
+  update(opts: Partial<PipelineOptions>, sink?: SpanSink): void {
+    this.opts = { ...this.opts, ...opts };
+    if (opts.allowedContentTypes) this.keepBody = contentTypeAllowed(opts.allowedContentTypes);
+    if (sink) this.sink = sink;
   }
 
   /** Handles one record. The record view must not be kept. */
@@ -75,9 +88,15 @@ export class Pipeline {
         this.counters.ControlEventReceived++;
         this.onClose(e);
         break;
-      default:
+      case "listen":
+        this.counters.ControlEventReceived++;
+        this.opts.onListen?.(e);
+        break;
+      default: {
         this.counters.ProcessEventReceived++;
-        this.procs.onEvent(e);
+        const captured = this.opts.onProcessEvent?.(e);
+        if (e.kind !== "exec" || e.mode !== 0 || captured) this.procs.onEvent(e);
+      }
     }
   }
 

@@ -4,6 +4,7 @@
  * from /proc on first use. Entries of exited processes linger briefly for late exchanges.
  */
 import { readProc } from "./procfs.ts";
+import { containerIdOf, systemdUnitOf } from "./cgroups.ts";
 import type { ProcEvent } from "./event-decoder.ts";
 
 export interface ProcessDetails {
@@ -13,6 +14,9 @@ export interface ProcessDetails {
   commandLine: string;
   /** service.name chosen by selection for this process, if any */
   serviceName?: string;
+  cgroup?: string;
+  containerId?: string;
+  systemdUnit?: string;
   exitedAt?: number;  // ms epoch
 }
 
@@ -33,6 +37,9 @@ export class ProcessRegistry {
         exePath: e.path,
         commandLine: e.args.join(" "),
         serviceName: old?.serviceName,
+        cgroup: old?.cgroup,
+        containerId: old?.containerId,
+        systemdUnit: old?.systemdUnit,
       });
     } else if (e.kind === "fork") {
       const parent = this.byPid.get(e.ppid);
@@ -55,8 +62,16 @@ export class ProcessRegistry {
   }
 
   setServiceName(pid: number, name: string | undefined): void {
+    if (name === undefined && !this.byPid.has(pid)) return;
     const d = this.get(pid);
     d.serviceName = name;
+  }
+
+  setCgroup(pid: number, cgroup: string, containerId: string | undefined, systemdUnit: string | undefined): void {
+    const d = this.get(pid);
+    d.cgroup = cgroup || undefined;
+    d.containerId = containerId;
+    d.systemdUnit = systemdUnit;
   }
 
   private fromProc(pid: number, comm: string): ProcessDetails {
@@ -67,6 +82,9 @@ export class ProcessRegistry {
       name: p.exe ? p.exe.slice(p.exe.lastIndexOf("/") + 1) : p.comm,
       exePath: p.exe,
       commandLine: p.cmdline.join(" "),
+      cgroup: p.cgroup || undefined,
+      containerId: containerIdOf(p.cgroup),
+      systemdUnit: systemdUnitOf(p.cgroup),
     };
   }
 

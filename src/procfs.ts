@@ -106,3 +106,34 @@ export function pidsOwningInodes(inodes: Set<number>, root = "/proc"): Set<numbe
   }
   return pids;
 }
+
+/** pid → TCP ports it listens on (a socket shared by several processes counts for each). */
+export function listeningPortsByPid(root = "/proc"): Map<number, number[]> {
+  const listeners = listeningPorts(root);
+  const portOf = new Map(listeners.map((l) => [l.inode, l.port]));
+  const out = new Map<number, number[]>();
+  if (portOf.size === 0) return out;
+  for (const pid of listPids(root)) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`${root}/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = readlinkSync(`${root}/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!link.startsWith("socket:[")) continue;
+      const port = portOf.get(Number(link.slice(8, -1)));
+      if (port === undefined) continue;
+      const list = out.get(pid) ?? [];
+      if (!list.includes(port)) list.push(port);
+      out.set(pid, list);
+    }
+  }
+  return out;
+}

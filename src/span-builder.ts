@@ -112,6 +112,8 @@ export function buildSpan(x: HttpExchange, conn: ConnectionMeta, proc: ProcessDe
   attrs["process.executable.name"] = proc.name || conn.comm;
   if (proc.exePath) attrs["process.executable.path"] = proc.exePath;
   if (proc.commandLine) attrs["process.command_line"] = proc.commandLine;
+  if (proc.containerId) attrs["container.id"] = proc.containerId;
+  if (proc.systemdUnit) attrs["systemd.unit"] = proc.systemdUnit;
   attrs["traceableai.module.name"] = "ebpf";
   if (x.partial) attrs["ebpf.partial"] = true;
   if (!res) attrs["ebpf.response.missing"] = true;
@@ -119,7 +121,8 @@ export function buildSpan(x: HttpExchange, conn: ConnectionMeta, proc: ProcessDe
 
   const status = res?.status ?? 0;
   const tp = parseTraceparent(reqHeaders.get("traceparent"));
-  const serviceName = proc.serviceName || ctx.serviceName || proc.name || conn.comm || "unknown";
+  const unitService = proc.systemdUnit?.endsWith(".service") ? proc.systemdUnit.slice(0, -8) : undefined;
+  const serviceName = proc.serviceName || ctx.serviceName || unitService || proc.name || conn.comm || "unknown";
   const resource: Attributes = { "service.name": serviceName, "host.name": ctx.hostName };
   if (ctx.environment) resource["deployment.environment"] = ctx.environment;
   resource["process.pid"] = proc.pid;
