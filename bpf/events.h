@@ -137,7 +137,7 @@ struct settings {
 	__u8 capture_all_mode;      /* MODE_* applied to every process not excluded; 0 = off */
 	__u8 notify_all_exec;       /* 1: emit EV_PROC_EXEC for every exec, so user space can match rules */
 	__u8 notify_listen;         /* 1: emit EV_LISTEN for every successful listen(), for port rules */
-	__u8 _pad0;
+	__u8 use_perf;              /* 1: write events to the perf event array even if ring buffers exist */
 	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
 	__u32 _pad1;
 };

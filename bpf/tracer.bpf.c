@@ -81,6 +81,14 @@ struct {
 	__uint(max_entries, 16 << 20); /* user space resizes before load */
 } events SEC(".maps");
 
+/* Fallback for kernels without BPF ring buffers (before 5.8), or when forced: one perf buffer
+ * per CPU. libbpf sizes it to the number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events_perf SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -186,21 +194,24 @@ static __always_inline __u8 selected_mode(__u32 tgid)
 	return s ? s->capture_all_mode : 0;
 }
 
-static __always_inline __u64 ring_flags(void)
+/* Writes one record to user space: the ring buffer when the kernel has one (decided at load by
+ * CO-RE, so older kernels never see the ring-buffer helpers) and perf is not forced, else this
+ * CPU's perf buffer. Ring-buffer records wake the reader only once a quarter of the ring is
+ * unread: the reader polls every few ms, and a wakeup per record cost ~8 µs on the traced
+ * process. */
+static __always_inline void output(void *ctx, void *data, __u64 size)
 {
 	struct settings *s = settings();
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (s && avail > s->wakeup_threshold)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
-}
-
-static __always_inline void output(void *data, __u64 size)
-{
-	if (bpf_ringbuf_output(&events, data, size, ring_flags()) == 0)
-		count(CNT_EVENTS, 1);
-	else
-		count(CNT_LOST, 1);
+	long r;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf)) {
+		__u64 flags = BPF_RB_NO_WAKEUP;
+		if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
+			flags = BPF_RB_FORCE_WAKEUP;
+		r = bpf_ringbuf_output(&events, data, size, flags);
+	} else {
+		r = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
+	}
+	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
 static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)
@@ -264,7 +275,7 @@ static __always_inline void fill_addresses(struct conn_event *e, struct socket *
 }
 
 /* Starts tracking `fd` and, unless `ignored`, tells user space with EV_CONN_OPEN. */
-static __always_inline struct conn_info *track(__u64 pid_tgid, int fd, struct socket *sock, __u8 role,
+static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd, struct socket *sock, __u8 role,
 					       __u8 sys, __u8 ignored)
 {
 	__u32 zero = 0;
@@ -289,7 +300,7 @@ static __always_inline struct conn_info *track(__u64 pid_tgid, int fd, struct so
 		e.syscall = sys;
 		bpf_get_current_comm(e.comm, sizeof(e.comm));
 		fill_addresses(&e, sock);
-		output(&e, sizeof(e));
+		output(ctx, &e, sizeof(e));
 	}
 	return bpf_map_lookup_elem(&conns, &key);
 }
@@ -338,7 +349,7 @@ static __always_inline void msg_iov(struct active_call *a, __u64 *iov, __u64 *io
 
 /* One step of the copy walk: load the next iovec, or copy the next piece of the current
  * segment into the staging chunk and emit the chunk when it is full. Returns 0 when done. */
-static __always_inline int walk_step(struct data_scratch *s)
+static __always_inline int walk_step(void *ctx, struct data_scratch *s)
 {
 	struct walk *w = &s->w;
 	if (w->done >= w->want)
@@ -375,7 +386,7 @@ static __always_inline int walk_step(struct data_scratch *s)
 	if (w->off >= DATA_CHUNK && w->done < w->want) {
 		s->ev.pos = w->chunk_pos;
 		s->ev.len = DATA_CHUNK;
-		output(&s->ev, sizeof(s->ev));
+		output(ctx, &s->ev, sizeof(s->ev));
 		w->chunk_pos += DATA_CHUNK;
 		w->off = 0;
 	}
@@ -384,7 +395,7 @@ static __always_inline int walk_step(struct data_scratch *s)
 
 /* Copies up to the per-call cap of the `total` bytes the call moved and emits them as chunks.
  * The last chunk carries DATA_FLAG_LAST and the count of bytes not copied. */
-static __always_inline void emit_data(struct active_call *a, struct conn_info *ci, __u64 pid_tgid, __u64 pos,
+static __always_inline void emit_data(void *ctx, struct active_call *a, struct conn_info *ci, __u64 pid_tgid, __u64 pos,
 				      __u32 total)
 {
 	__u32 zero = 0;
@@ -429,7 +440,7 @@ static __always_inline void emit_data(struct active_call *a, struct conn_info *c
 		w->iovcnt = iovcnt;
 	}
 	for (int i = 0; i < MAX_STEPS; i++) {
-		if (!walk_step(s))
+		if (!walk_step(ctx, s))
 			break;
 	}
 	__u32 off = w->off;
@@ -445,10 +456,10 @@ static __always_inline void emit_data(struct active_call *a, struct conn_info *c
 	__u64 size = DATA_EVENT_HEADER + (__u64)off;
 	asm volatile("" : "+r"(size));
 	size &= 2 * DATA_CHUNK - 1;
-	output(ev, size);
+	output(ctx, ev, size);
 }
 
-static __always_inline int exit_call(__u8 sys, long ret)
+static __always_inline int exit_call(void *ctx, __u8 sys, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
@@ -466,7 +477,7 @@ static __always_inline int exit_call(__u8 sys, long ret)
 		if (!sock)
 			return 0;
 		__u8 role = a.kind == IO_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
-		track(pid_tgid, fd, sock, role, sys, !role_wanted(role, a.mode));
+		track(ctx, pid_tgid, fd, sock, role, sys, !role_wanted(role, a.mode));
 		return 0;
 	}
 	if (ret <= 0)
@@ -477,18 +488,18 @@ static __always_inline int exit_call(__u8 sys, long ret)
 		struct socket *sock = stream_socket(a.fd);
 		if (!sock)
 			return 0;
-		ci = track(pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0);
+		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0);
 		if (!ci)
 			return 0;
 	}
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
 	__u64 pos = __sync_fetch_and_add(&ci->pos[a.dir & 1], (__u64)ret);
-	emit_data(&a, ci, pid_tgid, pos, (__u32)ret);
+	emit_data(ctx, &a, ci, pid_tgid, pos, (__u32)ret);
 	return 0;
 }
 
-static __always_inline int enter_close(int fd)
+static __always_inline int enter_close(void *ctx, int fd)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u8 mode = selected_mode(pid_tgid >> 32);
@@ -509,7 +520,7 @@ static __always_inline int enter_close(int fd)
 		e.syscall = SYS_CLOSE;
 		e.recv = ci->pos[DIR_RECV];
 		e.sent = ci->pos[DIR_SEND];
-		output(&e, sizeof(e));
+		output(ctx, &e, sizeof(e));
 	}
 	bpf_map_delete_elem(&conns, &key);
 	return 0;
@@ -528,7 +539,7 @@ static __always_inline int enter_close(int fd)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                                 \
 	int tp_exit_##name(struct trace_event_raw_sys_exit *ctx)                                   \
 	{                                                                                          \
-		return exit_call(SYS, ctx->ret);                                                   \
+		return exit_call(ctx, SYS, ctx->ret);                                              \
 	}
 
 DATA_PROBES(read, SYS_READ, IO_BUF, DIR_RECV)
@@ -547,28 +558,26 @@ DATA_PROBES(accept4, SYS_ACCEPT4, IO_ACCEPT, DIR_RECV)
 DATA_PROBES(connect, SYS_CONNECT, IO_CONNECT, DIR_SEND)
 
 /* listen() of any process, only while port rules exist: user space selects the listener. */
-SEC("tracepoint/syscalls/sys_enter_listen")
-int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int enter_listen(int fd)
 {
 	struct settings *s = settings();
 	if (!s || !s->notify_listen)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call a = { .fd = (int)ARG(0), .sys = SYS_LISTEN, .kind = IO_LISTEN };
+	struct active_call a = { .fd = fd, .sys = SYS_LISTEN, .kind = IO_LISTEN };
 	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_listen")
-int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int exit_listen(void *ctx, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
-	if (!ap)
+	if (!ap || ap->kind != IO_LISTEN)
 		return 0;
 	int fd = ap->fd;
 	bpf_map_delete_elem(&active, &pid_tgid);
-	if (ctx->ret != 0)
+	if (ret != 0)
 		return 0;
 	struct socket *sock = stream_socket(fd);
 	if (!sock)
@@ -579,14 +588,75 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	e.syscall = SYS_LISTEN;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
 	fill_addresses(&e, sock);
-	output(&e, sizeof(e));
+	output(ctx, &e, sizeof(e));
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_listen((int)ARG(0));
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_listen(ctx, ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int tp_enter_close(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter_close((int)ARG(0));
+	return enter_close(ctx, (int)ARG(0));
+}
+
+/* ---- syscall kprobes (kernels without syscall tracepoints, or enable_tracepoints: false) -------
+ * libbpf resolves "ksyscall/NAME" to the kernel's syscall entry (e.g. __x64_sys_NAME) and
+ * BPF_KSYSCALL reads the user arguments through the syscall wrapper's pt_regs. User space loads
+ * either these or the tracepoint programs, never both. */
+
+#define KSYSCALL_PROBES(name, SYS, KIND, DIR)                                                      \
+	SEC("ksyscall/" #name)                                                                     \
+	int BPF_KSYSCALL(kp_enter_##name, long a0, long a1, long a2)                               \
+	{                                                                                          \
+		return enter_call(SYS, KIND, DIR, (int)a0, (__u64)a1, (__u64)a2);                  \
+	}                                                                                          \
+	SEC("kretsyscall/" #name)                                                                  \
+	int BPF_KRETPROBE(kp_exit_##name, long ret)                                                \
+	{                                                                                          \
+		return exit_call(ctx, SYS, ret);                                                   \
+	}
+
+KSYSCALL_PROBES(read, SYS_READ, IO_BUF, DIR_RECV)
+KSYSCALL_PROBES(write, SYS_WRITE, IO_BUF, DIR_SEND)
+KSYSCALL_PROBES(readv, SYS_READV, IO_IOV, DIR_RECV)
+KSYSCALL_PROBES(writev, SYS_WRITEV, IO_IOV, DIR_SEND)
+KSYSCALL_PROBES(sendto, SYS_SENDTO, IO_BUF, DIR_SEND)
+KSYSCALL_PROBES(recvfrom, SYS_RECVFROM, IO_BUF, DIR_RECV)
+KSYSCALL_PROBES(sendmsg, SYS_SENDMSG, IO_MSG, DIR_SEND)
+KSYSCALL_PROBES(recvmsg, SYS_RECVMSG, IO_MSG, DIR_RECV)
+KSYSCALL_PROBES(sendmmsg, SYS_SENDMMSG, IO_MMSG, DIR_SEND)
+KSYSCALL_PROBES(recvmmsg, SYS_RECVMMSG, IO_MMSG, DIR_RECV)
+KSYSCALL_PROBES(accept, SYS_ACCEPT, IO_ACCEPT, DIR_RECV)
+KSYSCALL_PROBES(accept4, SYS_ACCEPT4, IO_ACCEPT, DIR_RECV)
+KSYSCALL_PROBES(connect, SYS_CONNECT, IO_CONNECT, DIR_SEND)
+
+SEC("ksyscall/close")
+int BPF_KSYSCALL(kp_enter_close, long fd)
+{
+	return enter_close(ctx, (int)fd);
+}
+
+SEC("ksyscall/listen")
+int BPF_KSYSCALL(kp_enter_listen, long fd)
+{
+	return enter_listen((int)fd);
+}
+
+SEC("kretsyscall/listen")
+int BPF_KRETPROBE(kp_exit_listen, long ret)
+{
+	return exit_listen(ctx, ret);
 }
 
 /* ---- process lifecycle ----------------------------------------------------------------------- */
@@ -650,7 +720,7 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 		len = ARGS_LEN;
 	if (len && read_user(e->args, len, (void *)start) == 0)
 		e->args_len = len;
-	output(e, sizeof(*e));
+	output(ctx, e, sizeof(*e));
 	return 0;
 }
 
@@ -674,7 +744,7 @@ int rtp_fork(struct bpf_raw_tracepoint_args *ctx)
 	if (!e)
 		return 0;
 	e->ppid = parent_tgid;
-	output(e, sizeof(*e) - PATH_LEN - ARGS_LEN);
+	output(ctx, e, sizeof(*e) - PATH_LEN - ARGS_LEN);
 	return 0;
 }
 
@@ -694,6 +764,6 @@ int tp_exit(void *ctx)
 		return 0;
 	struct process_event *e = proc_event(EV_PROC_EXIT, pid_tgid, mode);
 	if (e)
-		output(e, sizeof(*e) - PATH_LEN - ARGS_LEN);
+		output(ctx, e, sizeof(*e) - PATH_LEN - ARGS_LEN);
 	return 0;
 }

@@ -56,6 +56,9 @@ export class Agent {
     const { cfg } = opts;
     const kernel = await KernelTracer.start({
       ringbufBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024,
+      enableTracepoints: cfg.enable_tracepoints,
+      buffer: cfg.bpf.buffer,
+      perfPages: cfg.perfmap_queue_size,
       maxCapturePerCall: cfg.bpf.max_capture_bytes_per_call,
       btfCustomPath: opts.btfCustomPath,
       captureAllMode: 0,
@@ -85,8 +88,8 @@ export class Agent {
     agent.selector = new Selector(kernel, pipeline.procs);
     agent.selector.apply(compileRules(cfg, opts.extraTargets));
     log.info("capture started", {
-      attachMode: "tracepoints",
-      buffer: "ringbuf",
+      attachMode: kernel.attachMode,
+      buffer: kernel.buffer,
       probes: kernel.attached.length,
       skippedProbes: kernel.skipped,
       libbpf: kernel.libbpfVersion,

@@ -233,6 +233,9 @@ function crossChecks(cfg: Config, fail: Fail): void {
   if ((r.cert_file === "") !== (r.key_file === "")) {
     fail(r.cert_file ? "agent_config.reporting.key_file" : "agent_config.reporting.cert_file", "cert_file and key_file go together (mutual TLS needs both)");
   }
+  if (cfg.perfmap_queue_size & (cfg.perfmap_queue_size - 1)) {
+    fail("perfmap_queue_size", `must be a power of two (pages per CPU), got ${cfg.perfmap_queue_size}`);
+  }
   cfg.targets.forEach((t, i) => {
     if (t.cmdline !== undefined) {
       try {

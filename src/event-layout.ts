@@ -45,7 +45,7 @@ export const LAYOUT = {
     path: 64, args: 320, $size: 576,
   },
   settings: {
-    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, _pad0: 7, wakeup_threshold: 8,
+    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7, wakeup_threshold: 8,
     _pad1: 12, $size: 16,
   },
   comm_key: { comm: 0, $size: 16 },

@@ -6,21 +6,34 @@
 import { existsSync } from "node:fs";
 import {
   BpfObject, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
+  pageSize, probeMapType,
 } from "./libbpf-ffi.ts";
+import { PerfBufferReader } from "./perfbuf-reader.ts";
+import type { EventSource } from "./event-source.ts";
 import { bpfObjectBytes, libbpfBytes } from "./embedded.ts";
 import { RingBufferReader } from "./ringbuf-reader.ts";
 import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
 import { TracerError } from "./errors.ts";
 import { log } from "./log.ts";
 
+export type AttachMode = "tracepoints" | "kprobes";
+export type BufferKind = "ringbuf" | "perf";
+
 export interface KernelOptions {
   ringbufBytes: number;
+  /** false forces kprobes even where syscall tracepoints exist */
+  enableTracepoints?: boolean;
+  buffer?: "auto" | BufferKind;
+  /** perf buffer pages per CPU (power of two) */
+  perfPages?: number;
   maxCapturePerCall: number;
   btfCustomPath?: string;
   captureAllMode: number;
   notifyAllExec: boolean;
   notifyListen?: boolean;
 }
+
+type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean };
 
 export interface KernelCounters {
   events: number;
@@ -50,45 +63,85 @@ function tracepointExists(tracefs: string, section: string): boolean {
   return !m || existsSync(`${tracefs}/events/${m[1]}/${m[2]}`);
 }
 
+const BPF_MAP_TYPE_ARRAY = 2;
+const BPF_MAP_TYPE_RINGBUF = 27;
+
+export function kprobesAvailable(tracefs: string | undefined): boolean {
+  return existsSync("/sys/bus/event_source/devices/kprobe/type") || (!!tracefs && existsSync(`${tracefs}/kprobe_events`));
+}
+
+/** Syscall tracepoints (preferred) or kprobes; throws UNSUPPORTED when neither works. */
+export function chooseAttachMode(tracefs: string | undefined, enableTracepoints: boolean): AttachMode {
+  const tp = !!tracefs && existsSync(`${tracefs}/events/syscalls/sys_enter_read`);
+  if (tp && enableTracepoints) return "tracepoints";
+  if (kprobesAvailable(tracefs)) return "kprobes";
+  if (tp) {
+    throw new TracerError("UNSUPPORTED", "enable_tracepoints is false but this kernel has no kprobes (CONFIG_KPROBES off); set enable_tracepoints: true");
+  }
+  throw new TracerError("UNSUPPORTED", "this kernel has neither syscall tracepoints (CONFIG_FTRACE_SYSCALLS) nor kprobes");
+}
+
+/** Which programs a mode loads: syscall probes of that mode, plus the sched/raw tracepoints. */
+export function programWanted(section: string, mode: AttachMode): boolean {
+  if (section.startsWith("tracepoint/syscalls/")) return mode === "tracepoints";
+  if (section.startsWith("ksyscall/") || section.startsWith("kretsyscall/")) return mode === "kprobes";
+  return true;
+}
+
 export class KernelTracer {
-  readonly source: RingBufferReader;
+  readonly source: EventSource;
   readonly attached: string[] = [];
   readonly skipped: string[] = [];
   private readonly fds: Record<string, number> = {};
   private readonly ncpu: number;
 
-  private constructor(private readonly obj: BpfObject, ringbufBytes: number) {
-    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "settings_map", "counters", "conns", "events"]) {
+  private constructor(
+    private readonly obj: BpfObject,
+    readonly attachMode: AttachMode,
+    readonly buffer: BufferKind,
+    private readonly ringbufBytes: number,
+    perfPages: number,
+  ) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "settings_map", "counters", "conns", "events", "events_perf"]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
-    this.source = new RingBufferReader(this.fds.events!, ringbufBytes);
+    this.source = buffer === "ringbuf"
+      ? new RingBufferReader(this.fds.events!, ringbufBytes)
+      : new PerfBufferReader(this.fds.events_perf!, perfPages);
   }
 
   static async start(opts: KernelOptions): Promise<KernelTracer> {
     const version = loadLibbpf(await libbpfBytes());
     const tracefs = ensureTracefs();
+    const mode = chooseAttachMode(tracefs, opts.enableTracepoints ?? true);
+    const ringbufOk = probeMapType(BPF_MAP_TYPE_RINGBUF) === 1;
+    const want = opts.buffer ?? "auto";
+    if (want === "ringbuf" && !ringbufOk) throw new TracerError("UNSUPPORTED", "bpf.buffer is ringbuf but this kernel has no BPF ring buffer (5.8+); use auto or perf");
+    const buffer: BufferKind = want === "perf" || !ringbufOk ? "perf" : "ringbuf";
     const obj = BpfObject.open(await bpfObjectBytes(), { name: "ebpf_tracer", btfCustomPath: opts.btfCustomPath });
     let tracer: KernelTracer | undefined;
     try {
-      obj.setMaxEntries("events", opts.ringbufBytes);
+      if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
+      else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
+      else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
       const skipped: string[] = [];
-      for (const p of obj.programs()) {
-        if (!tracepointExists(tracefs, p.section)) {
-          obj.setAutoload(p.name, false);
-          skipped.push(p.section);
-        }
+      const programs = obj.programs();
+      for (const p of programs) {
+        const load = programWanted(p.section, mode) && tracepointExists(tracefs, p.section);
+        if (!load) obj.setAutoload(p.name, false);
+        if (!load && programWanted(p.section, mode)) skipped.push(p.section);
       }
       obj.load();
-      tracer = new KernelTracer(obj, opts.ringbufBytes);
+      tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024);
       tracer.skipped.push(...skipped);
-      tracer.writeSettings(opts);
-      for (const p of obj.programs()) {
-        if (skipped.includes(p.section)) continue;
+      tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
+      for (const p of programs) {
+        if (!programWanted(p.section, mode) || skipped.includes(p.section)) continue;
         obj.attach(p.name);
         tracer.attached.push(p.section);
       }
-      log.debug("BPF programs attached", { libbpf: version, attached: tracer.attached.length, skipped });
+      log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped });
       return tracer;
     } catch (e) {
       if (tracer) tracer.close();
@@ -101,8 +154,8 @@ export class KernelTracer {
     return libbpfVersion();
   }
 
-  private current: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> = {
-    maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false, notifyListen: false,
+  private current: Settings = {
+    maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false, notifyListen: false, usePerf: false,
   };
 
   setFlags(f: { captureAllMode: number; notifyAllExec: boolean; notifyListen: boolean }): void {
@@ -113,8 +166,8 @@ export class KernelTracer {
     this.writeSettings({ ...this.current, maxCapturePerCall: n });
   }
 
-  writeSettings(o: Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen">): void {
-    this.current = { ...o };
+  writeSettings(o: Settings): void {
+    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf };
     const S = LAYOUT.settings;
     const v = new Uint8Array(S.$size);
     const dv = new DataView(v.buffer);
@@ -122,8 +175,9 @@ export class KernelTracer {
     v[S.capture_all_mode] = o.captureAllMode;
     v[S.notify_all_exec] = o.notifyAllExec ? 1 : 0;
     v[S.notify_listen] = o.notifyListen ? 1 : 0;
+    v[S.use_perf] = o.usePerf ? 1 : 0;
     // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
-    dv.setUint32(S.wakeup_threshold, Math.floor(this.source.size / 4), true);
+    dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
     if (r) throw new TracerError("BPF", `cannot write BPF settings (errno ${-r})`);
   }

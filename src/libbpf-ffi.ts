@@ -6,7 +6,7 @@
  * Contract for callers: every function here may throw TracerError during setup; the map helpers
  * used on the hot path return 0 or a negative errno instead of throwing.
  */
-import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import { TracerError } from "./errors.ts";
 
 // Type names as string literals so bun:ffi's typings infer exact argument and return types.
@@ -46,6 +46,12 @@ const LIBBPF_SYMBOLS = {
   bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
   bpf_map__set_autocreate: { args: [P, bool], returns: i32 },
   bpf_map__set_type: { args: [P, u32], returns: i32 },
+  bpf_map__set_key_size: { args: [P, u32], returns: i32 },
+  bpf_map__set_value_size: { args: [P, u32], returns: i32 },
+  libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
+  perf_buffer__new: { args: [i32, u64, P, P, P, P], returns: P },
+  perf_buffer__consume: { args: [P], returns: i32 },
+  perf_buffer__free: { args: [P], returns: VOID },
   bpf_map_update_elem: { args: [i32, P, P, u64], returns: i32 },
   bpf_map_lookup_elem: { args: [i32, P, P], returns: i32 },
   bpf_map_delete_elem: { args: [i32, P], returns: i32 },
@@ -218,9 +224,12 @@ export class BpfObject {
     if (r) throw new TracerError("BPF", `cannot size map ${map}: ${strerror(r)}`);
   }
 
-  setMapType(map: string, type: number): void {
-    const r = b().bpf_map__set_type(this.map(map), type);
-    if (r) throw new TracerError("BPF", `cannot retype map ${map}: ${strerror(r)}`);
+  /** Changes a map's type and shape before load (e.g. to neutralise a map the kernel lacks). */
+  reshapeMap(map: string, type: number, keySize: number, valueSize: number, maxEntries: number): void {
+    const m = this.map(map);
+    const r = b().bpf_map__set_type(m, type) || b().bpf_map__set_key_size(m, keySize) ||
+      b().bpf_map__set_value_size(m, valueSize) || b().bpf_map__set_max_entries(m, maxEntries);
+    if (r) throw new TracerError("BPF", `cannot reshape map ${map}: ${strerror(r)}`);
   }
 
   setAutocreate(map: string, on: boolean): void {
@@ -257,6 +266,62 @@ export class BpfObject {
     this.links = [];
     b().bpf_object__close(this.obj);
     this.keep = [];
+  }
+}
+
+/** 1 when the kernel supports the BPF map type, 0 when not, <0 when it cannot tell. */
+export function probeMapType(type: number): number {
+  return b().libbpf_probe_bpf_map_type(type, null);
+}
+
+/**
+ * libbpf's per-CPU perf buffers, for kernels without BPF ring buffers. perf_buffer__consume
+ * calls back synchronously on this thread, so a JSCallback is safe here (unlike
+ * ring_buffer__poll, which blocks). Records are copied out during the callback because libbpf
+ * reuses the memory, and handed over in timestamp order: per-CPU buffers are not ordered with
+ * respect to each other.
+ */
+export class PerfBuffer {
+  private pb: Pointer | null;
+  private readonly sample: JSCallback;
+  private batch: Uint8Array[] = [];
+  lost = 0;
+
+  constructor(mapFd: number, pagesPerCpu: number, private readonly tsOffset: number) {
+    this.sample = new JSCallback(
+      (_ctx: Pointer, _cpu: number, data: Pointer, size: number) => {
+        this.batch.push(new Uint8Array(toArrayBuffer(data, 0, size)).slice());
+      },
+      { args: [P, i32, P, u32], returns: VOID },
+    );
+    this.pb = b().perf_buffer__new(mapFd, pagesPerCpu, this.sample.ptr, null, null, null) as Pointer | null;
+    const err = errOf(this.pb);
+    if (err || !this.pb) {
+      this.sample.close();
+      throw new TracerError("BPF", `cannot set up perf buffers: ${strerror(err)}`);
+    }
+  }
+
+  /** Consumes everything available; returns the records sorted by event timestamp. */
+  consume(): Uint8Array[] {
+    if (!this.pb) return [];
+    this.batch = [];
+    b().perf_buffer__consume(this.pb);
+    const out = this.batch;
+    this.batch = [];
+    const off = this.tsOffset;
+    const ts = (r: Uint8Array) => (r.length >= off + 8 ? new DataView(r.buffer, r.byteOffset + off, 8).getBigUint64(0, true) : 0n);
+    out.sort((a, c) => {
+      const d = ts(a) - ts(c);
+      return d < 0n ? -1 : d > 0n ? 1 : 0;
+    });
+    return out;
+  }
+
+  close(): void {
+    if (this.pb) b().perf_buffer__free(this.pb);
+    this.pb = null;
+    this.sample.close();
   }
 }
 

@@ -1,0 +1,42 @@
+/**
+ * EventSource over per-CPU perf buffers (kernels before 5.8, or `bpf.buffer: perf`). Each drain
+ * consumes all CPUs and delivers the records in timestamp order, so that the bytes of one
+ * connection reach the pipeline in the order the syscalls happened even when its threads moved
+ * between CPUs.
+ */
+import { PerfBuffer } from "./libbpf-ffi.ts";
+import { LAYOUT } from "./event-layout.ts";
+import type { EventSource } from "./event-source.ts";
+
+export class PerfBufferReader implements EventSource {
+  private readonly pb: PerfBuffer;
+  private queue: Uint8Array[] = [];
+  private at = 0;
+
+  constructor(mapFd: number, pagesPerCpu: number) {
+    this.pb = new PerfBuffer(mapFd, pagesPerCpu, LAYOUT.event_header.ts_ns);
+  }
+
+  drain(onRecord: (rec: Uint8Array) => void, max: number): number {
+    if (this.at >= this.queue.length) {
+      this.queue = this.pb.consume();
+      this.at = 0;
+    }
+    let n = 0;
+    while (n < max && this.at < this.queue.length) {
+      onRecord(this.queue[this.at++]!);
+      n++;
+    }
+    return n;
+  }
+
+  pending(): number {
+    let bytes = 0;
+    for (let i = this.at; i < this.queue.length; i++) bytes += this.queue[i]!.length;
+    return bytes;
+  }
+
+  close(): void {
+    this.pb.close();
+  }
+}
