@@ -8,6 +8,7 @@ import { basename, dirname } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "./config.ts";
 import { resolveBtf } from "./btf-resolve.ts";
+import { formatRows, preflight } from "./preflight.ts";
 import { EXIT_STATUS, TracerError, isTracerError } from "./errors.ts";
 import { log, type LogLevel } from "./log.ts";
 import { requireCaptureCaps } from "./privileges.ts";
@@ -113,13 +114,34 @@ function safeRead(path: string): string {
   }
 }
 
+async function cmdCheck(opts: { config?: string }): Promise<void> {
+  const cfg = opts.config ? loadConfig(opts.config) : defaultConfig();
+  log.configure("warn", "console");
+  const r = await preflight(cfg);
+  process.stdout.write(formatRows(r.rows) + "\n");
+  process.stdout.write(r.ok ? "capture can work on this host\n" : "capture cannot work on this host\n");
+  if (!r.ok) process.exitCode = EXIT_STATUS.UNSUPPORTED;
+}
+
+/** The same checks as `check`, logged as one line; throws when capture cannot work. */
+async function preflightOrThrow(cfg: Config): Promise<{ path?: string; source: string }> {
+  requireCaptureCaps();
+  const r = await preflight(cfg);
+  log.info("preflight", Object.fromEntries(r.rows.map((x) => [x.check, `${x.verdict}: ${x.detail}`])));
+  const failed = r.rows.filter((x) => x.verdict === "fail");
+  if (failed.length || !r.btf) {
+    throw new TracerError("UNSUPPORTED", `capture cannot work on this host: ${failed.map((x) => `${x.check}: ${x.detail}`).join("; ")}`);
+  }
+  return { path: r.btf.path, source: r.btf.source };
+}
+
 async function cmdRun(opts: { config: string }): Promise<void> {
   const cfg = loadConfig(opts.config);
   configure(cfg);
   requireCaptureCaps();
   log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
   const sink = createSink(cfg);
-  const btf = await btfFor(cfg);
+  const btf = await preflightOrThrow(cfg);
   const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
   const unwatch = watchConfig(opts.config, agent);
   await runUntilSignal(agent, cfg.shutdown_timeout);
@@ -193,6 +215,11 @@ export function buildCli(): Command {
     .option("--log-level <level>", "log level on stderr (default warn)")
     .action(cmdCapture);
   program
+    .command("check")
+    .description("preflight: can capture work on this host, and how (exit 0 yes, 69 no)")
+    .option("-c, --config <file>", "config file (its btf: and attach settings apply)")
+    .action(cmdCheck);
+  program
     .command("version")
     .description("print the version")
     .action(() => console.log(`ebpf-tracer ${pkg.version}`));
@@ -204,7 +231,7 @@ export async function main(argv: string[]): Promise<number> {
     await buildCli().exitOverride((e) => {
       throw e;
     }).parseAsync(argv);
-    return 0;
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (e) {
     const ce = e as { code?: string; exitCode?: number };
     if (typeof ce.code === "string" && ce.code.startsWith("commander.")) {
