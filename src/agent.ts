@@ -70,7 +70,7 @@ export class Agent {
     const pipeline = new Pipeline(
       {
         ...Agent.pipelineSettings(cfg, clock),
-        modeOf: (tgid) => kernel.pids().get(tgid) ?? 0,
+        modeOf: (tgid) => kernel.pidMode(tgid) ?? 0,
         classify: (m) => (classifier.isListeningPort(m.localPort) ? ROLE_SERVER : ROLE_CLIENT),
         ignore: (tgid, fd) => kernel.ignoreConn(tgid, fd),
         onProcessEvent: (e) => {

@@ -190,6 +190,12 @@ export class KernelTracer {
     return mapDelete(this.fds.selected_pids!, u32(tgid));
   }
 
+  /** The pid filter's mode for one process; undefined when it has no entry. */
+  pidMode(tgid: number): number | undefined {
+    const val = new Uint8Array(1);
+    return mapLookup(this.fds.selected_pids!, u32(tgid), val) === 0 ? val[0] : undefined;
+  }
+
   /** tgid → mode for every pid in the kernel filter. */
   pids(): Map<number, number> {
     const out = new Map<number, number>();
