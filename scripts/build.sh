@@ -4,7 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-libbpf.sh
 bash scripts/build-bpf.sh
-if [[ -f scripts/gen-btf-bundle.ts ]]; then bun scripts/gen-btf-bundle.ts; fi
+# Bundled BTF is minimised against this object: fail when it is stale (regenerate with
+# scripts/gen-min-btf.sh on a machine that has the listed kernels' full BTF).
+bash scripts/gen-min-btf.sh --check
+bun scripts/gen-btf-bundle.ts
 mkdir -p dist
 bun build --compile --minify-syntax --minify-whitespace --target=bun-linux-x64 src/main.ts --outfile dist/ebpf-tracer.tmp >/dev/null
 mv dist/ebpf-tracer.tmp dist/ebpf-tracer
