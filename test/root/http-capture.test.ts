@@ -295,6 +295,14 @@ describe.skipIf(!!SKIP)("HTTP/1 capture: nginx (--exe nginx)", () => {
     });
     expectWorkerSpan(s!, ng.pid);
   });
+  test("a worker selected from /proc has its retitled command line, without the NUL padding", async () => {
+    const ng = await nginx();
+    const t = c.add(await TracerProcess.capture(["--exe", "nginx"]), (x) => x.stop());
+    curlOk([`http://127.0.0.1:${ng.port}/data.json`]);
+    const [s] = await spansOn(t, ng.port, 1);
+    // nginx overwrites its argv with "nginx: worker process" and pads the old area with NULs.
+    expect(JSON.stringify(s!.attributes["process.command_line"])).toBe(JSON.stringify("nginx: worker process"));
+  });
 });
 
 describe.skipIf(!!SKIP)("HTTP/1 capture: egress (--exe curl --mode egress)", () => {

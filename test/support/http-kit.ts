@@ -15,8 +15,25 @@ import type { SpanJson } from "./tracer.ts";
  * - POST /upload            200 {"received":N}
  * - GET  /status/NNN        status NNN, text/plain "status NNN" (no body for 204/304)
  * - GET  /etag              200 with ETag "v1", or 304 when If-None-Match is "v1"
+ * - GET  /big?n=N           200 application/json, a JSON document of exactly N bytes written with one res.end()
  * Anything else: 404 text/plain "not found".
  */
+/** A JSON document of exactly `size` bytes (>= 11) whose content changes along its length. */
+export function jsonOfSize(size: number): string {
+  const head = '{"data":"';
+  const tail = '"}';
+  const want = size - head.length - tail.length;
+  const parts: string[] = [];
+  let len = 0;
+  for (let i = 0; len < want; i++) {
+    const p = i.toString(36).padStart(6, "-");
+    parts.push(p);
+    len += p.length;
+  }
+  return head + parts.join("").slice(0, want) + tail;
+}
+const jsonOfSizeSource = jsonOfSize.toString();
+
 export const NODE_APP = String.raw`
 const http = require("http");
 const CHUNKS = ['{"items":[', '1,2,', '3,4', ']}'];
@@ -55,8 +72,10 @@ function route(req, res, body) {
     if (req.headers["if-none-match"] === '"v1"') { res.writeHead(304, { ETag: '"v1"' }); return res.end(); }
     return send(res, 200, "application/json", '{"version":1}', { ETag: '"v1"' });
   }
+  if (p === "/big") return send(res, 200, "application/json", jsonOfSize(Number(u.searchParams.get("n"))));
   send(res, 404, "text/plain", "not found");
 }
+${jsonOfSizeSource}
 server.keepAliveTimeout = 30000;
 server.listen(Number(process.env.PORT), process.env.HOST || "127.0.0.1");
 `;
