@@ -59,6 +59,7 @@ export class Agent {
       enableTracepoints: cfg.enable_tracepoints,
       buffer: cfg.bpf.buffer,
       perfPages: cfg.perfmap_queue_size,
+      maxActiveRetProbe: cfg.max_active_ret_probe,
       maxCapturePerCall: cfg.bpf.max_capture_bytes_per_call,
       btfCustomPath: opts.btfCustomPath,
       captureAllMode: 0,

@@ -3,7 +3,8 @@
  * its maps, attaches every probe whose attach point exists on this kernel, and offers typed
  * access to the filter maps and counters. Setup throws TracerError; map updates return errno.
  */
-import { existsSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import {
   BpfObject, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
   pageSize, probeMapType,
@@ -26,6 +27,8 @@ export interface KernelOptions {
   buffer?: "auto" | BufferKind;
   /** perf buffer pages per CPU (power of two) */
   perfPages?: number;
+  /** kretprobe maxactive (instances in flight per probe); 0 = 10 x CPUs */
+  maxActiveRetProbe?: number;
   maxCapturePerCall: number;
   btfCustomPath?: string;
   captureAllMode: number;
@@ -79,6 +82,22 @@ export function chooseAttachMode(tracefs: string | undefined, enableTracepoints:
     throw new TracerError("UNSUPPORTED", "enable_tracepoints is false but this kernel has no kprobes (CONFIG_KPROBES off); set enable_tracepoints: true");
   }
   throw new TracerError("UNSUPPORTED", "this kernel has neither syscall tracepoints (CONFIG_FTRACE_SYSCALLS) nor kprobes");
+}
+
+let kallsyms: string | undefined;
+/** The kernel function behind a syscall: the arch wrapper (__x64_sys_*, 4.17+) when present. */
+export function syscallSymbol(name: string): string {
+  kallsyms ??= (() => {
+    try {
+      return readFileSync("/proc/kallsyms", "utf8");
+    } catch {
+      return "";
+    }
+  })();
+  for (const prefix of ["__x64_sys_", "__arm64_sys_", "sys_"]) {
+    if (kallsyms.includes(` ${prefix}${name}\n`)) return prefix + name;
+  }
+  return `__x64_sys_${name}`;
 }
 
 /** Which programs a mode loads: syscall probes of that mode, plus the sched/raw tracepoints. */
@@ -136,9 +155,11 @@ export class KernelTracer {
       tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024);
       tracer.skipped.push(...skipped);
       tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
+      const maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
       for (const p of programs) {
         if (!programWanted(p.section, mode) || skipped.includes(p.section)) continue;
-        obj.attach(p.name);
+        if (p.section.startsWith("kretsyscall/")) tracer.attachKretprobe(p.name, p.section.slice(12), maxactive, tracefs);
+        else obj.attach(p.name);
         tracer.attached.push(p.section);
       }
       log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped });
@@ -148,6 +169,26 @@ export class KernelTracer {
       else obj.close();
       throw e;
     }
+  }
+
+  private kprobeEvents: string[] = [];
+  private tracefs = "";
+
+  /**
+   * A syscall kretprobe with a chosen maxactive: libbpf's perf-based kprobes cannot set it, so the
+   * probe is created through tracefs ("r<maxactive>:group/event symbol") and the program attached
+   * to that event. Too small a maxactive drops returns under concurrency (entries without exits
+   * in the probe stats).
+   */
+  private attachKretprobe(prog: string, syscall: string, maxactive: number, tracefs: string): void {
+    const sym = syscallSymbol(syscall);
+    const event = `p${process.pid}_${syscall}`;
+    const group = "ebpf_tracer";
+    appendFileSync(`${tracefs}/kprobe_events`, `r${Math.min(maxactive, 4096)}:${group}/${event} ${sym}\n`);
+    this.tracefs = tracefs;
+    this.kprobeEvents.push(`${group}/${event}`);
+    const id = Number(readFileSync(`${tracefs}/events/${group}/${event}/id`, "utf8").trim());
+    this.obj.attachPerfTracepoint(prog, id);
   }
 
   get libbpfVersion(): string {
@@ -272,6 +313,14 @@ export class KernelTracer {
   close(): void {
     this.source.close();
     this.obj.close();
+    for (const ev of this.kprobeEvents) {
+      try {
+        appendFileSync(`${this.tracefs}/kprobe_events`, `-:${ev}\n`);
+      } catch {
+        /* already gone */
+      }
+    }
+    this.kprobeEvents = [];
   }
 }
 

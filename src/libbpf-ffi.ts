@@ -22,6 +22,8 @@ const LIBC_SYMBOLS = {
   sysconf: { args: [i32], returns: i64() },
   geteuid: { args: [], returns: u32 },
   clock_gettime: { args: [i32, P], returns: i32 },
+  // Variadic in C; integer arguments pass the same way on x86-64 and aarch64.
+  syscall: { args: [i64(), P, i32, i32, i32, u64], returns: i64() },
   mount: { args: [cstring, cstring, cstring, u64, P], returns: i32 },
   __errno_location: { args: [], returns: P },
 } as const;
@@ -42,6 +44,7 @@ const LIBBPF_SYMBOLS = {
   bpf_program__set_autoload: { args: [P, bool], returns: i32 },
   bpf_program__attach: { args: [P], returns: P },
   bpf_link__destroy: { args: [P], returns: i32 },
+  bpf_program__attach_perf_event: { args: [P, i32], returns: P },
   bpf_map__fd: { args: [P], returns: i32 },
   bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
   bpf_map__set_autocreate: { args: [P, bool], returns: i32 },
@@ -254,6 +257,29 @@ export class BpfObject {
     const link = b().bpf_program__attach(this.prog(prog)) as Pointer | null;
     const err = errOf(link);
     if (err || !link) throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
+    this.links.push(link);
+  }
+
+  /**
+   * Attaches to an existing perf tracepoint-type event id (e.g. a kretprobe created through
+   * tracefs kprobe_events, which is the only way to choose its maxactive).
+   */
+  attachPerfTracepoint(prog: string, eventId: number): void {
+    const attr = new Uint8Array(128); // struct perf_event_attr, PERF_ATTR_SIZE_VER5 and up
+    const dv = new DataView(attr.buffer);
+    dv.setUint32(0, 2, true); // type = PERF_TYPE_TRACEPOINT
+    dv.setUint32(4, 128, true); // size
+    dv.setBigUint64(8, BigInt(eventId), true); // config
+    dv.setBigUint64(16, 1n, true); // sample_period
+    dv.setUint32(48, 1, true); // wakeup_events
+    const fd = Number(c().syscall(298 /* __NR_perf_event_open (x86-64) */, ptr(attr), -1, 0, -1, 8 /* PERF_FLAG_FD_CLOEXEC */));
+    if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
+    const link = b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null;
+    const err = errOf(link);
+    if (err || !link) {
+      c().close(fd);
+      throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
+    }
     this.links.push(link);
   }
 
