@@ -4,6 +4,7 @@
  * enforced by the kernel alone. A target matches when all its given fields match; the first
  * matching target wins; `exclude_processes` always wins.
  */
+import { realpathSync } from "node:fs";
 import type { Config, Target } from "./config.ts";
 import type { Mode } from "./config-schema.ts";
 import { containerIdOf, systemdUnitOf } from "./cgroups.ts";
@@ -56,10 +57,27 @@ export function baseName(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
 }
 
+/**
+ * Executable patterns: with a "/" they match the path (also through symlinks, e.g.
+ * /usr/bin/python3 → /usr/bin/python3.11, since /proc shows the resolved path while execve
+ * events show the path as called); without, the file name or the comm (the kernel's 15-byte
+ * name, which is the called file name).
+ */
 function exeTest(pattern: string): (p: ProcessFacts) => boolean {
   const t = globTest(pattern);
-  if (pattern.includes("/")) return (p) => p.exe !== "" && t(p.exe);
-  return (p) => (p.exe ? t(baseName(p.exe)) : t(p.comm));
+  if (pattern.includes("/")) {
+    let real = pattern;
+    if (!GLOB_CHARS.test(pattern)) {
+      try {
+        real = realpathSync(pattern);
+      } catch {
+        /* not on this host (yet) */
+      }
+    }
+    return (p) => p.exe !== "" && (t(p.exe) || p.exe === real);
+  }
+  const commT = GLOB_CHARS.test(pattern) ? t : (c: string) => c === pattern.slice(0, 15);
+  return (p) => (p.exe !== "" && t(baseName(p.exe))) || commT(p.comm);
 }
 
 /** A cgroup glob matches the process's cgroup or any of its ancestors. */

@@ -86,3 +86,16 @@ targets:
     expect(findCgroup2Root("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n")).toBeUndefined();
   });
 });
+
+describe("executable matching through names and symlinks", () => {
+  test("a name matches the file name or the comm; a path matches through symlinks", () => {
+    const py: ProcessFacts = { pid: 1, comm: "python3", exe: "/usr/bin/python3.11", cmdline: "python3 -m http.server", cgroup: "/", ports: [] };
+    expect(decide(rules(`targets:\n  - exe: python3`), py).selected).toBe(true);
+    expect(decide(rules(`targets:\n  - exe: python3.11`), py).selected).toBe(true);
+    expect(decide(rules(`targets:\n  - exe: python2`), py).selected).toBe(false);
+    const viaLink = rules(`targets:\n  - exe: /usr/bin/python3`);
+    const real = require("node:fs").realpathSync("/usr/bin/python3");
+    expect(decide(viaLink, { ...py, exe: real }).selected).toBe(true);
+    expect(decide(viaLink, { ...py, exe: "/usr/bin/python3" }).selected).toBe(true);
+  });
+});
