@@ -167,3 +167,96 @@ export function startAdminServer(address: string, provider: StatusProvider): Adm
     },
   };
 }
+
+/** What agentStatusProvider reads from the running agent (Agent satisfies it structurally). */
+export interface AgentView {
+  readonly startedAt: number;
+  stats(): Record<string, number>;
+  kernelCounters(): { probes: Record<string, [number, number]> };
+  readonly selector: { selected(): { pid: number; name: string; exe: string; mode: string; service?: string }[] };
+  readonly kernel: { readonly attachMode: string; readonly buffer: string; readonly libbpfVersion: string; readonly attached: string[] };
+  readonly currentConfig: { exporter: string; agent_config: { reporting: { endpoint: string } } };
+}
+
+export interface AgentInfo {
+  version: string;
+  /** where BTF came from: kernel, config, bundled, downloaded */
+  btfSource: string;
+  btfPath?: string;
+  /** the exporter is called failing (and /healthz degraded) after this long without success */
+  exporterFailingAfterMs?: number;
+  now?: () => number;
+}
+
+const EXPORT_ERRORS = ["ExportErrorsNetwork", "ExportErrorsTls", "ExportErrorsHttp4xx", "ExportErrorsHttp5xx", "WriteErrors"];
+
+/**
+ * The StatusProvider of a running agent: counters are the stats line plus per-syscall probe
+ * counters; health is degraded when the exporter has only failed for exporterFailingAfterMs
+ * (default 2 min); status has version, uptime, BTF, attach mode, selected processes, exporter.
+ */
+export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusProvider {
+  const now = info.now ?? Date.now;
+  const failingAfter = info.exporterFailingAfterMs ?? 120_000;
+  let lastOk = -1;
+  let lastErr = -1;
+  let failingSince = 0;
+  const exporterState = (s: Record<string, number>): { state: string; failingForMs: number } => {
+    const ok = (s.ExportRequestsOk ?? 0) + (s.SpansWritten ?? 0);
+    const err = EXPORT_ERRORS.reduce((a, k) => a + (s[k] ?? 0), 0);
+    const t = now();
+    if (lastOk < 0) {
+      if (err > 0 && ok === 0) failingSince = t; // first look: only failures so far
+    } else if (ok > lastOk) {
+      failingSince = 0; // a success since the last look
+    } else if (err > lastErr && failingSince === 0) {
+      failingSince = t; // failures and no success since the last look
+    }
+    lastOk = ok;
+    lastErr = err;
+    if (failingSince) return { state: "failing", failingForMs: t - failingSince };
+    return { state: ok > 0 ? "ok" : "idle", failingForMs: 0 };
+  };
+  return {
+    health() {
+      const reasons: string[] = [];
+      const e = exporterState(agent.stats());
+      if (e.state === "failing" && e.failingForMs >= failingAfter) {
+        reasons.push(`exporter: every export failed for ${Math.round(e.failingForMs / 1000)}s (${agent.currentConfig.exporter})`);
+      }
+      return { ok: reasons.length === 0, reasons };
+    },
+    counters() {
+      const out: Record<string, number> = { ...agent.stats(), SelectedProcesses: agent.selector.selected().length };
+      for (const [syscall, [entries, exits]] of Object.entries(agent.kernelCounters().probes)) {
+        out[`ProbeEntries{syscall="${syscall}"}`] = entries;
+        out[`ProbeExits{syscall="${syscall}"}`] = exits;
+      }
+      return out;
+    },
+    status() {
+      const cfg = agent.currentConfig;
+      const s = agent.stats();
+      const e = exporterState(s);
+      return {
+        version: info.version,
+        pid: process.pid,
+        uptime_seconds: Math.round((now() - agent.startedAt) / 1000),
+        btf_source: info.btfSource,
+        btf_path: info.btfPath ?? "/sys/kernel/btf/vmlinux",
+        attach_mode: agent.kernel.attachMode,
+        buffer: agent.kernel.buffer,
+        probes_attached: agent.kernel.attached.length,
+        libbpf: agent.kernel.libbpfVersion,
+        selected_processes: agent.selector.selected().map((p) => ({ pid: p.pid, name: p.name, exe: p.exe, mode: p.mode, ...(p.service ? { service: p.service } : {}) })),
+        exporter: {
+          kind: cfg.exporter,
+          ...(cfg.exporter === "otlp" ? { endpoint: cfg.agent_config.reporting.endpoint } : {}),
+          state: e.state,
+          ...(e.failingForMs ? { failing_for_seconds: Math.round(e.failingForMs / 1000) } : {}),
+          ...Object.fromEntries(["SpansWritten", "TotalRequestsSent", "SpansQueued", "SpoolSpans", "SpansDropped"].filter((k) => k in s).map((k) => [k, s[k]])),
+        },
+      };
+    },
+  };
+}

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, spyOn, test } from "
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isGauge, parseAddress, renderMetrics, snakeCase, startAdminServer, type StatusProvider } from "../../src/admin-server.ts";
+import { agentStatusProvider, isGauge, parseAddress, renderMetrics, snakeCase, startAdminServer, type StatusProvider } from "../../src/admin-server.ts";
 import { connectUrl, formatStatus, statusCommand } from "../../src/status-command.ts";
 import { configValidateCommand } from "../../src/config-validate-command.ts";
 import { notifyEnabled, notifyReady, notifyReloading, notifyStatus, sdNotify, setNotifyBinaryForTest, watchdogIntervalMs } from "../../src/sd-notify.ts";
@@ -131,6 +131,44 @@ describe("admin endpoint", () => {
     const url = s.url;
     s.stop();
     await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe("agentStatusProvider", () => {
+  function fakeAgent(stats: Record<string, number>) {
+    return {
+      startedAt: 1_000_000,
+      stats: () => ({ ...stats }),
+      kernelCounters: () => ({ probes: { read: [5, 4] as [number, number], write: [0, 0] as [number, number] } }),
+      selector: { selected: () => [{ pid: 7, name: "nginx", exe: "/usr/sbin/nginx", mode: "ingress" }] },
+      kernel: { attachMode: "tracepoints", buffer: "ringbuf", libbpfVersion: "v1.1", attached: ["a", "b"] },
+      currentConfig: { exporter: "otlp", agent_config: { reporting: { endpoint: "c:4318" } } },
+    };
+  }
+
+  test("status, counters with probe labels, and exporter health over time", () => {
+    let t = 1_000_000 + 65_000;
+    const stats = { ExportRequestsOk: 0, ExportErrorsNetwork: 0, SpansQueued: 3 };
+    const a = fakeAgent(stats);
+    a.stats = () => ({ ...stats });
+    const p = agentStatusProvider(a, { version: "0.1.0", btfSource: "kernel", now: () => t, exporterFailingAfterMs: 60_000 });
+    expect(p.status()).toMatchObject({
+      version: "0.1.0", uptime_seconds: 65, btf_source: "kernel", attach_mode: "tracepoints", buffer: "ringbuf", probes_attached: 2,
+      selected_processes: [{ pid: 7, name: "nginx", exe: "/usr/sbin/nginx", mode: "ingress" }],
+      exporter: { kind: "otlp", endpoint: "c:4318", state: "idle", SpansQueued: 3 },
+    });
+    expect(p.counters()).toMatchObject({ SelectedProcesses: 1, 'ProbeEntries{syscall="read"}': 5, 'ProbeExits{syscall="read"}': 4 });
+    expect(p.health()).toEqual({ ok: true, reasons: [] });
+    stats.ExportErrorsNetwork = 2; // failures start
+    t += 1000;
+    expect(p.health().ok).toBe(true);
+    t += 61_000; // still no success
+    expect(p.health()).toEqual({ ok: false, reasons: ["exporter: every export failed for 61s (otlp)"] });
+    expect((p.status().exporter as Record<string, unknown>).state).toBe("failing");
+    stats.ExportRequestsOk = 1; // one success clears it
+    t += 1000;
+    expect(p.health().ok).toBe(true);
+    expect((p.status().exporter as Record<string, unknown>).state).toBe("ok");
   });
 });
 
