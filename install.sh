@@ -14,7 +14,6 @@
 set -euo pipefail
 
 readonly SERVICE=ebpf-tracer
-readonly SVC_USER=ebpf-tracer
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly SCRIPT_DIR
 
@@ -63,7 +62,7 @@ SRC_BIN=""          # the binary to install (staged copy)
 CHECK_FAILED=0      # dry run: first failed check's status
 COMMITTED=0         # set once the install is complete: no rollback
 JOURNAL=()          # rollback steps, "op<TAB>path[<TAB>backup]", undone in reverse
-CREATED_USER=0 ENABLED_BY_US=0 STARTED_BY_US=0 WAS_ACTIVE=0 SERVICE_TOUCHED=0 UNITS_TOUCHED=0
+ENABLED_BY_US=0 STARTED_BY_US=0 WAS_ACTIVE=0 SERVICE_TOUCHED=0 UNITS_TOUCHED=0
 BIN_CHANGED=0 UNIT_CHANGED=0
 
 usage() {
@@ -95,7 +94,7 @@ Where the binary comes from (first that applies):
 Actions:
   --upgrade                 replace an installed binary (atomic rename), restart once  EBPF_TRACER_UPGRADE=1
   --uninstall               stop, disable, remove unit and binary (config, state and logs kept) EBPF_TRACER_UNINSTALL=1
-  --purge                   with --uninstall: also config, state, logs and the service user  EBPF_TRACER_PURGE=1
+  --purge                   with --uninstall: also config, state and logs   EBPF_TRACER_PURGE=1
   --dry-run                 print every action, change nothing              EBPF_TRACER_DRY_RUN=1
   --yes                     do not ask for confirmation                     EBPF_TRACER_YES=1
   -h, --help                this text
@@ -527,16 +526,11 @@ remove_file() {
   say "removed: $f"
 }
 
-ensure_user() {
-  if getent passwd "$SVC_USER" >/dev/null 2>&1; then return 0; fi
-  if dry; then
-    say "would create system user $SVC_USER"
-    return 0
-  fi
-  useradd --system --user-group --no-create-home --home-dir /var/lib/ebpf-tracer --shell /usr/sbin/nologin \
-    --comment "ebpf-tracer agent" "$SVC_USER"
-  CREATED_USER=1
-  say "created system user $SVC_USER"
+# The unit did not start: show why before rolling back.
+start_failed() {
+  say "--- journalctl -u $SERVICE (last lines) ---" >&2
+  journalctl -u "$SERVICE" -n 25 --no-pager -o cat >&2 2>/dev/null || true
+  die 1 "$SERVICE did not $1 (the journal lines above say why)"
 }
 
 service_state() { systemctl show -p ActiveState --value "$SERVICE" 2>/dev/null || true; }
@@ -557,7 +551,6 @@ rollback() {
     say "  undone: $op $path"
   done
   if ((UNITS_TOUCHED)); then systemctl daemon-reload || true; fi
-  if ((CREATED_USER)); then userdel "$SVC_USER" >/dev/null 2>&1 || true; fi
   if ((WAS_ACTIVE && SERVICE_TOUCHED)); then
     systemctl restart "$SERVICE" || warn "the previous version did not restart: systemctl status $SERVICE"
   fi
@@ -565,7 +558,7 @@ rollback() {
 
 on_exit() {
   local status=$?
-  if ((status != 0 && COMMITTED == 0)) && ! dry && ((${#JOURNAL[@]} > 0 || STARTED_BY_US || ENABLED_BY_US || CREATED_USER)); then
+  if ((status != 0 && COMMITTED == 0)) && ! dry && ((${#JOURNAL[@]} > 0 || STARTED_BY_US || ENABLED_BY_US)); then
     rollback || true
     say "install.sh: failed (exit $status); the previous state was restored"
   fi
@@ -665,8 +658,7 @@ do_install() {
     [[ $(service_state) == active ]] && WAS_ACTIVE=1
   fi
 
-  # 1. user and directories
-  ensure_user
+  # 1. directories
   make_dir "$(dirname "$BIN_DST")" 0755
   make_dir "$CONF_DIR" 0755
   make_dir "$STATE_DIR" 0750
@@ -731,7 +723,7 @@ do_install() {
     if ((!enabled && !active)); then
       ENABLED_BY_US=1 STARTED_BY_US=1 SERVICE_TOUCHED=1
       note "systemctl enable --now $SERVICE"
-      systemctl enable --now "$SERVICE" || die 1 "$SERVICE did not start (systemctl status $SERVICE; journalctl -u $SERVICE)"
+      systemctl enable --now "$SERVICE" || start_failed start
     else
       if ((!enabled)); then
         ENABLED_BY_US=1
@@ -740,11 +732,11 @@ do_install() {
       if ((!active)); then
         STARTED_BY_US=1 SERVICE_TOUCHED=1
         note "systemctl start $SERVICE"
-        systemctl start "$SERVICE" || die 1 "$SERVICE did not start (systemctl status $SERVICE; journalctl -u $SERVICE)"
+        systemctl start "$SERVICE" || start_failed start
       elif ((BIN_CHANGED || UNIT_CHANGED)); then
         SERVICE_TOUCHED=1
         note "systemctl restart $SERVICE (binary or unit changed)"
-        systemctl restart "$SERVICE" || die 1 "$SERVICE did not restart (systemctl status $SERVICE; journalctl -u $SERVICE)"
+        systemctl restart "$SERVICE" || start_failed restart
       else
         say "unchanged: $SERVICE is enabled and active (not restarted)"
       fi
@@ -800,8 +792,7 @@ do_uninstall() {
     run rm -f "$CONFIG" "$CONFIG.new"
     if [[ -d $CONF_DIR ]]; then run rmdir --ignore-fail-on-non-empty "$CONF_DIR"; fi
     run rm -rf "$STATE_DIR" "$LOG_DIR"
-    if getent passwd "$SVC_USER" >/dev/null 2>&1; then run userdel "$SVC_USER"; fi
-    note "ebpf-tracer removed, with its config, state, logs and user"
+    note "ebpf-tracer removed, with its config, state and logs"
   else
     note "ebpf-tracer removed; kept: $CONFIG, $STATE_DIR, $LOG_DIR (--uninstall --purge removes them)"
   fi
