@@ -7,7 +7,7 @@ import { chmodSync } from "node:fs";
 import { afterEach, describe, expect, test } from "bun:test";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { startNginx, startNode, startPython } from "../support/servers.ts";
-import { CHUNKED_BODY, Cleanups, curlLocalPorts, curlOk, exeName, NODE_APP, onPort, ppidOf, run } from "../support/http-kit.ts";
+import { CHUNKED_BODY, Cleanups, curlLocalPorts, curlOk, exeName, NODE_APP, onPort, ppidOf, run, stopNginx } from "../support/http-kit.ts";
 
 const SKIP = rootSkipReason();
 if (SKIP) console.warn(`test/root/http-capture.test.ts skipped: ${SKIP}`);
@@ -234,7 +234,7 @@ describe.skipIf(!!SKIP)("HTTP/1 capture: nginx (--exe nginx)", () => {
 
   /** startNginx's prefix is a 0700 mkdtemp dir; the workers (user nobody) must be able to read www/. */
   async function nginx() {
-    const ng = c.add(await startNginx(block), (s) => s.stop());
+    const ng = c.add(await startNginx(block), stopNginx);
     chmodSync(ng.dir, 0o755);
     return ng;
   }

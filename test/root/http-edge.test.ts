@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { startNginx, startNode } from "../support/servers.ts";
 import {
-  Cleanups, curlLocalPorts, curlOk, exitStats, jsonOfSize, logRecords, NODE_APP, onPort, pipelined, rawExchange, statusLines,
+  Cleanups, curlLocalPorts, curlOk, exitStats, jsonOfSize, logRecords, NODE_APP, onPort, stopNginx, pipelined, rawExchange, statusLines,
 } from "../support/http-kit.ts";
 
 const SKIP = rootSkipReason();
@@ -296,7 +296,7 @@ describe.skipIf(!!SKIP)("HTTP/1 edge cases: capture limits and stream reassembly
 
 describe.skipIf(!!SKIP)("HTTP/1 edge cases: nginx with sendfile on (Debian's default)", () => {
   test("static files sent with sendfile(2): statuses, sizes and pairing stay right on a keep-alive connection", async () => {
-    const ng = c.add(await startNginx((p, dir) => `sendfile on; server { listen 127.0.0.1:${p}; root ${dir}/www; }`), (s) => s.stop());
+    const ng = c.add(await startNginx((p, dir) => `sendfile on; server { listen 127.0.0.1:${p}; root ${dir}/www; }`), stopNginx);
     chmodSync(ng.dir, 0o755); // workers run as nobody
     const tracer = c.add(await TracerProcess.capture(["--pid", String(ng.pid)]), (t) => t.stop());
     const base = `http://127.0.0.1:${ng.port}`;

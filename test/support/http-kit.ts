@@ -4,7 +4,7 @@
  * separate stdout/stderr, /proc lookups, and a per-test cleanup list.
  */
 import { connect } from "node:net";
-import { readFileSync, realpathSync } from "node:fs";
+import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import type { SpanJson } from "./tracer.ts";
 
 /**
@@ -223,4 +223,52 @@ export function pipelined(reqs: { method: string; target: string; headers?: Reco
       return `${r.method} ${r.target} HTTP/1.1\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join("")}\r\n${r.body ?? ""}`;
     })
     .join("");
+}
+
+/** Pids whose parent is `ppid` (from /proc/PID/stat). */
+export function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (ppidOf(Number(e)) === ppid) out.push(Number(e));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+/**
+ * Stops an nginx started by startNginx without leaking its workers: servers.ts's stop() sends
+ * SIGKILL to the master only, which leaves the workers running (and listening) as orphans.
+ * Sends SIGTERM (fast shutdown) to the master, waits for it, SIGKILLs any worker left, then runs
+ * the server's own stop() (which also removes its directory).
+ */
+export async function stopNginx(s: { pid: number; stop(): Promise<void> }): Promise<void> {
+  const workers = childrenOf(s.pid);
+  try {
+    process.kill(s.pid, "SIGTERM");
+  } catch {
+    /* already gone */
+  }
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && [s.pid, ...workers].some(alive)) await Bun.sleep(20);
+  for (const w of workers) {
+    try {
+      if (alive(w)) process.kill(w, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  await s.stop();
+}
+
+function alive(pid: number): boolean {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return st.slice(st.lastIndexOf(")") + 2, st.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }
