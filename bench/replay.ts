@@ -1,0 +1,262 @@
+/**
+ * User-space throughput of the agent: ring-buffer records in, spans out, through the real
+ * Pipeline (decoder, connection table, stream reassembly, HTTP/1 parser and pairing, span
+ * builder) into a sink that only counts spans. No kernel involved.
+ *
+ *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--no-pin]
+ *
+ * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
+ * per connection an open record, then keep-alive exchanges (request: method, path with query,
+ * ~10 headers, small JSON body on POST/PUT; response: ~8 headers, JSON body, sometimes chunked),
+ * each message one data record, then a close record with the final stream positions; `--open`
+ * connections are in flight at once and their records interleave, as several worker threads'
+ * would. `--write FILE` saves it in the `capture --record` format.
+ *
+ * `--file FILE` replays a real recording made with `dist/ebpf-tracer capture --record FILE`
+ * (frames: u32 little-endian length + record, see src/event-source.ts ReplaySource) instead.
+ *
+ * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
+ * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
+ * `--sink json` formats every span as `capture --json` does (ConsoleSink) and discards the line,
+ * to show what the JSON output costs on top of the pipeline.
+ * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
+ * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
+ * time (above 1.0 means GC or other threads used a second core).
+ */
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { Pipeline } from "../src/pipeline.ts";
+import { ReplaySource, encodeRecording } from "../src/event-source.ts";
+import { defaultConfig } from "../src/config.ts";
+import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/event-layout.ts";
+import type { Span, SpanSink } from "../src/span.ts";
+import { ConsoleSink } from "../src/console-sink.ts";
+import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
+
+function arg(name: string, def?: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+const flag = (name: string) => process.argv.includes(name);
+
+// ------------------------------------------------------------------ pin to one core
+
+if (!flag("--no-pin") && !process.env.ET_BENCH_PINNED && existsSync("/usr/bin/taskset")) {
+  const r = Bun.spawnSync(["/usr/bin/taskset", "-c", "0", process.execPath, ...process.argv.slice(1)], {
+    stdio: ["inherit", "inherit", "inherit"],
+    env: { ...process.env, ET_BENCH_PINNED: "1" },
+  });
+  process.exit(r.exitCode ?? 1);
+}
+
+const SECONDS = Number(arg("--seconds", "5"));
+const CONNECTIONS = Number(arg("--connections", "2000"));
+const PER_CONN = Number(arg("--per-conn", "50"));
+const OPEN = Number(arg("--open", "64"));
+const SINK = arg("--sink", "count");
+if (SINK !== "count" && SINK !== "json") throw new Error(`--sink count|json, got ${SINK}`);
+
+// ------------------------------------------------------------------ synthetic traffic
+
+const enc = new TextEncoder();
+const PATHS = ["/api/v1/orders", "/api/v1/customers", "/api/v1/cart/items", "/api/v2/inventory/lookup", "/healthz"];
+const METHODS = ["GET", "GET", "POST", "GET", "PUT", "DELETE", "GET", "POST"];
+
+function request(k: number): string {
+  const method = METHODS[k % METHODS.length]!;
+  const path = `${PATHS[k % PATHS.length]}/${100000 + k}?include=items&page=${k % 7}`;
+  const body = method === "POST" || method === "PUT"
+    ? JSON.stringify({ orderId: 100000 + k, sku: `SKU-${k % 97}`, quantity: 1 + (k % 5), note: "deliver to back door" })
+    : "";
+  return `${method} ${path} HTTP/1.1\r\n` +
+    "Host: orders.internal.example.com:8080\r\n" +
+    "User-Agent: okhttp/4.12.0\r\n" +
+    "Accept: application/json\r\n" +
+    "Accept-Encoding: gzip, deflate\r\n" +
+    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzdmMtY2hlY2tvdXQifQ.c2lnbmF0dXJl\r\n" +
+    `X-Request-Id: 6f1c2a9e-4b7d-4c1a-9e0f-${(100000000000 + k).toString(16)}\r\n` +
+    `traceparent: 00-4bf92f3577b34da6a3ce929d0e0e${(0x1000 + (k % 0xefff)).toString(16)}-00f067aa0ba902b7-01\r\n` +
+    "X-Forwarded-For: 10.1.2.3\r\n" +
+    "Connection: keep-alive\r\n" +
+    (body ? `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n` : "") +
+    "\r\n" + body;
+}
+
+function response(k: number): string {
+  const method = METHODS[k % METHODS.length]!;
+  const status = method === "POST" ? "201 Created" : method === "DELETE" ? "204 No Content" : k % 50 === 49 ? "404 Not Found" : "200 OK";
+  const body = status.startsWith("204") ? "" : JSON.stringify({
+    orderId: 100000 + k, status: "CONFIRMED", total: 42.5 + k, currency: "EUR",
+    items: [{ sku: `SKU-${k % 97}`, qty: 1 + (k % 5), price: 8.5 }], updatedAt: "2024-05-01T12:00:00Z",
+  });
+  const common =
+    "Date: Wed, 01 May 2024 12:00:00 GMT\r\n" +
+    "Server: envoy\r\n" +
+    "Cache-Control: no-store\r\n" +
+    `X-Request-Id: 6f1c2a9e-4b7d-4c1a-9e0f-${(100000000000 + k).toString(16)}\r\n` +
+    "X-Envoy-Upstream-Service-Time: 3\r\n" +
+    "Vary: Accept-Encoding\r\n";
+  if (!body) return `HTTP/1.1 ${status}\r\n${common}\r\n`;
+  const ct = "Content-Type: application/json; charset=utf-8\r\n";
+  if (k % 4 === 3) {
+    const half = body.length >> 1;
+    return `HTTP/1.1 ${status}\r\n${common}${ct}Transfer-Encoding: chunked\r\n\r\n` +
+      `${half.toString(16)}\r\n${body.slice(0, half)}\r\n${(body.length - half).toString(16)}\r\n${body.slice(half)}\r\n0\r\n\r\n`;
+  }
+  return `HTTP/1.1 ${status}\r\n${common}${ct}Content-Length: ${body.length}\r\n\r\n${body}`;
+}
+
+interface Synthetic {
+  records: Uint8Array[];
+  exchanges: number;
+  payloadBytes: number;
+}
+
+/** `connections` connections of `perConn` exchanges, `open` of them interleaved at a time. */
+function synthesize(connections: number, perConn: number, open: number): Synthetic {
+  const records: Uint8Array[] = [];
+  const TGIDS = [4101, 4102, 4103, 4104];
+  for (const tgid of TGIDS) records.push(execRecord(tgid, "/usr/bin/orders-api", ["/usr/bin/orders-api", "--port", "8080"]));
+  let ts = 1_000_000;
+  let payloadBytes = 0;
+  let k = 0;
+  interface Live { id: number; tgid: number; left: number; pos: [number, number]; port: number }
+  const live: Live[] = [];
+  let nextId = 1;
+  const openOne = () => {
+    const c: Live = { id: nextId, tgid: TGIDS[nextId % TGIDS.length]!, left: perConn, pos: [0, 0], port: 30000 + (nextId % 30000) };
+    nextId++;
+    records.push(connRecord("open", { connId: c.id, tgid: c.tgid, fd: 10 + (c.id % 1000), role: ROLE_SERVER, localPort: 8080, remotePort: c.port, remote: [10, 1, (c.id >> 8) & 255, c.id & 255], comm: "orders-api" }, (ts += 1000)));
+    live.push(c);
+  };
+  while (live.length < open && nextId <= connections) openOne();
+  while (live.length) {
+    for (let i = 0; i < live.length; i++) {
+      const c = live[i]!;
+      const req = enc.encode(request(k));
+      const res = enc.encode(response(k));
+      k++;
+      records.push(dataRecord(c.id, c.tgid, DIR_RECV, c.pos[DIR_RECV], req, { tsNs: (ts += 20_000) }));
+      records.push(dataRecord(c.id, c.tgid, DIR_SEND, c.pos[DIR_SEND], res, { tsNs: (ts += 180_000) }));
+      c.pos[DIR_RECV] += req.length;
+      c.pos[DIR_SEND] += res.length;
+      payloadBytes += req.length + res.length;
+      if (--c.left === 0) {
+        records.push(connRecord("close", { connId: c.id, tgid: c.tgid, fd: 10 + (c.id % 1000) }, (ts += 1000), c.pos[DIR_SEND], c.pos[DIR_RECV]));
+        live.splice(i--, 1);
+        if (nextId <= connections) openOne();
+      }
+    }
+  }
+  return { records, exchanges: k, payloadBytes };
+}
+
+// ------------------------------------------------------------------ the recording
+
+let recording: Uint8Array;
+let source: string;
+const file = arg("--file");
+if (file) {
+  recording = new Uint8Array(readFileSync(file));
+  source = `${file} (real capture)`;
+} else {
+  const t0 = performance.now();
+  const syn = synthesize(CONNECTIONS, PER_CONN, OPEN);
+  recording = encodeRecording(syn.records);
+  source = `synthetic: ${CONNECTIONS} connections x ${PER_CONN} exchanges, ${OPEN} interleaved (built in ${(performance.now() - t0).toFixed(0)} ms)`;
+  const out = arg("--write");
+  if (out) {
+    writeFileSync(out, recording);
+    console.log(`wrote ${out}`);
+  }
+}
+
+/** Records and data payload bytes in a recording (from the record headers). */
+function census(rec: Uint8Array): { records: number; dataBytes: number } {
+  let records = 0;
+  let dataBytes = 0;
+  new ReplaySource(rec).drain((r) => {
+    records++;
+    if (r.length >= LAYOUT.data_event.data && new DataView(r.buffer, r.byteOffset, r.byteLength).getUint32(0, true) === EV.DATA) {
+      dataBytes += r.length - LAYOUT.data_event.data;
+    }
+  }, Number.MAX_SAFE_INTEGER);
+  return { records, dataBytes };
+}
+const { records: recordCount, dataBytes } = census(recording);
+
+// ------------------------------------------------------------------ replay
+
+class CountSink implements SpanSink {
+  spans = 0;
+  outBytes = 0;
+  private readonly json = SINK === "json" ? new ConsoleSink(true, (line) => { this.outBytes += line.length + 1; }) : undefined;
+  export(s: Span): void {
+    this.spans++;
+    this.json?.export(s);
+  }
+  async shutdown(): Promise<void> {}
+  stats(): Record<string, number> {
+    return { spans: this.spans };
+  }
+}
+
+const cfg = defaultConfig();
+const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
+
+function round(): { spans: number; pipeline: Pipeline } {
+  const sink = new CountSink();
+  const pipeline = new Pipeline(
+    {
+      bodyMaxSize: cfg.data_capture.body_max_size_bytes,
+      allowedContentTypes: cfg.data_capture.allowed_content_types,
+      span: { hostName: "bench", serviceName: "", environment: "bench", customAttributes: {}, toWallNs: (n) => n + WALL_OFFSET },
+      modeOf: () => MODE_BOTH,
+      classify: (m) => (m.localPort === 8080 ? ROLE_SERVER : ROLE_CLIENT),
+    },
+    sink,
+  );
+  const src = new ReplaySource(recording);
+  const handle = (r: Uint8Array) => pipeline.handle(r);
+  while (src.drain(handle, 4096) > 0) {
+    /* all of it */
+  }
+  return { spans: sink.spans, pipeline };
+}
+
+const warm = round();
+const counters = warm.pipeline.counters;
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}`);
+console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
+console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
+if (warm.spans === 0) {
+  console.error("no spans produced: nothing to measure");
+  process.exit(1);
+}
+
+Bun.gc(true);
+const cpu0 = process.cpuUsage();
+const t0 = performance.now();
+let rounds = 0;
+let spans = 0;
+while (performance.now() - t0 < SECONDS * 1000 || rounds < 3) {
+  spans += round().spans;
+  rounds++;
+}
+const wallMs = performance.now() - t0;
+const cpu = process.cpuUsage(cpu0);
+const cpuMs = (cpu.user + cpu.system) / 1000;
+
+const perSec = spans / (wallMs / 1000);
+const rows: [string, string][] = [
+  ["passes", `${rounds} in ${(wallMs / 1000).toFixed(2)} s`],
+  ["exchanges/s", `${Math.round(perSec).toLocaleString("en-US")} (goal >= 50,000)`],
+  ["ms per 100k exchanges", (100_000 / perSec * 1000).toFixed(0)],
+  ["records/s", Math.round((recordCount * rounds) / (wallMs / 1000)).toLocaleString("en-US")],
+  ["MB/s of records", ((recording.length * rounds) / 1e6 / (wallMs / 1000)).toFixed(1)],
+  ["MB/s of HTTP payload", ((dataBytes * rounds) / 1e6 / (wallMs / 1000)).toFixed(1)],
+  ["CPU time / wall time", (cpuMs / wallMs).toFixed(2)],
+  ["heap after", `${(process.memoryUsage().heapUsed / 1e6).toFixed(0)} MB`],
+];
+for (const [k, v] of rows) console.log(`${k.padEnd(24)} ${v}`);
+console.log(perSec >= 50_000 ? "PASS: >= 50,000 exchanges/s" : "BELOW GOAL: < 50,000 exchanges/s");
