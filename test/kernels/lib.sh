@@ -116,20 +116,26 @@ kt_fetch_kernel() {
   echo "$deb"
 }
 
-# Module names -> the .ko paths (relative to the modules dir) to load, dependencies first.
-kt_module_order() {
-  local moddir=$1; shift
-  local m line deps d out=()
-  for m in "$@"; do
-    line=$(grep -E "(^|/)${m//_/[_-]}\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -n 1) || true
-    [[ -n "$line" ]] || continue
-    deps=${line#*:}
-    # modules.dep lists a module's dependencies so that the last one must be loaded first
-    for d in $(echo $deps | tr ' ' '\n' | tac) "${line%%:*}"; do
-      [[ " ${out[*]} " == *" $d "* ]] || out+=("$d")
-    done
+# Copies module M and what it depends on (the .modinfo "depends=" of each .ko) from MODDIR into
+# OUT, decompressed, appending file names to OUT/order dependencies first. Modules the kernel has
+# built in are simply not found and skipped. (No depmod: the .deb has no modules.dep and the
+# host may have no kmod.)
+kt_copy_module() {
+  local moddir=$1 out=$2 m=${3//-/_}
+  grep -qx "$m.ko" "$out/order" 2>/dev/null && return 0
+  local src; src=$(find "$moddir/kernel" -name "$m.ko*" -o -name "${m//_/-}.ko*" | head -n 1)
+  [[ -n "$src" ]] || return 0
+  case "$src" in
+    *.xz) xz -dc "$src" > "$out/$m.ko" ;;
+    *.zst) zstd -qdc "$src" > "$out/$m.ko" ;;
+    *.gz) gzip -dc "$src" > "$out/$m.ko" ;;
+    *) cp "$src" "$out/$m.ko" ;;
+  esac
+  local d
+  for d in $(tr '\0' '\n' < "$out/$m.ko" | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '); do
+    kt_copy_module "$moddir" "$out" "$d"
   done
-  printf '%s\n' "${out[@]}"
+  echo "$m.ko" >> "$out/order"
 }
 
 # .deb -> prints the directory holding vmlinuz, config, release, modules/ (decompressed .ko and
@@ -137,7 +143,9 @@ kt_module_order() {
 kt_prepare_kernel() {
   local deb=$1 name; name=$(basename "$deb" .deb)
   local kdir="$KT_CACHE/kernels/$name"
-  if [[ -s "$kdir/vmlinuz" && -s "$kdir/release" && -f "$kdir/modules/order" ]]; then echo "$kdir"; return; fi
+  # bump when what is extracted changes
+  local stamp="prepared-3"
+  if [[ -f "$kdir/$stamp" ]]; then echo "$kdir"; return; fi
   local tmp; tmp=$(mktemp -d "$KT_CACHE/.extract.XXXXXX")
   dpkg-deb -x "$deb" "$tmp" || { rm -rf "$tmp"; kt_die "dpkg-deb -x $deb failed"; }
   local vmlinuz; vmlinuz=$(ls "$tmp"/boot/vmlinuz-* 2>/dev/null | head -n 1)
@@ -149,21 +157,13 @@ kt_prepare_kernel() {
   local moddir
   for moddir in "$tmp/lib/modules/$release" "$tmp/usr/lib/modules/$release" ""; do [[ -d "$moddir" ]] && break; done
   : > "$kdir/modules/order"
-  if [[ -n "$moddir" && -f "$moddir/modules.dep" ]]; then
-    local rel out
-    for rel in $(kt_module_order "$moddir" $KT_MODULES); do
-      out=$(basename "$rel"); out=${out%.xz}; out=${out%.zst}; out=${out%.gz}
-      case "$rel" in
-        *.xz) xz -dc "$moddir/$rel" > "$kdir/modules/$out" ;;
-        *.zst) zstd -qdc "$moddir/$rel" > "$kdir/modules/$out" ;;
-        *.gz) gzip -dc "$moddir/$rel" > "$kdir/modules/$out" ;;
-        *) cp "$moddir/$rel" "$kdir/modules/$out" ;;
-      esac
-      echo "$out" >> "$kdir/modules/order"
-    done
+  if [[ -n "$moddir" ]]; then
+    local m
+    for m in $KT_MODULES; do kt_copy_module "$moddir" "$kdir/modules" "$m"; done
   fi
   echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" > "$kdir/package"
   echo "$release" > "$kdir/release"
+  touch "$kdir/$stamp"
   rm -rf "$tmp"
   echo "$kdir"
 }
