@@ -465,10 +465,14 @@ describe.skipIf(!!SKIP)("selection: modes, cmdline, service_name, custom attribu
   test("exclude_processes wins over a matching target", async () => {
     const node = c.add(await startNode(NODE_APP), (s) => s.stop());
     const py = await startPythonIn();
-    const r = await startAgent({ targets: [{ exe: "node" }, { port: py.port }], exclude_processes: ["node"] });
-    const laterNode = c.add(await startNode(NODE_APP), (s) => s.stop()); // selected at exec, if not excluded
+    const laterPort = port();
+    const r = await startAgent({ targets: [{ exe: "node" }, { port: py.port }, { port: laterPort }], exclude_processes: ["node"] });
+    // started after the agent: matches the exe target at exec and the port target at listen()
+    const laterNode = c.add(Bun.spawn(["/usr/bin/node", "-e", `require("http").createServer((q,s)=>s.end("ok")).listen(${laterPort},"127.0.0.1")`], { stdout: "ignore", stderr: "ignore" }), (x) => { x.kill("SIGKILL"); return x.exited; });
+    await waitForPort(laterPort);
+    expect(laterNode.exitCode).toBeNull();
     get(node.port, "/json");
-    get(laterNode.port, "/json");
+    get(laterPort, "/json");
     get(py.port, "/py");
     expect((await r.spans.wait(serverOn(py.port), 1)).map((s) => s.name)).toEqual(["GET /py"]);
     expect(await r.spans.settled((s) => s.attributes["process.executable.name"] === "node", 500)).toEqual([]);
