@@ -40,10 +40,11 @@ const GAUGES = new Set([
   "SpoolBytes",
   "InFlightRequests",
   "LastExportLatencyMs",
+  "SelectedProcesses",
 ]);
 
 export function isGauge(name: string): boolean {
-  return GAUGES.has(name) || /^(Open|Tracked|InFlight|Last|Current)[A-Z]|(Queued|TillNow|HighWater)$/.test(name);
+  return GAUGES.has(name) || /^(Open|Tracked|Selected|InFlight|Last|Current)[A-Z]|(Queued|TillNow|HighWater)$/.test(name);
 }
 
 /** "KprobeEventMaxQueueSizeTillNow" → "kprobe_event_max_queue_size_till_now"; "HTTPErrors" → "http_errors". */

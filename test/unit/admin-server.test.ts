@@ -182,6 +182,7 @@ describe("metric naming", () => {
     expect(isGauge("TruncatedBytes")).toBe(false);
     expect(isGauge("SpansQueued")).toBe(true);
     expect(isGauge("TotalRequestsSent")).toBe(false);
+    expect(isGauge("SelectedProcesses")).toBe(true);
   });
 
   test("NaN and infinities use Prometheus spellings", () => {
