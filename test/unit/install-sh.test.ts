@@ -352,6 +352,15 @@ describe("dry run", () => {
     expect(tree(b.root)).toEqual([]);
   });
 
+  test("--from-source --dry-run shows the build it would run", () => {
+    const b = box();
+    const r = b.run([...BASE_ARGS, "--from-source", "--dry-run"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(`would run: (cd ${REPO} && bun install --frozen-lockfile && bun run build)`);
+    expect(r.out).toContain("preflight: skipped (no binary staged in a dry run)");
+    expect(tree(b.root)).toEqual([]);
+  });
+
   test("--uninstall --purge --dry-run lists the removals", () => {
     const b = box();
     expect(b.run([...BASE_ARGS, "--binary", fakeBinary(join(work, "bin-dry3"))]).code).toBe(0);
