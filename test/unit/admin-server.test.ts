@@ -353,7 +353,7 @@ while True:
             for fd in fds: os.close(fd)
     text = msg.decode()
     print(repr(text), flush=True)
-    if "READY=1" in text: break
+    if "BARRIER=1" in text: break  # systemd-notify's last message: its fd was closed above
 `;
     const rx = Bun.spawn([py, "-c", script], { stdout: "pipe", stderr: "inherit" });
     const reader = rx.stdout.getReader();
