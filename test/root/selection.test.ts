@@ -360,6 +360,26 @@ describe.skipIf(!!SKIP)("selection: cgroup and systemd_unit", () => {
     }
     expect(await r.spans.settled(serverOn(other.port), 300)).toEqual([]);
   });
+  /**
+   * How systemd starts a service: it makes the unit's cgroup and execs the service in it within
+   * milliseconds. On a host where something else exec'd just before (here: /bin/true 60 ms
+   * earlier, which makes the agent re-read the cgroup tree), the service must still be selected.
+   */
+  test("systemd_unit: a unit whose cgroup is made and exec'd in right after another exec is selected", async () => {
+    const unit = `test-${rand()}`;
+    const r = await startAgent({ targets: [{ systemd_unit: unit }] });
+    run(["/bin/true"]);
+    await Bun.sleep(60);
+    const cg = makeCgroup(`/system.slice/${unit}.service`);
+    const svc = await startPythonIn({ cgroup: cg });
+    await Bun.sleep(300);
+    get(svc.port, "/late-unit");
+    const got = await r.spans.wait(serverOn(svc.port), 1, 3000);
+    const added = logRecords(r.t.stderr).filter((x) => x.msg === "Added process to maps" && x.Pid === svc.pid);
+    expect({ spans: got.map((s) => s.name), added: added.length }).toEqual({ spans: ["GET /late-unit"], added: 1 });
+    expect(got[0]!.attributes["systemd.unit"]).toBe(`${unit}.service`);
+    expect(got[0]!.resource["service.name"]).toBe(unit);
+  });
 });
 
 describe.skipIf(!!SKIP)("selection: port", () => {
