@@ -39,6 +39,7 @@ enum {
 	SYS_RECVMMSG,
 	SYS_CLOSE,
 	SYS_LISTEN,
+	SYS_SENDFILE,  /* sendfile64: bytes moved from a file; counted in the stream, never copied */
 	SYS_COUNT,
 };
 

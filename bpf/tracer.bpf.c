@@ -32,7 +32,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define DEFAULT_CAP (144 * 1024)
 
 /* How the saved buffer argument of a data syscall is shaped. */
-enum { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2, IO_MMSG = 3, IO_ACCEPT = 4, IO_CONNECT = 5, IO_LISTEN = 6 };
+enum { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2, IO_MMSG = 3, IO_ACCEPT = 4, IO_CONNECT = 5, IO_LISTEN = 6,
+       IO_NOCOPY = 7 /* sendfile: the bytes come from a file, there is no user buffer to copy */ };
 
 struct conn_info {
 	__u64 id;
@@ -109,6 +110,13 @@ struct {
 	__type(key, struct comm_key);
 	__type(value, __u8);  /* MODE_* given to a process that execs this comm; 0 = exclude */
 } exe_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);   /* TCP port */
+	__type(value, __u8);  /* MODE_* given to a process when it starts listening on this port */
+} selected_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -320,7 +328,7 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 	__u8 mode = selected_mode(pid_tgid >> 32);
 	if (!mode)
 		return 0;
-	if (kind <= IO_MMSG) {
+	if (kind <= IO_MMSG || kind == IO_NOCOPY) {
 		__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
 		struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
 		if (ci) {
@@ -418,7 +426,7 @@ static __always_inline void emit_data(void *ctx, struct active_call *a, struct c
 	ev->_pad0 = 0;
 
 	struct walk *w = &s->w;
-	w->want = total < cap ? total : cap;
+	w->want = a->kind == IO_NOCOPY ? 0 : total < cap ? total : cap;
 	w->done = 0;
 	w->off = 0;
 	w->iov_idx = 0;
@@ -433,7 +441,7 @@ static __always_inline void emit_data(void *ctx, struct active_call *a, struct c
 	} else if (a->kind == IO_IOV) {
 		w->iov = a->buf;
 		w->iovcnt = a->cnt;
-	} else {
+	} else if (a->kind != IO_NOCOPY) {
 		__u64 iov = 0, iovcnt = 0;
 		msg_iov(a, &iov, &iovcnt);
 		w->iov = iov;
@@ -556,6 +564,10 @@ DATA_PROBES(recvmmsg, SYS_RECVMMSG, IO_MMSG, DIR_RECV)
 DATA_PROBES(accept, SYS_ACCEPT, IO_ACCEPT, DIR_RECV)
 DATA_PROBES(accept4, SYS_ACCEPT4, IO_ACCEPT, DIR_RECV)
 DATA_PROBES(connect, SYS_CONNECT, IO_CONNECT, DIR_SEND)
+/* sendfile(out_fd, in_fd, offset, count): nothing is copied, but the stream position advances and
+ * user space gets a zero-length data event whose `skipped` is the byte count, so a file body sent
+ * this way (nginx's default `sendfile on`) becomes a known, uncaptured part of the response. */
+DATA_PROBES(sendfile64, SYS_SENDFILE, IO_NOCOPY, DIR_SEND)
 
 /* listen() of any process, only while port rules exist: user space selects the listener. */
 static __always_inline int enter_listen(int fd)
@@ -588,6 +600,14 @@ static __always_inline int exit_listen(void *ctx, long ret)
 	e.syscall = SYS_LISTEN;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
 	fill_addresses(&e, sock);
+	/* Select the listener before listen() returns, so its first accepted connection is
+	 * captured; an existing entry (another rule, or 0 = excluded) is kept. */
+	__u16 lport = e.local_port;
+	__u8 *pm = bpf_map_lookup_elem(&selected_ports, &lport);
+	if (pm && *pm) {
+		__u32 tgid = pid_tgid >> 32;
+		bpf_map_update_elem(&selected_pids, &tgid, pm, BPF_NOEXIST);
+	}
 	output(ctx, &e, sizeof(e));
 	return 0;
 }
@@ -640,6 +660,7 @@ KSYSCALL_PROBES(recvmmsg, SYS_RECVMMSG, IO_MMSG, DIR_RECV)
 KSYSCALL_PROBES(accept, SYS_ACCEPT, IO_ACCEPT, DIR_RECV)
 KSYSCALL_PROBES(accept4, SYS_ACCEPT4, IO_ACCEPT, DIR_RECV)
 KSYSCALL_PROBES(connect, SYS_CONNECT, IO_CONNECT, DIR_SEND)
+KSYSCALL_PROBES(sendfile64, SYS_SENDFILE, IO_NOCOPY, DIR_SEND)
 
 SEC("ksyscall/close")
 int BPF_KSYSCALL(kp_enter_close, long fd)
@@ -686,6 +707,15 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 	bpf_get_current_comm(k.comm, sizeof(k.comm));
 	__u8 mode = 0, selected = 0;
 	__u8 *m = bpf_map_lookup_elem(&exe_names, &k);
+	if (!m) {
+		/* comm is the name execve was called with; when that is a symlink (python3 ->
+		 * python3.11) the file's own name is what /proc/PID/exe shows and what a rule may use */
+		struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+		const unsigned char *fname = BPF_CORE_READ(cur, mm, exe_file, f_path.dentry, d_name.name);
+		struct comm_key fk = {};
+		if (fname && bpf_probe_read_kernel_str(fk.comm, sizeof(fk.comm), fname) > 0)
+			m = bpf_map_lookup_elem(&exe_names, &fk);
+	}
 	if (m) {
 		mode = *m;
 		bpf_map_update_elem(&selected_pids, &tgid, &mode, BPF_ANY);

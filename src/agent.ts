@@ -175,12 +175,16 @@ export class Agent {
     }
   }
 
+  /** Kernel counters as read just before the BPF maps were closed (set by stop()). */
+  private finalKernelCounters: KernelCounters | undefined;
+
+  /** The kernel's counters; after stop(), their last values (the maps are gone then). */
   kernelCounters(): KernelCounters {
-    return this.kernel.counters();
+    return this.finalKernelCounters ?? this.kernel.counters();
   }
 
   stats(): Record<string, number> {
-    const k = this.kernel.counters();
+    const k = this.kernelCounters();
     return {
       ...this.pipeline.stats(),
       EventLost: k.lost,
@@ -194,7 +198,7 @@ export class Agent {
 
   logStats(): void {
     log.info("stats", this.stats());
-    const probes = this.kernel.counters().probes;
+    const probes = this.kernelCounters().probes;
     log.info("probe stat", Object.fromEntries(Object.entries(probes).filter(([, v]) => v[0] || v[1])));
   }
 
@@ -205,6 +209,7 @@ export class Agent {
     clearInterval(this.statsTimer);
     clearInterval(this.sweepTimer);
     this.drainNow();
+    this.finalKernelCounters = this.kernel.counters();
     this.kernel.close();
     await this.opts.sink.shutdown(timeoutMs);
   }

@@ -87,21 +87,31 @@ export function containerIdOf(path: string): string | undefined {
   return undefined;
 }
 
+const MISS_RETRY_MS = 200;
+
 /** Resolves cgroup ids back to paths, walking the hierarchy again when an id is new. */
 export class CgroupPaths {
   private byId = new Map<bigint, string>();
-  private walkedAt = 0;
+  /** ids a walk did not find, and when: looked for again only after MISS_RETRY_MS */
+  private missedAt = new Map<bigint, number>();
   constructor(private readonly root = CGROUP_ROOT) {}
   pathOf(id: bigint): string | undefined {
     let p = this.byId.get(id);
-    if (p === undefined && Date.now() - this.walkedAt > 200) {
-      this.rewalk();
-      p = this.byId.get(id);
+    if (p !== undefined) return p;
+    // A new id is a cgroup made after the last walk (systemd makes a unit's cgroup and execs in
+    // it at once): walk again whenever an id is new, however recent the last walk was. Only ids
+    // a walk already missed (e.g. removed cgroups) are rate-limited.
+    const missed = this.missedAt.get(id);
+    if (missed !== undefined && Date.now() - missed <= MISS_RETRY_MS) return undefined;
+    this.rewalk();
+    p = this.byId.get(id);
+    if (p === undefined) {
+      if (this.missedAt.size >= 4096) this.missedAt.clear();
+      this.missedAt.set(id, Date.now());
     }
     return p;
   }
   rewalk(): void {
-    this.walkedAt = Date.now();
     this.byId.clear();
     for (const path of walkCgroups(this.root)) {
       const id = cgroupId(path, this.root);

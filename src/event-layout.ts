@@ -7,7 +7,7 @@ export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FOR
 
 export const SYSCALLS = [
   "accept", "accept4", "connect", "read", "write", "readv", "writev", "sendto", "recvfrom",
-  "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "close", "listen",
+  "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "close", "listen", "sendfile",
 ] as const;
 export const SYS_COUNT = SYSCALLS.length;
 

@@ -121,7 +121,7 @@ export class KernelTracer {
     private readonly ringbufBytes: number,
     perfPages: number,
   ) {
-    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "settings_map", "counters", "conns", "events", "events_perf"]) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "events", "events_perf"]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
@@ -272,6 +272,19 @@ export class KernelTracer {
 
   deleteExeName(name: string): number {
     return mapDelete(this.fds.exe_names!, commKey(name));
+  }
+
+  /** Processes that start listening on TCP `port` get `mode` (in the kernel, at listen()). */
+  setPort(port: number, mode: number): number {
+    const k = new Uint8Array(2);
+    new DataView(k.buffer).setUint16(0, port, true);
+    return mapUpdate(this.fds.selected_ports!, k, Uint8Array.of(mode));
+  }
+
+  deletePort(port: number): number {
+    const k = new Uint8Array(2);
+    new DataView(k.buffer).setUint16(0, port, true);
+    return mapDelete(this.fds.selected_ports!, k);
   }
 
   /** Stops data events for a socket user space found it does not want (e.g. wrong role). */

@@ -17,6 +17,11 @@ import { ConsoleSink } from "./console-sink.ts";
 import { MODES, type Mode } from "./config-schema.ts";
 import type { SpanSink } from "./span.ts";
 import { createSink, isReloadable } from "./exporter-factory.ts";
+import { createLogSink, type ClosableLogSink } from "./log-output.ts";
+import { agentStatusProvider, startAdminServer, type AdminServer } from "./admin-server.ts";
+import { statusCommand } from "./status-command.ts";
+import { configValidateCommand } from "./config-validate-command.ts";
+import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -30,6 +35,15 @@ function collect(v: string, prev: string[]): string[] {
 
 function configure(cfg: Config, level?: string): void {
   log.configure((level as LogLevel) ?? cfg.logging.level, cfg.logging.encoding);
+}
+
+/** `run` only: logging.output_paths / error_output_paths / log_rotation (src/log-output.ts). */
+let logSink: ClosableLogSink | undefined;
+function configureRunLogging(cfg: Config): void {
+  const next = createLogSink(cfg.logging); // throws CONFIG when a log file cannot be opened
+  log.configure(cfg.logging.level, cfg.logging.encoding, next);
+  logSink?.close();
+  logSink = next;
 }
 
 /** Runs until SIGINT/SIGTERM, then stops capture and flushes the sink. */
@@ -68,7 +82,7 @@ function watchConfig(path: string, agent: Agent): () => void {
     }
     lastText = safeRead(path);
     try {
-      log.configure(cfg.logging.level, cfg.logging.encoding);
+      configureRunLogging(cfg);
       let sink: SpanSink | undefined;
       if (cfg.exporter !== agentExporter) {
         sink = createSink(cfg);
@@ -84,7 +98,12 @@ function watchConfig(path: string, agent: Agent): () => void {
     }
   };
   let agentExporter = agent.currentConfig.exporter;
-  const onHup = () => reload("SIGHUP");
+  const onHup = () => {
+    void notifyReloading().then(() => {
+      reload("SIGHUP");
+      return notifyReady(`capturing: ${agent.selector.selected().length} processes selected`);
+    });
+  };
   process.on("SIGHUP", onHup);
   let watcher: FSWatcher | undefined;
   try {
@@ -137,15 +156,30 @@ async function preflightOrThrow(cfg: Config): Promise<{ path?: string; source: s
 
 async function cmdRun(opts: { config: string }): Promise<void> {
   const cfg = loadConfig(opts.config);
-  configure(cfg);
+  configureRunLogging(cfg);
   requireCaptureCaps();
   log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
   const sink = createSink(cfg);
   const btf = await preflightOrThrow(cfg);
   const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
+  let admin: AdminServer | undefined;
+  if (cfg.admin.enabled) {
+    try {
+      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path }));
+      log.info("admin endpoint", { url: admin.url });
+    } catch (e) {
+      // Capture matters more than the admin endpoint: run without it.
+      log.error("admin endpoint not started", { reason: (e as Error).message });
+    }
+  }
   const unwatch = watchConfig(opts.config, agent);
+  const ready = await notifyReady(`capturing: ${agent.selector.selected().length} processes selected, ${agent.kernel.attachMode}, BTF ${btf.source}`);
+  if (!ready.sent && process.env.NOTIFY_SOCKET) log.warn("could not notify systemd (READY=1)", { reason: ready.reason });
   await runUntilSignal(agent, cfg.shutdown_timeout);
+  await notifyStopping();
   unwatch();
+  admin?.stop();
+  logSink?.close();
 }
 
 /** The effective config for the log, with secrets replaced. */
@@ -219,6 +253,33 @@ export function buildCli(): Command {
     .description("preflight: can capture work on this host, and how (exit 0 yes, 69 no)")
     .option("-c, --config <file>", "config file (its btf: and attach settings apply)")
     .action(cmdCheck);
+  program
+    .command("status")
+    .description("ask the running agent how it is (exit 0 healthy, 1 degraded, 3 not running)")
+    .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
+    .option("--address <host:port>", "admin endpoint address (overrides the config)")
+    .action(async (o: { config: string; address?: string }) => {
+      let address = o.address;
+      if (!address) {
+        const cfg = loadConfig(o.config, true);
+        if (!cfg.admin.enabled) {
+          process.stdout.write(`ebpf-tracer: admin endpoint disabled in ${o.config} (admin.enabled: false); try systemctl status ebpf-tracer\n`);
+          process.exitCode = 3;
+          return;
+        }
+        address = cfg.admin.address;
+      }
+      process.exitCode = await statusCommand(address);
+    });
+  program
+    .command("config")
+    .description("config file tools")
+    .command("validate")
+    .description("check a config file (exit 0 ok, 78 not)")
+    .option("-c, --config <file>", "config file", DEFAULT_CONFIG_PATH)
+    .action((o: { config: string }) => {
+      process.exitCode = configValidateCommand(o.config);
+    });
   program
     .command("version")
     .description("print the version")

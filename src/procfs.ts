@@ -48,7 +48,9 @@ export function readProc(pid: number, root = "/proc"): ProcInfo | undefined {
   }
   const cmd = read(`${root}/${pid}/cmdline`) ?? "";
   const cmdline = cmd.split("\0");
-  if (cmdline.length && cmdline[cmdline.length - 1] === "") cmdline.pop();
+  // Trailing NULs: the terminator, and the padding of processes that rewrote their argv area
+  // (nginx: "nginx: worker process\0\0\0...").
+  while (cmdline.length && cmdline[cmdline.length - 1] === "") cmdline.pop();
   return { pid, ppid, comm, exe: exe.replace(/ \(deleted\)$/, ""), cmdline, cgroup: parseCgroup(read(`${root}/${pid}/cgroup`) ?? "") };
 }
 

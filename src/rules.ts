@@ -26,6 +26,8 @@ export interface CompiledTarget {
   test: (p: ProcessFacts) => boolean;
   /** exact executable name or path and nothing else: the kernel can match it at exec */
   kernelExe?: string;
+  /** a port and nothing else: the kernel can select the listener at listen() */
+  kernelPort?: number;
   needsPorts: boolean;
   needsCgroup: boolean;
 }
@@ -126,6 +128,8 @@ function compileTarget(t: Target, index: number, defMode: Mode): CompiledTarget 
     serviceName: t.service_name,
     test: (p) => tests.every((f) => f(p)),
     kernelExe: onlyExe ? t.exe : undefined,
+    kernelPort: t.port !== undefined && t.exe === undefined && t.pid === undefined && t.cmdline === undefined &&
+      t.systemd_unit === undefined && t.cgroup === undefined && t.container === undefined ? t.port : undefined,
     needsPorts: t.port !== undefined,
     needsCgroup: t.systemd_unit !== undefined || t.cgroup !== undefined || t.container !== undefined,
   };

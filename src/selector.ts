@@ -21,6 +21,8 @@ export interface SelectorMaps {
   setCgroup(id: bigint, mode: number): number;
   deleteCgroup(id: bigint): number;
   setFlags(f: { captureAllMode: number; notifyAllExec: boolean; notifyListen: boolean }): void;
+  setPort?(port: number, mode: number): number;
+  deletePort?(port: number): number;
 }
 
 export interface SelectedProcess {
@@ -35,6 +37,7 @@ export class Selector {
   private rules!: Rules;
   private exeNames = new Map<string, number>();
   private cgroups = new Map<bigint, number>();
+  private ports = new Map<number, number>();
   private logged = new Map<number, SelectedProcess>();
   private readonly cgPaths: CgroupPaths;
   private readonly v2: boolean;
@@ -57,6 +60,7 @@ export class Selector {
       log.warn("cgroup v2 is not mounted: unit/cgroup/container targets are matched per process at exec and start only");
     }
     this.applyExeNames(rules);
+    this.applyPorts(rules);
     this.applyCgroups(rules, needs.cgroups && this.v2);
     this.maps.setFlags({
       captureAllMode: rules.captureAll ? modeBits(rules.captureAll) : 0,
@@ -77,6 +81,17 @@ export class Selector {
     for (const name of this.exeNames.keys()) if (!want.has(name)) this.maps.deleteExeName(name);
     for (const [name, mode] of want) if (this.exeNames.get(name) !== mode) this.maps.setExeName(name, mode);
     this.exeNames = want;
+  }
+
+  private applyPorts(rules: Rules): void {
+    if (!this.maps.setPort || !this.maps.deletePort) return;
+    const want = new Map<number, number>();
+    for (const t of rules.targets) {
+      if (t.kernelPort !== undefined && !want.has(t.kernelPort)) want.set(t.kernelPort, modeBits(t.mode));
+    }
+    for (const p of this.ports.keys()) if (!want.has(p)) this.maps.deletePort(p);
+    for (const [p, mode] of want) if (this.ports.get(p) !== mode) this.maps.setPort(p, mode);
+    this.ports = want;
   }
 
   private applyCgroups(rules: Rules, enabled: boolean): void {
@@ -178,7 +193,11 @@ export class Selector {
     const p = readProc(e.tgid, this.procRoot);
     if (!p) return;
     const d = decide(this.rules, factsOf(p, [e.localPort]));
-    if (!d.selected) return;
+    if (!d.selected) {
+      // the kernel selected it at listen() for a port rule, but it is excluded by name
+      if (d.excluded && this.ports.has(e.localPort)) this.maps.setPid(p.pid, 0);
+      return;
+    }
     const mode = modeBits(d.mode!);
     const targets = [p.pid, ...this.descendantsOf(p.pid)];
     for (const pid of targets) {

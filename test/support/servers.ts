@@ -2,7 +2,7 @@
  * Real servers for integration tests, on loopback ports chosen per test run: Debian's python3
  * http.server, a Node http server, and nginx with a private config.
  */
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -33,13 +33,18 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-function wrap(proc: Subprocess, p: number, dir: string, extraStop?: () => void): Server {
+function wrap(proc: Subprocess, p: number, dir: string, extraStop?: () => void, graceful = false): Server {
   return {
     pid: proc.pid,
     port: p,
     dir,
     async stop() {
       extraStop?.();
+      if (graceful && proc.exitCode === null) {
+        // nginx: SIGTERM makes the master stop its workers; SIGKILL would orphan them (still listening).
+        proc.kill("SIGTERM");
+        await Promise.race([proc.exited, Bun.sleep(3000)]);
+      }
       proc.kill("SIGKILL");
       await proc.exited;
       rmSync(dir, { recursive: true, force: true });
@@ -70,6 +75,7 @@ export async function startNode(script: string, host = "127.0.0.1"): Promise<Ser
 export async function startNginx(serverBlock: (port: number, dir: string) => string, workers = 1): Promise<Server> {
   const p = port();
   const dir = mkdtempSync(join(tmpdir(), "et-nginx-"));
+  chmodSync(dir, 0o755); // mkdtemp makes it 0700; the workers run as nobody and must read www/
   mkdirSync(join(dir, "www"));
   mkdirSync(join(dir, "logs"));
   writeFileSync(join(dir, "www", "index.html"), "<h1>hello</h1>\n");
@@ -94,7 +100,7 @@ http {
   writeFileSync(join(dir, "nginx.conf"), conf);
   const proc = Bun.spawn(["/usr/sbin/nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });
   await waitForPort(p, serverBlock(p, dir).includes("[::1]") ? "::1" : "127.0.0.1");
-  return wrap(proc, p, dir);
+  return wrap(proc, p, dir, undefined, true);
 }
 
 export function curl(args: string[]): { code: number; out: string } {
