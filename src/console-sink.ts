@@ -24,7 +24,7 @@ export class ConsoleSink implements SpanSink {
   ) {}
   export(span: Span): void {
     this.count++;
-    this.write(this.json ? JSON.stringify(spanToJson(span), (_k, v) => (typeof v === "bigint" ? v.toString() : v)) : formatSpanLine(span));
+    this.write(this.json ? JSON.stringify(spanToJson(span)) : formatSpanLine(span));
   }
   async shutdown(): Promise<void> {}
   stats(): Record<string, number> {

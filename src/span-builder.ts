@@ -36,15 +36,36 @@ export function parseTraceparent(v: string | undefined): { traceId: string; pare
   return { traceId: m[1]!, parentId: m[2]! };
 }
 
-function headerAttrs(attrs: Attributes, prefix: string, headers: [string, string][]): Map<string, string> {
-  const joined = new Map<string, string>();
-  for (const [name, value] of headers) {
-    const k = name.toLowerCase();
-    const prev = joined.get(k);
-    joined.set(k, prev === undefined ? value : `${prev},${value}`);
+/** Attribute keys by header name as sent: header names repeat across spans, so the
+ * lower-casing and concatenation are done once per distinct name (bounded). */
+const REQ_PREFIX = "http.request.header.";
+const RES_PREFIX = "http.response.header.";
+const keyCache = { [REQ_PREFIX]: new Map<string, string>(), [RES_PREFIX]: new Map<string, string>() };
+
+function attrKey(prefix: typeof REQ_PREFIX | typeof RES_PREFIX, name: string): string {
+  const cache = keyCache[prefix];
+  let k = cache.get(name);
+  if (k === undefined) {
+    k = prefix + name.toLowerCase();
+    if (cache.size >= 4096) cache.clear();
+    cache.set(name, k);
   }
-  for (const [k, v] of joined) attrs[prefix + k] = v;
-  return joined;
+  return k;
+}
+
+/** Sets one attribute per header; repeated headers are joined with ",". */
+function headerAttrs(attrs: Attributes, prefix: typeof REQ_PREFIX | typeof RES_PREFIX, headers: [string, string][]): void {
+  for (let i = 0; i < headers.length; i++) {
+    const h = headers[i]!;
+    const k = attrKey(prefix, h[0]);
+    const prev = attrs[k];
+    attrs[k] = prev === undefined ? h[1] : `${prev},${h[1]}`;
+  }
+}
+
+function reqHeader(attrs: Attributes, lowerName: string): string | undefined {
+  const v = attrs[REQ_PREFIX + lowerName];
+  return typeof v === "string" ? v : undefined;
 }
 
 function bodyAttrs(attrs: Attributes, prefix: string, m: HttpMessage): void {
@@ -89,9 +110,9 @@ export function buildSpan(x: HttpExchange, conn: ConnectionMeta, proc: ProcessDe
   attrs["network.protocol.version"] = req.version;
   attrs["network.transport"] = conn.family === 1 ? "unix" : "tcp";
 
-  const reqHeaders = headerAttrs(attrs, "http.request.header.", req.headers);
-  if (res) headerAttrs(attrs, "http.response.header.", res.headers);
-  const hostHeader = absHost ?? reqHeaders.get("host");
+  headerAttrs(attrs, REQ_PREFIX, req.headers);
+  if (res) headerAttrs(attrs, RES_PREFIX, res.headers);
+  const hostHeader = absHost ?? reqHeader(attrs, "host");
   const hp = hostHeader ? splitHostPort(hostHeader) : undefined;
   const serverPort = client ? conn.remotePort : conn.localPort;
   attrs["server.address"] = hp?.host || (client ? conn.remoteAddr : conn.localAddr) || "localhost";
@@ -102,7 +123,7 @@ export function buildSpan(x: HttpExchange, conn: ConnectionMeta, proc: ProcessDe
   if (clientPort) attrs["client.port"] = clientPort;
   if (conn.remoteAddr) attrs["network.peer.address"] = conn.remoteAddr;
   if (conn.remotePort) attrs["network.peer.port"] = conn.remotePort;
-  const ua = reqHeaders.get("user-agent");
+  const ua = reqHeader(attrs, "user-agent");
   if (ua !== undefined) attrs["user_agent.original"] = ua;
 
   bodyAttrs(attrs, "http.request", req);
@@ -120,7 +141,7 @@ export function buildSpan(x: HttpExchange, conn: ConnectionMeta, proc: ProcessDe
   for (const [k, v] of Object.entries(ctx.customAttributes)) attrs[k] = v;
 
   const status = res?.status ?? 0;
-  const tp = parseTraceparent(reqHeaders.get("traceparent"));
+  const tp = parseTraceparent(reqHeader(attrs, "traceparent"));
   const unitService = proc.systemdUnit?.endsWith(".service") ? proc.systemdUnit.slice(0, -8) : undefined;
   const serviceName = proc.serviceName || ctx.serviceName || unitService || proc.name || conn.comm || "unknown";
   const resource: Attributes = { "service.name": serviceName, "host.name": ctx.hostName };

@@ -45,7 +45,7 @@ export class StdoutExporter implements SpanSink {
     }
     let line: string;
     try {
-      line = JSON.stringify(spanToJson(span), (_k, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n";
+      line = JSON.stringify(spanToJson(span)) + "\n";
     } catch (e) {
       this.c.SpansDropped++;
       return;
