@@ -82,10 +82,8 @@ export function listeningPorts(root = "/proc"): Listener[] {
   return [...parseListeners(read(`${root}/net/tcp`) ?? ""), ...parseListeners(read(`${root}/net/tcp6`) ?? "")];
 }
 
-/** Pids holding any of the given socket inodes. */
-export function pidsOwningInodes(inodes: Set<number>, root = "/proc"): Set<number> {
-  const pids = new Set<number>();
-  if (inodes.size === 0) return pids;
+/** Calls `fn` for every socket fd of every process (pid, socket inode); unreadable ones are skipped. */
+function forEachSocket(root: string, fn: (pid: number, inode: number) => void): void {
   for (const pid of listPids(root)) {
     let fds: string[];
     try {
@@ -100,42 +98,22 @@ export function pidsOwningInodes(inodes: Set<number>, root = "/proc"): Set<numbe
       } catch {
         continue;
       }
-      if (link.startsWith("socket:[") && inodes.has(Number(link.slice(8, -1)))) {
-        pids.add(pid);
-        break;
-      }
+      if (link.startsWith("socket:[")) fn(pid, Number(link.slice(8, -1)));
     }
   }
-  return pids;
 }
 
 /** pid → TCP ports it listens on (a socket shared by several processes counts for each). */
 export function listeningPortsByPid(root = "/proc"): Map<number, number[]> {
-  const listeners = listeningPorts(root);
-  const portOf = new Map(listeners.map((l) => [l.inode, l.port]));
+  const portOf = new Map(listeningPorts(root).map((l) => [l.inode, l.port]));
   const out = new Map<number, number[]>();
   if (portOf.size === 0) return out;
-  for (const pid of listPids(root)) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`${root}/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      let link: string;
-      try {
-        link = readlinkSync(`${root}/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (!link.startsWith("socket:[")) continue;
-      const port = portOf.get(Number(link.slice(8, -1)));
-      if (port === undefined) continue;
-      const list = out.get(pid) ?? [];
-      if (!list.includes(port)) list.push(port);
-      out.set(pid, list);
-    }
-  }
+  forEachSocket(root, (pid, inode) => {
+    const port = portOf.get(inode);
+    if (port === undefined) return;
+    const list = out.get(pid) ?? [];
+    if (!list.includes(port)) list.push(port);
+    out.set(pid, list);
+  });
   return out;
 }
