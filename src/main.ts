@@ -176,6 +176,7 @@ async function cmdRun(opts: { config: string }): Promise<void> {
   const ready = await notifyReady(`capturing: ${agent.selector.selected().length} processes selected, ${agent.kernel.attachMode}, BTF ${btf.source}`);
   if (!ready.sent && process.env.NOTIFY_SOCKET) log.warn("could not notify systemd (READY=1)", { reason: ready.reason });
   await runUntilSignal(agent, cfg.shutdown_timeout);
+  agent.logStats();
   await notifyStopping();
   unwatch();
   admin?.stop();

@@ -7,9 +7,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
-let nextPort = 20000 + (process.pid % 20000);
+// Below the kernel's ephemeral range (32768+), so client sockets never hold a test port; each
+// candidate is bound once to make sure nothing else (another suite, a leftover server) has it.
+let nextPort = 10000 + (process.pid % 20000);
 export function port(): number {
-  return nextPort++;
+  for (;;) {
+    const p = nextPort++;
+    if (nextPort >= 32000) nextPort = 10000;
+    try {
+      const probe = Bun.listen({ hostname: "0.0.0.0", port: p, socket: { data() {} } });
+      probe.stop(true);
+      return p;
+    } catch {
+      /* taken: try the next one */
+    }
+  }
 }
 
 export async function waitForPort(p: number, host = "127.0.0.1", timeoutMs = 10_000): Promise<void> {
