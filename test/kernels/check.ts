@@ -4,7 +4,8 @@
  *   bun test/kernels/check.ts SERIAL_LOG --mode MODE --requests "PATH PATH ..."
  *
  * MODE is "default" or features joined by "+": kprobes, perf, bundled, download. Prints one line
- * "pass spans=N attach=... buffer=... btf=..." or "fail spans=N ... why=<reasons>" and exits 0 / 1.
+ * "pass spans=N attach=... buffer=... btf=..." or "fail spans=N ... why=<reasons, to the end of
+ * the line>" and exits 0 / 1.
  *
  * Checks: the agent started and said "capture started"; attach mode, buffer and BTF source are
  * what the mode asks for; exactly one server span on :8080 per request, each with
@@ -67,6 +68,11 @@ for (const l of kt.filter((x) => x.startsWith("span "))) {
 
 if (!result) why.push("no RESULT line (guest did not finish: timeout or crash)");
 else if (fields.status === "fail") why.push(`guest: ${fields.reason ?? "failed"}`);
+// the agent's own words when it stopped: its last non-JSON line and the verifier's first complaint
+const plain = logLines.filter((l) => !l.startsWith("{") && !l.startsWith("capturing"));
+const verifier = plain[plain.findIndex((l) => l.includes("BEGIN PROG LOAD LOG")) + 1];
+const fatal = plain.findLast((l) => l.startsWith("ebpf-tracer:"));
+if (fatal) why.push(`agent: ${fatal}${verifier && plain.some((l) => l.includes("BEGIN PROG LOAD LOG")) ? ` [verifier: ${verifier}]` : ""}`);
 if (result && fields.agent_exit !== undefined && fields.agent_exit !== "0") why.push(`agent exit ${fields.agent_exit}`);
 if (!started) why.push('no "capture started" log line');
 
@@ -89,19 +95,23 @@ function expectedBody(path: string, query: string | undefined): string | undefin
   return undefined;
 }
 const server = spans.filter((s) => s.kind === "server" && s.attributes["server.port"] === 8080);
-if (server.length !== requests.length) why.push(`${server.length} server spans on :8080, want ${requests.length}`);
-for (const r of requests) {
-  const [path, query] = r.split("?") as [string, string | undefined];
-  const status = path.startsWith("/missing") ? 404 : 200;
-  const hit = server.find((s) => s.attributes["url.path"] === path);
-  if (!hit) { why.push(`no span for ${path}`); continue; }
-  const a = hit.attributes;
-  if (a["http.request.method"] !== "GET") why.push(`${path}: method ${a["http.request.method"]}`);
-  if (query !== undefined && a["url.query"] !== query) why.push(`${path}: url.query ${a["url.query"]}, want ${query}`);
-  if (a["http.response.status_code"] !== status) why.push(`${path}: status ${a["http.response.status_code"]}, want ${status}`);
-  if (a["process.executable.name"] !== "nginx") why.push(`${path}: process.executable.name ${a["process.executable.name"]}`);
-  const body = expectedBody(path, query);
-  if (body !== undefined && a["http.response.body"] !== body) why.push(`${path}: response body ${JSON.stringify(a["http.response.body"])}`);
+if (started) judgeSpans();
+
+function judgeSpans(): void {
+  if (server.length !== requests.length) why.push(`${server.length} server spans on :8080, want ${requests.length}`);
+  for (const r of requests) {
+    const [path, query] = r.split("?") as [string, string | undefined];
+    const status = path.startsWith("/missing") ? 404 : 200;
+    const hit = server.find((s) => s.attributes["url.path"] === path);
+    if (!hit) { why.push(`no span for ${path}`); continue; }
+    const a = hit.attributes;
+    if (a["http.request.method"] !== "GET") why.push(`${path}: method ${a["http.request.method"]}`);
+    if (query !== undefined && a["url.query"] !== query) why.push(`${path}: url.query ${a["url.query"]}, want ${query}`);
+    if (a["http.response.status_code"] !== status) why.push(`${path}: status ${a["http.response.status_code"]}, want ${status}`);
+    if (a["process.executable.name"] !== "nginx") why.push(`${path}: process.executable.name ${a["process.executable.name"]}`);
+    const body = expectedBody(path, query);
+    if (body !== undefined && a["http.response.body"] !== body) why.push(`${path}: response body ${JSON.stringify(a["http.response.body"])}`);
+  }
 }
 
 const summary = `spans=${spans.length} attach=${attach} buffer=${buffer} btf=${btf}`;
@@ -109,5 +119,5 @@ if (why.length === 0) {
   console.log(`pass ${summary}`);
   process.exit(0);
 }
-console.log(`fail ${summary} why=${why.join("; ").replace(/\s+/g, "_")}`);
+console.log(`fail ${summary} why=${why.join("; ").replace(/\s+/g, " ")}`);
 process.exit(1);

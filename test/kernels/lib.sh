@@ -308,13 +308,19 @@ kt_require_qemu() {
 
 # Boots KDIR's kernel with INITRD under TCG, serial console to LOG, bounded by TIMEOUT seconds.
 # Extra qemu arguments follow. Returns qemu's (or timeout's: 124) status.
+#
+# CPU: "max" without CMPXCHG16B. QEMU 7.2's (Debian 12) TCG emulation of cmpxchg16b %gs:(...)
+# corrupts RFLAGS now and then; 6.12 kernels use it in the SLUB fast path and die early in boot
+# with "double fault" in kmem_cache_alloc_noprof/__kmalloc_noprof (about 1 boot in 3 with -smp 2,
+# 1 in 6 with -smp 1 or thread=single). Without cx16 the kernel takes its locked fallback (0 in
+# 22 boots); Bun does not need it. KT_CPU, KT_SMP, KT_MEM, KT_ACCEL override.
 kt_boot() {
   local kdir=$1 initrd=$2 log=$3 tmo=$4; shift 4
   local append="console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off rdinit=/init"
   local rc=0
   # never -enable-kvm: software emulation only
   timeout --kill-after=10 "$tmo" qemu-system-x86_64 \
-    -machine pc -accel tcg -cpu max -smp "${KT_SMP:-2}" -m "${KT_MEM:-2048}" \
+    -machine pc -accel "${KT_ACCEL:-tcg}" -cpu "${KT_CPU:-max,cx16=off}" -smp "${KT_SMP:-2}" -m "${KT_MEM:-2048}" \
     -display none -monitor none -serial stdio -no-reboot \
     -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$append" \
     "$@" </dev/null >"$log" 2>&1 || rc=$?

@@ -19,7 +19,7 @@
 # dump-btf  boots the kernel once and copies its /sys/kernel/btf/vmlinux out through a virtio
 #           disk to $KT_CACHE/btf/<release>.btf (and to DEST when given), checking its sha256.
 #
-# Prints "RESULT kernel=<release> mode=<mode> status=pass|fail spans=N seconds=S ..." last and
+# Prints "RESULT kernel=<release> mode=<mode> status=pass|fail spans=N ... [why=<reasons>]" last and
 # exits 0 on pass, 1 on fail, 2 when it could not run. Downloads and extracted kernels are cached
 # in $KT_CACHE (default /var/cache/ebpf-tracer-test/kernels). KT_VERBOSE=1 echoes the serial
 # console; the log of the last run is kept at $KT_CACHE/logs/<release>--<mode>.log.
@@ -172,19 +172,20 @@ kt_log "booting $release, mode $mode (timeout ${KT_TIMEOUT}s)"
 qrc=0
 boot "$log" "${qemu_net[@]}" || qrc=$?
 verdict=$(bun "$KT_DIR/check.ts" "$log" --mode "$mode" --requests "$REQUESTS") && ok=1 || ok=0
-if [[ $qrc == 124 ]]; then verdict="fail ${verdict#* } qemu=timeout-${KT_TIMEOUT}s"; ok=0; fi
-if [[ "$features" == *" download "* && $ok == 1 ]]; then
-  grep -q "$release.btf.tar.xz\|btf.tar.xz" "$work/srv.log" 2>/dev/null \
-    || kt_log "note: the host server logged no request ($(tail -n 3 "$work/srv.log" | tr '\n' ' '))"
+head=${verdict%% why=*}
+why=""
+[[ "$verdict" == *" why="* ]] && why=${verdict#* why=}
+if [[ $qrc == 124 ]]; then why="qemu timed out after ${KT_TIMEOUT}s${why:+; $why}"; ok=0; head="fail ${head#* }"; fi
+if [[ "$features" == *" download "* && $ok == 1 ]] && ! grep -q 'btf.tar.xz' "$work/srv.log" 2>/dev/null; then
+  why="the host's BTF server logged no download"; ok=0; head="fail ${head#* }"
 fi
 agent_up=$(grep -a '^KT agent-ready' "$log" | sed 's/.*uptime=//' || true)
 agent_t0=$(grep -a '^KT agent-start' "$log" | sed 's/.*uptime=//' || true)
 startup=$(awk -v a="$agent_t0" -v b="$agent_up" 'BEGIN { if (a != "" && b != "") printf "%.1f", b - a; else print "?" }')
 if [[ $ok != 1 ]]; then
-  kt_log "FAILED: $verdict"
+  kt_log "FAILED: $why"
   kt_log "last lines of $log:"
   grep -av '^KT span ' "$log" | tail -n 40 | sed 's/^/    /' >&2
 fi
-status=${verdict%% *}
-echo "RESULT kernel=$release mode=$mode status=$status ${verdict#* } vm_seconds=$boot_seconds agent_start_seconds=$startup log=$log"
+echo "RESULT kernel=$release mode=$mode status=${head%% *} ${head#* } vm_seconds=$boot_seconds agent_start_seconds=$startup log=$log${why:+ why=$why}"
 [[ $ok == 1 ]]
