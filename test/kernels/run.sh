@@ -37,10 +37,14 @@ command -v bun >/dev/null || kt_die "bun is needed to check the spans"
 mkdir -p "$KT_CACHE/logs" "$KT_CACHE/btf"
 
 t0=$SECONDS
+# one preparer at a time (downloads, extraction, the base image, BTF dumps); VMs run unlocked
+exec 9>"$KT_CACHE/.lock"
+flock 9
 deb=$(kt_fetch_kernel "$spec")
 kdir=$(kt_prepare_kernel "$deb")
 release=$(cat "$kdir/release")
 package=$(cat "$kdir/package")
+base=$(kt_base_initramfs)
 kt_log "kernel $release ($package) prepared in $((SECONDS - t0))s"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kt-run.XXXXXX")
@@ -69,7 +73,6 @@ overlay() { # ACTION -> fills $work/ov
 
 boot() { # LOG [qemu args...] -> status of the VM
   local log=$1; shift
-  local base; base=$(kt_base_initramfs)
   kt_overlay_initramfs "$base" "$work/ov" "$work/initrd.cpio"
   local tb=$SECONDS rc=0
   if [[ "${KT_VERBOSE:-0}" == 1 ]]; then
@@ -167,6 +170,7 @@ overlay capture
 if [[ "$features" == *" bundled "* || "$features" == *" download "* ]]; then echo "KT_HIDE_BTF=1" >> "$work/ov/test.env"; fi
 [[ "$features" == *" download "* ]] && echo "KT_NET=1" >> "$work/ov/test.env"
 
+flock -u 9
 log="$KT_CACHE/logs/$release--$mode.log"
 kt_log "booting $release, mode $mode (timeout ${KT_TIMEOUT}s)"
 qrc=0
