@@ -146,8 +146,10 @@ struct {
 	__type(value, struct active_call);
 } active SEC(".maps");
 
+/* Connection ids: a per-CPU sequence times 1024 plus the CPU number, unique without atomic
+ * fetch-and-add (BPF atomics that return a value need 5.12+). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -291,7 +293,8 @@ static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd
 	if (!seq)
 		return NULL;
 	struct conn_info ci = {};
-	ci.id = __sync_fetch_and_add(seq, 1) + 1;
+	*seq += 1;
+	ci.id = *seq * 1024 + (bpf_get_smp_processor_id() & 1023);
 	ci.role = role;
 	ci.ignored = ignored;
 	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
@@ -502,7 +505,12 @@ static __always_inline int exit_call(void *ctx, __u8 sys, long ret)
 	}
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
-	__u64 pos = __sync_fetch_and_add(&ci->pos[a.dir & 1], (__u64)ret);
+	/* Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
+	 * writing one socket at the same instant could then see the same position; their bytes
+	 * interleave on the wire anyway, so such a stream is not parseable either way. */
+	__u64 *posp = &ci->pos[a.dir & 1];
+	__u64 pos = *posp;
+	__sync_fetch_and_add(posp, (__u64)ret);
 	emit_data(ctx, &a, ci, pid_tgid, pos, (__u32)ret);
 	return 0;
 }
