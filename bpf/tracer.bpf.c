@@ -35,13 +35,22 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 enum { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2, IO_MMSG = 3, IO_ACCEPT = 4, IO_CONNECT = 5, IO_LISTEN = 6,
        IO_NOCOPY = 7 /* sendfile: the bytes come from a file, there is no user buffer to copy */ };
 
+/* One per connection (keyed by its struct sock), shared by every fd that refers to it: dup'd
+ * fds (inetd-style servers read fd 0 and write fd 1) and fds inherited across fork (a parent that
+ * accepts and a child that serves) continue one byte stream instead of starting new ones. */
 struct conn_info {
 	__u64 id;
 	__u64 pos[2];  /* next stream offset per DIR_* */
+	__u64 tuple;   /* ports and remote address: tells a reused sock address from the same connection */
 	__u8 role;
 	__u8 ignored;  /* tracked only to stay quiet (mode excludes this role) */
 	__u8 _pad[6];
 };
+
+/* Kernels before 6.13 count file references in f_count; later ones in f_ref (one less). */
+struct file___pre613 {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
 
 struct active_call {
 	__u64 buf;     /* buffer, iovec array, msghdr or mmsghdr pointer (user space) */
@@ -135,9 +144,16 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);   /* tgid << 32 | fd */
+	__type(key, __u64);   /* struct sock address */
 	__type(value, struct conn_info);
 } conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* tgid << 32 | fd */
+	__type(value, __u64); /* struct sock address: key of conns */
+} fds SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -233,8 +249,8 @@ static __always_inline void fill_header(struct event_header *h, __u32 type, __u6
 	h->ts_ns = bpf_ktime_get_ns();
 }
 
-/* The socket behind `fd` in the current task, if it is a stream socket; else NULL. */
-static __always_inline struct socket *stream_socket(int fd)
+/* The open file behind `fd` in the current task, or NULL. */
+static __always_inline struct file *file_of(int fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -243,9 +259,27 @@ static __always_inline struct socket *stream_socket(int fd)
 	unsigned int max = BPF_CORE_READ(fdt, max_fds);
 	if (fd < 0 || (unsigned int)fd >= max)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fdarr = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
-	bpf_core_read(&f, sizeof(f), &fds[fd]);
+	bpf_core_read(&f, sizeof(f), &fdarr[fd]);
+	return f;
+}
+
+/* References to the open file (fds in any process, plus in-flight users); 0 when unknown. */
+static __always_inline long file_refs(struct file *f)
+{
+	struct file___pre613 *old = (void *)f;
+	if (bpf_core_field_exists(old->f_count))
+		return BPF_CORE_READ(old, f_count.counter);
+	if (bpf_core_field_exists(f->f_ref))
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1;
+	return 0;
+}
+
+/* The socket behind `fd` in the current task, if it is a stream socket; else NULL. */
+static __always_inline struct socket *stream_socket(int fd)
+{
+	struct file *f = file_of(fd);
 	if (!f)
 		return NULL;
 	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -284,10 +318,41 @@ static __always_inline void fill_addresses(struct conn_event *e, struct socket *
 	}
 }
 
-/* Starts tracking `fd` and, unless `ignored`, tells user space with EV_CONN_OPEN. */
-static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd, struct socket *sock, __u8 role,
-					       __u8 sys, __u8 ignored)
+/* Identity of a connected socket beyond its address, which the kernel reuses after free. */
+static __always_inline __u64 sock_tuple(struct sock *sk)
 {
+	__u64 t = (__u64)BPF_CORE_READ(sk, __sk_common.skc_num) << 48;
+	t |= (__u64)BPF_CORE_READ(sk, __sk_common.skc_dport) << 32;
+	t |= BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	return t;
+}
+
+/* The connection behind a tracked fd of the current process, or NULL. */
+static __always_inline struct conn_info *conn_of_fd(__u64 fdkey)
+{
+	__u64 *skey = bpf_map_lookup_elem(&fds, &fdkey);
+	return skey ? bpf_map_lookup_elem(&conns, skey) : NULL;
+}
+
+/* Starts tracking `fd`. A `fresh` socket (just accepted or connected) is a new connection; any
+ * other first-seen fd joins the connection of its socket when one is tracked (dup, fork), else
+ * starts one. New connections are announced with EV_CONN_OPEN unless `ignored`. */
+static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd, struct socket *sock, __u8 role,
+					       __u8 sys, __u8 ignored, int fresh)
+{
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u64 skey = (__u64)sk;
+	__u64 fdkey = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+	__u64 tuple = sock_tuple(sk);
+	if (!fresh) {
+		struct conn_info *known = bpf_map_lookup_elem(&conns, &skey);
+		if (known && known->tuple == tuple) {
+			bpf_map_update_elem(&fds, &fdkey, &skey, BPF_ANY);
+			return known;
+		}
+	}
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&conn_seq, &zero);
 	if (!seq)
@@ -297,8 +362,9 @@ static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd
 	ci.id = *seq * 1024 + (bpf_get_smp_processor_id() & 1023);
 	ci.role = role;
 	ci.ignored = ignored;
-	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
-	if (bpf_map_update_elem(&conns, &key, &ci, BPF_ANY) != 0) {
+	ci.tuple = tuple;
+	if (bpf_map_update_elem(&conns, &skey, &ci, BPF_ANY) != 0 ||
+	    bpf_map_update_elem(&fds, &fdkey, &skey, BPF_ANY) != 0) {
 		count(CNT_CONN_FULL, 1);
 		return NULL;
 	}
@@ -313,7 +379,7 @@ static __always_inline struct conn_info *track(void *ctx, __u64 pid_tgid, int fd
 		fill_addresses(&e, sock);
 		output(ctx, &e, sizeof(e));
 	}
-	return bpf_map_lookup_elem(&conns, &key);
+	return bpf_map_lookup_elem(&conns, &skey);
 }
 
 static __always_inline int role_wanted(__u8 role, __u8 mode)
@@ -333,7 +399,7 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 		return 0;
 	if (kind <= IO_MMSG || kind == IO_NOCOPY) {
 		__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
-		struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+		struct conn_info *ci = conn_of_fd(key);
 		if (ci) {
 			if (ci->ignored)
 				return 0;
@@ -488,18 +554,18 @@ static __always_inline int exit_call(void *ctx, __u8 sys, long ret)
 		if (!sock)
 			return 0;
 		__u8 role = a.kind == IO_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
-		track(ctx, pid_tgid, fd, sock, role, sys, !role_wanted(role, a.mode));
+		track(ctx, pid_tgid, fd, sock, role, sys, !role_wanted(role, a.mode), 1);
 		return 0;
 	}
 	if (ret <= 0)
 		return 0;
 	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)a.fd;
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	struct conn_info *ci = conn_of_fd(key);
 	if (!ci) {
 		struct socket *sock = stream_socket(a.fd);
 		if (!sock)
 			return 0;
-		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0);
+		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
 		if (!ci)
 			return 0;
 	}
@@ -522,11 +588,20 @@ static __always_inline int enter_close(void *ctx, int fd)
 	if (!mode)
 		return 0;
 	__u64 key = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
-	if (!ci)
+	__u64 *skp = bpf_map_lookup_elem(&fds, &key);
+	if (!skp)
 		return 0;
+	__u64 skey = *skp;
+	bpf_map_delete_elem(&fds, &key);
 	count(CNT_PROBE_ENTRY_BASE + SYS_CLOSE, 1);
 	count(CNT_PROBE_EXIT_BASE + SYS_CLOSE, 1); /* close is traced at entry only */
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &skey);
+	if (!ci)
+		return 0;
+	/* Another fd (dup, or a forked process) still holds the socket: the connection goes on. */
+	struct file *f = file_of(fd);
+	if (f && file_refs(f) > 1)
+		return 0;
 	if (!ci->ignored) {
 		struct conn_event e = {};
 		fill_header(&e.hdr, EV_CONN_CLOSE, pid_tgid);
@@ -538,7 +613,7 @@ static __always_inline int enter_close(void *ctx, int fd)
 		e.sent = ci->pos[DIR_SEND];
 		output(ctx, &e, sizeof(e));
 	}
-	bpf_map_delete_elem(&conns, &key);
+	bpf_map_delete_elem(&conns, &skey);
 	return 0;
 }
 

@@ -1,6 +1,6 @@
 /**
  * Mirror of bpf/events.h: record types, enums and field offsets of every struct that crosses
- * the ring buffer or that user space writes into maps. test/root/layout.test.ts checks these
+ * the ring buffer or that user space writes into maps. test/unit/layout.test.ts checks these
  * numbers against the BTF of the compiled object; change both files together.
  */
 export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6, LISTEN: 7 } as const;
@@ -63,5 +63,6 @@ export const CNT = {
   COUNT: 5 + 2 * SYS_COUNT,
 } as const;
 
-/** Internal BPF map value for `conns`; user space flips `ignored` after classifying a socket. */
-export const CONN_INFO = { id: 0, pos: 8, role: 24, ignored: 25, $size: 32 } as const;
+/** Internal BPF map value for `conns` (keyed by struct sock address; the `fds` map leads from
+ * tgid << 32 | fd to that key); user space flips `ignored` after classifying a socket. */
+export const CONN_INFO = { id: 0, pos: 8, tuple: 24, role: 32, ignored: 33, _pad: 34, $size: 40 } as const;

@@ -121,7 +121,7 @@ export class KernelTracer {
     private readonly ringbufBytes: number,
     perfPages: number,
   ) {
-    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "events", "events_perf"]) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "events", "events_perf"]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
@@ -293,10 +293,12 @@ export class KernelTracer {
     const dv = new DataView(key.buffer);
     dv.setUint32(0, fd, true);
     dv.setUint32(4, tgid, true);
+    const sockKey = new Uint8Array(8);
+    if (mapLookup(this.fds.fds!, key, sockKey) !== 0) return;
     const val = new Uint8Array(CONN_INFO.$size);
-    if (mapLookup(this.fds.conns!, key, val) !== 0) return;
+    if (mapLookup(this.fds.conns!, sockKey, val) !== 0) return;
     val[CONN_INFO.ignored] = 1;
-    mapUpdate(this.fds.conns!, key, val, 2 /* BPF_EXIST */);
+    mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */);
   }
 
   counters(): KernelCounters {
