@@ -8,7 +8,7 @@ import { Connection, ConnectionTable, type ConnectionMeta } from "./connection-t
 import { contentTypeAllowed, type HttpExchange } from "./http1-exchange.ts";
 import { ProcessRegistry } from "./process-registry.ts";
 import { buildSpan, type SpanContext } from "./span-builder.ts";
-import { DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN } from "./event-layout.ts";
+import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN } from "./event-layout.ts";
 import type { SpanSink } from "./span.ts";
 
 /** Counters with the reference tracer's names (see docs/operations.md). */
@@ -29,6 +29,8 @@ export class PipelineCounters {
   SpansEmitted = 0;
   /** exchanges filtered out because the process's mode excludes their direction */
   FilteredByMode = 0;
+  /** first-seen Unix sockets (socketpairs, inherited stdio) left alone */
+  IgnoredSockets = 0;
 }
 
 export interface PipelineOptions {
@@ -105,6 +107,13 @@ export class Pipeline {
       id: e.connId, tgid: e.tgid, fd: e.fd, role: e.role, family: e.family,
       localAddr: e.localAddr, localPort: e.localPort, remoteAddr: e.remoteAddr, remotePort: e.remotePort, comm: e.comm,
     };
+    if (meta.role === ROLE_UNKNOWN && meta.family === AF_UNIX) {
+      // A Unix socket nobody accepted or connected while we watched: a socketpair or inherited
+      // stdio (e.g. a pipe-like stdout), not an API connection.
+      this.counters.IgnoredSockets++;
+      this.opts.ignore?.(e.tgid, e.fd);
+      return;
+    }
     if (meta.role === ROLE_UNKNOWN) {
       meta.role = this.opts.classify(meta);
       const mode = this.opts.modeOf(e.tgid);

@@ -135,3 +135,16 @@ describe("pipeline", () => {
     expect(sink.spans[0]!.spanId).toMatch(/^[0-9a-f]{16}$/);
   });
 });
+
+describe("unix sockets of unknown origin", () => {
+  test("a first-seen Unix socket (socketpair, inherited stdio) is left alone", () => {
+    const ignored: number[] = [];
+    const { p, sink } = pipeline({ ignore: (_t, fd) => ignored.push(fd) });
+    p.handle(connRecord("open", { connId: 9, tgid: 18, role: ROLE_UNKNOWN, family: 1, fd: 1 }));
+    p.handle(dataRecord(9, 18, DIR_SEND, 0, "hello from stdout\n"));
+    expect(ignored).toEqual([1]);
+    expect(p.counters.IgnoredSockets).toBe(1);
+    expect(p.counters.ReqParsingErrors + p.counters.ResParsingErrors).toBe(0);
+    expect(sink.spans.length).toBe(0);
+  });
+});
