@@ -18,6 +18,7 @@ import type { Subprocess } from "bun";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { port, startNode, startPython, waitForPort, type Server } from "../support/servers.ts";
 import { Cleanups, curlOk, exeName, logRecords, NODE_APP, onPort, run } from "../support/http-kit.ts";
+import { toYaml } from "../support/yaml.ts";
 
 const SKIP = rootSkipReason();
 if (SKIP) console.warn(`test/root/selection.test.ts skipped: ${SKIP}`);
@@ -32,28 +33,6 @@ setDefaultTimeout(60_000);
 
 // ---- config files --------------------------------------------------------------------------
 
-/** A minimal YAML writer (block mappings and lists; scalars as JSON, which YAML reads). */
-function toYaml(v: unknown, indent = ""): string {
-  if (Array.isArray(v)) {
-    if (!v.length) return " []\n";
-    return "\n" + v.map((item) => {
-      if (item && typeof item === "object") {
-        const body = toYaml(item, indent + "  ").replace(/^\n/, "");
-        return `${indent}- ${body.slice(indent.length + 2)}`;
-      }
-      return `${indent}- ${JSON.stringify(item)}\n`;
-    }).join("");
-  }
-  if (v && typeof v === "object") {
-    const entries = Object.entries(v as Record<string, unknown>);
-    if (!entries.length) return " {}\n";
-    return "\n" + entries.map(([k, x]) => {
-      const rest = x && typeof x === "object" ? toYaml(x, indent + "  ") : ` ${JSON.stringify(x)}\n`;
-      return `${indent}${k}:${rest}`;
-    }).join("");
-  }
-  return ` ${JSON.stringify(v)}\n`;
-}
 
 function yaml(obj: Record<string, unknown>): string {
   return toYaml(obj).replace(/^\n/, "");
