@@ -18,7 +18,7 @@
  *
  * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
  * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
- * `--sink json` formats every span as `capture --json` does (ConsoleSink) and discards the line,
+ * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line,
  * to show what the JSON output costs on top of the pipeline.
  * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
  * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
@@ -30,7 +30,7 @@ import { ReplaySource, encodeRecording } from "../src/event-source.ts";
 import { defaultConfig } from "../src/config.ts";
 import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/event-layout.ts";
 import type { Span, SpanSink } from "../src/span.ts";
-import { ConsoleSink } from "../src/console-sink.ts";
+import { jsonLine } from "../src/stdout-exporter.ts";
 import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
 
 function arg(name: string, def?: string): string | undefined {
@@ -190,10 +190,10 @@ const { records: recordCount, dataBytes } = census(recording);
 class CountSink implements SpanSink {
   spans = 0;
   outBytes = 0;
-  private readonly json = SINK === "json" ? new ConsoleSink(true, (line) => { this.outBytes += line.length + 1; }) : undefined;
+  private readonly json = SINK === "json";
   export(s: Span): void {
     this.spans++;
-    this.json?.export(s);
+    if (this.json) this.outBytes += jsonLine(s).length + 1;
   }
   async shutdown(): Promise<void> {}
   stats(): Record<string, number> {

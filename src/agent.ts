@@ -15,7 +15,6 @@ import { ROLE_CLIENT, ROLE_SERVER } from "./event-layout.ts";
 import { log } from "./log.ts";
 import type { Config } from "./config.ts";
 import type { SpanSink } from "./span.ts";
-import { appendFrame } from "./event-source.ts";
 
 export interface AgentOptions {
   cfg: Config;
@@ -24,8 +23,9 @@ export interface AgentOptions {
   sink: SpanSink;
   btfCustomPath?: string;
   btfSource?: string;
-  /** raw records are appended here (capture --record) */
-  record?: (frame: Uint8Array) => void;
+  /** every raw record is handed here before the pipeline sees it (capture --record); the view
+   * is only valid during the call */
+  record?: (rec: Uint8Array) => void;
 }
 
 const DRAIN_BATCH = 4096;
@@ -153,7 +153,7 @@ export class Agent {
   }
 
   private onRecord = (rec: Uint8Array): void => {
-    if (this.opts.record) this.opts.record(appendFrame(rec));
+    if (this.opts.record) this.opts.record(rec);
     this.pipeline.handle(rec);
   };
 

@@ -1,8 +1,8 @@
 /**
- * `capture` output: one readable line per API call, or one JSON object per line (--json, the
- * same objects the stdout/file exporters write).
+ * The readable line `capture` prints per API call (without --json), written through
+ * StdoutExporter like the JSON lines.
  */
-import { spanToJson, type Span, type SpanSink } from "./span.ts";
+import type { Span } from "./span.ts";
 
 export function formatSpanLine(s: Span): string {
   const a = s.attributes;
@@ -14,20 +14,4 @@ export function formatSpanLine(s: Span): string {
   const flags = [a["ebpf.partial"] ? "partial" : "", a["http.request.body.truncated"] || a["http.response.body.truncated"] ? "truncated" : ""].filter(Boolean).join(",");
   const time = new Date(Number(s.startTimeUnixNano / 1_000_000n)).toISOString().slice(11, 23);
   return `${time} ${s.kind === "server" ? "IN " : "OUT"} ${a["process.executable.name"]}[${a["process.pid"]}] ${arrow} ${peer} ${a["http.request.method"]} ${a["url.path"]}${q} ${status} ${ms}ms req=${a["http.request.body.size"]}B res=${a["http.response.body.size"] ?? 0}B${flags ? " " + flags : ""}`;
-}
-
-export class ConsoleSink implements SpanSink {
-  private count = 0;
-  constructor(
-    private readonly json: boolean,
-    private readonly write: (line: string) => void = (l) => process.stdout.write(l + "\n"),
-  ) {}
-  export(span: Span): void {
-    this.count++;
-    this.write(this.json ? JSON.stringify(spanToJson(span)) : formatSpanLine(span));
-  }
-  async shutdown(): Promise<void> {}
-  stats(): Record<string, number> {
-    return { TotalRequestsSent: this.count };
-  }
 }

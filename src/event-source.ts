@@ -31,11 +31,23 @@ export function encodeRecording(records: Uint8Array[]): Uint8Array {
   return out;
 }
 
-export function appendFrame(r: Uint8Array): Uint8Array {
-  const out = new Uint8Array(4 + r.length);
-  new DataView(out.buffer).setUint32(0, r.length, true);
-  out.set(r, 4);
-  return out;
+/** Writes records to a recording file as they pass, buffered (capture --record). */
+export class Recorder {
+  private readonly sink: ReturnType<ReturnType<typeof Bun.file>["writer"]>;
+  private readonly len = new Uint8Array(4);
+  private readonly lenView = new DataView(this.len.buffer);
+  constructor(path: string) {
+    this.sink = Bun.file(path).writer({ highWaterMark: 1 << 20 });
+  }
+  /** The record is copied into the file buffer before this returns. */
+  write = (rec: Uint8Array): void => {
+    this.lenView.setUint32(0, rec.length, true);
+    this.sink.write(this.len);
+    this.sink.write(rec);
+  };
+  async end(): Promise<void> {
+    await this.sink.end();
+  }
 }
 
 export class ReplaySource implements EventSource {

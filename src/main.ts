@@ -3,7 +3,7 @@
  * Entry point: the command line. Only this file maps errors to exit statuses (errors.ts).
  */
 import { Command, Option } from "commander";
-import { appendFileSync, readFileSync, watch, writeFileSync, type FSWatcher } from "node:fs";
+import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "./config.ts";
@@ -13,7 +13,8 @@ import { EXIT_STATUS, TracerError, isTracerError } from "./errors.ts";
 import { log, type LogLevel } from "./log.ts";
 import { requireCaptureCaps } from "./privileges.ts";
 import { Agent } from "./agent.ts";
-import { ConsoleSink } from "./console-sink.ts";
+import { formatSpanLine } from "./console-sink.ts";
+import { StdoutExporter } from "./stdout-exporter.ts";
 import { MODES, type Mode } from "./config-schema.ts";
 import type { SpanSink } from "./span.ts";
 import { createSink, isReloadable } from "./exporter-factory.ts";
@@ -22,6 +23,7 @@ import { agentStatusProvider, startAdminServer, type AdminServer } from "./admin
 import { statusCommand } from "./status-command.ts";
 import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
+import { Recorder } from "./event-source.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -215,17 +217,13 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
     throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port (or targets in -c FILE)");
   }
   requireCaptureCaps();
-  const sink: SpanSink = new ConsoleSink(!!o.json);
-  let record: ((f: Uint8Array) => void) | undefined;
-  if (o.record) {
-    writeFileSync(o.record, new Uint8Array(0));
-    const path = o.record;
-    record = (f) => appendFileSync(path, f);
-  }
+  const sink: SpanSink = o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine);
+  const recorder = o.record ? new Recorder(o.record) : undefined;
   const btf = await btfFor(cfg);
-  const agent = await Agent.start({ cfg, sink, record, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
+  const agent = await Agent.start({ cfg, sink, record: recorder?.write, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
   process.stderr.write(`capturing (Ctrl-C to stop)\n`);
   await runUntilSignal(agent, 1000);
+  await recorder?.end();
   if (log.enabled("info")) agent.logStats();
 }
 

@@ -9,6 +9,11 @@ import { log as defaultLog, type Logger } from "./log.ts";
 import { spanToJson, type Span, type SpanSink } from "./span.ts";
 
 const FLUSH_BYTES = 64 * 1024;
+
+/** The JSON line of `capture --json` and the stdout/file exporters. */
+export function jsonLine(span: Span): string {
+  return JSON.stringify(spanToJson(span));
+}
 const FLUSH_MS = 200;
 
 export type LineTarget = { kind: "stdout" } | { kind: "file"; path: string };
@@ -23,8 +28,15 @@ export class StdoutExporter implements SpanSink {
   private writeErrorLogged = false;
   private readonly c = { SpansWritten: 0, SpansDropped: 0, WriteErrors: 0 };
 
-  /** Throws TracerError when the file cannot be opened for appending. */
-  constructor(readonly target: LineTarget = { kind: "stdout" }, private readonly log: Logger = defaultLog) {
+  /**
+   * Throws TracerError when the file cannot be opened for appending. `format` turns a span into
+   * its line (without the newline): JSON by default; `capture` passes the readable form.
+   */
+  constructor(
+    readonly target: LineTarget = { kind: "stdout" },
+    private readonly log: Logger = defaultLog,
+    private readonly format: (span: Span) => string = jsonLine,
+  ) {
     if (target.kind === "stdout") {
       this.fd = 1;
       this.ownsFd = false;
@@ -45,7 +57,7 @@ export class StdoutExporter implements SpanSink {
     }
     let line: string;
     try {
-      line = JSON.stringify(spanToJson(span)) + "\n";
+      line = this.format(span) + "\n";
     } catch (e) {
       this.c.SpansDropped++;
       return;
