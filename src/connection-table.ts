@@ -4,7 +4,7 @@
  * HTTP/1 exchange matcher fed in stream order. Bounded by count (oldest evicted) and idle time.
  */
 import { Http1Connection, type HttpExchange } from "./http1-exchange.ts";
-import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER } from "./event-layout.ts";
+import { DIR_RECV, DIR_SEND, ROLE_CLIENT } from "./event-layout.ts";
 
 export interface ConnectionMeta {
   id: number;
@@ -145,4 +145,3 @@ export class ConnectionTable {
   }
 }
 
-export { ROLE_CLIENT, ROLE_SERVER };

@@ -74,9 +74,6 @@ export function recordType(rec: Uint8Array): number {
   return rec.length >= 4 ? rec[0]! | (rec[1]! << 8) | (rec[2]! << 16) | (rec[3]! << 24) : 0;
 }
 
-function base(dv: DataView): EventBase {
-  return { tgid: dv.getUint32(4, true), tid: dv.getUint32(8, true), tsNs: u64(dv, 16) };
-}
 
 /** Decodes one record; undefined for unknown types or short records (the caller counts them). */
 export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
@@ -92,7 +89,9 @@ function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
   const len = Math.min(dv.getUint32(D.len, true), rec.length - D.data);
   return {
     kind: "data",
-    ...base(dv),
+    tgid: dv.getUint32(4, true),
+    tid: dv.getUint32(8, true),
+    tsNs: u64(dv, 16),
     connId: u64(dv, D.conn_id),
     pos: u64(dv, D.pos),
     skipped: dv.getUint32(D.skipped, true),
@@ -109,7 +108,9 @@ function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
 function decodeConn(rec: Uint8Array, dv: DataView, type: number): ConnEvent {
   return {
     kind: type === EV.CONN_OPEN ? "open" : type === EV.CONN_CLOSE ? "close" : "listen",
-    ...base(dv),
+    tgid: dv.getUint32(4, true),
+    tid: dv.getUint32(8, true),
+    tsNs: u64(dv, 16),
     connId: u64(dv, C.conn_id),
     sent: u64(dv, C.sent),
     recv: u64(dv, C.recv),
@@ -137,7 +138,9 @@ function decodeProc(rec: Uint8Array, dv: DataView, type: number): ProcEvent {
   }
   return {
     kind,
-    ...base(dv),
+    tgid: dv.getUint32(4, true),
+    tid: dv.getUint32(8, true),
+    tsNs: u64(dv, 16),
     ppid: dv.getUint32(P.ppid, true),
     mode: rec[P.mode]!,
     cgroupId: dv.getBigUint64(P.cgroup_id, true),

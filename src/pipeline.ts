@@ -8,7 +8,7 @@ import { Connection, ConnectionTable, type ConnectionMeta } from "./connection-t
 import { contentTypeAllowed, type HttpExchange } from "./http1-exchange.ts";
 import { ProcessRegistry } from "./process-registry.ts";
 import { buildSpan, type SpanContext } from "./span-builder.ts";
-import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN } from "./event-layout.ts";
+import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN } from "./event-layout.ts";
 import type { SpanSink } from "./span.ts";
 
 /** Counters with the reference tracer's names (see docs/operations.md). */
@@ -174,4 +174,3 @@ export class Pipeline {
   }
 }
 
-export { ROLE_CLIENT, ROLE_SERVER };
