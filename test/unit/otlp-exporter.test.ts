@@ -4,41 +4,25 @@
  * Spool and restart behaviour: otlp-spool.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { validateConfig, type Config } from "../../src/config.ts";
-import { Logger } from "../../src/log.ts";
 import type { Attributes, Span } from "../../src/span.ts";
 import { OtlpExporter } from "../../src/otlp-exporter.ts";
-import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
+import type { TestCerts } from "../support/certs.ts";
+import { OtlpBed, captureLog } from "../support/otlp-bed.ts";
 import { OtlpReceiver, type ReceivedSpan, type TypedValue } from "../support/otlp-receiver.ts";
 
+let bed: OtlpBed;
 let certs: TestCerts;
 let rx: OtlpReceiver;
-const dirs: string[] = [];
 
 beforeAll(async () => {
-  certs = makeTestCerts();
-  rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
+  bed = await OtlpBed.start();
+  ({ certs, rx } = bed);
 });
-afterAll(async () => {
-  await rx.close();
-  removeTestCerts(certs);
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+afterAll(() => bed.close());
 
-function spoolDir(): string {
-  const d = mkdtempSync(join(tmpdir(), "otlp-spool-"));
-  dirs.push(d);
-  return d;
-}
-
-function capture(): { logger: Logger; lines: Record<string, any>[]; find: (re: RegExp) => Record<string, any>[] } {
-  const lines: Record<string, any>[] = [];
-  const logger = new Logger("debug", { write: (line) => lines.push(JSON.parse(line)) });
-  return { logger, lines, find: (re) => lines.filter((l) => re.test(l.msg)) };
-}
+const spoolDir = (): string => bed.tempDir();
+const capture = captureLog;
 
 function config(endpoint: string, reporting: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Config {
   return validateConfig({

@@ -3,43 +3,29 @@
  * the size bound, torn/corrupt files, a disabled spool. Real receiver, real files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { validateConfig, type Config } from "../../src/config.ts";
-import { Logger } from "../../src/log.ts";
 import type { Span } from "../../src/span.ts";
 import { OtlpExporter } from "../../src/otlp-exporter.ts";
 import { decodeSpoolFile, encodeSpoolFile, Spool, SPOOL_HEADER_BYTES, spoolFileName } from "../../src/otlp-spool.ts";
 import type { EncodedBatch } from "../../src/otlp-batch.ts";
-import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
+import type { TestCerts } from "../support/certs.ts";
+import { OtlpBed, captureLog } from "../support/otlp-bed.ts";
 import { OtlpReceiver } from "../support/otlp-receiver.ts";
 
+let bed: OtlpBed;
 let certs: TestCerts;
 let rx: OtlpReceiver;
-const dirs: string[] = [];
 
 beforeAll(async () => {
-  certs = makeTestCerts();
-  rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
+  bed = await OtlpBed.start();
+  ({ certs, rx } = bed);
 });
-afterAll(async () => {
-  await rx.close();
-  removeTestCerts(certs);
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+afterAll(() => bed.close());
 
-function newDir(): string {
-  const d = mkdtempSync(join(tmpdir(), "otlp-spool-"));
-  dirs.push(d);
-  return d;
-}
-
-function capture() {
-  const lines: Record<string, any>[] = [];
-  const logger = new Logger("debug", { write: (line) => lines.push(JSON.parse(line)) });
-  return { logger, lines, find: (re: RegExp) => lines.filter((l) => re.test(l.msg)) };
-}
+const newDir = (): string => bed.tempDir();
+const capture = captureLog;
 
 function config(spoolPath: string, reporting: Record<string, unknown> = {}, maxMb = 8): Config {
   return validateConfig({
