@@ -54,6 +54,33 @@ export function readProc(pid: number, root = "/proc"): ProcInfo | undefined {
   return { pid, ppid, comm, exe: exe.replace(/ \(deleted\)$/, ""), cmdline, cgroup: parseCgroup(read(`${root}/${pid}/cgroup`) ?? "") };
 }
 
+/** Every readable process now. */
+export function scanProcs(root = "/proc"): ProcInfo[] {
+  return listPids(root).map((p) => readProc(p, root)).filter((p): p is ProcInfo => !!p);
+}
+
+/** The descendants of `roots` among `procs`, parents before their children. */
+export function descendants(roots: Iterable<number>, procs: ProcInfo[]): ProcInfo[] {
+  const children = new Map<number, ProcInfo[]>();
+  for (const p of procs) {
+    const list = children.get(p.ppid);
+    if (list) list.push(p);
+    else children.set(p.ppid, [p]);
+  }
+  const out: ProcInfo[] = [];
+  const seen = new Set(roots);
+  const queue = [...seen];
+  for (let i = 0; i < queue.length; i++) {
+    for (const c of children.get(queue[i]!) ?? []) {
+      if (seen.has(c.pid)) continue;
+      seen.add(c.pid);
+      out.push(c);
+      queue.push(c.pid);
+    }
+  }
+  return out;
+}
+
 /** The unified (v2) hierarchy path from /proc/PID/cgroup text, or "" on v1-only hosts. */
 export function parseCgroup(text: string): string {
   for (const line of text.split("\n")) if (line.startsWith("0::")) return line.slice(3);

@@ -3,7 +3,7 @@
  * one /proc scan at start (and on reload), then exec/fork/exit/listen events from BPF — no
  * periodic rescans. Every decision is logged once per process.
  */
-import { listPids, listeningPortsByPid, readProc, type ProcInfo } from "./procfs.ts";
+import { descendants, listeningPortsByPid, readProc, scanProcs, type ProcInfo } from "./procfs.ts";
 import { CGROUP_ROOT, CgroupPaths, cgroupId, isCgroupV2, walkCgroups, containerIdOf, systemdUnitOf } from "./cgroups.ts";
 import { decide, kernelNeeds, serviceNameFor, baseName, type ProcessFacts, type Rules, type Decision } from "./rules.ts";
 import { modeBits, modeName } from "./selection.ts";
@@ -115,7 +115,7 @@ export class Selector {
 
   private applyPids(rules: Rules, withPorts: boolean): void {
     const ports = withPorts || rules.targets.some((t) => t.needsPorts) ? listeningPortsByPid(this.procRoot) : new Map<number, number[]>();
-    const procs = listPids(this.procRoot).map((p) => readProc(p, this.procRoot)).filter((p): p is ProcInfo => !!p);
+    const procs = scanProcs(this.procRoot);
     const desired = new Map<number, { mode: number; d: Decision; facts: ProcessFacts }>();
     const writeExcluded = !!rules.captureAll || this.cgroups.size > 0;
     for (const p of procs) {
@@ -125,15 +125,11 @@ export class Selector {
       else if (d.excluded && writeExcluded) desired.set(p.pid, { mode: 0, d, facts });
     }
     // Children of selected processes follow their parent, as they would have at fork.
-    let grew = true;
-    while (grew) {
-      grew = false;
-      for (const p of procs) {
-        const parent = desired.get(p.ppid);
-        if (desired.has(p.pid) || !parent || parent.mode === 0) continue;
-        desired.set(p.pid, { mode: parent.mode, d: parent.d, facts: factsOf(p, []) });
-        grew = true;
-      }
+    const selectedRoots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
+    for (const p of descendants(selectedRoots, procs)) {
+      const parent = desired.get(p.ppid);
+      if (desired.has(p.pid) || !parent || parent.mode === 0) continue;
+      desired.set(p.pid, { mode: parent.mode, d: parent.d, facts: factsOf(p, []) });
     }
     const scanned = new Set(procs.map((p) => p.pid));
     const current = this.maps.pids();
@@ -199,24 +195,10 @@ export class Selector {
       return;
     }
     const mode = modeBits(d.mode!);
-    const targets = [p.pid, ...this.descendantsOf(p.pid)];
-    for (const pid of targets) {
-      this.maps.setPid(pid, mode);
-      const info = pid === p.pid ? p : readProc(pid, this.procRoot);
-      if (info) this.logAdded(pid, factsOf(info, []), d, mode);
+    for (const info of [p, ...descendants([p.pid], scanProcs(this.procRoot))]) {
+      this.maps.setPid(info.pid, mode);
+      this.logAdded(info.pid, factsOf(info, []), d, mode);
     }
-  }
-
-  private descendantsOf(root: number): number[] {
-    const procs = listPids(this.procRoot).map((p) => readProc(p, this.procRoot)).filter((p): p is ProcInfo => !!p);
-    const set = new Set([root]);
-    let grew = true;
-    while (grew) {
-      grew = false;
-      for (const p of procs) if (!set.has(p.pid) && set.has(p.ppid)) { set.add(p.pid); grew = true; }
-    }
-    set.delete(root);
-    return [...set];
   }
 
   private logAdded(pid: number, facts: ProcessFacts, d: Decision, mode: number): void {

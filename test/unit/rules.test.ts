@@ -99,3 +99,13 @@ describe("executable matching through names and symlinks", () => {
     expect(decide(viaLink, { ...py, exe: "/usr/bin/python3" }).selected).toBe(true);
   });
 });
+
+describe("process tree", () => {
+  test("descendants come parents first and exclude the roots", () => {
+    const { descendants } = require("../../src/procfs.ts") as typeof import("../../src/procfs.ts");
+    const p = (pid: number, ppid: number) => ({ pid, ppid, comm: "", exe: "", cmdline: [], cgroup: "" });
+    const procs = [p(5, 3), p(3, 1), p(4, 1), p(1, 0), p(6, 5), p(7, 2)];
+    expect(descendants([1], procs).map((x) => x.pid)).toEqual([3, 4, 5, 6]);
+    expect(descendants([5, 2], procs).map((x) => x.pid)).toEqual([6, 7]);
+  });
+});
