@@ -11,49 +11,17 @@
  */
 import { Http1Connection, contentTypeAllowed } from "../src/http1-exchange.ts";
 import { Http1Parser } from "../src/http1-parser.ts";
+import { request as apiRequest, response as apiResponse } from "./api-traffic.ts";
 
 const enc = new TextEncoder();
 const SECONDS = Number(process.argv[2] ?? 2);
 
 function request(k: number): Uint8Array {
-  const body = JSON.stringify({ orderId: 100000 + k, sku: `SKU-${k % 97}`, quantity: 1 + (k % 5), note: "deliver to back door" });
-  const get = k % 3 === 0;
-  const head =
-    `${get ? "GET" : "POST"} /api/v1/orders/${100000 + k}?include=items&expand=customer HTTP/1.1\r\n` +
-    "Host: orders.internal.example.com:8080\r\n" +
-    "User-Agent: okhttp/4.12.0\r\n" +
-    "Accept: application/json\r\n" +
-    "Accept-Encoding: gzip, deflate\r\n" +
-    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzdmMtY2hlY2tvdXQifQ.c2lnbmF0dXJl\r\n" +
-    `X-Request-Id: 6f1c2a9e-4b7d-4c1a-9e0f-${(100000000000 + k).toString(16)}\r\n` +
-    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
-    "Connection: keep-alive\r\n" +
-    (get ? "" : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n`) +
-    "\r\n";
-  return enc.encode(get ? head : head + body);
+  return enc.encode(apiRequest(k));
 }
 
 function response(k: number): Uint8Array {
-  const body = JSON.stringify({
-    orderId: 100000 + k, status: "CONFIRMED", total: 42.5 + k, currency: "EUR",
-    items: [{ sku: `SKU-${k % 97}`, qty: 1 + (k % 5), price: 8.5 }], updatedAt: "2024-05-01T12:00:00Z",
-  });
-  const common =
-    "Date: Wed, 01 May 2024 12:00:00 GMT\r\n" +
-    "Server: envoy\r\n" +
-    "Content-Type: application/json; charset=utf-8\r\n" +
-    "Cache-Control: no-store\r\n" +
-    `X-Request-Id: 6f1c2a9e-4b7d-4c1a-9e0f-${(100000000000 + k).toString(16)}\r\n` +
-    "X-Envoy-Upstream-Service-Time: 3\r\n" +
-    "Vary: Accept-Encoding\r\n";
-  if (k % 4 === 3) {
-    const half = body.length >> 1;
-    return enc.encode(
-      "HTTP/1.1 200 OK\r\n" + common + "Transfer-Encoding: chunked\r\n\r\n" +
-      `${half.toString(16)}\r\n${body.slice(0, half)}\r\n` +
-      `${(body.length - half).toString(16)}\r\n${body.slice(half)}\r\n0\r\n\r\n`);
-  }
-  return enc.encode(`HTTP/1.1 200 OK\r\n${common}Content-Length: ${body.length}\r\n\r\n${body}`);
+  return enc.encode(apiResponse(k));
 }
 
 const N = 1024;
