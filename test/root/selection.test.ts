@@ -93,7 +93,9 @@ class SpanFile {
   all(): SpanJson[] {
     if (!existsSync(this.path)) return [];
     const out: SpanJson[] = [];
-    for (const line of readFileSync(this.path, "utf8").split("\n")) {
+    const lines = readFileSync(this.path, "utf8").split("\n");
+    lines.pop(); // the text after the last newline is a line the agent is still writing
+    for (const line of lines) {
       if (!line) continue;
       out.push(JSON.parse(line) as SpanJson);
     }
