@@ -9,8 +9,8 @@
  * request parser and a variant where the stream arrives in 1460-byte segments (heads split
  * across pushes). Prints messages/s (requests + responses), exchanges/s and MB/s.
  */
-import { Http1Connection, contentTypeAllowed } from "../src/http1-exchange.ts";
-import { Http1Parser } from "../src/http1-parser.ts";
+import { Http1Connection, contentTypeAllowed } from "../src/protocols/http1/exchange.ts";
+import { Http1Parser } from "../src/protocols/http1/parser.ts";
 import { request as apiRequest, response as apiResponse } from "./api-traffic.ts";
 
 const enc = new TextEncoder();

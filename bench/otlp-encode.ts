@@ -3,8 +3,8 @@
  * response bodies, ~15 other attributes), batches of 512, protobuf and JSON, gzip or not.
  * Run: bun bench/otlp-encode.ts [seconds-per-case]   (goal: >= 50,000 spans/s protobuf+gzip)
  */
-import type { Attributes, Span } from "../src/span.ts";
-import { encodeSpans, type EncodeOptions } from "../src/otlp-batch.ts";
+import type { Attributes, Span } from "../src/spans/span.ts";
+import { encodeSpans, type EncodeOptions } from "../src/export/otlp/batch.ts";
 
 const WORDS = ["alpha", "beta", "gamma", "delta", "order", "item", "price", "user", "status", "active", "region", "eu-west"];
 

@@ -14,7 +14,7 @@
  * would. `--write FILE` saves it in the `capture --record` format.
  *
  * `--file FILE` replays a real recording made with `dist/ebpf-tracer capture --record FILE`
- * (frames: u32 little-endian length + record, see src/event-source.ts ReplaySource) instead.
+ * (frames: u32 little-endian length + record, see src/kernel/event-source.ts ReplaySource) instead.
  *
  * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
  * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
@@ -25,12 +25,12 @@
  * time (above 1.0 means GC or other threads used a second core).
  */
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
-import { Pipeline } from "../src/pipeline.ts";
-import { ReplaySource, encodeRecording } from "../src/event-source.ts";
-import { defaultConfig } from "../src/config.ts";
-import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/event-layout.ts";
-import type { Span, SpanSink } from "../src/span.ts";
-import { jsonLine } from "../src/stdout-exporter.ts";
+import { Pipeline } from "../src/agent/pipeline.ts";
+import { ReplaySource, encodeRecording } from "../src/kernel/event-source.ts";
+import { defaultConfig } from "../src/config/config.ts";
+import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/kernel/event-layout.ts";
+import type { Span, SpanSink } from "../src/spans/span.ts";
+import { jsonLine } from "../src/export/stdout.ts";
 import { request, response } from "./api-traffic.ts";
 import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
 

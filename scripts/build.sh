@@ -9,6 +9,6 @@ bash scripts/build-bpf.sh
 bash scripts/gen-min-btf.sh --check
 bun scripts/gen-btf-bundle.ts
 mkdir -p dist
-bun build --compile --compile-exec-argv=--smol --no-compile-autoload-dotenv --no-compile-autoload-bunfig --minify-syntax --minify-whitespace --target=bun-linux-x64 src/main.ts --outfile dist/ebpf-tracer.tmp >/dev/null
+bun build --compile --compile-exec-argv=--smol --no-compile-autoload-dotenv --no-compile-autoload-bunfig --minify-syntax --minify-whitespace --target=bun-linux-x64 src/cli/main.ts --outfile dist/ebpf-tracer.tmp >/dev/null
 mv dist/ebpf-tracer.tmp dist/ebpf-tracer
 echo "built dist/ebpf-tracer ($(stat -c %s dist/ebpf-tracer) bytes)"

@@ -2,7 +2,7 @@
 # Regenerates the bundled BTF files under btf/ from btf/manifest.txt, minimised to what the
 # tracer's BPF object needs (bpftool gen min_core_btf <full.btf> <out.btf> <object>), then
 # records the object's CO-RE relocations in btf/core-relocs-<arch>.txt and refreshes
-# src/btf-bundle.generated.ts.
+# src/kernel/btf/bundle.generated.ts.
 #
 #   scripts/gen-min-btf.sh            regenerate every manifest entry that has a full BTF source
 #   scripts/gen-min-btf.sh --check    exit 1 when a bundled file is missing, invalid, unlisted or

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Logger } from "../../src/log.ts";
+import { Logger } from "../../src/log/log.ts";
 import { makeTestCerts, removeTestCerts, type TestCerts } from "./certs.ts";
 import { OtlpReceiver } from "./otlp-receiver.ts";
 

@@ -2,7 +2,7 @@
  * Builds ring-buffer records byte for byte as bpf/events.h lays them out, so pipeline tests and
  * the replay benchmark can feed recorded-looking events without a kernel.
  */
-import { EV, LAYOUT, DATA_FLAG_LAST, ROLE_SERVER } from "../../src/event-layout.ts";
+import { EV, LAYOUT, DATA_FLAG_LAST, ROLE_SERVER } from "../../src/kernel/event-layout.ts";
 
 function header(buf: Uint8Array, type: number, tgid: number, tsNs: number): DataView {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);

@@ -1,0 +1,222 @@
+/**
+ * The running agent: kernel tracer + pipeline + sink, the drain loop that moves records from the
+ * ring buffer into the pipeline, housekeeping and the stats log line. Used by both `run` and
+ * `capture`.
+ */
+import { hostname } from "node:os";
+import { KernelTracer, type KernelCounters } from "../kernel/tracer.ts";
+import { Pipeline } from "./pipeline.ts";
+import { SocketClassifier } from "../selection/modes.ts";
+import { Selector } from "../selection/selector.ts";
+import { compileRules } from "../selection/rules.ts";
+import type { Target } from "../config/config.ts";
+import { MonoClock } from "./clock.ts";
+import { ROLE_CLIENT, ROLE_SERVER } from "../kernel/event-layout.ts";
+import { log } from "../log/log.ts";
+import type { Config } from "../config/config.ts";
+import type { SpanSink } from "../spans/span.ts";
+
+export interface AgentOptions {
+  cfg: Config;
+  /** targets from the command line (capture --pid/--exe/--port), ahead of the config's */
+  extraTargets?: Target[];
+  sink: SpanSink;
+  btfCustomPath?: string;
+  btfSource?: string;
+  /** every raw record is handed here before the pipeline sees it (capture --record); the view
+   * is only valid during the call */
+  record?: (rec: Uint8Array) => void;
+}
+
+const DRAIN_BATCH = 4096;
+const POLL_MS = 10;
+
+export class Agent {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
+  private gcTimer: ReturnType<typeof setInterval> | undefined;
+  private stopped = false;
+  /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
+  queueHighWater = 0;
+  readonly startedAt = Date.now();
+
+  selector!: Selector;
+  private cfg: Config;
+
+  private constructor(
+    readonly kernel: KernelTracer,
+    readonly pipeline: Pipeline,
+    private readonly opts: AgentOptions,
+    private readonly clock: MonoClock,
+  ) {
+    this.cfg = opts.cfg;
+  }
+
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const { cfg } = opts;
+    const kernel = await KernelTracer.start({
+      ringbufBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024,
+      enableTracepoints: cfg.enable_tracepoints,
+      buffer: cfg.bpf.buffer,
+      perfPages: cfg.perfmap_queue_size,
+      maxActiveRetProbe: cfg.max_active_ret_probe,
+      maxCapturePerCall: cfg.bpf.max_capture_bytes_per_call,
+      btfCustomPath: opts.btfCustomPath,
+      captureAllMode: 0,
+      notifyAllExec: false,
+    });
+    const clock = new MonoClock();
+    const classifier = new SocketClassifier();
+    let agent: Agent | undefined;
+    const pipeline = new Pipeline(
+      {
+        ...Agent.pipelineSettings(cfg, clock),
+        modeOf: (tgid) => kernel.pidMode(tgid) ?? 0,
+        classify: (m) => (classifier.isListeningPort(m.localPort) ? ROLE_SERVER : ROLE_CLIENT),
+        ignore: (tgid, fd) => kernel.ignoreConn(tgid, fd),
+        onProcessEvent: (e) => {
+          if (!agent) return e.mode !== 0;
+          if (e.kind === "exec") return agent.selector.onExec(e);
+          if (e.kind === "fork") agent.selector.onFork(e);
+          else agent.selector.onExit(e);
+          return true;
+        },
+        onListen: (e) => agent?.selector.onListen(e),
+      },
+      opts.sink,
+    );
+    agent = new Agent(kernel, pipeline, opts, clock);
+    agent.selector = new Selector(kernel, pipeline.procs);
+    agent.selector.apply(compileRules(cfg, opts.extraTargets));
+    log.info("capture started", {
+      attachMode: kernel.attachMode,
+      buffer: kernel.buffer,
+      probes: kernel.attached.length,
+      skippedProbes: kernel.skipped,
+      libbpf: kernel.libbpfVersion,
+      btf: opts.btfSource ?? "kernel",
+      btfPath: opts.btfCustomPath ?? "/sys/kernel/btf/vmlinux",
+      selected: agent.selector.selected().length,
+    });
+    agent.loop();
+    agent.sweepTimer = setInterval(() => {
+      pipeline.sweep();
+      clock.refresh();
+    }, 30_000);
+    if (cfg.stats_interval > 0) agent.statsTimer = setInterval(() => agent!.logStats(), cfg.stats_interval);
+    // Under load the pipeline makes short-lived garbage fast; JSC's own heuristics let the heap
+    // grow to several times the live set before collecting. An asynchronous collection every
+    // second keeps resident memory near the live set for a few ms of CPU per second.
+    agent.gcTimer = setInterval(() => Bun.gc(true), 1000);
+    return agent;
+  }
+
+  private static pipelineSettings(cfg: Config, clock: MonoClock) {
+    return {
+      bodyMaxSize: cfg.data_capture.body_max_size_bytes,
+      allowedContentTypes: cfg.data_capture.allowed_content_types,
+      span: {
+        hostName: hostname(),
+        serviceName: cfg.service_name,
+        environment: cfg.environment,
+        customAttributes: cfg.custom_span_attributes,
+        toWallNs: clock.toWallNs,
+      },
+    };
+  }
+
+  /**
+   * Applies a new config without detaching probes: selection rules, capture limits, span
+   * settings and, when given, a new sink. Open connections and in-flight exchanges are kept.
+   */
+  reload(cfg: Config, sink?: SpanSink): void {
+    if (cfg.bpf.ringbuf_size_mb !== this.cfg.bpf.ringbuf_size_mb || cfg.bpf.buffer !== this.cfg.bpf.buffer) {
+      log.warn("bpf.ringbuf_size_mb and bpf.buffer take effect at the next restart");
+    }
+    this.cfg = cfg;
+    this.kernel.setMaxCapturePerCall(cfg.bpf.max_capture_bytes_per_call);
+    this.pipeline.update(Agent.pipelineSettings(cfg, this.clock), sink);
+    if (sink) (this.opts as { sink: SpanSink }).sink = sink;
+    this.selector.apply(compileRules(cfg, this.opts.extraTargets));
+    clearInterval(this.statsTimer);
+    if (cfg.stats_interval > 0) this.statsTimer = setInterval(() => this.logStats(), cfg.stats_interval);
+    log.info("config reloaded", { file: cfg.source, selected: this.selector.selected().length });
+  }
+
+  get currentConfig(): Config {
+    return this.cfg;
+  }
+
+  get sink(): SpanSink {
+    return this.opts.sink;
+  }
+
+  private onRecord = (rec: Uint8Array): void => {
+    if (this.opts.record) this.opts.record(rec);
+    this.pipeline.handle(rec);
+  };
+
+  /** Drains until the ring is empty, then polls again after POLL_MS. */
+  private loop = (): void => {
+    if (this.stopped) return;
+    const pending = this.kernel.source.pending();
+    if (pending > this.queueHighWater) this.queueHighWater = pending;
+    let n: number;
+    try {
+      n = this.kernel.source.drain(this.onRecord, DRAIN_BATCH);
+    } catch (e) {
+      // A bug in a handler must not stop capture; the record is skipped.
+      log.error("event handling failed", { error: String((e as Error)?.stack ?? e) });
+      n = DRAIN_BATCH;
+    }
+    this.timer = n >= DRAIN_BATCH ? setTimeout(this.loop, 0) : setTimeout(this.loop, POLL_MS);
+  };
+
+  /** Drains whatever is in the ring right now (used before shutdown and by tests). */
+  drainNow(): void {
+    while (this.kernel.source.drain(this.onRecord, DRAIN_BATCH) > 0) {
+      /* keep going */
+    }
+  }
+
+  /** Kernel counters as read just before the BPF maps were closed (set by stop()). */
+  private finalKernelCounters: KernelCounters | undefined;
+
+  /** The kernel's counters; after stop(), their last values (the maps are gone then). */
+  kernelCounters(): KernelCounters {
+    return this.finalKernelCounters ?? this.kernel.counters();
+  }
+
+  stats(): Record<string, number> {
+    const k = this.kernelCounters();
+    return {
+      ...this.pipeline.stats(),
+      EventLost: k.lost,
+      KernelEventsEmitted: k.events,
+      TruncatedBytes: k.truncatedBytes,
+      KprobeEventMaxQueueSizeTillNow: this.queueHighWater,
+      TotalEventsDroppedAtEventQueueLimit: k.lost + k.activeFull + k.connFull,
+      ...this.opts.sink.stats(),
+    };
+  }
+
+  logStats(): void {
+    log.info("stats", this.stats());
+    const probes = this.kernelCounters().probes;
+    log.info("probe stat", Object.fromEntries(Object.entries(probes).filter(([, v]) => v[0] || v[1])));
+  }
+
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.statsTimer);
+    clearInterval(this.sweepTimer);
+    clearInterval(this.gcTimer);
+    this.drainNow();
+    this.finalKernelCounters = this.kernel.counters();
+    this.kernel.close();
+    await this.opts.sink.shutdown(timeoutMs);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The local admin endpoint (config `admin.enabled`, `admin.address`, default 127.0.0.1:9464),
+ * Bun.serve, no dependencies:
+ *
+ *   GET /healthz  200 "ok" when healthy, 503 with one reason per line when not
+ *   GET /metrics  Prometheus text format 0.0.4: every counter of the agent's stats line as
+ *                 `ebpf_tracer_<snake_case>` (counters get `_total`, gauges do not; see isGauge),
+ *                 plus process CPU, RSS, start time and `ebpf_tracer_healthy`
+ *   GET /status   JSON: whatever StatusProvider.status() returns (version, uptime, BTF source,
+ *                 attach mode, selected processes, exporter state), plus `healthy` and `reasons`
+ *
+ * A provider that throws answers 500 for that request; the server keeps running. HEAD is answered
+ * like GET without a body; other methods get 405.
+ */
+import { TracerError } from "../errors.ts";
+
+export interface StatusProvider {
+  health(): { ok: boolean; reasons: string[] };
+  /**
+   * Flat name → value, the same names as the stats log line ("SpansWritten"). A name may carry
+   * Prometheus labels: `ProbeEntries{syscall="read"}` → `ebpf_tracer_probe_entries_total{syscall="read"}`.
+   */
+  counters(): Record<string, number>;
+  status(): Record<string, unknown>;
+}
+
+export interface AdminServer {
+  stop(): void;
+  /** http://host:port (the real port when the address asked for port 0) */
+  url: string;
+}
+
+/** Names in the agent's stats that are current values, not running totals. */
+const GAUGES = new Set([
+  "OpenConnections",
+  "TrackedProcesses",
+  "KprobeEventMaxQueueSizeTillNow",
+  "SpansQueued",
+  "SpoolSpans",
+  "SpoolBytes",
+  "InFlightRequests",
+  "LastExportLatencyMs",
+  "SelectedProcesses",
+]);
+
+export function isGauge(name: string): boolean {
+  return GAUGES.has(name) || /^(Open|Tracked|Selected|InFlight|Last|Current)[A-Z]|(Queued|TillNow|HighWater)$/.test(name);
+}
+
+/** "KprobeEventMaxQueueSizeTillNow" → "kprobe_event_max_queue_size_till_now"; "HTTPErrors" → "http_errors". */
+export function snakeCase(name: string): string {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+    .replace(/([A-Z]+)([A-Z][a-z])/g, "$1_$2")
+    .replace(/[^A-Za-z0-9_]+/g, "_")
+    .replace(/_+/g, "_")
+    .replace(/^_|_$/g, "")
+    .toLowerCase();
+}
+
+function promValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function splitLabels(key: string): { name: string; labels: string } {
+  const m = /^([^{]+)(\{.*\})$/.exec(key);
+  return m ? { name: m[1]!, labels: m[2]! } : { name: key, labels: "" };
+}
+
+/** Renders the Prometheus text exposition (format 0.0.4). */
+export function renderMetrics(counters: Record<string, number>, healthy: boolean, proc = processMetrics()): string {
+  const families = new Map<string, { type: "counter" | "gauge"; help: string; samples: string[] }>();
+  const add = (metric: string, type: "counter" | "gauge", help: string, labels: string, value: number) => {
+    let f = families.get(metric);
+    if (!f) families.set(metric, (f = { type, help, samples: [] }));
+    f.samples.push(`${metric}${labels} ${promValue(value)}`);
+  };
+  add("ebpf_tracer_healthy", "gauge", "1 when /healthz reports healthy, else 0", "", healthy ? 1 : 0);
+  add("ebpf_tracer_process_cpu_seconds_total", "counter", "user and system CPU time of the agent process, seconds", "", proc.cpuSeconds);
+  add("ebpf_tracer_process_resident_memory_bytes", "gauge", "resident set size of the agent process, bytes", "", proc.rssBytes);
+  add("ebpf_tracer_process_start_time_seconds", "gauge", "start time of the agent process, seconds since the Unix epoch", "", proc.startTimeSeconds);
+  for (const [key, value] of Object.entries(counters)) {
+    if (typeof value !== "number") continue;
+    const { name, labels } = splitLabels(key);
+    const gauge = isGauge(name);
+    const metric = `ebpf_tracer_${snakeCase(name)}${gauge ? "" : "_total"}`;
+    add(metric, gauge ? "gauge" : "counter", `${name} from the agent's stats line${gauge ? " (current value)" : ""}`, labels, value);
+  }
+  let out = "";
+  for (const [metric, f] of families) {
+    out += `# HELP ${metric} ${f.help}\n# TYPE ${metric} ${f.type}\n${f.samples.join("\n")}\n`;
+  }
+  return out;
+}
+
+export function processMetrics(): { cpuSeconds: number; rssBytes: number; startTimeSeconds: number } {
+  const cpu = process.cpuUsage();
+  return {
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    rssBytes: process.memoryUsage.rss(),
+    startTimeSeconds: Math.round((Date.now() - process.uptime() * 1000) / 10) / 100,
+  };
+}
+
+/** "127.0.0.1:9464", "[::1]:9464", "localhost:0", ":9464" (all interfaces) → hostname and port. */
+export function parseAddress(address: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(address.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new TracerError("CONFIG", `key "admin.address": must be HOST:PORT like 127.0.0.1:9464, got ${JSON.stringify(address)}`, { key: "admin.address" });
+  }
+  const hostname = m[1] ?? m[2] ?? "";
+  return { hostname: hostname === "" ? "0.0.0.0" : hostname, port };
+}
+
+function text(body: string, status = 200, type = "text/plain; charset=utf-8"): Response {
+  return new Response(body, { status, headers: { "content-type": type, "cache-control": "no-store" } });
+}
+
+/**
+ * Starts the admin endpoint. Throws TracerError (CONFIG for a malformed address, IO when the
+ * address cannot be bound, e.g. in use).
+ */
+export function startAdminServer(address: string, provider: StatusProvider): AdminServer {
+  const { hostname, port } = parseAddress(address);
+  const handle = (req: Request): Response => {
+    const path = new URL(req.url).pathname;
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+    }
+    try {
+      switch (path) {
+        case "/healthz": {
+          const h = provider.health();
+          return h.ok ? text("ok\n") : text(`unhealthy\n${h.reasons.map((r) => r + "\n").join("")}`, 503);
+        }
+        case "/metrics":
+          return text(renderMetrics(provider.counters(), provider.health().ok), 200, "text/plain; version=0.0.4; charset=utf-8");
+        case "/status": {
+          const h = provider.health();
+          const body = { ...provider.status(), healthy: h.ok, reasons: h.reasons };
+          return text(JSON.stringify(body, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2) + "\n", 200, "application/json");
+        }
+        case "/":
+          return text("ebpf-tracer admin: /healthz /metrics /status\n");
+        default:
+          return text("not found\n", 404);
+      }
+    } catch (e) {
+      return text(`internal error: ${(e as Error)?.message ?? String(e)}\n`, 500);
+    }
+  };
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 10 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new TracerError("IO", `admin endpoint: cannot listen on ${address}: ${code}`, { key: "admin.address" });
+  }
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return {
+    url: `http://${host}:${server.port}`,
+    stop() {
+      server.stop(true);
+    },
+  };
+}
+
+/** What agentStatusProvider reads from the running agent (Agent satisfies it structurally). */
+export interface AgentView {
+  readonly startedAt: number;
+  stats(): Record<string, number>;
+  kernelCounters(): { probes: Record<string, [number, number]> };
+  readonly selector: { selected(): { pid: number; name: string; exe: string; mode: string; service?: string }[] };
+  readonly kernel: { readonly attachMode: string; readonly buffer: string; readonly libbpfVersion: string; readonly attached: string[] };
+  readonly currentConfig: { exporter: string; agent_config: { reporting: { endpoint: string } } };
+}
+
+export interface AgentInfo {
+  version: string;
+  /** where BTF came from: kernel, config, bundled, downloaded */
+  btfSource: string;
+  btfPath?: string;
+  /** the exporter is called failing (and /healthz degraded) after this long without success */
+  exporterFailingAfterMs?: number;
+  now?: () => number;
+}
+
+const EXPORT_ERRORS = ["ExportErrorsNetwork", "ExportErrorsTls", "ExportErrorsHttp4xx", "ExportErrorsHttp5xx", "WriteErrors"];
+
+/**
+ * The StatusProvider of a running agent: counters are the stats line plus per-syscall probe
+ * counters; health is degraded when the exporter has only failed for exporterFailingAfterMs
+ * (default 2 min); status has version, uptime, BTF, attach mode, selected processes, exporter.
+ */
+export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusProvider {
+  const now = info.now ?? Date.now;
+  const failingAfter = info.exporterFailingAfterMs ?? 120_000;
+  let lastOk = -1;
+  let lastErr = -1;
+  let failingSince = 0;
+  const exporterState = (s: Record<string, number>): { state: string; failingForMs: number } => {
+    const ok = (s.ExportRequestsOk ?? 0) + (s.SpansWritten ?? 0);
+    const err = EXPORT_ERRORS.reduce((a, k) => a + (s[k] ?? 0), 0);
+    const t = now();
+    if (lastOk < 0) {
+      if (err > 0 && ok === 0) failingSince = t; // first look: only failures so far
+    } else if (ok > lastOk) {
+      failingSince = 0; // a success since the last look
+    } else if (err > lastErr && failingSince === 0) {
+      failingSince = t; // failures and no success since the last look
+    }
+    lastOk = ok;
+    lastErr = err;
+    if (failingSince) return { state: "failing", failingForMs: t - failingSince };
+    return { state: ok > 0 ? "ok" : "idle", failingForMs: 0 };
+  };
+  return {
+    health() {
+      const reasons: string[] = [];
+      const e = exporterState(agent.stats());
+      if (e.state === "failing" && e.failingForMs >= failingAfter) {
+        reasons.push(`exporter: every export failed for ${Math.round(e.failingForMs / 1000)}s (${agent.currentConfig.exporter})`);
+      }
+      return { ok: reasons.length === 0, reasons };
+    },
+    counters() {
+      const out: Record<string, number> = { ...agent.stats(), SelectedProcesses: agent.selector.selected().length };
+      for (const [syscall, [entries, exits]] of Object.entries(agent.kernelCounters().probes)) {
+        out[`ProbeEntries{syscall="${syscall}"}`] = entries;
+        out[`ProbeExits{syscall="${syscall}"}`] = exits;
+      }
+      return out;
+    },
+    status() {
+      const cfg = agent.currentConfig;
+      const s = agent.stats();
+      const e = exporterState(s);
+      return {
+        version: info.version,
+        pid: process.pid,
+        uptime_seconds: Math.round((now() - agent.startedAt) / 1000),
+        btf_source: info.btfSource,
+        btf_path: info.btfPath ?? "/sys/kernel/btf/vmlinux",
+        attach_mode: agent.kernel.attachMode,
+        buffer: agent.kernel.buffer,
+        probes_attached: agent.kernel.attached.length,
+        libbpf: agent.kernel.libbpfVersion,
+        selected_processes: agent.selector.selected().map((p) => ({ pid: p.pid, name: p.name, exe: p.exe, mode: p.mode, ...(p.service ? { service: p.service } : {}) })),
+        exporter: {
+          kind: cfg.exporter,
+          ...(cfg.exporter === "otlp" ? { endpoint: cfg.agent_config.reporting.endpoint } : {}),
+          state: e.state,
+          ...(e.failingForMs ? { failing_for_seconds: Math.round(e.failingForMs / 1000) } : {}),
+          ...Object.fromEntries(["SpansWritten", "TotalRequestsSent", "SpansQueued", "SpoolSpans", "SpansDropped"].filter((k) => k in s).map((k) => [k, s[k]])),
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * `ebpf-tracer check` and the start of `run`: can capture work on this host, and how. Each row
+ * is ok / warn / fail with a reason; any fail means capture cannot work.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { release } from "node:os";
+import type { Config } from "../config/config.ts";
+import { resolveBtf, type BtfResolution } from "../kernel/btf/resolve.ts";
+import { effectiveCaps, missingCaps, hasCap } from "./privileges.ts";
+import { loadLibbpf, libbpfVersion, probeMapType } from "../kernel/libbpf-ffi.ts";
+import { libbpfBytes } from "../kernel/embedded.ts";
+import { chooseAttachMode, ensureTracefs, kprobesAvailable } from "../kernel/tracer.ts";
+import { findCgroup2Root } from "../selection/cgroups.ts";
+import { isTracerError } from "../errors.ts";
+
+export type Verdict = "ok" | "warn" | "fail";
+export interface CheckRow {
+  check: string;
+  verdict: Verdict;
+  detail: string;
+}
+
+export interface PreflightResult {
+  rows: CheckRow[];
+  ok: boolean;
+  btf?: BtfResolution;
+}
+
+function kernelRow(rel: string): CheckRow {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  const v = m ? Number(m[1]) * 1000 + Number(m[2]) : 0;
+  if (v >= 5008) return { check: "kernel", verdict: "ok", detail: `${rel} (5.8+: ring buffer, CAP_BPF)` };
+  if (v >= 4018) return { check: "kernel", verdict: "warn", detail: `${rel}: older than 5.8, perf buffers and CAP_SYS_ADMIN are needed` };
+  return { check: "kernel", verdict: "fail", detail: `${rel}: eBPF capture needs at least 4.18` };
+}
+
+function lockdownRow(): CheckRow {
+  let text = "";
+  try {
+    text = readFileSync("/sys/kernel/security/lockdown", "utf8");
+  } catch {
+    return { check: "lockdown", verdict: "ok", detail: "no lockdown LSM" };
+  }
+  const mode = /\[(\w+)\]/.exec(text)?.[1] ?? "unknown";
+  if (mode === "confidentiality") return { check: "lockdown", verdict: "fail", detail: "lockdown=confidentiality forbids reading process memory from BPF" };
+  return { check: "lockdown", verdict: mode === "none" ? "ok" : "warn", detail: `lockdown=${mode}` };
+}
+
+function capsRow(): CheckRow {
+  const caps = effectiveCaps();
+  const missing = missingCaps(caps);
+  if (missing.length) return { check: "capabilities", verdict: "fail", detail: `missing ${missing.join(", ")}` };
+  const extra = (["CAP_SYS_RESOURCE", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"] as const).filter((c) => !hasCap(caps, c) && !hasCap(caps, "CAP_SYS_ADMIN"));
+  if (extra.length) return { check: "capabilities", verdict: "warn", detail: `missing ${extra.join(", ")}: process details of other users may be unreadable` };
+  return { check: "capabilities", verdict: "ok", detail: hasCap(caps, "CAP_SYS_ADMIN") ? "CAP_SYS_ADMIN (root)" : "CAP_BPF, CAP_PERFMON and helpers" };
+}
+
+function cgroupRow(): CheckRow {
+  const root = findCgroup2Root();
+  if (!root) return { check: "cgroup", verdict: "warn", detail: "v1 only: unit/cgroup/container targets fall back to per-process matching" };
+  return { check: "cgroup", verdict: "ok", detail: `v2 at ${root}${root.endsWith("/unified") ? " (hybrid)" : ""}` };
+}
+
+export async function preflight(cfg: Config): Promise<PreflightResult> {
+  const rows: CheckRow[] = [];
+  rows.push(kernelRow(release()));
+  rows.push(capsRow());
+  rows.push(lockdownRow());
+  let tracefs: string | undefined;
+  try {
+    tracefs = ensureTracefs();
+    rows.push({ check: "tracefs", verdict: "ok", detail: tracefs });
+  } catch (e) {
+    rows.push({ check: "tracefs", verdict: "warn", detail: (e as Error).message });
+  }
+  let btf: BtfResolution | undefined;
+  try {
+    btf = await resolveBtf(cfg.btf);
+    rows.push({ check: "BTF", verdict: "ok", detail: `${btf.source}${btf.path ? `: ${btf.path}` : ": /sys/kernel/btf/vmlinux"}` });
+  } catch (e) {
+    rows.push({ check: "BTF", verdict: "fail", detail: (e as Error).message });
+  }
+  try {
+    const mode = chooseAttachMode(tracefs, cfg.enable_tracepoints);
+    rows.push({ check: "attach mode", verdict: "ok", detail: mode === "tracepoints" ? "syscall tracepoints" : "kprobes on syscall functions" + (cfg.enable_tracepoints ? " (no syscall tracepoints)" : " (enable_tracepoints: false)") });
+  } catch (e) {
+    rows.push({ check: "attach mode", verdict: "fail", detail: isTracerError(e) ? e.message : String(e) });
+  }
+  try {
+    loadLibbpf(await libbpfBytes());
+    rows.push({ check: "libbpf", verdict: "ok", detail: `${libbpfVersion()} (embedded)` });
+    const ring = probeMapType(27) === 1;
+    const forced = cfg.bpf.buffer;
+    if (forced === "ringbuf" && !ring) rows.push({ check: "buffer", verdict: "fail", detail: "bpf.buffer: ringbuf but the kernel has no BPF ring buffer" });
+    else rows.push({ check: "buffer", verdict: "ok", detail: ring && forced !== "perf" ? "BPF ring buffer" : `perf event array (${cfg.perfmap_queue_size} pages per CPU)${ring ? ", forced" : ""}` });
+  } catch (e) {
+    rows.push({ check: "libbpf", verdict: "fail", detail: (e as Error).message });
+  }
+  const uprobes = existsSync("/sys/bus/event_source/devices/uprobe/type");
+  rows.push({ check: "uprobes", verdict: uprobes ? "ok" : "warn", detail: uprobes ? "available (TLS capture)" : "not available: TLS plaintext capture will not work" });
+  rows.push({ check: "kprobes", verdict: kprobesAvailable(tracefs) ? "ok" : "warn", detail: kprobesAvailable(tracefs) ? "available" : "not available (CONFIG_KPROBES off): syscall tracepoints are required" });
+  rows.push(cgroupRow());
+  return { rows, ok: rows.every((r) => r.verdict !== "fail"), btf };
+}
+
+export function formatRows(rows: CheckRow[]): string {
+  const w = Math.max(...rows.map((r) => r.check.length));
+  return rows.map((r) => `${r.verdict.padEnd(4)}  ${r.check.padEnd(w)}  ${r.detail}`).join("\n");
+}

@@ -1,0 +1,306 @@
+/**
+ * Loads and validates the agent's config (YAML, or TOML by extension). Every error names the
+ * file, the dotted key, the line (when the text shows it) and the reason, and is thrown before
+ * anything is touched. Values not given take SCHEMA's defaults.
+ */
+import { readFileSync } from "node:fs";
+import { TracerError } from "../errors.ts";
+import { SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
+
+export const DEFAULT_CONFIG_PATH = "/etc/traceable/ebpf-tracer-config.yaml";
+
+export interface Target {
+  service_name?: string;
+  exe?: string;
+  cmdline?: string;
+  mode?: Mode;
+  systemd_unit?: string;
+  cgroup?: string;
+  container?: string;
+  port?: number;
+  pid?: number;
+  /** line of the item in the config text, for messages */
+  line?: number;
+}
+
+export interface LogRotation {
+  enabled: boolean;
+  filename: string;
+  filepath: string;
+  max_size: number;
+  max_backups: number;
+}
+
+export interface Config {
+  /** where it was read from; "" for defaults */
+  source: string;
+  mode: Mode;
+  service_name: string;
+  environment: string;
+  exporter: string;
+  capture: { pids: number[]; exe: string[]; ports: number[] };
+  capture_all: boolean;
+  targets: Target[];
+  exclude_processes: string[];
+  custom_span_attributes: Record<string, string>;
+  proc_fs_scan_period_in_sec: number;
+  data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
+  bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
+  enable_tracepoints: boolean;
+  max_active_ret_probe: number;
+  perfmap_queue_size: number;
+  btf: { path: string; download_url: string; download_storage_path: string; download_timeout: number };
+  agent_config: {
+    secure: boolean;
+    ca_cert_file: string;
+    reporting: {
+      endpoint: string;
+      cert_file: string;
+      key_file: string;
+      agent_token: string;
+      headers: Record<string, string>;
+      encoding: "protobuf" | "json";
+      compression: "gzip" | "none";
+      max_batch_spans: number;
+      max_batch_delay: number;
+      max_in_flight: number;
+      max_queue_spans: number;
+      request_timeout: number;
+    };
+  };
+  spool: { path: string; max_size_mb: number };
+  shutdown_timeout: number;
+  stats_interval: number;
+  logging: {
+    level: "trace" | "debug" | "info" | "warn" | "error";
+    encoding: "json" | "console";
+    output_paths: string[];
+    error_output_paths: string[];
+    log_rotation: LogRotation;
+  };
+  admin: { enabled: boolean; address: string };
+}
+
+export function defaultConfig(): Config {
+  return validateConfig({}, "", "");
+}
+
+/** Reads and validates a config file. A missing file is an error unless `optional`. */
+export function loadConfig(path: string, optional = false): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (optional && code === "ENOENT") return defaultConfig();
+    throw new TracerError("CONFIG", `${path}: cannot read config: ${code ?? String(e)}`);
+  }
+  return parseConfigText(text, path);
+}
+
+export function parseConfigText(text: string, path: string): Config {
+  let raw: unknown;
+  try {
+    raw = path.endsWith(".toml") ? Bun.TOML.parse(text) : Bun.YAML.parse(text);
+  } catch (e) {
+    throw new TracerError("CONFIG", `${path}: not valid ${path.endsWith(".toml") ? "TOML" : "YAML"}: ${(e as Error).message}`);
+  }
+  if (raw === null || raw === undefined) raw = {};
+  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === "object") raw = raw[0]; // single-document stream
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw new TracerError("CONFIG", `${path}: the top level must be a mapping of keys`);
+  }
+  return validateConfig(raw as Record<string, unknown>, path, text);
+}
+
+export function validateConfig(raw: Record<string, unknown>, path: string, text: string): Config {
+  const lines = keyLines(text);
+  const fail = (key: string, reason: string): never => {
+    const line = lines.get(key);
+    const where = path ? `${path}${line ? `:${line}` : ""}: ` : "";
+    throw new TracerError("CONFIG", `${where}key "${key}": ${reason}`, { file: path, key, line });
+  };
+  const cfg = readObject(SCHEMA, raw, "", fail, lines) as unknown as Config;
+  cfg.source = path;
+  crossChecks(cfg, fail);
+  return cfg;
+}
+
+type Fail = (key: string, reason: string) => never;
+
+function readObject(
+  fields: Record<string, FieldSpec>,
+  raw: Record<string, unknown>,
+  prefix: string,
+  fail: Fail,
+  lines: Map<string, number>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(raw)) {
+    if (!(k in fields)) {
+      const known = Object.keys(fields).join(", ");
+      fail(prefix + k, `unknown key (known here: ${known})`);
+    }
+  }
+  for (const [k, spec] of Object.entries(fields)) {
+    const v = raw[k];
+    const value = readField(spec, v, prefix + k, fail, lines);
+    if (value !== undefined) out[k] = value;
+  }
+  return out;
+}
+
+function readField(spec: FieldSpec, v: unknown, key: string, fail: Fail, lines: Map<string, number>): unknown {
+  if (v === undefined || v === null) {
+    switch (spec.t) {
+      case "object": return readObject(spec.fields, {}, key + ".", fail, lines);
+      case "list": return [];
+      case "map": return {};
+      case "string[]": case "int[]": return spec.def ? [...spec.def] : [];
+      default: return spec.def;
+    }
+  }
+  switch (spec.t) {
+    case "string":
+      if (typeof v === "number" || typeof v === "boolean") return String(v);
+      if (typeof v !== "string") fail(key, `must be a string, got ${describe(v)}`);
+      return v;
+    case "int": {
+      const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v;
+      if (typeof n !== "number" || !Number.isInteger(n)) fail(key, `must be a whole number, got ${describe(v)}`);
+      const num = n as number;
+      if (spec.min !== undefined && num < spec.min) fail(key, `must be at least ${spec.min}, got ${num}`);
+      if (spec.max !== undefined && num > spec.max) fail(key, `must be at most ${spec.max}, got ${num}`);
+      return num;
+    }
+    case "bool":
+      if (typeof v !== "boolean") fail(key, `must be true or false, got ${describe(v)}`);
+      return v;
+    case "duration": {
+      const ms = parseDuration(v, key, fail);
+      if (spec.min !== undefined && ms < spec.min) fail(key, `must be at least ${spec.min} ms`);
+      return ms;
+    }
+    case "enum":
+      if (typeof v !== "string" || !spec.values.includes(v)) fail(key, `must be one of ${spec.values.join(" | ")}, got ${describe(v)}`);
+      return v;
+    case "string[]": {
+      const arr = typeof v === "string" ? [v] : v;
+      if (!Array.isArray(arr) || arr.some((x) => typeof x !== "string" && typeof x !== "number")) fail(key, `must be a list of strings, got ${describe(v)}`);
+      return (arr as unknown[]).map(String);
+    }
+    case "int[]": {
+      const arr = typeof v === "number" ? [v] : v;
+      if (!Array.isArray(arr) || arr.some((x) => typeof x !== "number" || !Number.isInteger(x) || x < 0)) fail(key, `must be a list of whole numbers, got ${describe(v)}`);
+      return arr;
+    }
+    case "map": {
+      if (typeof v !== "object" || Array.isArray(v)) fail(key, `must be a mapping of names to values, got ${describe(v)}`);
+      const out: Record<string, string> = {};
+      for (const [mk, mv] of Object.entries(v as object)) {
+        if (typeof mv === "object" && mv !== null) fail(`${key}.${mk}`, `must be a plain value, got ${describe(mv)}`);
+        out[mk] = String(mv);
+      }
+      return out;
+    }
+    case "object":
+      if (typeof v !== "object" || Array.isArray(v)) fail(key, `must be a mapping, got ${describe(v)}`);
+      return readObject(spec.fields, v as Record<string, unknown>, key + ".", fail, lines);
+    case "list": {
+      if (!Array.isArray(v)) fail(key, `must be a list, got ${describe(v)}`);
+      return (v as unknown[]).map((item, i) => {
+        const ik = `${key}[${i}]`;
+        if (typeof item !== "object" || item === null || Array.isArray(item)) fail(ik, `must be a mapping, got ${describe(item)}`);
+        const o = readObject(spec.item, item as Record<string, unknown>, ik + ".", fail, lines);
+        if (Object.keys(o).length === 0) fail(ik, "is empty: give at least one selector");
+        const line = lines.get(ik);
+        if (line) o.line = line;
+        return o;
+      });
+    }
+  }
+}
+
+function crossChecks(cfg: Config, fail: Fail): void {
+  const e = cfg.exporter;
+  if (!(e === "otlp" || e === "stdout" || (e.startsWith("file:") && e.length > 5))) {
+    fail("exporter", `must be otlp, stdout or file:PATH, got "${e}"`);
+  }
+  const r = cfg.agent_config.reporting;
+  if (e === "otlp" && r.endpoint === "") {
+    // An OTLP exporter with no endpoint is allowed only for capture-only use; main decides.
+  }
+  if ((r.cert_file === "") !== (r.key_file === "")) {
+    fail(r.cert_file ? "agent_config.reporting.key_file" : "agent_config.reporting.cert_file", "cert_file and key_file go together (mutual TLS needs both)");
+  }
+  if (cfg.perfmap_queue_size & (cfg.perfmap_queue_size - 1)) {
+    fail("perfmap_queue_size", `must be a power of two (pages per CPU), got ${cfg.perfmap_queue_size}`);
+  }
+  cfg.targets.forEach((t, i) => {
+    if (t.cmdline !== undefined) {
+      try {
+        new RegExp(t.cmdline);
+      } catch (err) {
+        fail(`targets[${i}].cmdline`, `not a valid regular expression: ${(err as Error).message}`);
+      }
+    }
+  });
+}
+
+function parseDuration(v: unknown, key: string, fail: Fail): number {
+  if (typeof v === "number" && v >= 0) return Math.round(v * 1000);
+  if (typeof v === "string") {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v);
+    if (m) {
+      const n = Number(m[1]);
+      const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? "s") as "ms" | "s" | "m" | "h"];
+      return Math.round(n * mult);
+    }
+  }
+  return fail(key, `must be a duration like "500ms", "5s" or "1m", got ${describe(v)}`);
+}
+
+function describe(v: unknown): string {
+  if (Array.isArray(v)) return "a list";
+  if (v === null) return "null";
+  if (typeof v === "object") return "a mapping";
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/**
+ * Maps dotted keys ("a.b", "targets[1]", "targets[1].exe") to 1-based line numbers by reading
+ * the YAML text's indentation. Only used for messages, so an approximation is acceptable; TOML
+ * gets "section.key" lines the same way.
+ */
+export function keyLines(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const stack: { indent: number; key: string; listCount: number }[] = [];
+  let tomlSection = "";
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/\s+#.*$/, "");
+    if (/^\s*(#|$)/.test(line)) continue;
+    const toml = /^\s*\[([A-Za-z0-9_.]+)\]\s*$/.exec(line);
+    if (toml) { tomlSection = toml[1]! + "."; out.set(toml[1]!, i + 1); continue; }
+    const m = /^(\s*)(-\s+)?([A-Za-z0-9_."'-]+)\s*[:=]/.exec(line);
+    const dash = /^(\s*)-(\s|$)/.exec(line);
+    const indent = (m ?? dash)?.[1]?.length ?? 0;
+    while (stack.length && stack[stack.length - 1]!.indent >= indent && !(m?.[2] === undefined && dash && stack[stack.length - 1]!.indent === indent)) stack.pop();
+    const parent = stack.length ? stack[stack.length - 1]!.key : "";
+    let base = parent;
+    if (dash) {
+      const owner = stack.length ? stack[stack.length - 1]! : undefined;
+      const idx = owner ? owner.listCount++ : 0;
+      base = `${parent}[${idx}]`;
+      out.set(base, i + 1);
+      stack.push({ indent, key: base, listCount: 0 });
+    }
+    if (m) {
+      const name = m[3]!.replace(/^["']|["']$/g, "");
+      const key = (base ? base + "." : tomlSection) + name;
+      out.set(key, i + 1);
+      stack.push({ indent: indent + (m[2]?.length ?? 0), key, listCount: 0 });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,115 @@
+/**
+ * Span batch → ExportTraceServiceRequest (opentelemetry/proto/collector/trace/v1) in protobuf
+ * binary. Field numbers are those of the official .proto files (test/fixtures/otlp-proto).
+ * Integers become int_value, booleans bool_value, strings string_value, fractions double_value.
+ */
+import type { AttrValue, Attributes, Span } from "../../spans/span.ts";
+import { ProtoWriter } from "./proto-writer.ts";
+import { groupByResource } from "./resource-groups.ts";
+import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR } from "./scope.ts";
+
+// ExportTraceServiceRequest.resource_spans = 1
+// ResourceSpans: resource = 1, scope_spans = 2 · Resource: attributes = 1
+// ScopeSpans: scope = 1, spans = 2 · InstrumentationScope: name = 1, version = 2
+// Span: trace_id 1, span_id 2, parent_span_id 4, name 5, kind 6, start 7, end 8, attributes 9, status 15
+// Status: code 3 · KeyValue: key 1, value 2 · AnyValue: string 1, bool 2, int 3, double 4
+
+const KEY_CACHE_MAX = 4096;
+const keyCache = new Map<string, Uint8Array>();
+const keyWriter = new ProtoWriter(256);
+
+/** `key` field of a KeyValue (tag + length + UTF-8), cached: attribute names repeat a lot. */
+function keyBytes(key: string): Uint8Array {
+  let bytes = keyCache.get(key);
+  if (bytes) return bytes;
+  keyWriter.reset();
+  keyWriter.stringField(1, key);
+  bytes = keyWriter.finish();
+  if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+  keyCache.set(key, bytes);
+  return bytes;
+}
+
+function writeAnyValue(w: ProtoWriter, v: AttrValue): void {
+  if (typeof v === "string") {
+    const m = w.begin(2, v.length < 40 ? 1 : 3);
+    w.stringField(1, v);
+    w.end(m);
+  } else if (typeof v === "number") {
+    const m = w.begin(2, 1);
+    if (Number.isSafeInteger(v)) w.int64Field(3, v);
+    else w.doubleField(4, v);
+    w.end(m);
+  } else {
+    const m = w.begin(2, 1);
+    w.varintField(2, v ? 1 : 0);
+    w.end(m);
+  }
+}
+
+function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes): void {
+  for (const key in attrs) {
+    const v = attrs[key];
+    if (v === undefined || v === null) continue;
+    const long = typeof v === "string" && v.length >= 40;
+    const m = w.begin(field, long ? 3 : 1);
+    w.raw(keyBytes(key));
+    writeAnyValue(w, v);
+    w.end(m);
+  }
+}
+
+function writeSpan(w: ProtoWriter, s: Span): void {
+  const m = w.begin(2, 3);
+  w.hexBytesField(1, s.traceId);
+  w.hexBytesField(2, s.spanId);
+  if (s.parentSpanId) w.hexBytesField(4, s.parentSpanId);
+  w.stringField(5, s.name);
+  w.varintField(6, s.kind === "client" ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER);
+  w.fixed64Field(7, s.startTimeUnixNano);
+  w.fixed64Field(8, s.endTimeUnixNano);
+  writeAttributes(w, 9, s.attributes);
+  if (s.error) {
+    const st = w.begin(15, 1);
+    w.varintField(3, STATUS_CODE_ERROR);
+    w.end(st);
+  }
+  w.end(m);
+}
+
+function writeScope(w: ProtoWriter): void {
+  const m = w.begin(1, 1);
+  w.stringField(1, SCOPE_NAME);
+  w.stringField(2, SCOPE_VERSION);
+  w.end(m);
+}
+
+const shared = new ProtoWriter();
+
+/** Encodes one ExportTraceServiceRequest. The result is a fresh copy. */
+export function encodeTracesProto(spans: readonly Span[], fallbackService: string): Uint8Array {
+  writeRequest(spans, fallbackService);
+  return shared.finish();
+}
+
+/** Like encodeTracesProto, without the copy: valid only until the next encode (e.g. to gzip it). */
+export function encodeTracesProtoView(spans: readonly Span[], fallbackService: string): Uint8Array {
+  writeRequest(spans, fallbackService);
+  return shared.view();
+}
+
+function writeRequest(spans: readonly Span[], fallbackService: string): void {
+  const w = shared;
+  w.reset();
+  for (const g of groupByResource(spans, fallbackService)) {
+    const rs = w.begin(1, 5);
+    const res = w.begin(1, 2);
+    writeAttributes(w, 1, g.resource);
+    w.end(res);
+    const ss = w.begin(2, 5);
+    writeScope(w);
+    for (const s of g.spans) writeSpan(w, s);
+    w.end(ss);
+    w.end(rs);
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * A SpanSink writing one JSON line per span (`spanToJson`) to stdout (`exporter: stdout`) or
+ * appending to a file (`exporter: file:PATH`). Lines are buffered and written at 64 KiB or every
+ * 200 ms, and on shutdown. A failing write is counted and logged once, never thrown.
+ */
+import { closeSync, openSync, writeSync } from "node:fs";
+import { TracerError } from "../errors.ts";
+import { log as defaultLog, type Logger } from "../log/log.ts";
+import { spanToJson, type Span, type SpanSink } from "../spans/span.ts";
+
+const FLUSH_BYTES = 64 * 1024;
+
+/** The JSON line of `capture --json` and the stdout/file exporters. */
+export function jsonLine(span: Span): string {
+  return JSON.stringify(spanToJson(span));
+}
+const FLUSH_MS = 200;
+
+export type LineTarget = { kind: "stdout" } | { kind: "file"; path: string };
+
+export class StdoutExporter implements SpanSink {
+  private fd: number;
+  private readonly ownsFd: boolean;
+  private buf: string[] = [];
+  private bufBytes = 0;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+  private writeErrorLogged = false;
+  private readonly c = { SpansWritten: 0, SpansDropped: 0, WriteErrors: 0 };
+
+  /**
+   * Throws TracerError when the file cannot be opened for appending. `format` turns a span into
+   * its line (without the newline): JSON by default; `capture` passes the readable form.
+   */
+  constructor(
+    readonly target: LineTarget = { kind: "stdout" },
+    private readonly log: Logger = defaultLog,
+    private readonly format: (span: Span) => string = jsonLine,
+  ) {
+    if (target.kind === "stdout") {
+      this.fd = 1;
+      this.ownsFd = false;
+      return;
+    }
+    try {
+      this.fd = openSync(target.path, "a", 0o640);
+    } catch (e) {
+      throw new TracerError("CONFIG", `key "exporter": cannot open ${target.path} for appending: ${(e as NodeJS.ErrnoException).code ?? e}`, { key: "exporter", file: target.path });
+    }
+    this.ownsFd = true;
+  }
+
+  export(span: Span): void {
+    if (this.closed) {
+      this.c.SpansDropped++;
+      return;
+    }
+    let line: string;
+    try {
+      line = this.format(span) + "\n";
+    } catch (e) {
+      this.c.SpansDropped++;
+      return;
+    }
+    this.buf.push(line);
+    this.bufBytes += line.length;
+    this.c.SpansWritten++;
+    if (this.bufBytes >= FLUSH_BYTES) this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => this.flush(), FLUSH_MS);
+      this.timer.unref?.();
+    }
+  }
+
+  /** Writes the buffered lines now. */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.buf.length === 0) return;
+    const data = Buffer.from(this.buf.join(""), "utf8");
+    const lines = this.buf.length;
+    this.buf = [];
+    this.bufBytes = 0;
+    try {
+      let off = 0;
+      while (off < data.length) off += writeSync(this.fd, data, off, data.length - off);
+    } catch (e) {
+      this.c.WriteErrors++;
+      this.c.SpansWritten -= lines;
+      this.c.SpansDropped += lines;
+      if (!this.writeErrorLogged) {
+        this.writeErrorLogged = true;
+        this.log.error("span output: write failed, spans dropped", { target: this.describe(), error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      }
+    }
+  }
+
+  async shutdown(_timeoutMs: number): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    if (this.ownsFd) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        // nothing to do
+      }
+    }
+  }
+
+  /** SpansWritten, SpansDropped, WriteErrors */
+  stats(): Record<string, number> {
+    return { ...this.c };
+  }
+
+  private describe(): string {
+    return this.target.kind === "stdout" ? "stdout" : this.target.path;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Mirror of bpf/events.h: record types, enums and field offsets of every struct that crosses
+ * the ring buffer or that user space writes into maps. test/kernel/layout.test.ts checks these
+ * numbers against the BTF of the compiled object; change both files together.
+ */
+export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6, LISTEN: 7 } as const;
+
+export const SYSCALLS = [
+  "accept", "accept4", "connect", "read", "write", "readv", "writev", "sendto", "recvfrom",
+  "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "close", "listen", "sendfile",
+] as const;
+export const SYS_COUNT = SYSCALLS.length;
+
+export const DIR_RECV = 0;
+export const DIR_SEND = 1;
+export const ROLE_UNKNOWN = 0;
+export const ROLE_SERVER = 1;
+export const ROLE_CLIENT = 2;
+export const MODE_INGRESS = 1;
+export const MODE_EGRESS = 2;
+export const MODE_BOTH = 3;
+export const DATA_CHUNK = 8192;
+export const DATA_FLAG_LAST = 1;
+export const COMM_LEN = 16;
+export const PATH_LEN = 256;
+export const ARGS_LEN = 256;
+
+export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+/** Offsets by struct, field → byte offset; `$size` is sizeof. */
+export const LAYOUT = {
+  event_header: { type: 0, tgid: 4, tid: 8, cpu: 12, ts_ns: 16, $size: 24 },
+  conn_event: {
+    hdr: 0, conn_id: 24, sent: 32, recv: 40, fd: 48, family: 52, local_port: 54, remote_port: 56,
+    role: 58, syscall: 59, local_addr: 60, remote_addr: 76, comm: 92, _pad0: 108, $size: 112,
+  },
+  data_event: {
+    hdr: 0, conn_id: 24, pos: 32, len: 40, skipped: 44, call_bytes: 48, fd: 52, dir: 56,
+    syscall: 57, flags: 58, role: 59, _pad0: 60, data: 64, $size: 64 + DATA_CHUNK,
+  },
+  process_event: {
+    hdr: 0, ppid: 24, mode: 28, _pad0: 29, path_len: 32, args_len: 36, cgroup_id: 40, comm: 48,
+    path: 64, args: 320, $size: 576,
+  },
+  settings: {
+    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7, wakeup_threshold: 8,
+    _pad1: 12, $size: 16,
+  },
+  comm_key: { comm: 0, $size: 16 },
+} as const;
+
+/** Indexes of the per-CPU `counters` map (enum in events.h). */
+export const CNT = {
+  EVENTS: 0,
+  LOST: 1,
+  TRUNCATED_BYTES: 2,
+  PROBE_ENTRY_BASE: 3,
+  PROBE_EXIT_BASE: 3 + SYS_COUNT,
+  ACTIVE_FULL: 3 + 2 * SYS_COUNT,
+  CONN_FULL: 4 + 2 * SYS_COUNT,
+  COUNT: 5 + 2 * SYS_COUNT,
+} as const;
+
+/** Internal BPF map value for `conns` (keyed by struct sock address; the `fds` map leads from
+ * tgid << 32 | fd to that key); user space flips `ignored` after classifying a socket. */
+export const CONN_INFO = { id: 0, pos: 8, tuple: 24, role: 32, ignored: 33, _pad: 34, $size: 40 } as const;

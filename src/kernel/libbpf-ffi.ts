@@ -1,0 +1,400 @@
+/**
+ * The only file that touches bun:ffi. It loads the libbpf shared object embedded in the binary
+ * (from a memfd, so nothing is written to disk) and exposes the few libbpf and libc calls the
+ * agent uses. Pointers never leave this file: callers get handles, fds, numbers and ArrayBuffers.
+ *
+ * Contract for callers: every function here may throw TracerError during setup; the map helpers
+ * used on the hot path return 0 or a negative errno instead of throwing.
+ */
+import { dlopen, JSCallback, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { TracerError } from "../errors.ts";
+
+// Type names as string literals so bun:ffi's typings infer exact argument and return types.
+const i32 = "i32", u32 = "u32", u64 = "u64", usize = "u64", P = "ptr", cstring = "cstring", bool = "bool", VOID = "void";
+const i64 = () => "i64" as const;
+
+const LIBC_SYMBOLS = {
+  memfd_create: { args: [cstring, u32], returns: i32 },
+  write: { args: [i32, P, usize], returns: i64() },
+  close: { args: [i32], returns: i32 },
+  mmap: { args: [P, usize, i32, i32, i32, i64()], returns: P },
+  munmap: { args: [P, usize], returns: i32 },
+  sysconf: { args: [i32], returns: i64() },
+  geteuid: { args: [], returns: u32 },
+  clock_gettime: { args: [i32, P], returns: i32 },
+  // Variadic in C; integer arguments pass the same way on x86-64 and aarch64.
+  syscall: { args: [i64(), P, i32, i32, i32, u64], returns: i64() },
+  mount: { args: [cstring, cstring, cstring, u64, P], returns: i32 },
+  __errno_location: { args: [], returns: P },
+} as const;
+
+const LIBBPF_SYMBOLS = {
+  libbpf_version_string: { args: [], returns: cstring },
+  libbpf_strerror: { args: [i32, P, usize], returns: i32 },
+  libbpf_get_error: { args: [P], returns: i64() },
+  libbpf_num_possible_cpus: { args: [], returns: i32 },
+  bpf_object__open_mem: { args: [P, usize, P], returns: P },
+  bpf_object__load: { args: [P], returns: i32 },
+  bpf_object__close: { args: [P], returns: VOID },
+  bpf_object__find_map_by_name: { args: [P, cstring], returns: P },
+  bpf_object__find_program_by_name: { args: [P, cstring], returns: P },
+  bpf_object__next_program: { args: [P, P], returns: P },
+  bpf_program__name: { args: [P], returns: cstring },
+  bpf_program__section_name: { args: [P], returns: cstring },
+  bpf_program__set_autoload: { args: [P, bool], returns: i32 },
+  bpf_program__attach: { args: [P], returns: P },
+  bpf_link__destroy: { args: [P], returns: i32 },
+  bpf_program__attach_perf_event: { args: [P, i32], returns: P },
+  bpf_map__fd: { args: [P], returns: i32 },
+  bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
+  bpf_map__set_autocreate: { args: [P, bool], returns: i32 },
+  bpf_map__set_type: { args: [P, u32], returns: i32 },
+  bpf_map__set_key_size: { args: [P, u32], returns: i32 },
+  bpf_map__set_value_size: { args: [P, u32], returns: i32 },
+  libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
+  perf_buffer__new: { args: [i32, u64, P, P, P, P], returns: P },
+  perf_buffer__consume: { args: [P], returns: i32 },
+  perf_buffer__free: { args: [P], returns: VOID },
+  bpf_map_update_elem: { args: [i32, P, P, u64], returns: i32 },
+  bpf_map_lookup_elem: { args: [i32, P, P], returns: i32 },
+  bpf_map_delete_elem: { args: [i32, P], returns: i32 },
+  bpf_map_get_next_key: { args: [i32, P, P], returns: i32 },
+} as const;
+
+type Libc = ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"];
+type Libbpf = ReturnType<typeof dlopen<typeof LIBBPF_SYMBOLS>>["symbols"];
+
+let libc: Libc | undefined;
+let libbpf: Libbpf | undefined;
+
+function c(): Libc {
+  if (!libc) {
+    try {
+      libc = dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+    } catch (e) {
+      throw new TracerError("DEPENDENCY", `cannot load the C library libc.so.6 (glibc is required): ${(e as Error).message}`);
+    }
+  }
+  return libc;
+}
+
+function b(): Libbpf {
+  if (!libbpf) throw new TracerError("INTERNAL", "libbpf used before loadLibbpf()");
+  return libbpf;
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(s + "\0", "utf8");
+}
+
+function errno(): number {
+  const p = c().__errno_location() as Pointer | null;
+  return p ? new Int32Array(toArrayBuffer(p, 0, 4))[0]! : 0;
+}
+
+/**
+ * Loads libbpf from the given shared-object bytes. The bytes go into a memfd and are dlopened
+ * through /proc/self/fd, so the binary needs no libbpf on the host and writes no files. libbpf
+ * itself needs libelf.so.1 and libz.so.1 from the host; their absence is reported by name.
+ */
+export function loadLibbpf(soBytes: Uint8Array): string {
+  if (libbpf) return b().libbpf_version_string() as unknown as string;
+  const fd = c().memfd_create(cstr("libbpf.so"), 1 /* MFD_CLOEXEC */);
+  if (fd < 0) throw new TracerError("DEPENDENCY", `memfd_create failed (errno ${errno()})`);
+  let off = 0;
+  while (off < soBytes.length) {
+    const chunk = soBytes.subarray(off);
+    const n = Number(c().write(fd, ptr(chunk), chunk.length));
+    if (n <= 0) throw new TracerError("DEPENDENCY", `writing libbpf to memfd failed (errno ${errno()})`);
+    off += n;
+  }
+  try {
+    libbpf = dlopen(`/proc/self/fd/${fd}`, LIBBPF_SYMBOLS).symbols;
+  } catch (e) {
+    const msg = (e as Error).message;
+    const missing = /(lib[a-z0-9_+-]+\.so[.0-9]*)/.exec(msg.replace(/libbpf\.so/g, ""))?.[1];
+    throw new TracerError(
+      "DEPENDENCY",
+      missing
+        ? `missing host library ${missing} needed by the embedded libbpf (Debian/Ubuntu: apt install libelf1 zlib1g; RHEL: dnf install elfutils-libelf zlib)`
+        : `cannot load the embedded libbpf: ${msg}`,
+    );
+  }
+  // The fd stays open: the mapping keeps the library alive, and the fd is close-on-exec.
+  return b().libbpf_version_string() as unknown as string;
+}
+
+export function libbpfVersion(): string {
+  return String(b().libbpf_version_string());
+}
+
+export function strerror(err: number): string {
+  const buf = new Uint8Array(256);
+  b().libbpf_strerror(err, ptr(buf), buf.length);
+  const end = buf.indexOf(0);
+  return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
+}
+
+export function numPossibleCpus(): number {
+  return b().libbpf_num_possible_cpus();
+}
+
+export function pageSize(): number {
+  return Number(c().sysconf(30 /* _SC_PAGESIZE */));
+}
+
+/** mount(2) of a pseudo filesystem (tracefs, bpf); returns 0 or errno. */
+export function mountFs(type: string, target: string): number {
+  const r = c().mount(cstr(type), cstr(target), cstr(type), 0, null);
+  return r === 0 ? 0 : errno();
+}
+
+const ts = new BigInt64Array(2);
+/** clock_gettime(2) in ns: CLOCK_REALTIME = 0, CLOCK_MONOTONIC = 1 (what bpf_ktime_get_ns uses). */
+export function clockNs(clock: 0 | 1): bigint {
+  c().clock_gettime(clock, ptr(ts));
+  return ts[0]! * 1_000_000_000n + ts[1]!;
+}
+
+export function geteuid(): number {
+  return c().geteuid();
+}
+
+function errOf(p: Pointer | null): number {
+  const e = Number(b().libbpf_get_error(p));
+  return e !== 0 ? e : p ? 0 : -errno() || -1;
+}
+
+export interface OpenOptions {
+  name: string;
+  /** BTF of the running kernel when the kernel does not expose /sys/kernel/btf/vmlinux. */
+  btfCustomPath?: string;
+}
+
+/** A BPF object opened from bytes; holds the libbpf pointers privately. */
+export class BpfObject {
+  private links: Pointer[] = [];
+  // Buffers referenced by libbpf must outlive the object.
+  private keep: unknown[] = [];
+
+  private constructor(private obj: Pointer) {}
+
+  static open(bytes: Uint8Array, opts: OpenOptions): BpfObject {
+    const o = new ArrayBuffer(80); // sizeof(struct bpf_object_open_opts) in libbpf 1.1
+    const dv = new DataView(o);
+    dv.setBigUint64(0, 80n, true);
+    const name = cstr(opts.name);
+    dv.setBigUint64(8, BigInt(ptr(name)), true);
+    const keep: unknown[] = [name, bytes, o];
+    if (opts.btfCustomPath) {
+      const p = cstr(opts.btfCustomPath);
+      keep.push(p);
+      dv.setBigUint64(48, BigInt(ptr(p)), true);
+    }
+    const obj = b().bpf_object__open_mem(ptr(bytes), bytes.length, ptr(new Uint8Array(o))) as Pointer | null;
+    const err = errOf(obj);
+    if (err || !obj) throw new TracerError("BPF", `cannot open BPF object: ${strerror(err)}`);
+    const h = new BpfObject(obj);
+    h.keep = keep;
+    return h;
+  }
+
+  private map(name: string): Pointer {
+    const m = b().bpf_object__find_map_by_name(this.obj, cstr(name)) as Pointer | null;
+    if (!m) throw new TracerError("INTERNAL", `BPF map ${name} not found in the object`);
+    return m;
+  }
+
+  private prog(name: string): Pointer {
+    const p = b().bpf_object__find_program_by_name(this.obj, cstr(name)) as Pointer | null;
+    if (!p) throw new TracerError("INTERNAL", `BPF program ${name} not found in the object`);
+    return p;
+  }
+
+  /** Program names with their ELF section (which names the attach point). */
+  programs(): { name: string; section: string }[] {
+    const out: { name: string; section: string }[] = [];
+    let p = b().bpf_object__next_program(this.obj, null) as Pointer | null;
+    while (p) {
+      out.push({ name: String(b().bpf_program__name(p)), section: String(b().bpf_program__section_name(p)) });
+      p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
+    }
+    return out;
+  }
+
+  setMaxEntries(map: string, n: number): void {
+    const r = b().bpf_map__set_max_entries(this.map(map), n);
+    if (r) throw new TracerError("BPF", `cannot size map ${map}: ${strerror(r)}`);
+  }
+
+  /** Changes a map's type and shape before load (e.g. to neutralise a map the kernel lacks). */
+  reshapeMap(map: string, type: number, keySize: number, valueSize: number, maxEntries: number): void {
+    const m = this.map(map);
+    const r = b().bpf_map__set_type(m, type) || b().bpf_map__set_key_size(m, keySize) ||
+      b().bpf_map__set_value_size(m, valueSize) || b().bpf_map__set_max_entries(m, maxEntries);
+    if (r) throw new TracerError("BPF", `cannot reshape map ${map}: ${strerror(r)}`);
+  }
+
+  setAutocreate(map: string, on: boolean): void {
+    b().bpf_map__set_autocreate(this.map(map), on);
+  }
+
+  setAutoload(prog: string, on: boolean): void {
+    b().bpf_program__set_autoload(this.prog(prog), on);
+  }
+
+  load(): void {
+    const r = b().bpf_object__load(this.obj);
+    if (r) throw new TracerError("BPF", `the kernel refused the BPF object: ${strerror(r)} (libbpf's log above has the verifier output)`);
+  }
+
+  mapFd(map: string): number {
+    return b().bpf_map__fd(this.map(map));
+  }
+
+  /** Attaches by section name (tracepoint/..., raw_tracepoint/..., kprobe/...). */
+  attach(prog: string): void {
+    const link = b().bpf_program__attach(this.prog(prog)) as Pointer | null;
+    const err = errOf(link);
+    if (err || !link) throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
+    this.links.push(link);
+  }
+
+  /**
+   * Attaches to an existing perf tracepoint-type event id (e.g. a kretprobe created through
+   * tracefs kprobe_events, which is the only way to choose its maxactive).
+   */
+  attachPerfTracepoint(prog: string, eventId: number): void {
+    const attr = new Uint8Array(128); // struct perf_event_attr, PERF_ATTR_SIZE_VER5 and up
+    const dv = new DataView(attr.buffer);
+    dv.setUint32(0, 2, true); // type = PERF_TYPE_TRACEPOINT
+    dv.setUint32(4, 128, true); // size
+    dv.setBigUint64(8, BigInt(eventId), true); // config
+    dv.setBigUint64(16, 1n, true); // sample_period
+    dv.setUint32(48, 1, true); // wakeup_events
+    const fd = Number(c().syscall(298 /* __NR_perf_event_open (x86-64) */, ptr(attr), -1, 0, -1, 8 /* PERF_FLAG_FD_CLOEXEC */));
+    if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
+    const link = b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null;
+    const err = errOf(link);
+    if (err || !link) {
+      c().close(fd);
+      throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
+    }
+    this.links.push(link);
+  }
+
+  get attachedCount(): number {
+    return this.links.length;
+  }
+
+  close(): void {
+    for (const l of this.links) b().bpf_link__destroy(l);
+    this.links = [];
+    b().bpf_object__close(this.obj);
+    this.keep = [];
+  }
+}
+
+/** 1 when the kernel supports the BPF map type, 0 when not, <0 when it cannot tell. */
+export function probeMapType(type: number): number {
+  return b().libbpf_probe_bpf_map_type(type, null);
+}
+
+/**
+ * libbpf's per-CPU perf buffers, for kernels without BPF ring buffers. perf_buffer__consume
+ * calls back synchronously on this thread, so a JSCallback is safe here (unlike
+ * ring_buffer__poll, which blocks). Records are copied out during the callback because libbpf
+ * reuses the memory, and handed over in timestamp order: per-CPU buffers are not ordered with
+ * respect to each other.
+ */
+export class PerfBuffer {
+  private pb: Pointer | null;
+  private readonly sample: JSCallback;
+  private batch: Uint8Array[] = [];
+  lost = 0;
+
+  constructor(mapFd: number, pagesPerCpu: number, private readonly tsOffset: number) {
+    this.sample = new JSCallback(
+      (_ctx: Pointer, _cpu: number, data: Pointer, size: number) => {
+        this.batch.push(new Uint8Array(toArrayBuffer(data, 0, size)).slice());
+      },
+      { args: [P, i32, P, u32], returns: VOID },
+    );
+    this.pb = b().perf_buffer__new(mapFd, pagesPerCpu, this.sample.ptr, null, null, null) as Pointer | null;
+    const err = errOf(this.pb);
+    if (err || !this.pb) {
+      this.sample.close();
+      throw new TracerError("BPF", `cannot set up perf buffers: ${strerror(err)}`);
+    }
+  }
+
+  /** Consumes everything available; returns the records sorted by event timestamp. */
+  consume(): Uint8Array[] {
+    if (!this.pb) return [];
+    this.batch = [];
+    b().perf_buffer__consume(this.pb);
+    const out = this.batch;
+    this.batch = [];
+    const off = this.tsOffset;
+    const ts = (r: Uint8Array) => (r.length >= off + 8 ? new DataView(r.buffer, r.byteOffset + off, 8).getBigUint64(0, true) : 0n);
+    out.sort((a, c) => {
+      const d = ts(a) - ts(c);
+      return d < 0n ? -1 : d > 0n ? 1 : 0;
+    });
+    return out;
+  }
+
+  close(): void {
+    if (this.pb) b().perf_buffer__free(this.pb);
+    this.pb = null;
+    this.sample.close();
+  }
+}
+
+// ---- map access (hot-path safe: returns 0 or -errno) ------------------------------------------
+
+export function mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, flags = 0): number {
+  const r = b().bpf_map_update_elem(fd, ptr(key), ptr(value), flags);
+  return r < 0 ? r : 0;
+}
+
+export function mapLookup(fd: number, key: Uint8Array, out: Uint8Array): number {
+  return b().bpf_map_lookup_elem(fd, ptr(key), ptr(out));
+}
+
+export function mapDelete(fd: number, key: Uint8Array): number {
+  return b().bpf_map_delete_elem(fd, ptr(key));
+}
+
+/** Next key after `key` (or the first key when key is null) into `out`; -ENOENT at the end. */
+export function mapNextKey(fd: number, key: Uint8Array | null, out: Uint8Array): number {
+  return b().bpf_map_get_next_key(fd, key ? ptr(key) : null, ptr(out));
+}
+
+// ---- shared memory ----------------------------------------------------------------------------
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+
+/** A shared mapping of a BPF map fd. The ArrayBuffer must not be used after unmap(). */
+export class Mapping {
+  private constructor(
+    private addr: Pointer,
+    readonly length: number,
+    readonly buffer: ArrayBuffer,
+  ) {}
+
+  static of(fd: number, length: number, prot: number, offset: number): Mapping {
+    const addr = c().mmap(null, length, prot, MAP_SHARED, fd, offset) as Pointer | null;
+    const a = Number(addr);
+    if (!addr || a === -1 || a === 0xffffffffffffffff) {
+      throw new TracerError("BPF", `mmap of BPF map failed (errno ${errno()})`);
+    }
+    return new Mapping(addr, length, toArrayBuffer(addr, 0, length));
+  }
+
+  unmap(): void {
+    c().munmap(this.addr, this.length);
+  }
+}

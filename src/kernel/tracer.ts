@@ -1,0 +1,354 @@
+/**
+ * The kernel side as seen from user space: loads the embedded BPF object through libbpf, sizes
+ * its maps, attaches every probe whose attach point exists on this kernel, and offers typed
+ * access to the filter maps and counters. Setup throws TracerError; map updates return errno.
+ */
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import {
+  BpfObject, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
+  pageSize, probeMapType,
+} from "./libbpf-ffi.ts";
+import { PerfBufferReader } from "./perfbuf-reader.ts";
+import type { EventSource } from "./event-source.ts";
+import { bpfObjectBytes, libbpfBytes } from "./embedded.ts";
+import { RingBufferReader } from "./ringbuf-reader.ts";
+import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
+import { TracerError } from "../errors.ts";
+import { log } from "../log/log.ts";
+
+export type AttachMode = "tracepoints" | "kprobes";
+export type BufferKind = "ringbuf" | "perf";
+
+export interface KernelOptions {
+  ringbufBytes: number;
+  /** false forces kprobes even where syscall tracepoints exist */
+  enableTracepoints?: boolean;
+  buffer?: "auto" | BufferKind;
+  /** perf buffer pages per CPU (power of two) */
+  perfPages?: number;
+  /** kretprobe maxactive (instances in flight per probe); 0 = 10 x CPUs */
+  maxActiveRetProbe?: number;
+  maxCapturePerCall: number;
+  btfCustomPath?: string;
+  captureAllMode: number;
+  notifyAllExec: boolean;
+  notifyListen?: boolean;
+}
+
+type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean };
+
+export interface KernelCounters {
+  events: number;
+  lost: number;
+  truncatedBytes: number;
+  activeFull: number;
+  connFull: number;
+  /** syscall name → [entries, exits] seen for selected processes */
+  probes: Record<string, [number, number]>;
+}
+
+const TRACEFS = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/** Where tracepoints are listed; mounts tracefs when nothing is mounted. */
+export function ensureTracefs(): string {
+  for (const d of TRACEFS) if (existsSync(`${d}/events`)) return d;
+  const err = mountFs("tracefs", TRACEFS[0]!);
+  if (err === 0 && existsSync(`${TRACEFS[0]}/events`)) {
+    log.info("mounted tracefs", { path: TRACEFS[0] });
+    return TRACEFS[0]!;
+  }
+  throw new TracerError("UNSUPPORTED", `tracefs is not mounted and mounting it at ${TRACEFS[0]} failed (errno ${err})`);
+}
+
+function tracepointExists(tracefs: string, section: string): boolean {
+  const m = /^tracepoint\/([^/]+)\/(.+)$/.exec(section);
+  return !m || existsSync(`${tracefs}/events/${m[1]}/${m[2]}`);
+}
+
+const BPF_MAP_TYPE_ARRAY = 2;
+const BPF_MAP_TYPE_RINGBUF = 27;
+
+export function kprobesAvailable(tracefs: string | undefined): boolean {
+  return existsSync("/sys/bus/event_source/devices/kprobe/type") || (!!tracefs && existsSync(`${tracefs}/kprobe_events`));
+}
+
+/** Syscall tracepoints (preferred) or kprobes; throws UNSUPPORTED when neither works. */
+export function chooseAttachMode(tracefs: string | undefined, enableTracepoints: boolean): AttachMode {
+  const tp = !!tracefs && existsSync(`${tracefs}/events/syscalls/sys_enter_read`);
+  if (tp && enableTracepoints) return "tracepoints";
+  if (kprobesAvailable(tracefs)) return "kprobes";
+  if (tp) {
+    throw new TracerError("UNSUPPORTED", "enable_tracepoints is false but this kernel has no kprobes (CONFIG_KPROBES off); set enable_tracepoints: true");
+  }
+  throw new TracerError("UNSUPPORTED", "this kernel has neither syscall tracepoints (CONFIG_FTRACE_SYSCALLS) nor kprobes");
+}
+
+let kallsyms: string | undefined;
+/** The kernel function behind a syscall: the arch wrapper (__x64_sys_*, 4.17+) when present. */
+export function syscallSymbol(name: string): string {
+  kallsyms ??= (() => {
+    try {
+      return readFileSync("/proc/kallsyms", "utf8");
+    } catch {
+      return "";
+    }
+  })();
+  for (const prefix of ["__x64_sys_", "__arm64_sys_", "sys_"]) {
+    if (kallsyms.includes(` ${prefix}${name}\n`)) return prefix + name;
+  }
+  return `__x64_sys_${name}`;
+}
+
+/** Which programs a mode loads: syscall probes of that mode, plus the sched/raw tracepoints. */
+export function programWanted(section: string, mode: AttachMode): boolean {
+  if (section.startsWith("tracepoint/syscalls/")) return mode === "tracepoints";
+  if (section.startsWith("ksyscall/") || section.startsWith("kretsyscall/")) return mode === "kprobes";
+  return true;
+}
+
+export class KernelTracer {
+  readonly source: EventSource;
+  readonly attached: string[] = [];
+  readonly skipped: string[] = [];
+  private readonly fds: Record<string, number> = {};
+  private readonly ncpu: number;
+
+  private constructor(
+    private readonly obj: BpfObject,
+    readonly attachMode: AttachMode,
+    readonly buffer: BufferKind,
+    private readonly ringbufBytes: number,
+    perfPages: number,
+  ) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "events", "events_perf"]) {
+      this.fds[m] = obj.mapFd(m);
+    }
+    this.ncpu = numPossibleCpus();
+    this.source = buffer === "ringbuf"
+      ? new RingBufferReader(this.fds.events!, ringbufBytes)
+      : new PerfBufferReader(this.fds.events_perf!, perfPages);
+  }
+
+  static async start(opts: KernelOptions): Promise<KernelTracer> {
+    const version = loadLibbpf(await libbpfBytes());
+    const tracefs = ensureTracefs();
+    const mode = chooseAttachMode(tracefs, opts.enableTracepoints ?? true);
+    const ringbufOk = probeMapType(BPF_MAP_TYPE_RINGBUF) === 1;
+    const want = opts.buffer ?? "auto";
+    if (want === "ringbuf" && !ringbufOk) throw new TracerError("UNSUPPORTED", "bpf.buffer is ringbuf but this kernel has no BPF ring buffer (5.8+); use auto or perf");
+    const buffer: BufferKind = want === "perf" || !ringbufOk ? "perf" : "ringbuf";
+    const obj = BpfObject.open(await bpfObjectBytes(), { name: "ebpf_tracer", btfCustomPath: opts.btfCustomPath });
+    let tracer: KernelTracer | undefined;
+    try {
+      if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
+      else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
+      else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
+      const skipped: string[] = [];
+      const programs = obj.programs();
+      for (const p of programs) {
+        const load = programWanted(p.section, mode) && tracepointExists(tracefs, p.section);
+        if (!load) obj.setAutoload(p.name, false);
+        if (!load && programWanted(p.section, mode)) skipped.push(p.section);
+      }
+      obj.load();
+      tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024);
+      tracer.skipped.push(...skipped);
+      tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
+      const maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
+      for (const p of programs) {
+        if (!programWanted(p.section, mode) || skipped.includes(p.section)) continue;
+        if (p.section.startsWith("kretsyscall/")) tracer.attachKretprobe(p.name, p.section.slice(12), maxactive, tracefs);
+        else obj.attach(p.name);
+        tracer.attached.push(p.section);
+      }
+      log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped });
+      return tracer;
+    } catch (e) {
+      if (tracer) tracer.close();
+      else obj.close();
+      throw e;
+    }
+  }
+
+  private kprobeEvents: string[] = [];
+  private tracefs = "";
+
+  /**
+   * A syscall kretprobe with a chosen maxactive: libbpf's perf-based kprobes cannot set it, so the
+   * probe is created through tracefs ("r<maxactive>:group/event symbol") and the program attached
+   * to that event. Too small a maxactive drops returns under concurrency (entries without exits
+   * in the probe stats).
+   */
+  private attachKretprobe(prog: string, syscall: string, maxactive: number, tracefs: string): void {
+    const sym = syscallSymbol(syscall);
+    const event = `p${process.pid}_${syscall}`;
+    const group = "ebpf_tracer";
+    appendFileSync(`${tracefs}/kprobe_events`, `r${Math.min(maxactive, 4096)}:${group}/${event} ${sym}\n`);
+    this.tracefs = tracefs;
+    this.kprobeEvents.push(`${group}/${event}`);
+    const id = Number(readFileSync(`${tracefs}/events/${group}/${event}/id`, "utf8").trim());
+    this.obj.attachPerfTracepoint(prog, id);
+  }
+
+  get libbpfVersion(): string {
+    return libbpfVersion();
+  }
+
+  private current: Settings = {
+    maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false, notifyListen: false, usePerf: false,
+  };
+
+  setFlags(f: { captureAllMode: number; notifyAllExec: boolean; notifyListen: boolean }): void {
+    this.writeSettings({ ...this.current, ...f });
+  }
+
+  setMaxCapturePerCall(n: number): void {
+    this.writeSettings({ ...this.current, maxCapturePerCall: n });
+  }
+
+  writeSettings(o: Settings): void {
+    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf };
+    const S = LAYOUT.settings;
+    const v = new Uint8Array(S.$size);
+    const dv = new DataView(v.buffer);
+    dv.setUint32(S.max_capture_per_call, o.maxCapturePerCall, true);
+    v[S.capture_all_mode] = o.captureAllMode;
+    v[S.notify_all_exec] = o.notifyAllExec ? 1 : 0;
+    v[S.notify_listen] = o.notifyListen ? 1 : 0;
+    v[S.use_perf] = o.usePerf ? 1 : 0;
+    // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
+    dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
+    const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
+    if (r) throw new TracerError("BPF", `cannot write BPF settings (errno ${-r})`);
+  }
+
+  setPid(tgid: number, mode: number): number {
+    return mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
+  }
+
+  deletePid(tgid: number): number {
+    return mapDelete(this.fds.selected_pids!, u32(tgid));
+  }
+
+  /** The pid filter's mode for one process; undefined when it has no entry. */
+  pidMode(tgid: number): number | undefined {
+    const val = new Uint8Array(1);
+    return mapLookup(this.fds.selected_pids!, u32(tgid), val) === 0 ? val[0] : undefined;
+  }
+
+  /** tgid → mode for every pid in the kernel filter. */
+  pids(): Map<number, number> {
+    const out = new Map<number, number>();
+    const fd = this.fds.selected_pids!;
+    const key = new Uint8Array(4);
+    const next = new Uint8Array(4);
+    const val = new Uint8Array(1);
+    let first = true;
+    while (mapNextKey(fd, first ? null : key, next) === 0) {
+      first = false;
+      key.set(next);
+      if (mapLookup(fd, key, val) === 0) out.set(new DataView(key.buffer).getUint32(0, true), val[0]!);
+    }
+    return out;
+  }
+
+  setCgroup(id: bigint, mode: number): number {
+    const k = new Uint8Array(8);
+    new DataView(k.buffer).setBigUint64(0, id, true);
+    return mapUpdate(this.fds.selected_cgroups!, k, Uint8Array.of(mode));
+  }
+
+  deleteCgroup(id: bigint): number {
+    const k = new Uint8Array(8);
+    new DataView(k.buffer).setBigUint64(0, id, true);
+    return mapDelete(this.fds.selected_cgroups!, k);
+  }
+
+  /** Processes that exec a binary whose comm (first 15 bytes of the file name) is `name`. */
+  setExeName(name: string, mode: number): number {
+    return mapUpdate(this.fds.exe_names!, commKey(name), Uint8Array.of(mode));
+  }
+
+  deleteExeName(name: string): number {
+    return mapDelete(this.fds.exe_names!, commKey(name));
+  }
+
+  /** Processes that start listening on TCP `port` get `mode` (in the kernel, at listen()). */
+  setPort(port: number, mode: number): number {
+    const k = new Uint8Array(2);
+    new DataView(k.buffer).setUint16(0, port, true);
+    return mapUpdate(this.fds.selected_ports!, k, Uint8Array.of(mode));
+  }
+
+  deletePort(port: number): number {
+    const k = new Uint8Array(2);
+    new DataView(k.buffer).setUint16(0, port, true);
+    return mapDelete(this.fds.selected_ports!, k);
+  }
+
+  /** Stops data events for a socket user space found it does not want (e.g. wrong role). */
+  ignoreConn(tgid: number, fd: number): void {
+    const key = new Uint8Array(8);
+    const dv = new DataView(key.buffer);
+    dv.setUint32(0, fd, true);
+    dv.setUint32(4, tgid, true);
+    const sockKey = new Uint8Array(8);
+    if (mapLookup(this.fds.fds!, key, sockKey) !== 0) return;
+    const val = new Uint8Array(CONN_INFO.$size);
+    if (mapLookup(this.fds.conns!, sockKey, val) !== 0) return;
+    val[CONN_INFO.ignored] = 1;
+    mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */);
+  }
+
+  counters(): KernelCounters {
+    const fd = this.fds.counters!;
+    const vals = new Uint8Array(8 * this.ncpu);
+    const dv = new DataView(vals.buffer);
+    const sum = (idx: number): number => {
+      if (mapLookup(fd, u32(idx), vals) !== 0) return 0;
+      let s = 0;
+      for (let c = 0; c < this.ncpu; c++) s += Number(dv.getBigUint64(c * 8, true));
+      return s;
+    };
+    const probes: Record<string, [number, number]> = {};
+    SYSCALLS.forEach((name, i) => {
+      probes[name] = [sum(CNT.PROBE_ENTRY_BASE + i), sum(CNT.PROBE_EXIT_BASE + i)];
+    });
+    return {
+      events: sum(CNT.EVENTS),
+      lost: sum(CNT.LOST),
+      truncatedBytes: sum(CNT.TRUNCATED_BYTES),
+      activeFull: sum(CNT.ACTIVE_FULL),
+      connFull: sum(CNT.CONN_FULL),
+      probes,
+    };
+  }
+
+  close(): void {
+    this.source.close();
+    this.obj.close();
+    for (const ev of this.kprobeEvents) {
+      try {
+        appendFileSync(`${this.tracefs}/kprobe_events`, `-:${ev}\n`);
+      } catch {
+        /* already gone */
+      }
+    }
+    this.kprobeEvents = [];
+  }
+}
+
+function u32(n: number): Uint8Array {
+  const k = new Uint8Array(4);
+  new DataView(k.buffer).setUint32(0, n, true);
+  return k;
+}
+
+/** The kernel's comm for an executable: its file name, cut to 15 bytes, NUL-padded to 16. */
+export function commKey(name: string): Uint8Array {
+  const base = name.slice(name.lastIndexOf("/") + 1);
+  const k = new Uint8Array(16);
+  k.set(new TextEncoder().encode(base).subarray(0, 15));
+  return k;
+}

@@ -1,0 +1,150 @@
+import { describe, expect, test } from "bun:test";
+import { Pipeline, type PipelineOptions } from "../../src/agent/pipeline.ts";
+import type { Span, SpanSink } from "../../src/spans/span.ts";
+import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS } from "../../src/kernel/event-layout.ts";
+import { connRecord, dataRecord, execRecord } from "../support/records.ts";
+
+class Collect implements SpanSink {
+  spans: Span[] = [];
+  export(s: Span) { this.spans.push(s); }
+  async shutdown() {}
+  stats() { return {}; }
+}
+
+function pipeline(over: Partial<PipelineOptions> = {}) {
+  const sink = new Collect();
+  const p = new Pipeline({
+    bodyMaxSize: 1024,
+    allowedContentTypes: ["json", "text"],
+    span: { hostName: "h", serviceName: "", environment: "test", customAttributes: { team: "t" }, toWallNs: (n) => n + 1_000_000_000_000_000_000n },
+    modeOf: () => MODE_BOTH,
+    classify: () => ROLE_SERVER,
+    ...over,
+  }, sink);
+  return { p, sink };
+}
+
+const REQ = "POST /api/items?id=3 HTTP/1.1\r\nHost: shop:8080\r\nUser-Agent: t/1\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"a\":123}";
+const RES = "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"ok\":1}";
+
+describe("pipeline", () => {
+  test("server exchange becomes a span with the documented attributes", () => {
+    const { p, sink } = pipeline();
+    p.handle(execRecord(10, "/usr/bin/node", ["node", "server.js"]));
+    p.handle(connRecord("open", { connId: 1, tgid: 10, localPort: 8080, remotePort: 40000 }));
+    p.handle(dataRecord(1, 10, DIR_RECV, 0, REQ, { tsNs: 100 }));
+    p.handle(dataRecord(1, 10, DIR_SEND, 0, RES, { tsNs: 300 }));
+    expect(sink.spans.length).toBe(1);
+    const s = sink.spans[0]!;
+    expect(s.kind).toBe("server");
+    expect(s.name).toBe("POST /api/items");
+    expect(s.endTimeUnixNano - s.startTimeUnixNano).toBe(200n);
+    expect(s.attributes).toMatchObject({
+      "http.request.method": "POST", "url.path": "/api/items", "url.query": "id=3", "url.scheme": "http",
+      "http.response.status_code": 201, "network.protocol.version": "1.1", "server.address": "shop", "server.port": 8080,
+      "client.address": "127.0.0.1", "client.port": 40000, "network.peer.address": "127.0.0.1", "network.peer.port": 40000,
+      "user_agent.original": "t/1", "http.request.header.content-type": "application/json",
+      "http.request.body": "{\"a\":123}", "http.response.body": "{\"ok\":1}", "http.request.body.size": 9, "http.response.body.size": 8,
+      "process.pid": 10, "process.executable.name": "node", "process.executable.path": "/usr/bin/node", "process.command_line": "node server.js",
+      "traceableai.module.name": "ebpf", team: "t",
+    });
+    expect(s.resource).toMatchObject({ "service.name": "node", "host.name": "h", "deployment.environment": "test" });
+    expect(p.counters.TotalRequestsParsed).toBe(1);
+  });
+
+  test("client connection: sent bytes are the request", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 2, tgid: 11, role: ROLE_CLIENT, localPort: 5000, remotePort: 80 }));
+    p.handle(dataRecord(2, 11, DIR_SEND, 0, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    p.handle(dataRecord(2, 11, DIR_RECV, 0, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"));
+    expect(sink.spans[0]).toMatchObject({ kind: "client", error: true });
+    expect(sink.spans[0]!.attributes["server.port"]).toBe(80);
+  });
+
+  test("lost bytes inside a body make the span partial; cap cuts only truncate", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 3, tgid: 12 }));
+    const head = "POST /u HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n";
+    p.handle(dataRecord(3, 12, DIR_RECV, 0, head + "x".repeat(10), { skipped: 90 })); // cap: 90 bytes not copied
+    p.handle(dataRecord(3, 12, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    expect(sink.spans.length).toBe(1);
+    expect(sink.spans[0]!.attributes["http.request.body.size"]).toBe(100);
+    expect(sink.spans[0]!.attributes["http.request.body.truncated"]).toBe(true);
+    expect(sink.spans[0]!.attributes["ebpf.partial"]).toBeUndefined();
+
+    const hl = head.length;
+    p.handle(dataRecord(3, 12, DIR_RECV, hl + 100, head + "y".repeat(20))); // next request
+    p.handle(dataRecord(3, 12, DIR_RECV, 2 * hl + 100 + 50, "z".repeat(50))); // 30 bytes lost before this
+    p.handle(dataRecord(3, 12, DIR_SEND, 40, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    expect(p.counters.LostBytes).toBe(30);
+    expect(sink.spans.length).toBe(2);
+    expect(sink.spans[1]!.attributes["ebpf.partial"]).toBe(true);
+  });
+
+  test("overlapping bytes are not fed twice", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 4, tgid: 13 }));
+    const req = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    p.handle(dataRecord(4, 13, DIR_RECV, 0, req));
+    p.handle(dataRecord(4, 13, DIR_RECV, 0, req));
+    p.handle(dataRecord(4, 13, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    expect(sink.spans.length).toBe(1);
+    expect(p.counters.ReqParsingErrors).toBe(0);
+  });
+
+  test("close reveals lost tail bytes and flushes a close-delimited response", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 5, tgid: 14 }));
+    const req = "GET / HTTP/1.0\r\n\r\n";
+    const res = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello";
+    p.handle(dataRecord(5, 14, DIR_RECV, 0, req));
+    p.handle(dataRecord(5, 14, DIR_SEND, 0, res));
+    expect(sink.spans.length).toBe(0);
+    p.handle(connRecord("close", { connId: 5, tgid: 14 }, 9, res.length, req.length));
+    expect(sink.spans.length).toBe(1);
+    expect(sink.spans[0]!.attributes["http.response.body"]).toBe("hello");
+    expect(p.conns.size).toBe(0);
+  });
+
+  test("pre-existing sockets are classified and filtered by mode", () => {
+    const ignored: number[] = [];
+    const { p, sink } = pipeline({ classify: () => ROLE_CLIENT, modeOf: () => MODE_INGRESS, ignore: (_t, fd) => ignored.push(fd) });
+    p.handle(connRecord("open", { connId: 6, tgid: 15, role: ROLE_UNKNOWN, fd: 9 }));
+    p.handle(dataRecord(6, 15, DIR_SEND, 0, "GET / HTTP/1.1\r\n\r\n"));
+    expect(ignored).toEqual([9]);
+    expect(p.counters.FilteredByMode).toBe(1);
+    expect(p.counters.TotalEventsDroppedAtParsing).toBe(1);
+    expect(sink.spans.length).toBe(0);
+  });
+
+  test("garbage is counted, never thrown", () => {
+    const { p } = pipeline();
+    p.handle(new Uint8Array([1, 2, 3]));
+    p.handle(connRecord("open", { connId: 7, tgid: 16 }));
+    p.handle(dataRecord(7, 16, DIR_RECV, 0, Uint8Array.of(0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5)));
+    expect(p.counters.DecodeErrors).toBe(1);
+    expect(p.counters.ReqParsingErrors).toBe(1);
+  });
+
+  test("traceparent joins the caller's trace", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 8, tgid: 17 }));
+    p.handle(dataRecord(8, 17, DIR_RECV, 0, "GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"));
+    p.handle(dataRecord(8, 17, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    expect(sink.spans[0]).toMatchObject({ traceId: "0af7651916cd43dd8448eb211c80319c", parentSpanId: "b7ad6b7169203331" });
+    expect(sink.spans[0]!.spanId).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe("unix sockets of unknown origin", () => {
+  test("a first-seen Unix socket (socketpair, inherited stdio) is left alone", () => {
+    const ignored: number[] = [];
+    const { p, sink } = pipeline({ ignore: (_t, fd) => ignored.push(fd) });
+    p.handle(connRecord("open", { connId: 9, tgid: 18, role: ROLE_UNKNOWN, family: 1, fd: 1 }));
+    p.handle(dataRecord(9, 18, DIR_SEND, 0, "hello from stdout\n"));
+    expect(ignored).toEqual([1]);
+    expect(p.counters.IgnoredSockets).toBe(1);
+    expect(p.counters.ReqParsingErrors + p.counters.ResParsingErrors).toBe(0);
+    expect(sink.spans.length).toBe(0);
+  });
+});

@@ -1,0 +1,89 @@
+/** createSink and the stdout/file span sinks. */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { validateConfig } from "../../src/config/config.ts";
+import { createSink, isReloadable } from "../../src/export/factory.ts";
+import { OtlpExporter } from "../../src/export/otlp/exporter.ts";
+import { StdoutExporter } from "../../src/export/stdout.ts";
+import { spanToJson, type Span } from "../../src/spans/span.ts";
+import { Logger } from "../../src/log/log.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "otlp-sinks-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function span(i: number): Span {
+  return {
+    traceId: "0af7651916cd43dd8448eb211c80319c", spanId: i.toString(16).padStart(16, "0"), name: `GET /a/${i}`, kind: "client",
+    startTimeUnixNano: 1_700_000_000_000_000_001n, endTimeUnixNano: 1_700_000_000_250_000_001n, error: false,
+    attributes: { "http.status_code": 200, "http.method": "GET", ok: true }, resource: { "service.name": "s" },
+  };
+}
+
+const quiet = new Logger("error", { write() {} });
+
+describe("createSink", () => {
+  test("otlp → OtlpExporter (reloadable); stdout and file: → StdoutExporter", async () => {
+    const otlp = createSink(validateConfig({ agent_config: { reporting: { endpoint: "localhost:4318" } }, spool: { path: join(dir, "spool") } }, "", ""), { logger: quiet });
+    expect(otlp).toBeInstanceOf(OtlpExporter);
+    expect(isReloadable(otlp)).toBe(true);
+    await otlp.shutdown(0);
+    const out = createSink(validateConfig({ exporter: "stdout" }, "", ""));
+    expect(out).toBeInstanceOf(StdoutExporter);
+    expect(isReloadable(out)).toBe(false);
+    const file = createSink(validateConfig({ exporter: `file:${join(dir, "x.jsonl")}` }, "", ""));
+    expect((file as StdoutExporter).target).toEqual({ kind: "file", path: join(dir, "x.jsonl") });
+    await file.shutdown(0);
+  });
+
+  test("otlp without an endpoint, or a bad one, fails setup", () => {
+    expect(() => createSink(validateConfig({}, "", ""))).toThrow(/endpoint.*is empty/);
+    expect(() => createSink(validateConfig({ agent_config: { reporting: { endpoint: "ftp://x:1" } } }, "", ""))).toThrow(/not supported/);
+  });
+});
+
+describe("StdoutExporter", () => {
+  test("file:PATH appends one spanToJson line per span, flushed on shutdown", async () => {
+    const path = join(dir, "spans.jsonl");
+    writeFileSync(path, "existing line\n");
+    const sink = new StdoutExporter({ kind: "file", path }, quiet);
+    for (let i = 0; i < 3; i++) sink.export(span(i));
+    await sink.shutdown(1000);
+    const lines = readFileSync(path, "utf8").trim().split("\n");
+    expect(lines[0]).toBe("existing line");
+    expect(lines.slice(1).map((l) => JSON.parse(l))).toEqual([0, 1, 2].map((i) => spanToJson(span(i))));
+    expect(sink.stats()).toEqual({ SpansWritten: 3, SpansDropped: 0, WriteErrors: 0 });
+    sink.export(span(9));
+    expect(sink.stats().SpansDropped).toBe(1);
+  });
+
+  test("flushes by time without shutdown", async () => {
+    const path = join(dir, "timed.jsonl");
+    const sink = new StdoutExporter({ kind: "file", path }, quiet);
+    sink.export(span(1));
+    await Bun.sleep(400);
+    expect(readFileSync(path, "utf8").split("\n").length).toBe(2);
+    await sink.shutdown(0);
+  });
+
+  test("an unopenable file fails setup", () => {
+    expect(() => new StdoutExporter({ kind: "file", path: join(dir, "no", "such", "dir", "f") })).toThrow(/cannot open/);
+  });
+
+  test("stdout: lines go to the process's standard output", async () => {
+    const script = join(dir, "print.ts");
+    const src = join(import.meta.dir, "..", "..", "src");
+    writeFileSync(script, `
+      import { StdoutExporter } from ${JSON.stringify(join(src, "export", "stdout.ts"))};
+      const s = new StdoutExporter();
+      s.export({ traceId: "ab".repeat(16), spanId: "cd".repeat(8), name: "GET /", kind: "server",
+        startTimeUnixNano: 1000000000n, endTimeUnixNano: 3000000000n, error: true, attributes: { "http.status_code": 500 }, resource: {} });
+      await s.shutdown(100);
+    `);
+    const p = Bun.spawnSync([process.execPath, script], { stdout: "pipe", stderr: "pipe" });
+    expect(p.exitCode).toBe(0);
+    const line = JSON.parse(p.stdout.toString().trim());
+    expect(line).toMatchObject({ name: "GET /", kind: "server", durationMs: 2000, error: true, attributes: { "http.status_code": 500 } });
+  });
+});

@@ -1,0 +1,53 @@
+import { describe, expect, test } from "bun:test";
+import { decodeEvent, formatAddress, splitArgs } from "../../src/kernel/event-decoder.ts";
+import { DIR_SEND, ROLE_CLIENT } from "../../src/kernel/event-layout.ts";
+import { connRecord, dataRecord, execRecord } from "../support/records.ts";
+
+describe("event decoder", () => {
+  test("conn open carries addresses, ports, role and comm", () => {
+    const e = decodeEvent(connRecord("open", { connId: 7, tgid: 42, role: ROLE_CLIENT, local: [10, 0, 0, 1], localPort: 5555, remote: [127, 0, 0, 1], remotePort: 80, comm: "curl" }));
+    expect(e).toMatchObject({ kind: "open", connId: 7, tgid: 42, role: ROLE_CLIENT, localAddr: "10.0.0.1", localPort: 5555, remoteAddr: "127.0.0.1", remotePort: 80, comm: "curl" });
+  });
+  test("conn close carries final positions", () => {
+    const e = decodeEvent(connRecord("close", { connId: 1, tgid: 1 }, 5, 123, 456));
+    expect(e).toMatchObject({ kind: "close", sent: 123, recv: 456 });
+  });
+  test("data event exposes the payload without copying and its stream position", () => {
+    const rec = dataRecord(9, 3, DIR_SEND, 4096, "hello", { skipped: 10 });
+    const e = decodeEvent(rec);
+    if (e?.kind !== "data") throw new Error("not data");
+    expect(new TextDecoder().decode(e.data)).toBe("hello");
+    expect(e.data.buffer).toBe(rec.buffer);
+    expect(e).toMatchObject({ connId: 9, pos: 4096, skipped: 10, callBytes: 15, dir: DIR_SEND });
+  });
+  test("data length is clamped to the record", () => {
+    const rec = dataRecord(1, 1, 0, 0, "abc");
+    new DataView(rec.buffer).setUint32(40, 1000, true);
+    const e = decodeEvent(rec);
+    expect(e?.kind === "data" && e.data.length).toBe(3);
+  });
+  test("exec event carries path and argv", () => {
+    const e = decodeEvent(execRecord(77, "/usr/bin/curl", ["curl", "-s", "http://x/"]));
+    expect(e).toMatchObject({ kind: "exec", tgid: 77, path: "/usr/bin/curl", args: ["curl", "-s", "http://x/"], comm: "curl" });
+  });
+  test("short and unknown records are rejected", () => {
+    expect(decodeEvent(new Uint8Array(2))).toBeUndefined();
+    expect(decodeEvent(Uint8Array.of(99, 0, 0, 0, 0, 0, 0, 0))).toBeUndefined();
+    expect(decodeEvent(dataRecord(1, 1, 0, 0, "x").subarray(0, 30))).toBeUndefined();
+  });
+  test("addresses: v4-mapped, v6 compression, zero", () => {
+    const a = new Uint8Array(16);
+    expect(formatAddress(a)).toBe("");
+    a[15] = 1;
+    expect(formatAddress(a)).toBe("::1");
+    const b = Uint8Array.of(0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42);
+    expect(formatAddress(b)).toBe("2001:db8::42");
+    const m = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 1, 2);
+    expect(formatAddress(m)).toBe("192.168.1.2");
+    const full = Uint8Array.of(0xfe, 0x80, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7);
+    expect(formatAddress(full)).toBe("fe80:1:2:3:4:5:6:7");
+  });
+  test("argv blocks split on NUL", () => {
+    expect(splitArgs(new TextEncoder().encode("a\0b c\0"))).toEqual(["a", "b c"]);
+  });
+});
