@@ -27,7 +27,7 @@ export function importsOf(file: string): string[] {
 
 /** folder (prefix of a path under src/) → prefixes it must not import. */
 const FORBIDDEN: Record<string, string[]> = {
-  "protocols/": ["kernel/", "stream/", "spans/", "export/", "agent/", "cli/", "selection/", "config/"],
+  "protocols/": ["kernel/", "stream/", "spans/builder", "export/", "agent/", "cli/", "selection/", "config/"],
   "stream/": ["export/", "agent/", "cli/", "spans/", "selection/", "config/", "kernel/libbpf-ffi", "kernel/tracer"],
   "spans/": ["export/", "agent/", "cli/", "kernel/libbpf-ffi", "kernel/tracer", "stream/connections"],
   "export/": ["kernel/", "stream/", "protocols/", "agent/", "cli/", "selection/"],
