@@ -5,10 +5,12 @@
  */
 import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent } from "../kernel/event-decoder.ts";
 import { Connection, ConnectionTable, type ConnectionMeta } from "../stream/connections.ts";
-import { contentTypeAllowed, type HttpExchange } from "../protocols/http1/exchange.ts";
+import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
+import { Http1Session } from "../protocols/http1/session.ts";
+import type { Exchange, Handoff, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
-import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN } from "../kernel/event-layout.ts";
+import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN, SYS_COUNT } from "../kernel/event-layout.ts";
 import type { SpanSink } from "../spans/span.ts";
 
 /** Counters with the reference tracer's names (see docs/operations.md). */
@@ -31,6 +33,10 @@ export class PipelineCounters {
   FilteredByMode = 0;
   /** first-seen Unix sockets (socketpairs, inherited stdio) left alone */
   IgnoredSockets = 0;
+  /** connections whose first bytes were none of the supported protocols: payload no longer copied */
+  UnsupportedProtocolConnections = 0;
+  /** connections that turned out to carry TLS records */
+  TlsConnections = 0;
 }
 
 export interface PipelineOptions {
@@ -49,12 +55,16 @@ export interface PipelineOptions {
   onProcessEvent?: (e: ProcEvent) => boolean | void;
   /** a process started listening (only sent while port rules exist) */
   onListen?: (e: ConnEvent) => void;
+  /** sessions of protocols beyond HTTP/1 (HTTP/2); undefined: that protocol is not captured */
+  protocols?: Partial<Record<Exclude<ProtocolName, "http1">, (env: SessionEnv, handoff?: Handoff) => ProtocolSession>>;
 }
 
 export class Pipeline {
   readonly counters = new PipelineCounters();
   readonly conns: ConnectionTable;
   readonly procs = new ProcessRegistry();
+  /** protocol counters named by the sessions (SessionEnv.count) */
+  readonly protocolCounters: Record<string, number> = {};
   private keepBody: (ct: string | undefined) => boolean;
 
   constructor(private opts: PipelineOptions, private sink: SpanSink) {
@@ -125,15 +135,41 @@ export class Pipeline {
       }
     }
     this.procs.get(e.tgid, e.comm);
-    this.conns.add(
-      new Connection(meta, {
-        bodyMaxSize: this.opts.bodyMaxSize,
-        keepBody: this.keepBody,
-        onExchange: (x, c) => this.onExchange(x, c),
-        onRequestError: () => this.counters.ReqParsingErrors++,
-        onResponseError: () => this.counters.ResParsingErrors++,
-      }),
-    );
+    // Sockets first seen on data (no accept/connect while we watched) may start mid-message.
+    this.conns.add(new Connection(meta, this.hooks, { midstream: e.syscall >= SYS_COUNT }));
+  }
+
+  /** How connections reach protocols and report back. */
+  private readonly hooks = {
+    createSession: (protocol: ProtocolName, c: Connection, handoff?: Handoff): ProtocolSession | undefined => {
+      const env = this.envFor(c);
+      if (protocol === "http1") return new Http1Session(env);
+      return this.opts.protocols?.[protocol]?.(env, handoff);
+    },
+    unsupported: (c: Connection): void => {
+      this.counters.UnsupportedProtocolConnections++;
+      this.opts.ignore?.(c.meta.tgid, c.meta.fd);
+      this.conns.delete(c.meta.id);
+    },
+    tlsDetected: (): void => {
+      this.counters.TlsConnections++;
+    },
+  };
+
+  private envFor(c: Connection): SessionEnv {
+    return {
+      bodyMaxSize: this.opts.bodyMaxSize,
+      keepBody: this.keepBody,
+      emit: (x) => this.onExchange(x, c),
+      error: (from) => {
+        if (from === "client") this.counters.ReqParsingErrors++;
+        else this.counters.ResParsingErrors++;
+      },
+      count: (name, n = 1) => {
+        this.protocolCounters[name] = (this.protocolCounters[name] ?? 0) + n;
+      },
+      handoff: (protocol, init) => c.handoff(protocol, init) ?? NULL_SESSION,
+    };
   }
 
   private onData(e: DataEvent): void {
@@ -143,18 +179,19 @@ export class Pipeline {
       return;
     }
     const ts = BigInt(Math.round(e.tsNs));
-    this.counters.LostBytes += c.feed(e.dir, e.pos, e.data, ts);
-    if (e.flags & DATA_FLAG_LAST && e.skipped > 0) c.gap(e.dir, e.skipped, ts, false);
+    const last = (e.flags & DATA_FLAG_LAST) !== 0;
+    this.counters.LostBytes += c.feed(e.layer, e.dir, e.pos, e.data, ts, last);
+    if (last && e.skipped > 0) c.gap(e.layer, e.dir, e.skipped, ts, false);
   }
 
   private onClose(e: ConnEvent): void {
     const c = this.conns.get(e.connId);
     if (!c) return;
-    this.counters.LostBytes += c.close(e.recv, e.sent, BigInt(Math.round(e.tsNs)));
+    this.counters.LostBytes += c.close([[e.recv, e.sent], [e.tlsRecv, e.tlsSent]], BigInt(Math.round(e.tsNs)));
     this.conns.delete(e.connId);
   }
 
-  private onExchange(x: HttpExchange, c: Connection): void {
+  private onExchange(x: Exchange, c: Connection): void {
     this.counters.TotalRequestsParsed++;
     const proc = this.procs.get(c.meta.tgid, c.meta.comm);
     const span = buildSpan(x, c.meta, proc, this.opts.span);
@@ -170,7 +207,15 @@ export class Pipeline {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counters, OpenConnections: this.conns.size, EvictedConnections: this.conns.evicted, TrackedProcesses: this.procs.size };
+    return { ...this.counters, ...this.protocolCounters, OpenConnections: this.conns.size, EvictedConnections: this.conns.evicted, TrackedProcesses: this.procs.size };
   }
 }
 
+
+/** Stands in after a hand-off to a protocol that is not captured: bytes are dropped. */
+const NULL_SESSION: ProtocolSession = {
+  protocol: "http1",
+  data() {},
+  gap() {},
+  close() {},
+};

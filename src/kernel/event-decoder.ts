@@ -17,6 +17,9 @@ export interface ConnEvent extends EventBase {
   connId: number;
   sent: number;
   recv: number;
+  /** on close: final TLS-layer positions (plaintext sent / received), 0 when none */
+  tlsSent: number;
+  tlsRecv: number;
   fd: number;
   family: number;
   localPort: number;
@@ -39,6 +42,8 @@ export interface DataEvent extends EventBase {
   syscall: number;
   flags: number;
   role: number;
+  /** LAYER_* the bytes belong to: socket payload (0) or TLS plaintext (1) */
+  layer: number;
   data: Uint8Array;
 }
 
@@ -101,6 +106,7 @@ function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
     syscall: rec[D.syscall]!,
     flags: rec[D.flags]!,
     role: rec[D.role]!,
+    layer: 0,
     data: rec.subarray(D.data, D.data + len),
   };
 }
@@ -114,6 +120,8 @@ function decodeConn(rec: Uint8Array, dv: DataView, type: number): ConnEvent {
     connId: u64(dv, C.conn_id),
     sent: u64(dv, C.sent),
     recv: u64(dv, C.recv),
+    tlsSent: 0,
+    tlsRecv: 0,
     fd: dv.getInt32(C.fd, true),
     family: dv.getUint16(C.family, true),
     localPort: dv.getUint16(C.local_port, true),

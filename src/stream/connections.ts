@@ -1,91 +1,219 @@
 /**
- * Per-connection state in user space: who the peers are, which direction carries requests, the
- * next expected byte position of each direction (to detect lost or uncaptured bytes), and the
- * HTTP/1 exchange matcher fed in stream order. Bounded by count (oldest evicted) and idle time.
+ * Per-connection state in user space: who the peers are, which socket direction each endpoint
+ * sends on, the next expected byte position per data layer (socket payload, TLS plaintext) and
+ * direction — to detect lost or uncaptured bytes — and the protocol session the application bytes
+ * go to. Bounded by count (oldest evicted) and idle time.
+ *
+ * Application bytes are the socket payload, until the connection turns out to be TLS (the
+ * detector sees a TLS record, or TLS plaintext arrives from uprobes): from then on they are the
+ * TLS layer's, and socket bytes only advance positions.
+ *
+ * The protocol is chosen by the detector (protocols/detect.ts) on the first bytes of a syscall.
+ * A connection seen from its start (accept/connect) is decided by its first bytes; one first seen
+ * in the middle (open before capture started, or after a loss) may start inside a message, so it
+ * gets up to DETECT_TRIES syscall starts per direction before it is called unsupported.
  */
-import { Http1Connection, type HttpExchange } from "../protocols/http1/exchange.ts";
 import { DIR_RECV, DIR_SEND, ROLE_CLIENT } from "../kernel/event-layout.ts";
+import { detect } from "../protocols/detect.ts";
+import type { Handoff, ProtocolName, ProtocolSession, Sender } from "../protocols/session.ts";
 import type { ConnectionMeta } from "./meta.ts";
 
 export type { ConnectionMeta };
 
+export const LAYER_SOCKET = 0;
+export const LAYER_TLS = 1;
+
+/** Syscall starts per direction a mid-stream connection may try before it is unsupported. */
+const DETECT_TRIES = 8;
+/** Bytes held per direction while the detector wants more. */
+const DETECT_HOLD_MAX = 8192;
+
 export interface ConnectionHooks {
-  bodyMaxSize: number;
-  keepBody: (contentType: string | undefined) => boolean;
-  onExchange: (x: HttpExchange, conn: Connection) => void;
-  onRequestError: (reason: string) => void;
-  onResponseError: (reason: string) => void;
+  /** A session for `protocol` on this connection; undefined when that protocol is not captured. */
+  createSession(protocol: ProtocolName, conn: Connection, handoff?: Handoff): ProtocolSession | undefined;
+  /** The application bytes are none of the supported protocols (or a disabled one): the caller
+   * stops paying for the connection (kernel stops copying) and drops it. */
+  unsupported(conn: Connection, reason: string): void;
+  /** The socket carries TLS records: its plaintext can only come from the TLS layer. */
+  tlsDetected?(conn: Connection): void;
+}
+
+interface Pending {
+  from: Sender;
+  bytes: Uint8Array;
+  tsNs: bigint;
+  callEnd: boolean;
 }
 
 export class Connection {
-  /** next expected stream position per DIR_* */
-  readonly next = [0, 0];
+  /** next expected stream position per layer, per DIR_* */
+  readonly next: [number, number][] = [[0, 0], [0, 0]];
   lastActivityMs = Date.now();
   gapBytes = 0;
-  readonly http: Http1Connection;
+  /** where application bytes come from (LAYER_*) */
+  appLayer = LAYER_SOCKET;
+  session: ProtocolSession | undefined;
+  /** the connection was dropped as unsupported: everything after is ignored */
+  done = false;
+  private readonly atCallStart = [true, true];
+  private readonly tries = [0, 0];
+  private held: Pending[] = [];
+  private heldBytes = 0;
+  private midstream: boolean;
 
-  constructor(readonly meta: ConnectionMeta, hooks: ConnectionHooks) {
-    this.http = new Http1Connection({
-      bodyMaxSize: hooks.bodyMaxSize,
-      keepBody: hooks.keepBody,
-      onExchange: (x) => hooks.onExchange(x, this),
-      onRequestError: hooks.onRequestError,
-      onResponseError: hooks.onResponseError,
-    });
+  constructor(readonly meta: ConnectionMeta, private readonly hooks: ConnectionHooks, opts: { midstream?: boolean } = {}) {
+    this.midstream = opts.midstream ?? false;
   }
 
-  /** Which HTTP direction a socket direction carries. */
-  isRequestDir(dir: number): boolean {
-    return this.meta.role === ROLE_CLIENT ? dir === DIR_SEND : dir === DIR_RECV;
+  /** Which endpoint sends on a socket direction. */
+  sender(dir: number): Sender {
+    return (this.meta.role === ROLE_CLIENT) === (dir === DIR_SEND) ? "client" : "server";
   }
 
   /**
-   * Feeds bytes that start at stream position `pos`. Bytes before the expected position were
-   * already seen and are dropped; a jump ahead means events were lost and becomes a gap.
-   * Returns the number of lost bytes detected.
+   * Feeds bytes of `layer` that start at stream position `pos`. Bytes before the expected
+   * position were already seen and are dropped; a jump ahead means events were lost and becomes a
+   * gap. `callEnd`: this chunk ends its syscall. Returns the number of lost bytes detected.
    */
-  feed(dir: number, pos: number, data: Uint8Array, tsNs: bigint): number {
+  feed(layer: number, dir: number, pos: number, data: Uint8Array, tsNs: bigint, callEnd: boolean): number {
     this.lastActivityMs = Date.now();
+    const next = this.next[layer]!;
     let lost = 0;
-    const exp = this.next[dir]!;
+    const exp = next[dir]!;
     if (pos > exp) {
       lost = pos - exp;
-      this.gap(dir, lost, tsNs, true);
+      this.gap(layer, dir, lost, tsNs, true);
     } else if (pos < exp) {
       const skip = exp - pos;
       if (skip >= data.length) return 0;
       data = data.subarray(skip);
     }
-    if (data.length === 0) return lost;
-    this.next[dir] = Math.max(pos, exp) + data.length;
-    if (this.http.upgraded) return lost;
-    if (this.isRequestDir(dir)) this.http.request(data, tsNs);
-    else this.http.response(data, tsNs);
+    if (data.length > 0) {
+      next[dir] = Math.max(pos, exp) + data.length;
+      if (layer === LAYER_TLS && this.appLayer !== LAYER_TLS) this.becomeTls();
+      if (layer === this.appLayer && !this.done) this.deliver(dir, data, tsNs, callEnd);
+    }
+    if (callEnd) this.atCallStart[dir] = true;
     return lost;
   }
 
-  /** `n` bytes at the expected position were not captured (lost=false: cut by the capture cap). */
-  gap(dir: number, n: number, tsNs: bigint, lost: boolean): void {
+  /** `n` bytes of `layer` at the expected position were not captured (lost=false: cut by the
+   * capture cap or not copyable, e.g. sendfile). */
+  gap(layer: number, dir: number, n: number, tsNs: bigint, lost: boolean): void {
     if (n <= 0) return;
-    this.next[dir]! += n;
+    this.next[layer]![dir]! += n;
+    if (layer !== this.appLayer || this.done) return;
     if (lost) this.gapBytes += n;
-    if (this.http.upgraded) return;
-    this.http.gap(this.isRequestDir(dir) ? "request" : "response", n, tsNs, lost);
+    if (this.session) {
+      this.session.gap(this.sender(dir), n, tsNs, lost);
+      return;
+    }
+    // Still detecting: whatever was held for this direction is no longer contiguous.
+    this.dropHeld(dir);
+    this.midstream = true;
   }
 
-  /** Closes with the kernel's final positions; bytes never delivered become lost gaps. */
-  close(finalRecv: number, finalSent: number, tsNs: bigint): number {
+  /** Closes with the kernel's final positions per layer; bytes never delivered become lost gaps. */
+  close(finals: [number, number][], tsNs: bigint): number {
     let lost = 0;
-    const finals = [finalRecv, finalSent];
-    for (const dir of [DIR_RECV, DIR_SEND]) {
-      const missing = finals[dir]! - this.next[dir]!;
-      if (missing > 0) {
-        lost += missing;
-        this.gap(dir, missing, tsNs, true);
+    for (let layer = 0; layer < finals.length; layer++) {
+      for (const dir of [DIR_RECV, DIR_SEND]) {
+        const missing = finals[layer]![dir]! - this.next[layer]![dir]!;
+        if (missing > 0) {
+          if (layer === this.appLayer) lost += missing;
+          this.gap(layer, dir, missing, tsNs, true);
+        }
       }
     }
-    if (!this.http.upgraded) this.http.close(tsNs);
+    this.session?.close(tsNs);
     return lost;
+  }
+
+  /** Replaces the session (a protocol switch such as HTTP/1 → h2c). */
+  handoff(protocol: ProtocolName, init: Handoff): ProtocolSession | undefined {
+    const next = this.hooks.createSession(protocol, this, init);
+    this.session = next;
+    if (!next) this.giveUp(`${protocol} is not captured`);
+    return next;
+  }
+
+  private becomeTls(): void {
+    this.appLayer = LAYER_TLS;
+    this.meta.tls = true;
+    this.session = undefined;
+    this.held = [];
+    this.heldBytes = 0;
+    this.tries[0] = this.tries[1] = 0;
+  }
+
+  private deliver(dir: number, data: Uint8Array, tsNs: bigint, callEnd: boolean): void {
+    const from = this.sender(dir);
+    if (this.session) {
+      this.session.data(from, data, tsNs, callEnd);
+      return;
+    }
+    const startsCall = this.atCallStart[dir]!;
+    this.atCallStart[dir] = false;
+    const held = this.heldFor(dir);
+    if (held === 0 && !startsCall) return; // mid-call bytes cannot start a message
+    const probe = held === 0 ? data : this.concatHeld(dir, data);
+    const verdict = detect(probe, this.meta.role === 0 ? undefined : from);
+    if (verdict === "more" && this.heldBytes + data.length <= DETECT_HOLD_MAX) {
+      this.held.push({ from, bytes: data.slice(), tsNs, callEnd });
+      this.heldBytes += data.length;
+      return;
+    }
+    if (verdict === "tls" && this.appLayer === LAYER_SOCKET) {
+      this.becomeTls();
+      this.hooks.tlsDetected?.(this);
+      return;
+    }
+    if (verdict === "http1" || verdict === "http2") {
+      this.session = this.hooks.createSession(verdict, this);
+      if (!this.session) {
+        this.giveUp(`${verdict} is not captured`);
+        return;
+      }
+      const pending = this.held;
+      this.held = [];
+      this.heldBytes = 0;
+      for (const p of pending) this.session.data(p.from, p.bytes, p.tsNs, p.callEnd);
+      this.session.data(from, data, tsNs, callEnd);
+      return;
+    }
+    this.dropHeld(dir);
+    if (this.midstream && ++this.tries[dir]! < DETECT_TRIES) return;
+    this.giveUp(verdict === "tls" ? "TLS inside TLS" : "not a supported protocol");
+  }
+
+  private giveUp(reason: string): void {
+    this.done = true;
+    this.held = [];
+    this.heldBytes = 0;
+    this.hooks.unsupported(this, reason);
+  }
+
+  private heldFor(dir: number): number {
+    const from = this.sender(dir);
+    let n = 0;
+    for (const p of this.held) if (p.from === from) n += p.bytes.length;
+    return n;
+  }
+
+  private concatHeld(dir: number, data: Uint8Array): Uint8Array {
+    const from = this.sender(dir);
+    const out = new Uint8Array(this.heldFor(dir) + data.length);
+    let o = 0;
+    for (const p of this.held) if (p.from === from) { out.set(p.bytes, o); o += p.bytes.length; }
+    out.set(data, o);
+    return out;
+  }
+
+  private dropHeld(dir: number): void {
+    const from = this.sender(dir);
+    this.held = this.held.filter((p) => p.from !== from);
+    this.heldBytes = 0;
+    for (const p of this.held) this.heldBytes += p.bytes.length;
   }
 }
 
@@ -116,6 +244,11 @@ export class ConnectionTable {
     this.conns.delete(id);
   }
 
+  /** Every connection (for housekeeping that must visit them all). */
+  values(): IterableIterator<Connection> {
+    return this.conns.values();
+  }
+
   /** Forgets connections idle for longer than the idle timeout (their close was never seen). */
   sweep(nowMs = Date.now()): number {
     let n = 0;
@@ -133,4 +266,3 @@ export class ConnectionTable {
     return this.conns.size;
   }
 }
-

@@ -11,4 +11,8 @@ export interface ConnectionMeta {
   remoteAddr: string;
   remotePort: number;
   comm: string;
+  /** The application bytes are TLS plaintext (from uprobes on a TLS library). */
+  tls?: boolean;
+  /** Which TLS library gave the plaintext ("openssl", "boringssl", "gnutls", "go"). */
+  tlsLibrary?: string;
 }

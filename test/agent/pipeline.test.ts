@@ -123,7 +123,8 @@ describe("pipeline", () => {
     p.handle(connRecord("open", { connId: 7, tgid: 16 }));
     p.handle(dataRecord(7, 16, DIR_RECV, 0, Uint8Array.of(0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5)));
     expect(p.counters.DecodeErrors).toBe(1);
-    expect(p.counters.ReqParsingErrors).toBe(1);
+    expect(p.counters.ReqParsingErrors).toBe(0); // a TLS record: not a parse error, a TLS connection
+    expect(p.counters.TlsConnections).toBe(1);
   });
 
   test("traceparent joins the caller's trace", () => {
@@ -133,6 +134,80 @@ describe("pipeline", () => {
     p.handle(dataRecord(8, 17, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     expect(sink.spans[0]).toMatchObject({ traceId: "0af7651916cd43dd8448eb211c80319c", parentSpanId: "b7ad6b7169203331" });
     expect(sink.spans[0]!.spanId).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe("protocol seam", () => {
+  test("an odd method becomes a span: http.request.method _OTHER, the original kept", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 20, tgid: 30 }));
+    p.handle(dataRecord(20, 30, DIR_RECV, 0, "MOOO /x HTTP/1.1\r\nHost: a\r\n\r\n"));
+    p.handle(dataRecord(20, 30, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    expect(sink.spans.length).toBe(1);
+    expect(sink.spans[0]!.name).toBe("HTTP /x");
+    expect(sink.spans[0]!.attributes).toMatchObject({ "http.request.method": "_OTHER", "http.request.method_original": "MOOO", "url.path": "/x" });
+  });
+
+  test("a connection that speaks no supported protocol stops costing: the kernel is told, it is counted and dropped", () => {
+    const ignored: number[] = [];
+    const { p, sink } = pipeline({ ignore: (_t, fd) => ignored.push(fd) });
+    p.handle(connRecord("open", { connId: 21, tgid: 31, fd: 9 }));
+    p.handle(dataRecord(21, 31, DIR_RECV, 0, "*1\r\n$4\r\nPING\r\n")); // Redis
+    p.handle(dataRecord(21, 31, DIR_RECV, 14, "GET / HTTP/1.1\r\n\r\n"));
+    expect(ignored).toEqual([9]);
+    expect(p.counters.UnsupportedProtocolConnections).toBe(1);
+    expect(p.conns.get(21)).toBeUndefined();
+    expect(sink.spans.length).toBe(0);
+    expect(p.counters.ReqParsingErrors).toBe(0);
+  });
+
+  test("a request line split over two writes is detected once whole", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 22, tgid: 32 }));
+    p.handle(dataRecord(22, 32, DIR_RECV, 0, "GE"));
+    p.handle(dataRecord(22, 32, DIR_RECV, 2, "T /split HTTP/1.1\r\n\r\n"));
+    p.handle(dataRecord(22, 32, DIR_SEND, 0, "HTTP/1.1 204 No Content\r\n\r\n"));
+    expect(sink.spans.map((s) => s.name)).toEqual(["GET /split"]);
+  });
+
+  test("a connection first seen mid-message waits for a syscall that starts a request", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 23, tgid: 33, syscall: 16 }));
+    p.handle(dataRecord(23, 33, DIR_RECV, 100, "rest of some body}"));
+    p.handle(dataRecord(23, 33, DIR_SEND, 50, "tail of a response"));
+    p.handle(dataRecord(23, 33, DIR_RECV, 118, "GET /next HTTP/1.1\r\n\r\n"));
+    p.handle(dataRecord(23, 33, DIR_SEND, 68, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    expect(sink.spans.map((s) => [s.name, s.attributes["http.response.status_code"]])).toEqual([["GET /next", 200]]);
+    expect(p.counters.UnsupportedProtocolConnections).toBe(0);
+  });
+
+  test("HTTP/1 Upgrade: h2c + 101 hands the connection to HTTP/2 with the upgrade request and the bytes after the switch", () => {
+    const seen: { handoff?: unknown; bytes: string[] } = { bytes: [] };
+    const { p, sink } = pipeline({
+      protocols: {
+        http2: (_env, handoff) => {
+          seen.handoff = handoff;
+          return { protocol: "http2", data: (from, b) => seen.bytes.push(`${from}:${Buffer.from(b).toString("latin1")}`), gap() {}, close() {} };
+        },
+      },
+    });
+    p.handle(connRecord("open", { connId: 24, tgid: 34 }));
+    p.handle(dataRecord(24, 34, DIR_RECV, 0, "GET /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"));
+    p.handle(dataRecord(24, 34, DIR_SEND, 0, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nSERVERFRAMES"));
+    p.handle(dataRecord(24, 34, DIR_RECV, 132, "PRI * HTTP/2.0"));
+    expect(sink.spans.length).toBe(0); // the upgrade request is HTTP/2's stream 1, not an HTTP/1 span
+    expect(seen.handoff).toMatchObject({ upgradeRequest: { method: "GET", target: "/up" } });
+    expect([...(seen.handoff as { settings: Uint8Array }).settings]).toEqual([0, 3, 0, 0, 0, 100, 0, 4, 0, 0, 255, 255]);
+    expect(seen.bytes).toEqual(["server:SERVERFRAMES", "client:PRI * HTTP/2.0"]);
+  });
+
+  test("a WebSocket upgrade stays an HTTP/1 span and parsing stops", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 25, tgid: 35 }));
+    p.handle(dataRecord(25, 35, DIR_RECV, 0, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+    p.handle(dataRecord(25, 35, DIR_SEND, 0, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"));
+    expect(sink.spans.map((s) => [s.name, s.attributes["http.response.status_code"]])).toEqual([["GET /ws", 101]]);
+    expect(p.counters.ResParsingErrors).toBe(0);
   });
 });
 

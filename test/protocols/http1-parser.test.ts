@@ -163,6 +163,13 @@ describe("requests", () => {
     }
   });
 
+  test("any RFC 9110 token is a method (odd methods are kept, not dropped)", () => {
+    for (const m of ["MOOO", "get", "X-CUSTOM_1", "M!#$%&'*+-.^_`|~"]) {
+      const r = parse("request", [`${m} /x HTTP/1.1\r\nHost: a\r\n\r\n`]);
+      expect({ errors: r.errors, method: r.messages[0]?.method }).toEqual({ errors: [], method: m });
+    }
+  });
+
   test("strict syntax: bare LF, obs-fold, space before colon, control chars, unknown method, bad version", () => {
     for (const input of [
       "GET / HTTP/1.1\nHost: a\r\n\r\n",
@@ -172,8 +179,8 @@ describe("requests", () => {
       "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n",
       "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
-      "FETCH / HTTP/1.1\r\n\r\n",
-      "get / HTTP/1.1\r\n\r\n",
+      "FE@CH / HTTP/1.1\r\n\r\n",
+      "FETCH /\r\n\r\n",
       "GET / HTTP/1.2\r\n\r\n",
       "GET / HTTP/1.1 \r\n\r\n",
       "GET /a b HTTP/1.1\r\n\r\n",
@@ -439,7 +446,7 @@ describe("non-HTTP input and limits", () => {
   });
 
   test("junk that looks like a request start at line starts stays silent while unsynced", () => {
-    const r = parse("request", ["\x00\x01binary\nGET\n", "POST nothing\nHEAD / HTTP/9.9\nGETX / HTTP/1.1\r\n", "ok\nGET /real HTTP/1.1\r\n\r\n"]);
+    const r = parse("request", ["\x00\x01binary\nGET\n", "POST nothing\nHEAD / HTTP/9.9\nG@TX / HTTP/1.1\r\n", "ok\nGET /real HTTP/1.1\r\n\r\n"]);
     expect(r.errors.length).toBe(1);
     expect(r.messages.map((m) => m.target)).toEqual(["/real"]);
     const s = parse("response", ["\x15\x03\x03\x00\x02\x02\x28\nHTTPS\nHello\n", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]);

@@ -24,6 +24,8 @@ export interface ConnSpec {
   remote?: [number, number, number, number];
   remotePort?: number;
   comm?: string;
+  /** SYS_* that opened it; SYS_COUNT = first seen on data (mid-stream) */
+  syscall?: number;
 }
 
 export function connRecord(kind: "open" | "close", c: ConnSpec, tsNs = 1000, sent = 0, recv = 0): Uint8Array {
@@ -38,6 +40,7 @@ export function connRecord(kind: "open" | "close", c: ConnSpec, tsNs = 1000, sen
   dv.setUint16(C.local_port, c.localPort ?? 8080, true);
   dv.setUint16(C.remote_port, c.remotePort ?? 40000, true);
   buf[C.role] = c.role ?? ROLE_SERVER;
+  buf[C.syscall] = c.syscall ?? 0;
   const l = c.local ?? [127, 0, 0, 1];
   const r = c.remote ?? [127, 0, 0, 1];
   buf.set([0xff, 0xff, ...l], C.local_addr + 10);

@@ -38,6 +38,18 @@ export interface ExchangeOptions {
   onExchange: (x: HttpExchange) => void;
   onRequestError: (reason: string) => void;   // caller counts ReqParsingErrors
   onResponseError: (reason: string) => void;  // caller counts ResParsingErrors
+  /**
+   * An upgrade was accepted (101, CONNECT 2xx). Returning sinks hands the bytes after the switch
+   * (per direction, including the rest of the current chunk) to another protocol, and the
+   * exchange that asked for the switch is not emitted: it is that protocol's first exchange
+   * (h2c: stream 1). Returning undefined stops parsing as for a tunnel.
+   */
+  onUpgrade?: (request: HttpMessage, response: HttpMessage) => UpgradeSinks | undefined;
+}
+
+export interface UpgradeSinks {
+  request: (bytes: Uint8Array, tsNs: bigint) => void;
+  response: (bytes: Uint8Array, tsNs: bigint) => void;
 }
 
 export const MAX_PENDING_REQUESTS = 64;
@@ -50,6 +62,7 @@ interface Slot {
   response: HttpMessage | undefined;
   abandoned: boolean;               // its response was judged lost
   suspect: boolean;                 // pairing may be wrong because of a loss
+  handedOff: boolean;               // became another protocol's first exchange
 }
 
 export class Http1Connection {
@@ -129,7 +142,7 @@ export class Http1Connection {
 
   private requestHead(m: HttpMessage): void {
     if (this.slots.length >= MAX_PENDING_REQUESTS) this.evictOldest();
-    this.slots.push({ request: m, done: false, response: undefined, abandoned: false, suspect: this.suspectNext });
+    this.slots.push({ request: m, done: false, response: undefined, abandoned: false, suspect: this.suspectNext, handedOff: false });
     this.suspectNext = false;
   }
 
@@ -159,8 +172,15 @@ export class Http1Connection {
     if (res === undefined) return;
     if (res.upgrade) {
       this.isUpgraded = true;
-      this.req.stop();
-      this.res.stop();
+      const sinks = this.opts.onUpgrade?.(slot.request, res);
+      if (sinks) {
+        slot.handedOff = true;
+        this.req.handOver(sinks.request);
+        this.res.handOver(sinks.response);
+      } else {
+        this.req.stop();
+        this.res.stop();
+      }
     } else if (slot.done && slot.request.upgrade) {
       this.req.resume();
     }
@@ -178,6 +198,7 @@ export class Http1Connection {
   }
 
   private emit(s: Slot): void {
+    if (s.handedOff) return;
     const response = s.response;
     this.opts.onExchange({
       request: s.request,

@@ -46,6 +46,9 @@ export interface HttpMessage {
   body: Uint8Array;        // captured part of the decoded body, at most bodyMaxSize, empty when keepBody said no
   bodySize: number;        // real decoded body size, counting uncaptured (gap) bytes too
   bodyTruncated: boolean;  // body.length < bodySize
+  /** false when bodySize counts bytes of a gap over chunk framing: the decoded size is then
+   * not computable and bodySize is an upper bound (the framing of the uncaptured chunks). */
+  bodySizeExact: boolean;
   partial: boolean;        // a gap of LOST bytes fell inside this message (or it was cut by close)
   /**
    * Responses: 101, or 2xx to CONNECT, was accepted; the parser stopped after this message.
@@ -75,8 +78,9 @@ export interface ParserOptions {
 export const HEAD_MAX_SIZE = 64 * 1024;
 /** Bytes held while a request parser waits for the verdict on an upgrade; beyond this it stops. */
 const HELD_MAX_SIZE = 64 * 1024;
-/** Longest known method is UNSUBSCRIBE (11 bytes). */
-const METHOD_MAX_LEN = 11;
+/** Longest method token accepted. Known methods are at most 11 bytes (UNSUBSCRIBE); any RFC 9110
+ * token is a valid method, and odd ones are what an API security product must see. */
+const METHOD_MAX_LEN = 32;
 
 const CR = 13, LF = 10, SP = 32, HT = 9, COLON = 58, SEMI = 59, EQ = 61, DQUOTE = 34, BSLASH = 92;
 
@@ -193,6 +197,7 @@ export class Http1Parser {
 
   // --- the message being parsed
   private method = "";
+  private oddMethod = false;       // a token outside the known method list
   private target = "";
   private version = "";
   private status = 0;
@@ -223,6 +228,7 @@ export class Http1Parser {
   private bodyCap = 0;             // capture limit for this message (0 when not kept)
   private bodyTarget = -1;         // capture size when the body length is known, else -1
   private bodySize = 0;
+  private sizeEstimated = false;   // bodySize includes chunk framing inside a gap
 
   // --- resynchronisation
   private unsynced = false;        // since the last error no message has completed
@@ -231,6 +237,7 @@ export class Http1Parser {
   private held: Held[] = [];
   private heldBytes = 0;
   private h2 = false;
+  private rest: ((bytes: Uint8Array, tsNs: bigint) => void) | undefined = undefined;
 
   constructor(kind: "request" | "response", opts: ParserOptions) {
     this.isRequest = kind === "request";
@@ -319,6 +326,17 @@ export class Http1Parser {
     }
   }
 
+  /**
+   * Accepted upgrade to a protocol that is parsed elsewhere (h2c): bytes held while paused, and
+   * the rest of the chunk being parsed, go to `sink` instead of being dropped.
+   */
+  handOver(sink: (bytes: Uint8Array, tsNs: bigint) => void): void {
+    const held = this.held;
+    this.stop();
+    this.rest = sink;
+    for (const h of held) if (h.data) sink(h.data, h.ts);
+  }
+
   /** Stop parsing for good (accepted upgrade); held bytes are dropped. */
   stop(): void {
     this.mode = M_STOPPED;
@@ -342,7 +360,9 @@ export class Http1Parser {
         case M_CLOSED: i = this.closed(chunk, i, end); break;
         case M_DISCARD: i = this.discard(chunk, i, end); break;
         case M_PAUSED: this.hold(chunk.slice(i, end), 0, false, tsNs); i = end; break;
-        default: i = end; // M_STOPPED
+        default: // M_STOPPED
+          if (this.rest !== undefined && i < end) this.rest(chunk.subarray(i, end), tsNs);
+          i = end;
       }
     }
   }
@@ -493,14 +513,14 @@ export class Http1Parser {
       switch (hs) {
         case H_METHOD: {
           const s = this.tok;
-          while (i < stop && METHOD_CHAR[src[i]] === 1) i++;
+          while (i < stop && TCHAR[src[i]] === 1) i++;
           if (i - s > METHOD_MAX_LEN) { this.fail("invalid method"); return i; }
           if (i === stop) break;
           if (src[i] !== SP || i === s) { this.fail("invalid method"); return i; }
           const m = latin1Slice.call(src, s, i);
-          if (!HTTP_METHODS.has(m)) { this.fail(`unknown method ${m}`); return i; }
           if (m === "PRI") { this.http2Preface(); return end; }
           this.method = m;
+          this.oddMethod = !HTTP_METHODS.has(m);
           i++;
           hs = H_URL_START;
           break;
@@ -523,6 +543,8 @@ export class Http1Parser {
             this.target = latin1Slice.call(src, this.tok, i);
             hs = H_PROTO_START;
           } else if (c === CR) {
+            // HTTP/0.9 style (no version) only for known methods: "word word" lines are not requests.
+            if (this.oddMethod) { this.fail(`unknown method ${this.method} without an HTTP version`); return i; }
             this.target = latin1Slice.call(src, this.tok, i);
             this.version = "0.9";
             hs = H_LINE_LF;
@@ -792,6 +814,7 @@ export class Http1Parser {
       body: EMPTY,
       bodySize: 0,
       bodyTruncated: false,
+      bodySizeExact: true,
       partial: false,
       upgrade: false,
       firstByteNs: this.firstNs,
@@ -1050,6 +1073,7 @@ export class Http1Parser {
         }
         // Chunk framing is lost: emit what we have, the end of the message is unknowable.
         this.bodyGap(n, lost);
+        this.sizeEstimated = true;
         this.complete(false);
         this.gapAfterMessage(0, lost);
         return;
@@ -1076,6 +1100,7 @@ export class Http1Parser {
     m.body = body;
     m.bodySize = this.bodySize;
     m.bodyTruncated = body.length < this.bodySize;
+    m.bodySizeExact = !this.sizeEstimated;
     m.partial = this.partial || cut;
     m.lastByteNs = this.lastNs;
     m.trailers = this.trailers;
@@ -1091,6 +1116,7 @@ export class Http1Parser {
     this.releaseHeadBuf();
     this.msg = null;
     this.method = this.target = this.version = this.reason = "";
+    this.oddMethod = false;
     this.status = 0;
     this.headers = [];
     this.trailers = [];
@@ -1105,6 +1131,7 @@ export class Http1Parser {
     this.headLen = 0;
     this.body = EMPTY;
     this.bodyLen = this.bodyCap = this.bodySize = 0;
+    this.sizeEstimated = false;
     this.bodyTarget = -1;
   }
 }

@@ -1,0 +1,99 @@
+/**
+ * Protocol detection on a connection's first application bytes. Called at the start of a
+ * syscall's bytes (a message or frame boundary is only plausible there) until it decides.
+ *
+ * - "http2": the client connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").
+ * - "http1": a request line (token SP target SP HTTP/x.y) from the client, or a status line
+ *   ("HTTP/x.y NNN") from the server.
+ * - "tls": a TLS record header (handshake, alert or application data; version 3.x).
+ * - "unknown": none of these (a database, Redis, a binary protocol).
+ * - "more": the bytes so far are a prefix of a possible match; wait for more.
+ */
+import type { Sender } from "./session.ts";
+
+export type Detected = "http1" | "http2" | "tls" | "unknown" | "more";
+
+export const HTTP2_PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** RFC 9110 tchar. */
+const TCHAR = new Uint8Array(256);
+for (let c = 0; c < 256; c++) {
+  const alnum = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+  TCHAR[c] = alnum || "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c)) ? 1 : 0;
+}
+
+/** Longest method token considered (real ones are ≤ 16; odd ones are what security wants). */
+const METHOD_MAX = 32;
+/** How far into the first bytes the request line's " HTTP/" must be found. */
+const REQUEST_LINE_MAX = 8192;
+
+const HTTP_SLASH = [72, 84, 84, 80, 47]; // "HTTP/"
+
+function prefixOf(bytes: Uint8Array, of: ArrayLike<number>, at = 0): "yes" | "no" | "short" {
+  const n = Math.min(bytes.length - at, of.length);
+  for (let i = 0; i < n; i++) if (bytes[at + i] !== of[i]) return "no";
+  return n < of.length ? "short" : "yes";
+}
+
+function tls(bytes: Uint8Array): Detected | undefined {
+  const t = bytes[0];
+  if (t !== 0x16 && t !== 0x17 && t !== 0x15) return undefined;
+  if (bytes.length < 3) return "more";
+  return bytes[1] === 3 && bytes[2]! <= 4 ? "tls" : undefined;
+}
+
+/** "HTTP/d.d SP ddd" */
+function statusLine(bytes: Uint8Array): Detected {
+  const p = prefixOf(bytes, HTTP_SLASH);
+  if (p !== "yes") return p === "short" ? "more" : "unknown";
+  const shape = [-1, 46, -1, 32, -2, -2, -2]; // digit . digit SP 3 digits
+  for (let k = 0; k < shape.length; k++) {
+    const c = bytes[5 + k];
+    if (c === undefined) return "more";
+    const want = shape[k]!;
+    const digit = c >= 48 && c <= 57;
+    if (want < 0 ? !digit : c !== want) return "unknown";
+  }
+  return "http1";
+}
+
+/** "token SP target SP HTTP/" within the first line. */
+function requestLine(bytes: Uint8Array): Detected {
+  let i = 0;
+  while (i < bytes.length && i <= METHOD_MAX && TCHAR[bytes[i]!] === 1) i++;
+  if (i === bytes.length) return i <= METHOD_MAX ? "more" : "unknown";
+  if (i === 0 || i > METHOD_MAX || bytes[i] !== 32) return "unknown";
+  const lineEnd = Math.min(bytes.length, REQUEST_LINE_MAX);
+  let sp = -1;
+  for (let k = i + 1; k < lineEnd; k++) {
+    const c = bytes[k]!;
+    if (c === 32) sp = k;
+    else if (c === 13 || c === 10) {
+      // HTTP/0.9-style "GET /\r\n" has no version; accept only a plausible target then.
+      if (sp < 0) return bytes[i + 1] === 47 ? "http1" : "unknown";
+      break;
+    } else if (c < 32 || c === 127) return "unknown";
+  }
+  if (sp < 0) return lineEnd < REQUEST_LINE_MAX ? "more" : "unknown";
+  const p = prefixOf(bytes, HTTP_SLASH, sp + 1);
+  return p === "yes" ? "http1" : p === "short" ? "more" : "unknown";
+}
+
+/**
+ * Decides what the first bytes from `from` are. `from` is undefined when the connection's role
+ * is not known (then both request and status lines are tried).
+ */
+export function detect(bytes: Uint8Array, from: Sender | undefined): Detected {
+  if (bytes.length === 0) return "more";
+  const t = tls(bytes);
+  if (t) return t;
+  if (from !== "server") {
+    const p = prefixOf(bytes, HTTP2_PREFACE);
+    if (p === "yes") return "http2";
+    if (p === "short") return "more";
+  }
+  if (from === "server") return statusLine(bytes);
+  const r = requestLine(bytes);
+  if (r !== "unknown" || from === "client") return r;
+  return statusLine(bytes);
+}

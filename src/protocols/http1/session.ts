@@ -1,0 +1,117 @@
+/**
+ * HTTP/1.x behind the protocol seam: bytes from the client are requests, bytes from the server
+ * responses (Http1Connection pairs them), and each pair becomes an Http1Exchange. A `101
+ * Switching Protocols` to `h2c` hands the connection to HTTP/2, with the upgrade request as its
+ * stream 1 and the bytes after the switch.
+ */
+import type { Attributes } from "../../spans/span.ts";
+import { headerValue, REQ_HEADER, RES_HEADER, spanName, splitTarget, writeBody, writeHeaders, writeMethod, writeTarget } from "../http-attributes.ts";
+import type { Exchange, ProtocolSession, Sender, SessionEnv } from "../session.ts";
+import { Http1Connection, type HttpExchange, type UpgradeSinks } from "./exchange.ts";
+import type { HttpMessage } from "./parser.ts";
+
+export class Http1Exchange implements Exchange {
+  readonly protocol = "http1" as const;
+  readonly startNs: bigint;
+  readonly endNs: bigint;
+  readonly partial: boolean;
+  readonly responseMissing: boolean;
+  readonly authority: string | undefined;
+  readonly traceparent: string | undefined;
+  private readonly path: string;
+
+  constructor(readonly x: HttpExchange) {
+    const req = x.request;
+    this.startNs = req.firstByteNs;
+    this.endNs = x.response ? x.response.lastByteNs : req.lastByteNs;
+    this.partial = x.partial;
+    this.responseMissing = x.response === undefined;
+    const t = splitTarget(req.target);
+    this.path = t.path;
+    this.authority = t.host ?? headerValue(req.headers, "host");
+    this.traceparent = headerValue(req.headers, "traceparent");
+  }
+
+  get name(): string {
+    return spanName(this.x.request.method, this.path);
+  }
+
+  isError(client: boolean): boolean {
+    const s = this.x.response?.status ?? 0;
+    return client ? s >= 400 : s >= 500;
+  }
+
+  writeAttributes(attrs: Attributes): void {
+    const req = this.x.request;
+    const res = this.x.response;
+    writeMethod(attrs, req.method);
+    writeTarget(attrs, req.target);
+    if (res) attrs["http.response.status_code"] = res.status;
+    attrs["network.protocol.version"] = req.version;
+    writeHeaders(attrs, REQ_HEADER, req.headers);
+    if (res) writeHeaders(attrs, RES_HEADER, res.headers);
+    const ua = headerValue(req.headers, "user-agent");
+    if (ua !== undefined) attrs["user_agent.original"] = ua;
+    writeBody(attrs, "http.request", req.body, req.bodySize, req.bodyTruncated, req.bodySizeExact);
+    if (res) {
+      writeBody(attrs, "http.response", res.body, res.bodySize, res.bodyTruncated, res.bodySizeExact);
+    }
+  }
+}
+
+/** Decodes the base64url HTTP2-Settings header of an h2c upgrade request. */
+function http2Settings(m: HttpMessage): Uint8Array | undefined {
+  const v = headerValue(m.headers, "http2-settings");
+  if (v === undefined) return undefined;
+  try {
+    return new Uint8Array(Buffer.from(v.trim(), "base64url"));
+  } catch {
+    return undefined;
+  }
+}
+
+function upgradesTo(m: HttpMessage, token: string): boolean {
+  const v = headerValue(m.headers, "upgrade");
+  return v !== undefined && v.toLowerCase().split(",").some((p) => p.trim() === token);
+}
+
+export class Http1Session implements ProtocolSession {
+  readonly protocol = "http1" as const;
+  private readonly http: Http1Connection;
+
+  constructor(private readonly env: SessionEnv) {
+    this.http = new Http1Connection({
+      bodyMaxSize: env.bodyMaxSize,
+      keepBody: (ct) => env.keepBody(ct),
+      onExchange: (x) => env.emit(new Http1Exchange(x)),
+      onRequestError: (r) => env.error("client", r),
+      onResponseError: (r) => env.error("server", r),
+      onUpgrade: (req, res) => this.upgrade(req, res),
+    });
+  }
+
+  private upgrade(req: HttpMessage, res: HttpMessage): UpgradeSinks | undefined {
+    if (res.status !== 101 || !upgradesTo(req, "h2c") || !upgradesTo(res, "h2c")) return undefined;
+    const next = this.env.handoff("http2", {
+      upgradeRequest: { method: req.method, target: req.target, headers: req.headers, startNs: req.firstByteNs, endNs: req.lastByteNs },
+      settings: http2Settings(req),
+    });
+    return {
+      request: (b, ts) => next.data("client", b, ts, true),
+      response: (b, ts) => next.data("server", b, ts, true),
+    };
+  }
+
+  data(from: Sender, bytes: Uint8Array, tsNs: bigint): void {
+    if (from === "client") this.http.request(bytes, tsNs);
+    else this.http.response(bytes, tsNs);
+  }
+
+  gap(from: Sender, n: number, tsNs: bigint, lost: boolean): void {
+    this.http.gap(from === "client" ? "request" : "response", n, tsNs, lost);
+  }
+
+  close(tsNs: bigint): void {
+    this.http.close(tsNs);
+  }
+}
