@@ -92,6 +92,31 @@ describe("spool file format", () => {
   });
 });
 
+describe("spool writes off the event loop", () => {
+  test("append returns at once; the batch is served from memory until its file is durable, then from disk", async () => {
+    const dir = newDir();
+    const events = { dropped: 0 };
+    const sp = new Spool(dir, 1 << 20, capture().logger, { dropped: (n) => { events.dropped += n; }, corrupt() {} });
+    sp.open();
+    const b: EncodedBatch = { seq: 7, spans: 3, body: new Uint8Array([1, 2, 3, 4]), encoding: "protobuf", gzip: true, createdMs: 1 };
+    expect(sp.append(b)).toBe(true);
+    const e = sp.head()!;
+    expect(sp.read(e)).toBe(b); // not yet on disk: no read from a half-written file
+    await sp.flushWrites();
+    expect(spoolFiles(dir)).toEqual([spoolFileName(7)]);
+    const again = new Spool(dir, 1 << 20, capture().logger, { dropped() {}, corrupt() {} });
+    again.open();
+    expect(again.read(again.head()!)?.body).toEqual(b.body);
+    // removed while being written: the file does not outlive the write
+    const b2 = { ...b, seq: 8 } as EncodedBatch;
+    sp.append(b2);
+    sp.remove(sp.entries.find((x) => x.seq === 8)!);
+    await sp.flushWrites();
+    expect(spoolFiles(dir)).toEqual([spoolFileName(7)]);
+    expect(events.dropped).toBe(0);
+  });
+});
+
 describe("collector down", () => {
   test("down for ~2.5 s while spans flow: every span arrives exactly once and in order", async () => {
     const dir = newDir();

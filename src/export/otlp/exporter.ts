@@ -188,6 +188,7 @@ export class OtlpExporter implements SpanSink {
       else this.toSpool(f.batch);
     }
     this.spoolQueue();
+    await this.spool.flushWrites();
     await this.transport.destroy();
     this.log.info("otlp exporter stopped", { ...this.stats() });
   }

@@ -11,7 +11,8 @@
  * old state or a complete file. A file whose size, magic or checksum is wrong is logged and
  * deleted, never sent. Bounded by `maxBytes` (file sizes): the oldest batches are dropped first.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { promises as fsp } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { TracerError } from "../../errors.ts";
 import type { Logger } from "../../log/log.ts";
@@ -29,6 +30,10 @@ export interface SpoolEntry {
   path: string;
   /** being sent: not dropped by the bound, not handed out again */
   inFlight: boolean;
+  /** the batch itself while its file is still being written (read() serves it from memory) */
+  pending?: EncodedBatch;
+  /** removed while its write was in progress: the file is deleted once written */
+  removed?: boolean;
 }
 
 export interface SpoolEvents {
@@ -183,14 +188,36 @@ export class Spool {
       return false;
     }
     const path = join(this.dir, spoolFileName(b.seq));
-    try {
-      writeDurably(this.dir, path, encodeSpoolFile(b));
-    } catch (e) {
-      this.log.error("spool: cannot write batch", { file: path, error: (e as NodeJS.ErrnoException).code ?? String(e), spans: b.spans });
-      return false;
-    }
-    this.insert({ seq: b.seq, spans: b.spans, bytes: size, path, inFlight: false });
+    const entry: SpoolEntry = { seq: b.seq, spans: b.spans, bytes: size, path, inFlight: false, pending: b };
+    this.insert(entry);
+    // The durable write (two fsyncs) runs on the thread pool, one file at a time, so the event
+    // loop that drains the ring never waits for the disk. Until it is written the batch is
+    // served from memory; shutdown waits for the chain (flushWrites).
+    this.writes = this.writes.then(() => this.writeEntry(entry, b));
     return true;
+  }
+
+  private writes: Promise<void> = Promise.resolve();
+
+  private async writeEntry(e: SpoolEntry, b: EncodedBatch): Promise<void> {
+    if (e.removed) return;
+    try {
+      await writeDurablyAsync(this.dir, e.path, encodeSpoolFile(b));
+    } catch (err) {
+      this.log.error("spool: cannot write batch", { file: e.path, error: (err as NodeJS.ErrnoException).code ?? String(err), spans: b.spans });
+      if (!e.removed) {
+        this.forget(e);
+        this.events.dropped(e.spans);
+      }
+      return;
+    }
+    e.pending = undefined;
+    if (e.removed) this.unlinkQuietly(e.path);
+  }
+
+  /** Resolves when every batch appended so far is on disk (or failed and was counted). */
+  flushWrites(): Promise<void> {
+    return this.writes;
   }
 
   /** Drops the oldest batches until `size` fits; false when the new batch (seq) is itself the oldest. */
@@ -217,6 +244,7 @@ export class Spool {
 
   /** Reads and verifies an entry; a bad file is logged, deleted and undefined returned. */
   read(e: SpoolEntry): EncodedBatch | undefined {
+    if (e.pending) return e.pending;
     let file: Buffer;
     try {
       file = readFileSync(e.path);
@@ -244,7 +272,8 @@ export class Spool {
   /** Deletes an entry's file (sent, or dropped by the caller). */
   remove(e: SpoolEntry): void {
     this.forget(e);
-    this.unlinkQuietly(e.path);
+    if (e.pending) e.removed = true;
+    else this.unlinkQuietly(e.path);
   }
 
   private unlinkQuietly(path: string): void {
@@ -256,24 +285,24 @@ export class Spool {
   }
 }
 
-/** temp file + fsync + rename + directory fsync */
-export function writeDurably(dir: string, path: string, data: Uint8Array): void {
+/** temp file + fsync + rename + directory fsync, off the event loop */
+export async function writeDurablyAsync(dir: string, path: string, data: Uint8Array): Promise<void> {
   const tmp = join(dir, `.${path.slice(dir.length + 1)}.tmp`);
-  const fd = openSync(tmp, "w", 0o600);
+  const fh = await fsp.open(tmp, "w", 0o600);
   try {
     let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
+    while (off < data.length) off += (await fh.write(data, off, data.length - off)).bytesWritten;
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
-  renameSync(tmp, path);
+  await fsp.rename(tmp, path);
   try {
-    const dfd = openSync(dir, "r");
+    const dh = await fsp.open(dir, "r");
     try {
-      fsyncSync(dfd);
+      await dh.sync();
     } finally {
-      closeSync(dfd);
+      await dh.close();
     }
   } catch {
     // some filesystems refuse directory fsync; the rename is still atomic
