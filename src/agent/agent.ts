@@ -36,6 +36,7 @@ export class Agent {
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private gcTimer: ReturnType<typeof setInterval> | undefined;
+  private rescanTimer: ReturnType<typeof setInterval> | undefined;
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
@@ -105,10 +106,12 @@ export class Agent {
       clock.refresh();
     }, 30_000);
     if (cfg.stats_interval > 0) agent.statsTimer = setInterval(() => agent!.logStats(), cfg.stats_interval);
-    // Under load the pipeline makes short-lived garbage fast; JSC's own heuristics let the heap
-    // grow to several times the live set before collecting. An asynchronous collection every
-    // second keeps resident memory near the live set for a few ms of CPU per second.
-    agent.gcTimer = setInterval(() => Bun.gc(true), 1000);
+    // Under load the pipeline makes short-lived garbage fast and JSC's heuristics let the heap
+    // grow to several times the live set. A collection is requested every second, but an
+    // asynchronous one (Bun.gc(false): JSC collects concurrently and finishes on its own), so
+    // the thread that drains the ring is never stopped for a full synchronous collection.
+    agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
+    agent.scheduleRescan();
     return agent;
   }
 
@@ -141,7 +144,15 @@ export class Agent {
     this.selector.apply(compileRules(cfg, this.opts.extraTargets));
     clearInterval(this.statsTimer);
     if (cfg.stats_interval > 0) this.statsTimer = setInterval(() => this.logStats(), cfg.stats_interval);
+    this.scheduleRescan();
     log.info("config reloaded", { file: cfg.source, selected: this.selector.selected().length });
+  }
+
+  /** proc_fs_scan_period_in_sec: a periodic /proc rescan as a safety net (0 = off). */
+  private scheduleRescan(): void {
+    clearInterval(this.rescanTimer);
+    const s = this.cfg.proc_fs_scan_period_in_sec;
+    if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
   }
 
   get currentConfig(): Config {
@@ -214,6 +225,7 @@ export class Agent {
     clearInterval(this.statsTimer);
     clearInterval(this.sweepTimer);
     clearInterval(this.gcTimer);
+    clearInterval(this.rescanTimer);
     this.drainNow();
     this.finalKernelCounters = this.kernel.counters();
     this.kernel.close();

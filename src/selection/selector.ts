@@ -1,7 +1,8 @@
 /**
  * Applies selection rules to the kernel filter and keeps it right as processes come and go:
- * one /proc scan at start (and on reload), then exec/fork/exit/listen events from BPF — no
- * periodic rescans. Every decision is logged once per process.
+ * one /proc scan at start (and on reload), then exec/fork/exit/listen events from BPF, plus an
+ * optional safety-net rescan every proc_fs_scan_period_in_sec (0 = never). Every decision is
+ * logged once per process.
  */
 import { descendants, listeningPortsByPid, readProc, scanProcs, type ProcInfo } from "./procfs.ts";
 import { CGROUP_ROOT, CgroupPaths, cgroupId, isCgroupV2, walkCgroups, containerIdOf, systemdUnitOf } from "./cgroups.ts";
@@ -68,6 +69,12 @@ export class Selector {
       notifyListen: needs.listenEvents,
     });
     this.applyPids(rules, needs.listenEvents);
+  }
+
+  /** The safety net: the same /proc scan as at start, for what events could have missed (a
+   * full ring, pid reuse); cheap diff against the kernel map, only changes are written. */
+  rescan(): void {
+    if (this.rules) this.applyPids(this.rules, kernelNeeds(this.rules).listenEvents);
   }
 
   private applyExeNames(rules: Rules): void {
