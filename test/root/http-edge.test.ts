@@ -229,6 +229,38 @@ describe.skipIf(!!SKIP)("HTTP/1 edge cases: capture limits and stream reassembly
     expect(spans[1]!.attributes["ebpf.partial"]).toBeUndefined();
   });
 
+  test("a chunked body larger than the capture cap: its size is exact, or flagged as an estimate — never silently off", async () => {
+    const { server, tracer } = await nodeAndTracer();
+    const size = 204_811;
+    const base = `http://127.0.0.1:${server.port}`;
+    curlOk(["-o", "/dev/null", `${base}/bigchunked?n=${size}&k=9`, "--next", `${base}/json?after=chunked`]);
+    const spans = await spansOn(tracer, server.port, 2);
+    const a = spans[0]!.attributes;
+    expect(a["url.path"]).toBe("/bigchunked");
+    expect(a["http.response.header.transfer-encoding"]).toBe("chunked");
+    const reported = a["http.response.body.size"] as number;
+    if (a["http.response.body.size_estimated"] === true) expect(reported).toBeGreaterThan(size);
+    else expect(reported).toBe(size);
+    expect(a["http.response.body.truncated"]).toBe(true);
+    expect(spans[1]!.attributes["url.path"]).toBe("/json");
+  });
+
+  test("an odd method (any RFC 9110 token) becomes a span: _OTHER with the original kept", async () => {
+    const { server, tracer } = await nodeAndTracer();
+    // Node refuses methods outside llhttp's list with 400 and closes: the span must still exist.
+    const x = await rawExchange("127.0.0.1", server.port, new TextEncoder().encode("MOOO /json?odd=1 HTTP/1.1\r\nHost: odd.test\r\n\r\n"), () => false);
+    expect(x.got).toStartWith("HTTP/1.1 400");
+    const [s] = await spansOn(tracer, server.port, 1);
+    expect(s!.name).toBe("HTTP /json");
+    expect(s!.attributes).toMatchObject({
+      "http.request.method": "_OTHER",
+      "http.request.method_original": "MOOO",
+      "url.path": "/json",
+      "url.query": "odd=1",
+      "http.response.status_code": 400,
+    });
+  });
+
   test("a request head written in three pieces is reassembled into one span", async () => {
     const { server, tracer } = await nodeAndTracer();
     const pieces = ["GET /json?sp", "lit=3 HTTP/1.1\r\nHo", "st: split.test\r\nX-Trace-Me: yes\r\n\r\n"];

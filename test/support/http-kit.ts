@@ -16,6 +16,7 @@ import type { SpanJson } from "./tracer.ts";
  * - GET  /status/NNN        status NNN, text/plain "status NNN" (no body for 204/304)
  * - GET  /etag              200 with ETag "v1", or 304 when If-None-Match is "v1"
  * - GET  /big?n=N           200 application/json, a JSON document of exactly N bytes written with one res.end()
+ * - GET  /bigchunked?n=N&k=K 200 application/json, the same document as K chunks written at once (chunked)
  * Anything else: 404 text/plain "not found".
  */
 /** A JSON document of exactly `size` bytes (>= 11) whose content changes along its length. */
@@ -73,6 +74,18 @@ function route(req, res, body) {
     return send(res, 200, "application/json", '{"version":1}', { ETag: '"v1"' });
   }
   if (p === "/big") return send(res, 200, "application/json", jsonOfSize(Number(u.searchParams.get("n"))));
+  if (p === "/bigchunked") {
+    // one document of exactly n bytes, sent as k chunks in one go (the writes coalesce into
+    // large socket writes whose chunk framing falls past the per-call capture cap)
+    const doc = jsonOfSize(Number(u.searchParams.get("n")));
+    const k = Number(u.searchParams.get("k") || "8");
+    res.writeHead(200, { "Content-Type": "application/json" });
+    const step = Math.ceil(doc.length / k);
+    res.cork();
+    for (let o = 0; o < doc.length; o += step) res.write(doc.slice(o, o + step));
+    res.end();
+    return;
+  }
   send(res, 404, "text/plain", "not found");
 }
 ${jsonOfSizeSource}
