@@ -37,6 +37,8 @@ export class PipelineCounters {
   UnsupportedProtocolConnections = 0;
   /** connections that turned out to carry TLS records */
   TlsConnections = 0;
+  /** connections dropped without a close event (table full, idle): their pending exchanges are emitted flagged */
+  ConnectionsEndedWithoutClose = 0;
 }
 
 export interface PipelineOptions {
@@ -68,7 +70,12 @@ export class Pipeline {
   private keepBody: (ct: string | undefined) => boolean;
 
   constructor(private opts: PipelineOptions, private sink: SpanSink) {
-    this.conns = new ConnectionTable(opts.maxConnections);
+    // A connection dropped without its close (table full, idle past the timeout) still ends
+    // its session: waiting requests become spans flagged ebpf.response.missing / partial.
+    this.conns = new ConnectionTable(opts.maxConnections, undefined, (c) => {
+      this.counters.ConnectionsEndedWithoutClose++;
+      c.session?.close(process.hrtime.bigint());
+    });
     this.keepBody = contentTypeAllowed(opts.allowedContentTypes);
   }
 

@@ -221,9 +221,12 @@ export class ConnectionTable {
   private conns = new Map<number, Connection>();
   evicted = 0;
 
+  /** `onDrop` sees every connection dropped without a close event (evicted or idle), so what
+   * it still holds can be emitted flagged instead of vanishing. */
   constructor(
     private readonly maxConnections = 16_384,
     private readonly idleMs = 300_000,
+    private readonly onDrop: (c: Connection) => void = () => {},
   ) {}
 
   get(id: number): Connection | undefined {
@@ -234,9 +237,10 @@ export class ConnectionTable {
     this.conns.set(c.meta.id, c);
     if (this.conns.size > this.maxConnections) {
       // Map iterates in insertion order: the first entry is the oldest connection.
-      const oldest = this.conns.keys().next().value as number;
-      this.conns.delete(oldest);
+      const oldest = this.conns.values().next().value as Connection;
+      this.conns.delete(oldest.meta.id);
       this.evicted++;
+      this.onDrop(oldest);
     }
   }
 
@@ -256,6 +260,7 @@ export class ConnectionTable {
       if (nowMs - c.lastActivityMs > this.idleMs) {
         this.conns.delete(id);
         n++;
+        this.onDrop(c);
       }
     }
     this.evicted += n;

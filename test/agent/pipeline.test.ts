@@ -211,6 +211,17 @@ describe("protocol seam", () => {
   });
 });
 
+describe("connections dropped without a close event", () => {
+  test("an evicted connection's waiting request is emitted, flagged, not lost", () => {
+    const { p, sink } = pipeline({ maxConnections: 1 });
+    p.handle(connRecord("open", { connId: 40, tgid: 50 }));
+    p.handle(dataRecord(40, 50, DIR_RECV, 0, "GET /waiting HTTP/1.1\r\n\r\n"));
+    p.handle(connRecord("open", { connId: 41, tgid: 50 }));
+    expect(sink.spans.map((s) => [s.name, s.attributes["ebpf.response.missing"], s.attributes["ebpf.partial"]])).toEqual([["GET /waiting", true, true]]);
+    expect(p.counters.ConnectionsEndedWithoutClose).toBe(1);
+  });
+});
+
 describe("unix sockets of unknown origin", () => {
   test("a first-seen Unix socket (socketpair, inherited stdio) is left alone", () => {
     const ignored: number[] = [];
