@@ -5,7 +5,7 @@
  * stream 1 and the bytes after the switch.
  */
 import type { Attributes } from "../../spans/span.ts";
-import { headerValue, REQ_HEADER, RES_HEADER, spanName, splitTarget, writeBody, writeHeaders, writeMethod, writeTarget } from "../http-attributes.ts";
+import { headerValue, REQ_HEADER, RES_HEADER, spanName, splitTarget, writeBody, writeHeaders, writeMethod } from "../http-attributes.ts";
 import type { Exchange, ProtocolSession, Sender, SessionEnv } from "../session.ts";
 import { Http1Connection, type HttpExchange, type UpgradeSinks } from "./exchange.ts";
 import type { HttpMessage } from "./parser.ts";
@@ -19,6 +19,8 @@ export class Http1Exchange implements Exchange {
   readonly authority: string | undefined;
   readonly traceparent: string | undefined;
   private readonly path: string;
+  private readonly query: string;
+  private readonly userAgent: string | undefined;
 
   constructor(readonly x: HttpExchange) {
     const req = x.request;
@@ -28,8 +30,19 @@ export class Http1Exchange implements Exchange {
     this.responseMissing = x.response === undefined;
     const t = splitTarget(req.target);
     this.path = t.path;
-    this.authority = t.host ?? headerValue(req.headers, "host");
-    this.traceparent = headerValue(req.headers, "traceparent");
+    this.query = t.query;
+    // One pass over the headers for the three the span needs by name.
+    let host: string | undefined, tp: string | undefined, ua: string | undefined;
+    const hs = req.headers;
+    for (let i = 0; i < hs.length; i++) {
+      const n = hs[i]![0];
+      if (n.length === 4) { if (host === undefined && n.toLowerCase() === "host") host = hs[i]![1]; }
+      else if (n.length === 10) { if (ua === undefined && n.toLowerCase() === "user-agent") ua = hs[i]![1]; }
+      else if (n.length === 11) { if (tp === undefined && n.toLowerCase() === "traceparent") tp = hs[i]![1]; }
+    }
+    this.authority = t.host ?? host;
+    this.traceparent = tp;
+    this.userAgent = ua;
   }
 
   get name(): string {
@@ -45,13 +58,13 @@ export class Http1Exchange implements Exchange {
     const req = this.x.request;
     const res = this.x.response;
     writeMethod(attrs, req.method);
-    writeTarget(attrs, req.target);
+    attrs["url.path"] = this.path;
+    if (this.query) attrs["url.query"] = this.query;
     if (res) attrs["http.response.status_code"] = res.status;
     attrs["network.protocol.version"] = req.version;
     writeHeaders(attrs, REQ_HEADER, req.headers);
     if (res) writeHeaders(attrs, RES_HEADER, res.headers);
-    const ua = headerValue(req.headers, "user-agent");
-    if (ua !== undefined) attrs["user_agent.original"] = ua;
+    if (this.userAgent !== undefined) attrs["user_agent.original"] = this.userAgent;
     writeBody(attrs, "http.request", req.body, req.bodySize, req.bodyTruncated, req.bodySizeExact);
     if (res) {
       writeBody(attrs, "http.response", res.body, res.bodySize, res.bodyTruncated, res.bodySizeExact);
