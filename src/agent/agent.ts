@@ -11,6 +11,7 @@ import { Selector } from "../selection/selector.ts";
 import { compileRules } from "../selection/rules.ts";
 import type { Target } from "../config/config.ts";
 import { MonoClock } from "./clock.ts";
+import { OverheadBudget, selfUsage } from "./budget.ts";
 import { ROLE_CLIENT, ROLE_SERVER } from "../kernel/event-layout.ts";
 import { log } from "../log/log.ts";
 import type { Config } from "../config/config.ts";
@@ -37,6 +38,8 @@ export class Agent {
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private gcTimer: ReturnType<typeof setInterval> | undefined;
   private rescanTimer: ReturnType<typeof setInterval> | undefined;
+  private budgetTimer: ReturnType<typeof setInterval> | undefined;
+  budget!: OverheadBudget;
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
@@ -68,6 +71,7 @@ export class Agent {
       notifyAllExec: false,
     });
     const clock = new MonoClock();
+    const budget = Agent.makeBudget(cfg);
     const classifier = new SocketClassifier();
     let agent: Agent | undefined;
     const pipeline = new Pipeline(
@@ -84,6 +88,7 @@ export class Agent {
           return true;
         },
         onListen: (e) => agent?.selector.onListen(e),
+        budget,
       },
       opts.sink,
     );
@@ -112,6 +117,12 @@ export class Agent {
     // the thread that drains the ring is never stopped for a full synchronous collection.
     agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
     agent.scheduleRescan();
+    agent.budget = budget;
+    const usage = selfUsage();
+    agent.budgetTimer = setInterval(() => {
+      budget.sample(usage());
+      pipeline.applySampling();
+    }, 1000);
     return agent;
   }
 
@@ -139,6 +150,7 @@ export class Agent {
     }
     this.cfg = cfg;
     this.kernel.setMaxCapturePerCall(cfg.bpf.max_capture_bytes_per_call);
+    this.budget.setLimits({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb });
     this.pipeline.update(Agent.pipelineSettings(cfg, this.clock), sink);
     if (sink) (this.opts as { sink: SpanSink }).sink = sink;
     this.selector.apply(compileRules(cfg, this.opts.extraTargets));
@@ -148,9 +160,18 @@ export class Agent {
     log.info("config reloaded", { file: cfg.source, selected: this.selector.selected().length });
   }
 
+  /** The overhead budget from the config; with no budget and no rate limit it admits everything. */
+  private static makeBudget(cfg: Config): OverheadBudget {
+    return new OverheadBudget({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb }, (ev, ratio, u) => {
+      if (ev === "start") log.warn("over the overhead budget: shedding connections", { samplingRatio: ratio, cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb), budget: cfg.budget });
+      else log.info("back under the overhead budget: capturing every connection", { cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb) });
+    });
+  }
+
   /** proc_fs_scan_period_in_sec: a periodic /proc rescan as a safety net (0 = off). */
   private scheduleRescan(): void {
     clearInterval(this.rescanTimer);
+    clearInterval(this.budgetTimer);
     const s = this.cfg.proc_fs_scan_period_in_sec;
     if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
   }
@@ -208,6 +229,8 @@ export class Agent {
       TruncatedBytes: k.truncatedBytes,
       KprobeEventMaxQueueSizeTillNow: this.queueHighWater,
       TotalEventsDroppedAtEventQueueLimit: k.lost + k.activeFull + k.connFull,
+      SamplingRatio: this.budget.ratio,
+      ShedRequestsEstimated: Math.round(this.budget.total.estimatedRequests),
       ...this.opts.sink.stats(),
     };
   }

@@ -7,6 +7,7 @@ import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent } from "../
 import { Connection, ConnectionTable, type ConnectionMeta } from "../stream/connections.ts";
 import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
 import { Http1Session } from "../protocols/http1/session.ts";
+import type { OverheadBudget } from "./budget.ts";
 import type { Exchange, Handoff, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
@@ -37,6 +38,8 @@ export class PipelineCounters {
   UnsupportedProtocolConnections = 0;
   /** connections that turned out to carry TLS records */
   TlsConnections = 0;
+  /** connections left to the kernel to skip by the overhead budget or a rate limit */
+  ShedConnections = 0;
   /** connections dropped without a close event (table full, idle): their pending exchanges are emitted flagged */
   ConnectionsEndedWithoutClose = 0;
 }
@@ -57,6 +60,8 @@ export interface PipelineOptions {
   onProcessEvent?: (e: ProcEvent) => boolean | void;
   /** a process started listening (only sent while port rules exist) */
   onListen?: (e: ConnEvent) => void;
+  /** the overhead budget and rate limits: decides at a connection's open whether it is captured */
+  budget?: OverheadBudget;
   /** sessions of protocols beyond HTTP/1 (HTTP/2); undefined: that protocol is not captured */
   protocols?: Partial<Record<Exclude<ProtocolName, "http1">, (env: SessionEnv, handoff?: Handoff) => ProtocolSession>>;
 }
@@ -141,7 +146,19 @@ export class Pipeline {
         return;
       }
     }
-    this.procs.get(e.tgid, e.comm);
+    const proc = this.procs.get(e.tgid, e.comm);
+    const budget = this.opts.budget;
+    if (budget) {
+      budget.setRateLimit(e.tgid, proc.maxSpansPerSecond);
+      const ratio = budget.admit(e.tgid);
+      if (ratio === 0) {
+        // Shed whole connections, not events: the kernel skips this one from now on.
+        this.counters.ShedConnections++;
+        this.opts.ignore?.(e.tgid, e.fd);
+        return;
+      }
+      meta.samplingRatio = ratio;
+    }
     // Sockets first seen on data (no accept/connect while we watched) may start mid-message.
     this.conns.add(new Connection(meta, this.hooks, { midstream: e.syscall >= SYS_COUNT }));
   }
@@ -204,7 +221,33 @@ export class Pipeline {
     const span = buildSpan(x, c.meta, proc, this.opts.span);
     if (x.partial) this.counters.PartialSpans++;
     this.counters.SpansEmitted++;
+    this.opts.budget?.spanEmitted(c.meta.tgid, c.meta.samplingRatio ?? 1);
     this.sink.export(span);
+  }
+
+  /**
+   * After the budget lowered a ratio: open connections (keep-alive ones never reopen) are shed
+   * too, so that the share still captured follows the ratio. Connections are dropped whole; what
+   * an exchange in flight had is emitted flagged partial.
+   */
+  applySampling(): void {
+    const budget = this.opts.budget;
+    if (!budget) return;
+    for (const c of [...this.conns.values()]) {
+      const had = c.meta.samplingRatio ?? 1;
+      const now = budget.ratioFor(c.meta.tgid);
+      if (now >= had * 0.8) continue;
+      // keep with probability now/had: the connection was admitted at `had`
+      if (Math.random() < now / had) {
+        c.meta.samplingRatio = now;
+        continue;
+      }
+      this.counters.ShedConnections++;
+      budget.shedOpen(c.meta.tgid);
+      this.opts.ignore?.(c.meta.tgid, c.meta.fd);
+      this.conns.delete(c.meta.id);
+      c.session?.close(process.hrtime.bigint());
+    }
   }
 
   /** Periodic housekeeping: idle connections and exited processes. */

@@ -19,6 +19,7 @@ export interface Target {
   container?: string;
   port?: number;
   pid?: number;
+  max_spans_per_second?: number;
   /** line of the item in the config text, for messages */
   line?: number;
 }
@@ -45,6 +46,7 @@ export interface Config {
   custom_span_attributes: Record<string, string>;
   proc_fs_scan_period_in_sec: number;
   data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
+  budget: { cpu_percent: number; memory_mb: number };
   bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
   enable_tracepoints: boolean;
   max_active_ret_probe: number;
@@ -168,6 +170,14 @@ function readField(spec: FieldSpec, v: unknown, key: string, fail: Fail, lines: 
     case "int": {
       const n = typeof v === "string" && /^\d+$/.test(v) ? Number(v) : v;
       if (typeof n !== "number" || !Number.isInteger(n)) fail(key, `must be a whole number, got ${describe(v)}`);
+      const num = n as number;
+      if (spec.min !== undefined && num < spec.min) fail(key, `must be at least ${spec.min}, got ${num}`);
+      if (spec.max !== undefined && num > spec.max) fail(key, `must be at most ${spec.max}, got ${num}`);
+      return num;
+    }
+    case "number": {
+      const n = typeof v === "string" && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+      if (typeof n !== "number" || !Number.isFinite(n)) fail(key, `must be a number, got ${describe(v)}`);
       const num = n as number;
       if (spec.min !== undefined && num < spec.min) fail(key, `must be at least ${spec.min}, got ${num}`);
       if (spec.max !== undefined && num > spec.max) fail(key, `must be at most ${spec.max}, got ${num}`);

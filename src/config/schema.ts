@@ -9,6 +9,7 @@ export const MODES: readonly Mode[] = ["ingress", "egress", "ingress_and_egress"
 export type FieldSpec =
   | { t: "string"; def?: string }
   | { t: "int"; def?: number; min?: number; max?: number }
+  | { t: "number"; def?: number; min?: number; max?: number }
   | { t: "bool"; def?: boolean }
   | { t: "duration"; def?: number; min?: number } // stored in milliseconds
   | { t: "enum"; values: readonly string[]; def?: string }
@@ -52,6 +53,16 @@ export const SCHEMA: Record<string, FieldSpec> = {
       container: { t: "string" },
       port: { t: "int", min: 1, max: 65535 },
       pid: { t: "int", min: 1 },
+      /** rate limit for this target's processes, enforced by shedding whole connections */
+      max_spans_per_second: { t: "int", min: 1 },
+    },
+  },
+  /** The agent's own overhead budget (0 = none): over it, connections are shed in the kernel. */
+  budget: {
+    t: "object",
+    fields: {
+      cpu_percent: { t: "number", def: 0, min: 0, max: 10_000 },
+      memory_mb: { t: "int", def: 0, min: 0 },
     },
   },
   exclude_processes: { t: "string[]", def: [] },

@@ -14,6 +14,8 @@ export interface ProcessDetails {
   commandLine: string;
   /** service.name chosen by selection for this process, if any */
   serviceName?: string;
+  /** targets[].max_spans_per_second of the target that selected it */
+  maxSpansPerSecond?: number;
   cgroup?: string;
   containerId?: string;
   systemdUnit?: string;

@@ -213,6 +213,7 @@ export class Selector {
     const entry: SelectedProcess = { pid, name: facts.exe ? baseName(facts.exe) : facts.comm, exe: facts.exe, mode: modeName(mode), service };
     const prev = this.logged.get(pid);
     this.registry.setServiceName(pid, service);
+    this.registry.get(pid).maxSpansPerSecond = d.target?.source.max_spans_per_second;
     this.registry.setCgroup(pid, facts.cgroup, containerIdOf(facts.cgroup), systemdUnitOf(facts.cgroup));
     if (prev && prev.mode === entry.mode && prev.service === entry.service) return;
     this.logged.set(pid, entry);

@@ -71,6 +71,7 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
   attrs["traceableai.module.name"] = "ebpf";
   if (x.partial) attrs["ebpf.partial"] = true;
   if (x.responseMissing) attrs["ebpf.response.missing"] = true;
+  attrs["ebpf.sampling.ratio"] = conn.samplingRatio ?? 1;
   for (const k in ctx.customAttributes) attrs[k] = ctx.customAttributes[k]!;
 
   const tp = parseTraceparent(x.traceparent);

@@ -13,6 +13,8 @@ export interface ConnectionMeta {
   comm: string;
   /** The application bytes are TLS plaintext (from uprobes on a TLS library). */
   tls?: boolean;
+  /** Sampling ratio the connection was captured with (overhead budget, rate limits); 1 = all. */
+  samplingRatio?: number;
   /** Which TLS library gave the plaintext ("openssl", "boringssl", "gnutls", "go"). */
   tlsLibrary?: string;
 }

@@ -1,0 +1,174 @@
+/**
+ * The overhead budget: the agent measures what it costs (its own CPU, user + system, as a share
+ * of one core; its resident memory) once a second and, when over budget, sheds load by
+ * CONNECTION — a shed connection is left to the kernel to skip, so its exchanges are captured
+ * whole or not at all. The sampling ratio in force is carried by every span; shed connections
+ * and an estimate of the requests they carried are counted per process.
+ *
+ * Control: multiplicative decrease proportional to the overshoot, gentle increase when well under
+ * budget; the ratio never drops below MIN_RATIO so some traffic is always seen. Per-target rate
+ * limits (targets[].max_spans_per_second) use the same mechanism with a ratio per process.
+ *
+ * Pure apart from the clock and measurement functions, which are injected.
+ */
+
+export const MIN_RATIO = 0.01;
+
+export interface BudgetLimits {
+  /** percent of one core (user + system); 0 = no CPU budget */
+  cpuPercent: number;
+  /** resident set size in MB; 0 = no memory budget */
+  memoryMb: number;
+}
+
+export interface Usage {
+  /** CPU used since the previous sample, percent of one core */
+  cpuPercent: number;
+  rssMb: number;
+}
+
+export interface ShedCounters {
+  connections: number;
+  /** requests not captured, estimated from the captured ones: each span captured at ratio r
+   * stands for 1/r requests (unbiased however many requests a connection carries) */
+  estimatedRequests: number;
+}
+
+/** Deterministic keep/shed for a ratio: keeps exactly ⌊n·ratio⌋ of n decisions in a row. */
+class Stride {
+  private acc = 0;
+  keep(ratio: number): boolean {
+    if (ratio >= 1) return true;
+    this.acc += ratio;
+    if (this.acc >= 1) {
+      this.acc -= 1;
+      return true;
+    }
+    return false;
+  }
+}
+
+interface ProcState {
+  limit: number;       // spans per second; 0 = none
+  ratio: number;       // per-process ratio from the rate limit
+  spans: number;       // spans emitted in the current second
+  stride: Stride;
+  shed: ShedCounters;
+}
+
+export class OverheadBudget {
+  /** ratio in force from the agent-wide budget */
+  ratio = 1;
+  shedding = false;
+  private readonly stride = new Stride();
+  private readonly procs = new Map<number, ProcState>();
+  readonly total: ShedCounters = { connections: 0, estimatedRequests: 0 };
+
+  constructor(
+    private limits: BudgetLimits,
+    private readonly onChange: (event: "start" | "stop", ratio: number, usage: Usage) => void = () => {},
+  ) {}
+
+  setLimits(l: BudgetLimits): void {
+    this.limits = l;
+  }
+
+  setRateLimit(tgid: number, spansPerSecond: number | undefined): void {
+    const limit = spansPerSecond ?? 0;
+    const p = this.procs.get(tgid);
+    if (p) p.limit = limit;
+    else if (limit > 0) this.procs.set(tgid, this.newProc(limit));
+  }
+
+  forget(tgid: number): void {
+    this.procs.delete(tgid);
+  }
+
+  private newProc(limit: number): ProcState {
+    return { limit, ratio: 1, spans: 0, stride: new Stride(), shed: { connections: 0, estimatedRequests: 0 } };
+  }
+
+  /** The ratio a connection of `tgid` opened now is captured with. */
+  ratioFor(tgid: number): number {
+    const p = this.procs.get(tgid);
+    return p ? this.ratio * p.ratio : this.ratio;
+  }
+
+  /**
+   * Decides at a connection's open whether it is captured; returns the sampling ratio it is
+   * captured with, or 0 when it is shed (then counted).
+   */
+  admit(tgid: number): number {
+    const p = this.procs.get(tgid);
+    const r = p ? this.ratio * p.ratio : this.ratio;
+    if (r >= 1) return 1;
+    if ((p ? p.stride : this.stride).keep(r)) return r;
+    this.total.connections++;
+    if (p) p.shed.connections++;
+    return 0;
+  }
+
+  /** An open connection of `tgid` was shed after the ratio fell (counted like admit's). */
+  shedOpen(tgid: number): void {
+    this.total.connections++;
+    const p = this.procs.get(tgid);
+    if (p) p.shed.connections++;
+  }
+
+  /** A span was emitted for `tgid` (feeds the rate limits and the per-connection average). */
+  spanEmitted(tgid: number, ratio: number): void {
+    const p = this.procs.get(tgid);
+    if (p) p.spans++;
+    if (ratio < 1) {
+      const unseen = 1 / ratio - 1;
+      this.total.estimatedRequests += unseen;
+      if (p) p.shed.estimatedRequests += unseen;
+    }
+  }
+
+  /** Once a second: adjusts the ratios from the measured usage and the rate limits. */
+  sample(u: Usage, elapsedS = 1): void {
+    const over = Math.max(
+      this.limits.cpuPercent > 0 ? u.cpuPercent / this.limits.cpuPercent : 0,
+      this.limits.memoryMb > 0 ? u.rssMb / this.limits.memoryMb : 0,
+    );
+    const was = this.shedding;
+    if (over > 1) {
+      this.ratio = Math.max(MIN_RATIO, this.ratio * Math.min(0.9, 0.9 / over));
+    } else if (over < 0.7 && this.ratio < 1) {
+      this.ratio = Math.min(1, this.ratio * 1.25 + 0.01);
+    }
+    this.shedding = this.ratio < 1 || [...this.procs.values()].some((p) => p.ratio < 1);
+    for (const p of this.procs.values()) {
+      if (p.limit <= 0) { p.ratio = 1; p.spans = 0; continue; }
+      // spans seen are the kept share: what would have come at ratio 1 is spans / ratio
+      const rate = p.spans / elapsedS;
+      const unsampled = rate / Math.max(p.ratio * this.ratio, MIN_RATIO);
+      if (unsampled > p.limit) p.ratio = Math.max(MIN_RATIO, Math.min(1, p.limit / unsampled));
+      else if (rate < 0.7 * p.limit) p.ratio = Math.min(1, p.ratio * 1.25 + 0.01);
+      p.spans = 0;
+    }
+    if (this.shedding !== was) this.onChange(this.shedding ? "start" : "stop", this.ratio, u);
+  }
+
+  perProcess(): Map<number, ShedCounters & { ratio: number }> {
+    const out = new Map<number, ShedCounters & { ratio: number }>();
+    for (const [tgid, p] of this.procs) out.set(tgid, { ...p.shed, ratio: this.ratio * p.ratio });
+    return out;
+  }
+}
+
+/** Measures this process: CPU since the last call (percent of one core) and RSS. */
+export function selfUsage(): () => Usage {
+  let last = process.cpuUsage();
+  let lastAt = performance.now();
+  return () => {
+    const now = performance.now();
+    const cur = process.cpuUsage();
+    const usedUs = cur.user - last.user + cur.system - last.system;
+    const cpuPercent = (usedUs / 1000 / Math.max(1, now - lastAt)) * 100;
+    last = cur;
+    lastAt = now;
+    return { cpuPercent, rssMb: process.memoryUsage.rss() / (1024 * 1024) };
+  };
+}

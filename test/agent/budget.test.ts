@@ -1,0 +1,66 @@
+import { describe, expect, test } from "bun:test";
+import { MIN_RATIO, OverheadBudget } from "../../src/agent/budget.ts";
+
+describe("overhead budget", () => {
+  test("under budget nothing is shed and the ratio stays 1", () => {
+    const b = new OverheadBudget({ cpuPercent: 5, memoryMb: 0 });
+    for (let s = 0; s < 10; s++) b.sample({ cpuPercent: 2, rssMb: 90 });
+    expect(b.ratio).toBe(1);
+    expect([...Array(100)].map(() => b.admit(7)).every((r) => r === 1)).toBe(true);
+    expect(b.total.connections).toBe(0);
+  });
+
+  test("over budget the ratio falls with the overshoot; connections are shed by a exact stride and counted", () => {
+    const events: string[] = [];
+    const b = new OverheadBudget({ cpuPercent: 5, memoryMb: 0 }, (e, r) => events.push(`${e} ${r.toFixed(2)}`));
+    b.sample({ cpuPercent: 20, rssMb: 90 });
+    expect(b.ratio).toBeCloseTo(0.225, 5);
+    const decisions = [...Array(1000)].map(() => b.admit(7));
+    const kept = decisions.filter((r) => r > 0);
+    expect(Math.abs(kept.length - 225)).toBeLessThanOrEqual(1); // ⌊n·ratio⌋ up to float rounding
+    expect(new Set(kept)).toEqual(new Set([b.ratio]));
+    expect(b.total.connections).toBe(1000 - kept.length);
+    expect(events).toEqual(["start 0.23"]);
+  });
+
+  test("it recovers when back under budget, and says so once", () => {
+    const events: string[] = [];
+    const b = new OverheadBudget({ cpuPercent: 5, memoryMb: 0 }, (e) => events.push(e));
+    b.sample({ cpuPercent: 50, rssMb: 0 });
+    for (let s = 0; s < 40; s++) b.sample({ cpuPercent: 1, rssMb: 0 });
+    expect(b.ratio).toBe(1);
+    expect(events).toEqual(["start", "stop"]);
+  });
+
+  test("the ratio never goes below the floor", () => {
+    const b = new OverheadBudget({ cpuPercent: 1, memoryMb: 0 });
+    for (let s = 0; s < 100; s++) b.sample({ cpuPercent: 100, rssMb: 0 });
+    expect(b.ratio).toBe(MIN_RATIO);
+  });
+
+  test("memory over budget sheds too", () => {
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 100 });
+    b.sample({ cpuPercent: 90, rssMb: 150 });
+    expect(b.ratio).toBeLessThan(1);
+  });
+
+  test("a per-process rate limit converges near the limit and leaves other processes alone", () => {
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 });
+    b.setRateLimit(1, 100);
+    // 1,000 connections/s of one exchange each for process 1, 50/s for process 2
+    for (let s = 0; s < 20; s++) {
+      for (let i = 0; i < 1000; i++) { const r = b.admit(1); if (r > 0) b.spanEmitted(1, r); }
+      for (let i = 0; i < 50; i++) { const r = b.admit(2); if (r > 0) b.spanEmitted(2, r); }
+      b.sample({ cpuPercent: 0, rssMb: 0 });
+    }
+    const p1 = b.perProcess().get(1)!;
+    let kept = 0;
+    for (let i = 0; i < 1000; i++) if (b.admit(1) > 0) kept++;
+    expect(kept).toBeGreaterThanOrEqual(90);
+    expect(kept).toBeLessThanOrEqual(110);
+    expect(b.ratioFor(2)).toBe(1);
+    expect(p1.connections).toBeGreaterThan(15_000);
+    // one exchange per connection: captured + estimated shed ≈ requests made
+    expect(Math.abs(p1.estimatedRequests / p1.connections - 1)).toBeLessThan(0.05);
+  });
+});
