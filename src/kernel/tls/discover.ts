@@ -1,0 +1,352 @@
+/**
+ * TLS stack discovery: which files mapped by a process carry a TLS implementation the agent can
+ * probe, where (file offsets), and why not when it cannot.
+ *
+ * Stacks are identified by the symbols a file exports (Debian's libssl3.so is NSS, not OpenSSL) or,
+ * for files without them, by tell-tale strings, and the answer is cached per (dev, inode): a library
+ * mapped by 300 processes is read once. Files are opened through /proc/PID/map_files/<range> (works
+ * for deleted files and other mount namespaces), falling back to /proc/PID/root/<path>.
+ *
+ * Pure user space and unprivileged-testable: `analyzeElf` needs only an ElfFile; `discoverProcess`
+ * needs read access to the target's /proc entries (root for other users' processes).
+ */
+import { readFileSync, readlinkSync } from "node:fs";
+import { TracerError } from "../../errors.ts";
+import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
+import { encodeGoTlsOffsets, goTlsOffsets, type GoTlsOffsets } from "./go-offsets.ts";
+import { arm64Rets, x86Rets } from "./x86-ret.ts";
+
+export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
+
+/**
+ * entry: uprobe at the function's first instruction. return: uretprobe (C code only).
+ * ret-offsets: uprobes at each RET instruction of a Go function (`retOffsets`), never a uretprobe.
+ */
+export type ProbeKind = "entry" | "return" | "ret-offsets";
+
+export interface TlsProbe {
+  symbol: string;
+  /** file offset of the function's first byte (what a uprobe on the entry takes) */
+  offset: number;
+  kind: ProbeKind;
+  /** the BPF program (in bpf/lib/tls.h) that handles this probe */
+  program: string;
+  /** ret-offsets only: file offsets of every RET instruction of the function */
+  retOffsets?: number[];
+}
+
+export interface TlsStack {
+  kind: TlsKind;
+  /** e.g. "3.0.19", "1.1" (from the soname only), "go1.19.8"; undefined when unreadable */
+  version?: string;
+  /** path as the process sees it (from /proc/PID/maps) */
+  path: string;
+  /** kernel dev_t of the file (MKDEV: major << 20 | minor) and its inode: the cache and attach key */
+  dev: number;
+  ino: number;
+  /** probes to attach; empty when not decryptable */
+  probes: TlsProbe[];
+  decryptable: boolean;
+  /** why not decryptable (undefined when decryptable) */
+  reason?: string;
+  arch: "x86_64" | "aarch64" | "other";
+  /** Go binaries: offsets for the per-binary BPF map (see go-offsets.ts) */
+  go?: { offsets: GoTlsOffsets; mapValue: Uint8Array };
+}
+
+/** Per-binary offsets a user gives for a stripped static TLS library (config `custom_ssl_address`). */
+export interface CustomSslAddress {
+  /** the executable or library path as mapped in the process (exact match) */
+  binary: string;
+  /** virtual addresses as `nm`/`readelf -s` print them; converted to file offsets through PT_LOAD */
+  sslRead: number;
+  sslWrite: number;
+  sslFree?: number;
+}
+
+export interface DiscoverOptions {
+  /**
+   * config `libssl_prefixes`: when set, shared libraries are analyzed only when their file name starts
+   * with one of these (the process's executable always is). Unset: every mapped file is analyzed.
+   */
+  libsslPrefixes?: string[];
+  customSslAddress?: CustomSslAddress[];
+  /** the /proc to read (tests point it elsewhere) */
+  procRoot?: string;
+}
+
+// Exported symbols per stack. OpenSSL ≥ 1.1.1 adds the _ex pair (optional).
+const OPENSSL_REQUIRED = ["SSL_read", "SSL_write", "SSL_free"];
+const OPENSSL_OPTIONAL = ["SSL_read_ex", "SSL_write_ex"];
+/** Symbols only BoringSSL exports (OpenSSL has none of these). */
+const BORINGSSL_MARKERS = ["CRYPTO_BUFFER_new", "SSL_CTX_set_grease_enabled", "SSL_set_enable_ech_grease"];
+const GNUTLS_REQUIRED = ["gnutls_record_recv", "gnutls_record_send", "gnutls_deinit"];
+const NSS_MARKERS = ["SSL_ImportFD"];
+const JVM_MARKERS = ["JNI_CreateJavaVM"];
+const GO_READ = "crypto/tls.(*Conn).Read";
+const GO_WRITE = "crypto/tls.(*Conn).Write";
+const OPENSSL_VERSION_RE = /OpenSSL (\d+\.\d+\.\d+[a-z]?)(?:[+-][\w.]+)? +\d{1,2} \w{3} \d{4}/;
+
+/** The TLS part of one file (undefined: no TLS stack here), and the OpenSSL version its .rodata names. */
+export interface FileAnalysis {
+  stack?: Omit<TlsStack, "path" | "dev" | "ino">;
+  /** "3.0.19" when the file holds OpenSSL_version's text (libcrypto, static builds) */
+  opensslVersion?: string;
+}
+
+/**
+ * Classifies one ELF file. `isExecutable`: the process's main program (string heuristics for
+ * symbol-less stacks are applied to it only: libraries without the symbols are not TLS stacks we
+ * could name). `custom`: user-given addresses for this file.
+ */
+export function analyzeElf(elf: ElfFile, isExecutable: boolean, custom?: CustomSslAddress): FileAnalysis {
+  const arch = elf.arch;
+  if (custom) return { stack: customStack(elf, custom) };
+  const syms = elf.findSymbols([...OPENSSL_REQUIRED, ...OPENSSL_OPTIONAL, ...BORINGSSL_MARKERS, ...GNUTLS_REQUIRED, ...NSS_MARKERS, ...JVM_MARKERS, "OpenSSL_version"], [".dynsym"]);
+  const opensslVersion = syms.has("OpenSSL_version") || syms.has("SSL_read") ? elf.findString(OPENSSL_VERSION_RE)?.match(OPENSSL_VERSION_RE)?.[1] : undefined;
+
+  if (NSS_MARKERS.some((s) => syms.has(s))) {
+    return { stack: { kind: "nss", arch, probes: [], decryptable: false, reason: "NSS (Mozilla) TLS: no probes for NSS/NSPR yet" } };
+  }
+  if (OPENSSL_REQUIRED.every((s) => syms.has(s))) {
+    const boring = BORINGSSL_MARKERS.some((s) => syms.has(s));
+    const probes = [...cProbes(elf, syms, "SSL_read", "ssl_read"), ...cProbes(elf, syms, "SSL_write", "ssl_write")];
+    if (syms.has("SSL_read_ex")) probes.push(...cProbes(elf, syms, "SSL_read_ex", "ssl_read_ex"));
+    if (syms.has("SSL_write_ex")) probes.push(...cProbes(elf, syms, "SSL_write_ex", "ssl_write_ex"));
+    probes.push(entry(elf, syms.get("SSL_free")!, "tls_free_entry"));
+    const version = boring ? undefined : (opensslVersion ?? sonameVersion(elf.soname(), "libssl.so."));
+    return { opensslVersion, stack: { kind: boring ? "boringssl" : "openssl", version, arch, probes, decryptable: true } };
+  }
+  if (GNUTLS_REQUIRED.every((s) => syms.has(s))) {
+    // gnutls_record_recv/send(session, data, size) → ssize_t: the SSL_read/SSL_write shape.
+    const probes = [...cProbes(elf, syms, "gnutls_record_recv", "ssl_read"), ...cProbes(elf, syms, "gnutls_record_send", "ssl_write"), entry(elf, syms.get("gnutls_deinit")!, "tls_free_entry")];
+    const version = elf.findString(/GnuTLS (\d+\.\d+\.\d+)/)?.match(/(\d+\.\d+\.\d+)/)?.[1];
+    return { stack: { kind: "gnutls", version, arch, probes, decryptable: true } };
+  }
+  if (JVM_MARKERS.some((s) => syms.has(s))) {
+    return { stack: { kind: "java", arch, probes: [], decryptable: false, reason: "Java: JSSE runs as bytecode in the JVM (no native TLS functions to probe)" } };
+  }
+  const go = goStack(elf);
+  if (go) return { opensslVersion, stack: go };
+  if (!isExecutable) return { opensslVersion };
+  // Symbol-less stacks in the program itself: say what it is rather than stay silent.
+  if (elf.findString(/BoringSSL/)) {
+    return { stack: { kind: "boringssl", arch, probes: [], decryptable: false, reason: "BoringSSL linked without exported symbols (e.g. Bun); set custom_ssl_address for this binary" } };
+  }
+  if (opensslVersion) {
+    return { opensslVersion, stack: { kind: "openssl", version: opensslVersion, arch, probes: [], decryptable: false, reason: "OpenSSL linked statically without exported SSL_* symbols; set custom_ssl_address for this binary" } };
+  }
+  if (elf.findString(/rustls[-/]\d/)) {
+    return { stack: { kind: "rustls", arch, probes: [], decryptable: false, reason: "rustls: no stable symbols to probe" } };
+  }
+  return {};
+}
+
+/** Go crypto/tls, or undefined when the file is not Go or does not use crypto/tls. */
+function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
+  const isGo = elf.section(".go.buildinfo") !== undefined || elf.section(".gopclntab") !== undefined || elf.section(".note.go.buildid") !== undefined;
+  if (!isGo) return undefined;
+  const arch = elf.arch;
+  const version = elf.goBuildInfo()?.version;
+  const syms = elf.findSymbols([GO_READ, GO_WRITE], [".symtab"]);
+  if (!syms.has(GO_READ) || !syms.has(GO_WRITE)) {
+    if (elf.symbols(".symtab").length > 0) return undefined; // symbols present, crypto/tls not linked in
+    // Stripped: the function names are still in the pc-line table when crypto/tls is linked in.
+    if (!elf.findString(/crypto\/tls\.\(\*Conn\)\.Read/, ".gopclntab")) return undefined;
+    return { kind: "go", version, arch, probes: [], decryptable: false, reason: "stripped Go binary (no symbol table): crypto/tls functions cannot be located" };
+  }
+  if (!version) return { kind: "go", arch, probes: [], decryptable: false, reason: "Go build info unreadable: struct offsets unknown" };
+  const off = goTlsOffsets(version);
+  if ("reason" in off) return { kind: "go", version, arch, probes: [], decryptable: false, reason: off.reason };
+  if (arch === "other") return { kind: "go", version, arch, probes: [], decryptable: false, reason: `unsupported machine ${elf.machine}` };
+  const probes: TlsProbe[] = [];
+  for (const [name, prog] of [[GO_READ, "go_tls_read"], [GO_WRITE, "go_tls_write"]] as const) {
+    const s = syms.get(name)!;
+    const code = elf.functionBytes(s);
+    const scan = arch === "x86_64" ? x86Rets(code) : arm64Rets(code);
+    const base = fileOffset(elf, s);
+    if (scan.error || scan.rets.length === 0) {
+      return { kind: "go", version, arch, probes: [], decryptable: false, reason: `${name}: ${scan.error ?? "no RET instruction found"}` };
+    }
+    probes.push({ symbol: name, offset: base, kind: "entry", program: `${prog}_entry` });
+    probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
+  }
+  return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch) } };
+}
+
+function customStack(elf: ElfFile, c: CustomSslAddress): FileAnalysis["stack"] {
+  const probes: TlsProbe[] = [];
+  const fake = (name: string, value: number): ElfSymbol => ({ name, value, size: 0, type: STT_FUNC, bind: 1, shndx: 1 });
+  probes.push(...cProbesFor(elf, fake("SSL_read", c.sslRead), "ssl_read"), ...cProbesFor(elf, fake("SSL_write", c.sslWrite), "ssl_write"));
+  if (c.sslFree !== undefined) probes.push(entry(elf, fake("SSL_free", c.sslFree), "tls_free_entry"));
+  return { kind: "custom", arch: elf.arch, probes, decryptable: true };
+}
+
+function fileOffset(elf: ElfFile, s: ElfSymbol): number {
+  const off = elf.vaddrToOffset(s.value);
+  if (off === undefined) throw new TracerError("IO", `${elf.path}: ${s.name} at 0x${s.value.toString(16)} is not in a loaded segment`);
+  return off;
+}
+
+function entry(elf: ElfFile, s: ElfSymbol, program: string): TlsProbe {
+  return { symbol: s.name, offset: fileOffset(elf, s), kind: "entry", program };
+}
+
+function cProbes(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string, prog: string): TlsProbe[] {
+  return cProbesFor(elf, syms.get(name)!, prog);
+}
+
+function cProbesFor(elf: ElfFile, s: ElfSymbol, prog: string): TlsProbe[] {
+  const offset = fileOffset(elf, s);
+  return [
+    { symbol: s.name, offset, kind: "entry", program: `tls_${prog}_entry` },
+    { symbol: s.name, offset, kind: "return", program: `tls_${prog}_return` },
+  ];
+}
+
+function sonameVersion(soname: string | undefined, prefix: string): string | undefined {
+  return soname?.startsWith(prefix) ? soname.slice(prefix.length) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+export interface MappedFile {
+  path: string;
+  dev: number;
+  ino: number;
+  /** "start-end" of its first mapping, the name under /proc/PID/map_files/ */
+  range: string;
+}
+
+/** The kernel's dev_t encoding (MKDEV), which is also what BPF sees in inode->i_sb->s_dev. */
+export function mkdev(major: number, minor: number): number {
+  return major * 2 ** 20 + minor;
+}
+
+/** Distinct regular files mapped in a /proc/PID/maps text, in order of first appearance. */
+export function parseMaps(text: string): MappedFile[] {
+  const out: MappedFile[] = [];
+  const seen = new Set<string>();
+  for (const line of text.split("\n")) {
+    // start-end perms offset dev inode path
+    const m = /^([0-9a-f]+-[0-9a-f]+) \S+ [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) (\d+)\s+(\/.*)$/.exec(line);
+    if (!m) continue;
+    const ino = Number(m[4]);
+    if (ino === 0) continue;
+    const dev = mkdev(parseInt(m[2]!, 16), parseInt(m[3]!, 16));
+    const key = `${dev}:${ino}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ path: m[5]!.replace(/ \(deleted\)$/, ""), dev, ino, range: m[1]! });
+  }
+  return out;
+}
+
+export interface ProcessTls {
+  pid: number;
+  exe?: string;
+  stacks: TlsStack[];
+  /** files that could not be read, with the reason (reported, not fatal) */
+  errors: { path: string; reason: string }[];
+}
+
+/**
+ * Discovery with a (dev, ino) cache shared by all processes. The cache holds the analysis of every
+ * file looked at, TLS or not, so the second process mapping libc does not reopen it.
+ */
+export class TlsDiscovery {
+  private readonly cache = new Map<string, FileAnalysis>();
+  private readonly proc: string;
+
+  constructor(private readonly opts: DiscoverOptions = {}) {
+    this.proc = opts.procRoot ?? "/proc";
+  }
+
+  get cachedFiles(): number {
+    return this.cache.size;
+  }
+
+  /** Forget a file (e.g. when its last user is gone). */
+  forget(dev: number, ino: number): void {
+    this.cache.delete(`${dev}:${ino}`);
+  }
+
+  discoverProcess(pid: number): ProcessTls {
+    let maps: string;
+    try {
+      maps = readFileSync(`${this.proc}/${pid}/maps`, "utf8");
+    } catch (e) {
+      throw new TracerError("IO", `cannot read ${this.proc}/${pid}/maps: ${(e as Error).message}`);
+    }
+    let exe: string | undefined;
+    try {
+      exe = readFileSync(`${this.proc}/${pid}/cmdline`, "latin1").split("\0")[0] || undefined;
+    } catch {
+      /* gone or kernel thread: exe stays unknown */
+    }
+    const files = parseMaps(maps);
+    // The executable: /proc/PID/exe (a path in the process's own mount namespace), else the file
+    // mapped first.
+    let exePath = files[0]?.path;
+    try {
+      exePath = readlinkSync(`${this.proc}/${pid}/exe`).replace(/ \(deleted\)$/, "");
+    } catch {
+      /* kernel thread or gone */
+    }
+    const out: ProcessTls = { pid, exe, stacks: [], errors: [] };
+    let opensslVersion: string | undefined;
+    for (const f of files) {
+      const isExe = f.path === exePath;
+      if (!isExe && !this.wanted(f.path)) continue;
+      const key = `${f.dev}:${f.ino}`;
+      let a = this.cache.get(key);
+      if (!a) {
+        try {
+          a = this.analyzeMapped(pid, f, isExe);
+        } catch (e) {
+          out.errors.push({ path: f.path, reason: (e as Error).message });
+          continue;
+        }
+        this.cache.set(key, a);
+      }
+      opensslVersion ??= a.opensslVersion;
+      if (a.stack) out.stacks.push({ ...a.stack, path: f.path, dev: f.dev, ino: f.ino });
+    }
+    // libssl.so.3 names only its major version; libcrypto in the same process names the release.
+    for (const s of out.stacks) if (s.kind === "openssl" && opensslVersion && (!s.version || !s.version.includes("."))) s.version = opensslVersion;
+    return out;
+  }
+
+  private wanted(path: string): boolean {
+    const p = this.opts.libsslPrefixes;
+    if (!p || p.length === 0) return true;
+    const base = path.slice(path.lastIndexOf("/") + 1);
+    return p.some((x) => base.startsWith(x));
+  }
+
+  private analyzeMapped(pid: number, f: MappedFile, isExe: boolean): FileAnalysis {
+    const custom = this.opts.customSslAddress?.find((c) => c.binary === f.path);
+    const candidates = [`${this.proc}/${pid}/map_files/${f.range}`, `${this.proc}/${pid}/root${f.path}`];
+    let lastErr: unknown;
+    for (const p of candidates) {
+      let elf: ElfFile;
+      try {
+        elf = ElfFile.open(p);
+      } catch (e) {
+        lastErr = e;
+        const msg = (e as Error).message;
+        // Opened but not ELF64 (locale archives, ICU data, 32-bit code): not a TLS stack, no second try.
+        if (/no ELF magic|not 64-bit|too short for an ELF header/.test(msg)) return {};
+        if (msg.includes("not a readable ELF64")) throw e;
+        continue;
+      }
+      try {
+        return analyzeElf(elf, isExe, custom);
+      } finally {
+        elf.close();
+      }
+    }
+    throw lastErr instanceof Error ? lastErr : new TracerError("IO", `cannot open ${f.path}`);
+  }
+}
