@@ -492,7 +492,7 @@ export function* notes(b: Uint8Array): Generator<{ name: string; type: number; d
     const nameEnd = o + 12 + namesz;
     const descOff = o + 12 + ((namesz + 3) & ~3);
     if (namesz > b.length || descsz > b.length || descOff + descsz > b.length) return;
-    const name = latin1.decode(b.subarray(o + 12, Math.max(o + 12, nameEnd - 1)));
+    const name = latin1.decode(b.subarray(o + 12, nameEnd)).replace(/\0+$/, "");
     yield { name, type, desc: b.subarray(descOff, descOff + descsz) };
     o = descOff + ((descsz + 3) & ~3);
   }
