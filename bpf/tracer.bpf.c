@@ -880,3 +880,8 @@ int tp_exit(void *ctx)
 		output(ctx, e, sizeof(*e) - PATH_LEN - ARGS_LEN);
 	return 0;
 }
+
+/* TLS uprobes (docs/tls.md): off until the data-layer ABI and the attach plan are in (see bpf/lib/tls.h). */
+#ifdef TLS_UPROBES
+#include "lib/tls.h"
+#endif

@@ -1,0 +1,477 @@
+/* TLS plaintext through uprobes: OpenSSL/BoringSSL/GnuTLS (entry + uretprobe, nested-syscall
+ * correlation) and Go crypto/tls (entry + uprobes on each RET, fd through struct offsets).
+ * Design: docs/tls.md. Which program goes on which function: src/kernel/tls/discover.ts
+ * (TlsProbe.program).
+ *
+ * Included at the END of tracer.bpf.c (it uses its maps and helpers: selected_mode, conns, fds,
+ * scratch, settings, output, fill_header, read_user, role_wanted, stream_socket, track).
+ *
+ * What this file expects from the kernel ABI, which another branch is changing (data layer):
+ *   - LAYER_TLS and a `layer` field in struct data_event: TLS_MARK_EVENT below sets it. Until
+ *     events.h defines LAYER_TLS, the events are marked with syscall = SYS_COUNT only, which user
+ *     space cannot tell from socket data: do not attach these programs before the layer ABI exists.
+ *   - DATA_FLAG_TLS_INFERRED: the connection was inferred (thread's last socket), not exact.
+ *   - Per-layer stream positions: until conn_info has pos[LAYER_TLS][dir], the TLS-layer positions
+ *     live in this file's `tls_pos` map, keyed like `conns`.
+ *   - The socket syscall exit path calls tls_note_socket(pid_tgid, fdkey) once it knows the
+ *     connection (exit_call in tracer.bpf.c); a return of 1 means "ciphertext of an active TLS call:
+ *     count, do not copy". Not wired yet: that edit belongs with the data-layer change. */
+#ifndef EBPF_TRACER_TLS_H
+#define EBPF_TRACER_TLS_H
+
+#ifdef LAYER_TLS
+#define TLS_MARK_EVENT(ev, inferred)                                                               \
+	do {                                                                                       \
+		(ev)->layer = LAYER_TLS;                                                           \
+		if (inferred)                                                                      \
+			(ev)->flags |= DATA_FLAG_TLS_INFERRED;                                     \
+	} while (0)
+#else
+#define TLS_MARK_EVENT(ev, inferred) ((ev)->syscall = SYS_COUNT)
+#endif
+
+/* Chunks per TLS call: DEFAULT_CAP / DATA_CHUNK. */
+#define TLS_MAX_CHUNKS 18
+
+/* Which function an entry record belongs to, so a library whose SSL_write calls SSL_write_ex
+ * internally keeps the outer call (entries use BPF_NOEXIST). */
+enum { TLS_FN_READ = 1, TLS_FN_WRITE, TLS_FN_READ_EX, TLS_FN_WRITE_EX, TLS_FN_GO_READ, TLS_FN_GO_WRITE };
+
+struct tls_call {
+	__u64 ssl;     /* SSL* / gnutls_session_t / *tls.Conn */
+	__u64 buf;     /* plaintext buffer (user space) */
+	__u64 lenp;    /* _ex: size_t *readbytes / *written; else 0 */
+	__u64 sk;      /* struct sock * seen by a nested socket syscall; 0 = none yet */
+	__u8 fn;       /* TLS_FN_* */
+	__u8 dir;      /* DIR_* */
+	__u8 mode;     /* the process's MODE_* at entry */
+	__u8 _pad[5];
+};
+
+struct tls_ssl_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ssl;
+};
+
+struct tls_go_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 goid;
+};
+
+/* Per Go binary, written by user space per tgid (src/kernel/tls/go-offsets.ts, 32 bytes). */
+struct go_tls_offsets {
+	__u32 tls_conn_conn;
+	__u32 iface_data;
+	__u32 tcp_conn_conn;
+	__u32 conn_fd;
+	__u32 netfd_pfd;
+	__u32 pollfd_sysfd;
+	__u32 g_goid;
+	__u32 flags;   /* bit 0: arm64 */
+};
+_Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
+
+struct tls_stream_pos {
+	__u64 pos[2];  /* next TLS-layer offset per DIR_* */
+};
+
+/* C calls in flight, per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+/* Go calls in flight, per goroutine. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_go_key);
+	__type(value, struct tls_call);
+} tls_go_calls SEC(".maps");
+
+/* The socket an SSL* last used: buffered reads make no syscall. Forgotten at SSL_free. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tls_ssl_key);
+	__type(value, __u64); /* struct sock * */
+} tls_ssl_sock SEC(".maps");
+
+/* The socket a thread of a TLS-probed process last did socket I/O on (memory-BIO fallback). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, __u64);
+} tls_thread_sock SEC(".maps");
+
+/* tgid → 1 for processes with attached TLS probes (user space), so other processes pay one lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tls_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tgid */
+	__type(value, struct go_tls_offsets);
+} go_tls_offsets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock *, as conns */
+	__type(value, struct tls_stream_pos);
+} tls_pos SEC(".maps");
+
+/* ---- nested-syscall hook (called from the socket syscall exit path) --------------------------- */
+
+/* Records the socket behind `fdkey` in the thread's active TLS call and as the thread's last
+ * socket. Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. */
+static __always_inline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
+{
+	__u32 tgid = pid_tgid >> 32;
+	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
+		return 0;
+	__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+	if (!skp)
+		return 0;
+	__u64 sk = *skp;
+	bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
+	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (!c)
+		return 0;
+	c->sk = sk;
+	return 1;
+}
+
+/* ---- emission ------------------------------------------------------------------------------ */
+
+/* Advances the TLS-layer position of connection `sk` in `dir` by `n`; returns the old position. */
+static __always_inline __u64 tls_advance(__u64 sk, __u8 dir, __u32 n)
+{
+	struct tls_stream_pos *p = bpf_map_lookup_elem(&tls_pos, &sk);
+	if (!p) {
+		struct tls_stream_pos z = {};
+		bpf_map_update_elem(&tls_pos, &sk, &z, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(&tls_pos, &sk);
+		if (!p)
+			return 0;
+	}
+	__u64 *pp = &p->pos[dir & 1];
+	__u64 old = *pp;
+	__sync_fetch_and_add(pp, (__u64)n);
+	return old;
+}
+
+/* Copies up to the per-call cap of `total` plaintext bytes at `buf` and emits them as TLS-layer
+ * data events on connection `ci` (NULL: emitted with conn_id 0, never dropped). */
+static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info *ci, __u64 sk, __u64 buf,
+				     __u32 total, __u8 dir, __u8 inferred, __s32 fd)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	struct settings *st = settings();
+	__u32 cap = st && st->max_capture_per_call ? st->max_capture_per_call : DEFAULT_CAP;
+	__u32 want = total < cap ? total : cap;
+	__u64 pos = sk ? tls_advance(sk, dir, total) : 0;
+
+	struct data_event *ev = &s->ev;
+	fill_header(&ev->hdr, EV_DATA, pid_tgid);
+	ev->conn_id = ci ? ci->id : 0;
+	ev->call_bytes = total;
+	ev->fd = fd;
+	ev->dir = dir;
+	ev->role = ci ? ci->role : ROLE_UNKNOWN;
+	ev->skipped = 0;
+	ev->_pad0 = 0;
+	ev->flags = 0;
+	TLS_MARK_EVENT(ev, inferred);
+
+	__u32 done = 0;
+	for (int i = 0; i < TLS_MAX_CHUNKS; i++) {
+		__u32 n = want - done;
+		if (n > DATA_CHUNK)
+			n = DATA_CHUNK;
+		asm volatile("" : "+r"(n));
+		n &= 2 * DATA_CHUNK - 1; /* the scratch spill makes any n below 2*DATA_CHUNK safe */
+		if (n == 0)
+			break;
+		if (read_user(ev->data, n, (void *)(buf + done)) != 0)
+			break;
+		ev->pos = pos + done;
+		ev->len = n;
+		done += n;
+		if (done >= want) {
+			ev->flags |= DATA_FLAG_LAST;
+			ev->skipped = total - done;
+		}
+		__u64 size = DATA_EVENT_HEADER + (__u64)n;
+		asm volatile("" : "+r"(size));
+		size &= 2 * DATA_CHUNK - 1;
+		output(ctx, ev, size);
+		if (done >= want)
+			return;
+	}
+	/* Unreadable buffer or loop limit: a last, empty chunk says how much was not copied. */
+	ev->pos = pos + done;
+	ev->len = 0;
+	ev->flags |= DATA_FLAG_LAST;
+	ev->skipped = total - done;
+	count(CNT_TRUNCATED_BYTES, total - done);
+	output(ctx, ev, DATA_EVENT_HEADER);
+}
+
+/* ---- C libraries: OpenSSL, BoringSSL, GnuTLS -------------------------------------------------- */
+
+static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __u64 lenp)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 mode = selected_mode(pid_tgid >> 32);
+	if (!mode)
+		return 0;
+	struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir, .mode = mode };
+	bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_NOEXIST);
+	return 0;
+}
+
+static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tls_call *cp = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (!cp || cp->fn != fn)
+		return 0;
+	struct tls_call c = *cp;
+	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+
+	__u64 bytes = 0;
+	if (c.lenp) {
+		if ((int)ret != 1 || read_user(&bytes, sizeof(bytes), (void *)c.lenp) != 0)
+			return 0;
+	} else {
+		if ((int)ret <= 0)
+			return 0;
+		bytes = (__u32)(int)ret;
+	}
+	if (bytes == 0 || bytes > 0x7fffffff)
+		return 0;
+
+	struct tls_ssl_key key = { .tgid = pid_tgid >> 32, .ssl = c.ssl };
+	__u64 sk = c.sk;
+	__u8 inferred = 0;
+	if (sk) {
+		bpf_map_update_elem(&tls_ssl_sock, &key, &sk, BPF_ANY);
+	} else {
+		__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
+		if (p) {
+			sk = *p;
+		} else {
+			p = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
+			if (p) {
+				sk = *p;
+				inferred = 1;
+			}
+		}
+	}
+	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
+	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
+		return 0;
+	tls_emit(ctx, pid_tgid, ci, ci ? sk : 0, c.buf, (__u32)bytes, c.dir, inferred, -1);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_read_entry, void *ssl, void *buf)
+{
+	return tls_enter(TLS_FN_READ, DIR_RECV, (__u64)ssl, (__u64)buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_read_return, long ret)
+{
+	return tls_exit(ctx, TLS_FN_READ, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_write_entry, void *ssl, void *buf)
+{
+	return tls_enter(TLS_FN_WRITE, DIR_SEND, (__u64)ssl, (__u64)buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_write_return, long ret)
+{
+	return tls_exit(ctx, TLS_FN_WRITE, ret);
+}
+
+/* SSL_read_ex(ssl, buf, num, size_t *readbytes) → 1 on success */
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_read_ex_entry, void *ssl, void *buf, __u64 num, void *readbytes)
+{
+	return tls_enter(TLS_FN_READ_EX, DIR_RECV, (__u64)ssl, (__u64)buf, (__u64)readbytes);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_read_ex_return, long ret)
+{
+	return tls_exit(ctx, TLS_FN_READ_EX, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_ssl_write_ex_entry, void *ssl, void *buf, __u64 num, void *written)
+{
+	return tls_enter(TLS_FN_WRITE_EX, DIR_SEND, (__u64)ssl, (__u64)buf, (__u64)written);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_write_ex_return, long ret)
+{
+	return tls_exit(ctx, TLS_FN_WRITE_EX, ret);
+}
+
+/* SSL_free / gnutls_deinit */
+SEC("uprobe")
+int BPF_KPROBE(tls_free_entry, void *ssl)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tls_ssl_key key = { .tgid = pid_tgid >> 32, .ssl = (__u64)ssl };
+	bpf_map_delete_elem(&tls_ssl_sock, &key);
+	return 0;
+}
+
+/* ---- Go crypto/tls ---------------------------------------------------------------------------- */
+
+/* Go register ABI: g, the first argument registers, and the first result register. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_G(r) ((r)->r14)
+#define GO_ARG0(r) ((r)->ax)
+#define GO_ARG1(r) ((r)->bx)
+#define GO_ARG2(r) ((r)->cx)
+#define GO_RET0(r) ((r)->ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_G(r) ((r)->regs[28])
+#define GO_ARG0(r) ((r)->regs[0])
+#define GO_ARG1(r) ((r)->regs[1])
+#define GO_ARG2(r) ((r)->regs[2])
+#define GO_RET0(r) ((r)->regs[0])
+#endif
+
+static __always_inline int go_key(struct pt_regs *regs, struct go_tls_offsets *o, struct tls_go_key *k)
+{
+	__u64 g = GO_G(regs);
+	__u64 goid = 0;
+	if (!g || read_user(&goid, sizeof(goid), (void *)(g + o->g_goid)) != 0)
+		return -1;
+	k->goid = goid;
+	return 0;
+}
+
+/* *tls.Conn → Sysfd through the offsets; -1 when any pointer is unreadable. */
+static __always_inline int go_conn_fd(__u64 conn, struct go_tls_offsets *o)
+{
+	__u64 p = 0;
+	if (read_user(&p, sizeof(p), (void *)(conn + o->tls_conn_conn + o->iface_data)) != 0 || !p)
+		return -1;
+	if (read_user(&p, sizeof(p), (void *)(p + o->tcp_conn_conn + o->conn_fd)) != 0 || !p)
+		return -1;
+	__s64 fd = -1;
+	if (read_user(&fd, sizeof(fd), (void *)(p + o->netfd_pfd + o->pollfd_sysfd)) != 0)
+		return -1;
+	return fd < 0 || fd > 0x7fffffff ? -1 : (int)fd;
+}
+
+static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u8 mode = selected_mode(tgid);
+	if (!mode)
+		return 0;
+	struct go_tls_offsets *o = bpf_map_lookup_elem(&go_tls_offsets, &tgid);
+	if (!o)
+		return 0;
+	struct tls_go_key k = { .tgid = tgid };
+	if (go_key(regs, o, &k) != 0)
+		return 0;
+	struct tls_call c = { .ssl = GO_ARG0(regs), .buf = GO_ARG1(regs), .fn = fn, .dir = dir, .mode = mode };
+	bpf_map_update_elem(&tls_go_calls, &k, &c, BPF_ANY);
+	return 0;
+}
+
+/* At a RET of (*Conn).Read/Write: n in the first result register. */
+static __always_inline int go_ret(struct pt_regs *regs, __u8 fn)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct go_tls_offsets *o = bpf_map_lookup_elem(&go_tls_offsets, &tgid);
+	if (!o)
+		return 0;
+	struct tls_go_key k = { .tgid = tgid };
+	if (go_key(regs, o, &k) != 0)
+		return 0;
+	struct tls_call *cp = bpf_map_lookup_elem(&tls_go_calls, &k);
+	if (!cp || cp->fn != fn)
+		return 0;
+	struct tls_call c = *cp;
+	bpf_map_delete_elem(&tls_go_calls, &k);
+	__s64 n = (__s64)GO_RET0(regs);
+	if (n <= 0 || n > 0x7fffffff)
+		return 0;
+
+	int fd = go_conn_fd(c.ssl, o);
+	struct conn_info *ci = NULL;
+	__u64 sk = 0;
+	if (fd >= 0) {
+		__u64 fdkey = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
+		__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+		if (skp) {
+			sk = *skp;
+			ci = bpf_map_lookup_elem(&conns, &sk);
+		} else {
+			struct socket *sock = stream_socket(fd);
+			if (sock) {
+				ci = track(regs, pid_tgid, fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
+				sk = ci ? (__u64)BPF_CORE_READ(sock, sk) : 0;
+			}
+		}
+	}
+	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
+		return 0;
+	tls_emit(regs, pid_tgid, ci, ci ? sk : 0, c.buf, (__u32)n, c.dir, 0, fd);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_read_entry(struct pt_regs *ctx)
+{
+	return go_enter(ctx, TLS_FN_GO_READ, DIR_RECV);
+}
+
+SEC("uprobe")
+int go_tls_read_ret(struct pt_regs *ctx)
+{
+	return go_ret(ctx, TLS_FN_GO_READ);
+}
+
+SEC("uprobe")
+int go_tls_write_entry(struct pt_regs *ctx)
+{
+	return go_enter(ctx, TLS_FN_GO_WRITE, DIR_SEND);
+}
+
+SEC("uprobe")
+int go_tls_write_ret(struct pt_regs *ctx)
+{
+	return go_ret(ctx, TLS_FN_GO_WRITE);
+}
+
+#endif
