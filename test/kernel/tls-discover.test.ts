@@ -96,7 +96,7 @@ describe("executables", () => {
     expect(stack).toMatchObject({ kind: "openssl", decryptable: true, version: sh(["node", "-p", "process.versions.openssl"]).trim() });
     const read = stack!.probes.find((p) => p.symbol === "SSL_read")!;
     expect(read.offset).toBe(objdumpFileOffset("/usr/bin/node", "SSL_read"));
-  });
+  }, 30_000);
 
   const bun = existsSync("/usr/bin/bun") ? realpathSync("/usr/bin/bun") : "";
   test.skipIf(!bun)("Bun carries BoringSSL without symbols: reported, not decrypted", () => {
@@ -174,7 +174,7 @@ describe("live processes (our own children)", () => {
     expect(d.cachedFiles).toBe(cached);
     // libssl_prefixes restricts which libraries are opened.
     expect(new TlsDiscovery({ libsslPrefixes: ["libgnutls"] }).discoverProcess(withSsl).stacks).toEqual([]);
-  });
+  }, 30_000);
 
   test.skipIf(!!goSkip)("a running Go TLS server", async () => {
     const pid = await start([buildGo("httpsecho"), "-serve"], /httpsecho/);
@@ -195,7 +195,7 @@ describe("live processes (our own children)", () => {
       ["SSL_read", "entry", objdumpFileOffset(path, "SSL_read")], ["SSL_read", "return", objdumpFileOffset(path, "SSL_read")],
       ["SSL_write", "entry", objdumpFileOffset(path, "SSL_write")], ["SSL_write", "return", objdumpFileOffset(path, "SSL_write")],
     ]);
-  });
+  }, 30_000);
 
   test("a process that is gone: a TracerError naming its maps", () => {
     expect(() => new TlsDiscovery().discoverProcess(2 ** 22 + 7)).toThrow(/cannot read \/proc\/\d+\/maps/);

@@ -64,7 +64,7 @@ describe.skipIf(!existsSync(NODE))("ELF reader on /usr/bin/node (vaddr ≠ file 
       }
       expect(elf.findString(/OpenSSL \d+\.\d+\.\d+/)).toMatch(/^OpenSSL 3\./);
     });
-  });
+  }, 30_000);
 });
 
 describe.skipIf(!!goSkip)("Go build info", () => {
@@ -175,7 +175,7 @@ describe("ELF reader on malformed input", () => {
       for (const n of cuts) if (exercise(full.subarray(0, n)) === "TracerError") errors++;
     }
     expect(errors).toBeGreaterThan(sources.length * 5); // the cuts really break files
-  });
+  }, 30_000);
 
   test("corrupted copies (headers, section table, random bytes): an answer or a TracerError", () => {
     const rand = rng(2);
@@ -199,7 +199,7 @@ describe("ELF reader on malformed input", () => {
     }
     expect(outcomes.ok + outcomes.TracerError).toBe(150 * sources.length);
     expect(outcomes.TracerError).toBeGreaterThan(0);
-  });
+  }, 30_000);
 
   test("huge declared sizes are refused before any allocation", () => {
     const full = new Uint8Array(readFileSync(LIBSSL));

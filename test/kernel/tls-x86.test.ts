@@ -146,5 +146,5 @@ describe.skipIf(!!skip)("RET offsets on a Go 1.19 net/http TLS program", () => {
       expect(funcs).toBeGreaterThan(3000);
       expect(insns).toBeGreaterThan(300_000);
     });
-  });
+  }, 60_000);
 });
