@@ -115,7 +115,7 @@ describe.skipIf(!!goSkip)("Go binaries", () => {
     const bin = buildGo("httpsecho");
     const { stack } = analyze(bin, true);
     expect(stack).toMatchObject({ kind: "go", version: expect.stringMatching(/^go1\.19/), decryptable: true });
-    expect(stack!.go!.offsets.gGoid).toBe(152);
+    expect(stack!.go!.offsets).toMatchObject({ gGoid: 152, pollFDSysfd: 16, source: "dwarf" });
     expect(stack!.go!.mapValue.length).toBe(32);
     const kinds = stack!.probes.map((p) => `${p.symbol}:${p.kind}`);
     expect(kinds).toEqual(["crypto/tls.(*Conn).Read:entry", "crypto/tls.(*Conn).Read:ret-offsets", "crypto/tls.(*Conn).Write:entry", "crypto/tls.(*Conn).Write:ret-offsets"]);
@@ -126,6 +126,12 @@ describe.skipIf(!!goSkip)("Go binaries", () => {
       for (const r of p.retOffsets!) expect(file[r]).toBe(0xc3);
       expect(p.offset).toBe(objdumpFileOffset(bin, p.symbol));
     }
+  }, 180_000);
+
+  test("without DWARF (-w) the version table gives the offsets", () => {
+    const { stack } = analyze(buildGo("httpsecho", "-w"), true);
+    expect(stack).toMatchObject({ kind: "go", decryptable: true });
+    expect(stack!.go!.offsets).toMatchObject({ gGoid: 152, source: "table", measured: true });
   }, 180_000);
 
   test("stripped (-s -w): reported as not decryptable, found through the pc-line table", () => {

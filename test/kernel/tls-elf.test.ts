@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { TracerError } from "../../src/errors.ts";
 import { analyzeElf } from "../../src/kernel/tls/discover.ts";
+import { structMemberOffsets } from "../../src/kernel/tls/dwarf.ts";
 import { ELF_LIMITS, ElfFile, GO_BUILDINFO_MAGIC } from "../../src/kernel/tls/elf.ts";
 import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
 
@@ -156,6 +157,7 @@ function exercise(bytes: Uint8Array): "ok" | "TracerError" {
     elf.goBuildInfo();
     elf.findString(/OpenSSL \d/);
     analyzeElf(elf, true);
+    structMemberOffsets(elf, ["runtime.g", "crypto/tls.Conn"]);
     return "ok";
   } catch (e) {
     if (e instanceof TracerError) return "TracerError";
@@ -200,6 +202,29 @@ describe("ELF reader on malformed input", () => {
     expect(outcomes.ok + outcomes.TracerError).toBe(150 * sources.length);
     expect(outcomes.TracerError).toBeGreaterThan(0);
   }, 30_000);
+
+  test.skipIf(!!goSkip)("corrupted uncompressed DWARF: an answer or a TracerError", () => {
+    const full = readFileSync(buildGo("offsets", "-compressdwarf=false"));
+    const elf = ElfFile.fromBytes(full);
+    const secs = [".debug_info", ".debug_abbrev"].map((n) => elf.section(n)!);
+    expect(structMemberOffsets(elf, ["runtime.g"])!.get("runtime.g")!.get("goid")).toBe(152);
+    const rand = rng(3);
+    const outcomes = { ok: 0, TracerError: 0 };
+    for (let i = 0; i < 200; i++) {
+      const copy = new Uint8Array(full);
+      const s = secs[i % 2]!;
+      // Early bytes hold the unit headers and the first abbreviations: corrupt there mostly.
+      for (let h = 0; h < 4; h++) copy[s.offset + Math.floor(rand() * Math.min(s.size, 4096))] = Math.floor(rand() * 256);
+      try {
+        structMemberOffsets(ElfFile.fromBytes(copy), ["runtime.g", "crypto/tls.Conn", "internal/poll.FD"]);
+        outcomes.ok++;
+      } catch (e) {
+        if (!(e instanceof TracerError)) throw e;
+        outcomes.TracerError++;
+      }
+    }
+    expect(outcomes.TracerError).toBeGreaterThan(0);
+  }, 180_000);
 
   test("huge declared sizes are refused before any allocation", () => {
     const full = new Uint8Array(readFileSync(LIBSSL));

@@ -4,7 +4,8 @@
  * version boundaries (never a guess outside the known range).
  */
 import { describe, expect, test } from "bun:test";
-import { encodeGoTlsOffsets, goTlsOffsets } from "../../src/kernel/tls/go-offsets.ts";
+import { ElfFile } from "../../src/kernel/tls/elf.ts";
+import { encodeGoTlsOffsets, goTlsOffsets, goTlsOffsetsFromDwarf } from "../../src/kernel/tls/go-offsets.ts";
 import { buildGo, goSkipReason } from "../fixtures/go/build.ts";
 
 const skip = goSkipReason();
@@ -22,10 +23,14 @@ describe.skipIf(!!skip)("Go 1.19 offsets measured in a running program", () => {
     const t = goTlsOffsets(m.go);
     if (!("offsets" in t)) throw new Error(t.reason);
     expect(t.offsets).toEqual({
-      release: "go1.19", measured: true, ifaceData: 8,
+      release: "go1.19", source: "table", measured: true, ifaceData: 8,
       tlsConnConn: m.tlsConnConn, tcpConnConn: m.tcpConnConn, connFd: m.connFd, netFDPfd: m.netFDPfd,
       pollFDSysfd: m.pollFDSysfd, gGoid: m.gGoid,
     });
+    // The binary's DWARF says the same; without DWARF (-w) there is no DWARF answer.
+    const dwarf = ElfFile.with(bin, (e) => goTlsOffsetsFromDwarf(e, m.go));
+    expect(dwarf).toEqual({ ...t.offsets, source: "dwarf", measured: false });
+    expect(ElfFile.with(buildGo("offsets", "-w"), (e) => goTlsOffsetsFromDwarf(e, m.go))).toBeUndefined();
   }, 180_000);
 });
 

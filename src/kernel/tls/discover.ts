@@ -13,7 +13,7 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import { TracerError } from "../../errors.ts";
 import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
-import { encodeGoTlsOffsets, goTlsOffsets, type GoTlsOffsets } from "./go-offsets.ts";
+import { encodeGoTlsOffsets, goRelease, goTlsOffsets, goTlsOffsetsFromDwarf, GO_MIN_MINOR, type GoTlsOffsets } from "./go-offsets.ts";
 import { arm64Rets, x86Rets } from "./x86-ret.ts";
 
 export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
@@ -156,7 +156,18 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
     return { kind: "go", version, arch, probes: [], decryptable: false, reason: "stripped Go binary (no symbol table): crypto/tls functions cannot be located" };
   }
   if (!version) return { kind: "go", arch, probes: [], decryptable: false, reason: "Go build info unreadable: struct offsets unknown" };
-  const off = goTlsOffsets(version);
+  // The binary's own DWARF wins over the table (and covers releases newer than it); the register
+  // ABI still has to be there (Go ≥ 1.17).
+  const rel = goRelease(version);
+  let dwarf: GoTlsOffsets | undefined;
+  if (rel && rel[0] === 1 && rel[1] >= GO_MIN_MINOR) {
+    try {
+      dwarf = goTlsOffsetsFromDwarf(elf, version);
+    } catch {
+      dwarf = undefined; // unreadable DWARF: the table decides
+    }
+  }
+  const off = dwarf ? { offsets: dwarf } : goTlsOffsets(version);
   if ("reason" in off) return { kind: "go", version, arch, probes: [], decryptable: false, reason: off.reason };
   if (arch === "other") return { kind: "go", version, arch, probes: [], decryptable: false, reason: `unsupported machine ${elf.machine}` };
   const probes: TlsProbe[] = [];

@@ -21,10 +21,15 @@
  * arm64 c=x0, b.ptr=x1, b.len=x2. At each RET: n=rax/x0, err.itab=rbx/x1 (0 when err == nil).
  */
 
+import { structMemberOffsets } from "./dwarf.ts";
+import type { ElfFile } from "./elf.ts";
+
 export interface GoTlsOffsets {
   /** the Go release these apply to, e.g. "go1.19" */
   release: string;
-  /** verified on this release by the test suite (true) or taken from the runtime's source (false) */
+  /** "dwarf": read from this binary's own debug info; "table": from the version table below */
+  source: "dwarf" | "table";
+  /** table rows: verified on this release by the test suite (true) or taken from the runtime's source (false) */
   measured: boolean;
   tlsConnConn: number;
   /** offset of the data word inside an interface value */
@@ -60,7 +65,35 @@ export function goTlsOffsets(version: string): { offsets: GoTlsOffsets } | { rea
   if (minor > GO_MAX_KNOWN_MINOR) return { reason: `Go ${version} is newer than the offset table (≤ 1.${GO_MAX_KNOWN_MINOR})` };
   const gGoid = minor === 23 || minor === 24 ? 160 : 152;
   const release = `go1.${minor}`;
-  return { offsets: { release, measured: MEASURED.has(release), ...NET, gGoid } };
+  return { offsets: { release, source: "table", measured: MEASURED.has(release), ...NET, gGoid } };
+}
+
+/** DWARF type names of the structs on the path from *tls.Conn to the fd, and runtime.g. */
+const DWARF_PATH: [type: string, member: string, field: keyof GoTlsOffsets][] = [
+  ["crypto/tls.Conn", "conn", "tlsConnConn"],
+  ["net.TCPConn", "conn", "tcpConnConn"],
+  ["net.conn", "fd", "connFd"],
+  ["net.netFD", "pfd", "netFDPfd"],
+  ["internal/poll.FD", "Sysfd", "pollFDSysfd"],
+  ["runtime.g", "goid", "gGoid"],
+];
+
+/**
+ * The offsets from the binary's DWARF (go build keeps it unless -ldflags=-w), or undefined when it
+ * has no DWARF or lacks one of the members. Any Go version with DWARF is covered this way, including
+ * releases newer than the table.
+ */
+export function goTlsOffsetsFromDwarf(elf: ElfFile, version: string): GoTlsOffsets | undefined {
+  const r = goRelease(version);
+  const types = structMemberOffsets(elf, DWARF_PATH.map(([t]) => t));
+  if (!types) return undefined;
+  const out: GoTlsOffsets = { release: r ? `go${r[0]}.${r[1]}` : version, source: "dwarf", measured: false, ...NET, gGoid: 0 };
+  for (const [type, member, field] of DWARF_PATH) {
+    const off = types.get(type)?.get(member);
+    if (off === undefined) return undefined;
+    (out as unknown as Record<string, number>)[field] = off;
+  }
+  return out;
 }
 
 /**
