@@ -15,7 +15,9 @@
  *     live in this file's `tls_pos` map, keyed like `conns`.
  *   - The socket syscall exit path calls tls_note_socket(pid_tgid, fdkey) once it knows the
  *     connection (exit_call in tracer.bpf.c); a return of 1 means "ciphertext of an active TLS call:
- *     count, do not copy". Not wired yet: that edit belongs with the data-layer change. */
+ *     count, do not copy". Not wired yet: that edit belongs with the data-layer change.
+ *   - A new event type for executable file mappings (late library loads): EV_TLS_MAP_EXEC and
+ *     struct tls_map_event below, to move into events.h with the next free EV_* number. */
 #ifndef EBPF_TRACER_TLS_H
 #define EBPF_TRACER_TLS_H
 
@@ -130,6 +132,74 @@ struct {
 	__type(key, __u64); /* struct sock *, as conns */
 	__type(value, struct tls_stream_pos);
 } tls_pos SEC(".maps");
+
+/* ---- library loads after start (Python maps libssl at `import ssl`) -------------------------- */
+
+#define EV_TLS_MAP_EXEC 100 /* provisional number: takes the next free EV_* when merged into events.h */
+#define PROT_EXEC 0x4
+
+/* A selected process maps a file executable that user space has not classified as "not TLS". */
+struct tls_map_event {
+	struct event_header hdr;
+	__u64 ino;
+	__u32 dev;   /* kernel dev_t (MKDEV major << 20 | minor), as parseMaps computes it */
+	__s32 fd;    /* the mapped fd, open while the loader maps: /proc/PID/fd/FD reaches the file */
+};
+_Static_assert(sizeof(struct tls_map_event) == 40, "tls_map_event layout");
+
+struct tls_file_key {
+	__u32 dev;
+	__u32 _pad;
+	__u64 ino;
+};
+
+/* Files user space has analysed: value 0 = not TLS (stay quiet), 1 = TLS stack (report each
+ * process that maps it, for its coverage and tls_procs). Absent = unknown (report). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tls_file_key);
+	__type(value, __u8);
+} tls_known_files SEC(".maps");
+
+/* Key 0: 1 when uprobes are enabled (config enable_uprobes); 0 keeps the mmap probe quiet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tls_enabled SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	/* mmap(addr, len, prot, flags, fd, off): anonymous and non-executable maps leave at once. */
+	int fd = (int)ctx->args[4];
+	if (!(ctx->args[2] & PROT_EXEC) || fd < 0)
+		return 0;
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&tls_enabled, &zero);
+	if (!on || !*on)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!selected_mode(pid_tgid >> 32))
+		return 0;
+	struct file *f = file_of(fd);
+	if (!f)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	struct tls_file_key key = { .dev = BPF_CORE_READ(inode, i_sb, s_dev), .ino = BPF_CORE_READ(inode, i_ino) };
+	__u8 *known = bpf_map_lookup_elem(&tls_known_files, &key);
+	if (known && *known == 0)
+		return 0;
+	struct tls_map_event e = {};
+	fill_header(&e.hdr, EV_TLS_MAP_EXEC, pid_tgid);
+	e.ino = key.ino;
+	e.dev = key.dev;
+	e.fd = fd;
+	output(ctx, &e, sizeof(e));
+	return 0;
+}
 
 /* ---- nested-syscall hook (called from the socket syscall exit path) --------------------------- */
 
