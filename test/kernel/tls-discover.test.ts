@@ -8,6 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { analyzeElf, mkdev, parseMaps, TlsDiscovery, type FileAnalysis } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
+import { parseLdCache, readLdCache, tlsLibraryCandidates } from "../../src/kernel/tls/ldcache.ts";
 import { buildGo, goSkipReason } from "../fixtures/go/build.ts";
 
 const LIB = "/usr/lib/x86_64-linux-gnu";
@@ -203,7 +204,57 @@ describe("live processes (our own children)", () => {
     ]);
   }, 30_000);
 
+  test("uprobe_attach_exclusion_rules: by exe path and by command-line substring; listed, not probed", async () => {
+    const pid = await start(["python3", "-c", "import ssl, time; time.sleep(30)", "--marker-x"], /libssl\.so/);
+    const exe = realpathSync(`/proc/${pid}/exe`);
+    const byCmd = new TlsDiscovery({ exclusionRules: [{ exe: "/nonexistent" }, { cmdline: "--marker-x" }] }).discoverProcess(pid);
+    expect(byCmd.excludedBy).toBe("uprobe_attach_exclusion_rules[1]");
+    expect(byCmd.stacks).toHaveLength(1);
+    expect(byCmd.stacks[0]).toMatchObject({ kind: "openssl", decryptable: false, probes: [], reason: "excluded by uprobe_attach_exclusion_rules[1]" });
+    expect(new TlsDiscovery({ exclusionRules: [{ exe, cmdline: "--other" }] }).discoverProcess(pid).excludedBy).toBeUndefined();
+    expect(new TlsDiscovery({ exclusionRules: [{ exe }] }).discoverProcess(pid).excludedBy).toBe("uprobe_attach_exclusion_rules[0]");
+    // The shared cache still holds the decryptable analysis for processes no rule matches.
+    const d = new TlsDiscovery({ exclusionRules: [{ cmdline: "--marker-x" }] });
+    d.discoverProcess(pid);
+    const other = await start(["python3", "-c", "import ssl, time; time.sleep(30)"], /libssl\.so/);
+    expect(d.discoverProcess(other).stacks[0]!.decryptable).toBe(true);
+  }, 30_000);
+
+  test("custom_ssl_address outside the file's segments is a CONFIG error naming key and binary", async () => {
+    const pid = await start(["python3", "-c", "import ssl, time; time.sleep(30)"], /libssl\.so/);
+    const path = parseMaps(readFileSync(`/proc/${pid}/maps`, "utf8")).find((f) => /libssl\.so\.3$/.test(f.path))!.path;
+    const r = new TlsDiscovery({ customSslAddress: [{ binary: path, sslRead: 0x10, sslWrite: 2 ** 40 }] }).discoverProcess(pid);
+    expect(r.stacks.find((s) => s.path === path)).toBeUndefined();
+    expect(r.errors).toEqual([{ path, reason: expect.stringMatching(/^custom_ssl_address: ssl_write 0x10000000000 for .*libssl\.so\.3 is not in a loaded segment/) }]);
+  }, 30_000);
+
   test("a process that is gone: a TracerError naming its maps", () => {
     expect(() => new TlsDiscovery().discoverProcess(2 ** 22 + 7)).toThrow(/cannot read \/proc\/\d+\/maps/);
+  });
+});
+
+describe.skipIf(!existsSync("/etc/ld.so.cache"))("loader cache: TLS libraries to probe at start", () => {
+  test("entries equal `ldconfig -p`; candidates are the versioned libssl/libgnutls, classified by symbols", () => {
+    const entries = readLdCache();
+    const want = [...sh(["ldconfig", "-p"]).matchAll(/^\t(\S+) \(([^)]*)\) => (\S+)$/gm)].map((m) => `${m[1]} ${m[3]}`);
+    expect(entries.map((e) => `${e.name} ${e.path}`)).toEqual(want);
+    const cands = tlsLibraryCandidates(entries);
+    expect(cands).toContain("/lib/x86_64-linux-gnu/libssl.so.3");
+    expect(cands).toContain("/lib/x86_64-linux-gnu/libgnutls.so.30");
+    expect(cands.some((p) => p.endsWith("/libssl3.so") || p.endsWith("/libssl.so"))).toBe(false);
+    const kinds = cands.map((p) => analyze(p).stack?.kind);
+    expect(kinds).toContain("openssl");
+    expect(kinds).toContain("gnutls");
+    // libssl_prefixes replaces the name rule; libssl3.so is then a candidate that analysis calls NSS.
+    const nss = tlsLibraryCandidates(entries, ["libssl3"]);
+    expect(nss.map((p) => analyze(p).stack?.kind)).toEqual(["nss"]);
+  }, 30_000);
+
+  test("a file without the table, or with a count past its end, is an IO error", () => {
+    expect(() => parseLdCache(new Uint8Array(100))).toThrow(/no glibc-ld.so.cache1.1 table/);
+    const b = new Uint8Array(readFileSync("/etc/ld.so.cache"));
+    const at = Buffer.from(b).indexOf("glibc-ld.so.cache1.1");
+    new DataView(b.buffer).setUint32(at + 20, 0xffffff, true);
+    expect(() => parseLdCache(b)).toThrow(/entries do not fit/);
   });
 });

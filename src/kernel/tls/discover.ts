@@ -64,7 +64,16 @@ export interface CustomSslAddress {
   sslFree?: number;
 }
 
+/** config `uprobe_attach_exclusion_rules`: a process matching a rule gets no TLS probes. */
+export interface ExclusionRule {
+  /** exact executable path (/proc/PID/exe, as the process sees it) */
+  exe?: string;
+  /** substring of the command line (arguments joined by spaces); with `exe`, both must match */
+  cmdline?: string;
+}
+
 export interface DiscoverOptions {
+  exclusionRules?: ExclusionRule[];
   /**
    * config `libssl_prefixes`: when set, shared libraries are analyzed only when their file name starts
    * with one of these (the process's executable always is). Unset: every mapped file is analyzed.
@@ -186,8 +195,13 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
 }
 
 function customStack(elf: ElfFile, c: CustomSslAddress): FileAnalysis["stack"] {
-  const probes: TlsProbe[] = [];
   const fake = (name: string, value: number): ElfSymbol => ({ name, value, size: 0, type: STT_FUNC, bind: 1, shndx: 1 });
+  for (const [key, v] of [["ssl_read", c.sslRead], ["ssl_write", c.sslWrite], ["ssl_free", c.sslFree]] as const) {
+    if (v !== undefined && elf.vaddrToOffset(v) === undefined) {
+      throw new TracerError("CONFIG", `custom_ssl_address: ${key} 0x${v.toString(16)} for ${c.binary} is not in a loaded segment of that file`);
+    }
+  }
+  const probes: TlsProbe[] = [];
   probes.push(...cProbesFor(elf, fake("SSL_read", c.sslRead), "ssl_read"), ...cProbesFor(elf, fake("SSL_write", c.sslWrite), "ssl_write"));
   if (c.sslFree !== undefined) probes.push(entry(elf, fake("SSL_free", c.sslFree), "tls_free_entry"));
   return { kind: "custom", arch: elf.arch, probes, decryptable: true };
@@ -256,7 +270,10 @@ export function parseMaps(text: string): MappedFile[] {
 
 export interface ProcessTls {
   pid: number;
+  /** the executable path (/proc/PID/exe) */
   exe?: string;
+  /** "uprobe_attach_exclusion_rules[i]" when a rule matched: stacks are listed, none decryptable */
+  excludedBy?: string;
   stacks: TlsStack[];
   /** files that could not be read, with the reason (reported, not fatal) */
   errors: { path: string; reason: string }[];
@@ -290,11 +307,11 @@ export class TlsDiscovery {
     } catch (e) {
       throw new TracerError("IO", `cannot read ${this.proc}/${pid}/maps: ${(e as Error).message}`);
     }
-    let exe: string | undefined;
+    let cmdline = "";
     try {
-      exe = readFileSync(`${this.proc}/${pid}/cmdline`, "latin1").split("\0")[0] || undefined;
+      cmdline = readFileSync(`${this.proc}/${pid}/cmdline`, "latin1").replace(/\0+$/, "").replaceAll("\0", " ");
     } catch {
-      /* gone or kernel thread: exe stays unknown */
+      /* gone: the maps read above would usually have failed first */
     }
     const files = parseMaps(maps);
     // The executable: /proc/PID/exe (a path in the process's own mount namespace), else the file
@@ -305,7 +322,9 @@ export class TlsDiscovery {
     } catch {
       /* kernel thread or gone */
     }
-    const out: ProcessTls = { pid, exe, stacks: [], errors: [] };
+    const out: ProcessTls = { pid, exe: exePath, stacks: [], errors: [] };
+    const rule = (this.opts.exclusionRules ?? []).findIndex((r) => (r.exe !== undefined || r.cmdline !== undefined) && (r.exe === undefined || r.exe === exePath) && (r.cmdline === undefined || cmdline.includes(r.cmdline)));
+    if (rule >= 0) out.excludedBy = `uprobe_attach_exclusion_rules[${rule}]`;
     let opensslVersion: string | undefined;
     for (const f of files) {
       const isExe = f.path === exePath;
@@ -326,6 +345,11 @@ export class TlsDiscovery {
     }
     // libssl.so.3 names only its major version; libcrypto in the same process names the release.
     for (const s of out.stacks) if (s.kind === "openssl" && opensslVersion && (!s.version || !s.version.includes("."))) s.version = opensslVersion;
+    if (out.excludedBy) {
+      for (const s of out.stacks) {
+        if (s.decryptable) Object.assign(s, { decryptable: false, probes: [], reason: `excluded by ${out.excludedBy}` });
+      }
+    }
     return out;
   }
 
