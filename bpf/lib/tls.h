@@ -111,7 +111,9 @@ struct {
 	__type(value, __u64);
 } tls_thread_sock SEC(".maps");
 
-/* tgid → 1 for processes with attached TLS probes (user space), so other processes pay one lookup. */
+/* tgid → 1 for processes whose TLS is captured (selected, uprobes enabled, no exclusion rule),
+ * written by user space: uprobe entries of other processes stop here, and the socket hook costs
+ * other processes one lookup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -306,7 +308,12 @@ static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info
 static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __u64 lenp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u8 mode = selected_mode(pid_tgid >> 32);
+	__u32 tgid = pid_tgid >> 32;
+	/* Probes on a shared library fire in every process that maps it: only TLS-enabled ones
+	 * (selected, not excluded by rule) go on. */
+	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
+		return 0;
+	__u8 mode = selected_mode(tgid);
 	if (!mode)
 		return 0;
 	struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir, .mode = mode };
