@@ -5,9 +5,10 @@
  * the cases where a C3 byte is not a RET, and the aarch64 word scan.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
+import { analyzeElf } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
 import { ARM64_RET, arm64Rets, x86InstructionLength, x86Rets } from "../../src/kernel/tls/x86-ret.ts";
-import { buildGo, goSkipReason } from "../fixtures/go/build.ts";
+import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
 
 const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
@@ -147,4 +148,25 @@ describe.skipIf(!!skip)("RET offsets on a Go 1.19 net/http TLS program", () => {
       expect(insns).toBeGreaterThan(300_000);
     });
   }, 60_000);
+});
+
+describe.skipIf(!!skip)("aarch64: a cross-built Go 1.19 TLS program", () => {
+  test("RET words of (*Conn).Read/Write equal `go tool objdump`; discovery gives arm64 Go probes", () => {
+    const bin = buildGo("httpsecho", "", "arm64");
+    const objdumpTool = GO.replace(/bin\/go$/, "pkg/tool/linux_amd64/objdump");
+    ElfFile.with(bin, (elf) => {
+      expect(elf.arch).toBe("aarch64");
+      for (const fn of ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"]) {
+        const s = elf.findSymbols([fn]).get(fn)!;
+        const text = Bun.spawnSync([objdumpTool, "-s", `^${fn.replace(/[.*()]/g, "\\$&")}$`, bin]).stdout.toString();
+        const want = [...text.matchAll(/\t0x([0-9a-f]+)\t+[0-9a-f]{8}\t+RET\b/g)].map((m) => parseInt(m[1]!, 16) - s.value);
+        expect(want.length).toBeGreaterThan(2);
+        expect(arm64Rets(elf.functionBytes(s)).rets).toEqual(want);
+      }
+      const { stack } = analyzeElf(elf, true);
+      expect(stack).toMatchObject({ kind: "go", arch: "aarch64", decryptable: true });
+      expect(stack!.go!.offsets).toMatchObject({ source: "dwarf", gGoid: 152, pollFDSysfd: 16 });
+      expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(1);
+    });
+  }, 300_000);
 });
