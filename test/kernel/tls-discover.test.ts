@@ -4,8 +4,10 @@
  * file really is (Debian's libssl3.so is NSS; Node carries OpenSSL; Bun carries BoringSSL without
  * symbols; a Go program built here with and without its symbol table).
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { analyzeElf, mkdev, parseMaps, TlsDiscovery, type FileAnalysis } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
 import { parseLdCache, readLdCache, tlsLibraryCandidates } from "../../src/kernel/tls/ldcache.ts";
@@ -111,6 +113,41 @@ describe("executables", () => {
   });
 });
 
+const staticSkip = existsSync(`${LIB}/libssl.a`) && Bun.which("gcc") ? undefined : "libssl.a or gcc missing";
+describe.skipIf(!!staticSkip)("a C program linked statically with OpenSSL", () => {
+  // SSL_read/SSL_write/SSL_free (and OpenSSL_version's text) referenced so the linker keeps them;
+  // nothing is exported.
+  const src = "#include <openssl/ssl.h>\nvoid *volatile keep[] = { (void *)SSL_read, (void *)SSL_write, (void *)SSL_free, (void *)SSL_read_ex, (void *)OpenSSL_version };\nint main(void) { return keep[0] == 0; }\n";
+  const dir = mkdtempSync(join(tmpdir(), "tls-static-"));
+  const bin = join(dir, "static-ssl");
+  const stripped = join(dir, "static-ssl-stripped");
+  beforeAll(() => {
+    writeFileSync(join(dir, "t.c"), src);
+    const cc = Bun.spawnSync(["gcc", "-O1", join(dir, "t.c"), "-o", bin, "-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl", "-lpthread"]);
+    if (cc.exitCode !== 0) throw new Error(cc.stderr.toString());
+    Bun.spawnSync(["strip", "--strip-all", "-o", stripped, bin]);
+  }, 60_000);
+
+  test("with its symbol table: probed at the local SSL_* symbols, release from .rodata", () => {
+    const { stack } = analyze(bin, true);
+    expect(stack).toMatchObject({ kind: "openssl", decryptable: true, version: expect.stringMatching(/^3\.\d+\.\d+$/) });
+    expect(stack!.probes.find((p) => p.symbol === "SSL_read")!.offset).toBe(objdumpFileOffset(bin, "SSL_read"));
+    expect(analyze(bin, false).stack).toBeUndefined(); // as a library it exports nothing
+  });
+
+  test("stripped: reported with the custom_ssl_address hint; the hint with the right addresses probes it", () => {
+    expect(analyze(stripped, true).stack).toMatchObject({ kind: "openssl", decryptable: false, reason: expect.stringMatching(/custom_ssl_address/) });
+    const syms = ElfFile.with(bin, (e) => e.findSymbols(["SSL_read", "SSL_write", "SSL_free"], [".symtab"]));
+    const custom = { binary: stripped, sslRead: syms.get("SSL_read")!.value, sslWrite: syms.get("SSL_write")!.value, sslFree: syms.get("SSL_free")!.value };
+    const { stack } = ElfFile.with(stripped, (e) => analyzeElf(e, true, custom));
+    expect(stack!.probes.map((p) => [p.symbol, p.offset])).toEqual([
+      ["SSL_read", objdumpFileOffset(bin, "SSL_read")], ["SSL_read", objdumpFileOffset(bin, "SSL_read")],
+      ["SSL_write", objdumpFileOffset(bin, "SSL_write")], ["SSL_write", objdumpFileOffset(bin, "SSL_write")],
+      ["SSL_free", objdumpFileOffset(bin, "SSL_free")],
+    ]);
+  });
+});
+
 describe.skipIf(!!goSkip)("Go binaries", () => {
   test("crypto/tls program: entry and RET probes on (*Conn).Read/Write, offsets for Go 1.19", () => {
     const bin = buildGo("httpsecho");
@@ -152,10 +189,14 @@ describe("live processes (our own children)", () => {
     for (const c of children) c.kill();
   });
 
-  /** Starts `cmd` and waits until its maps mention `marker` (or 5 s). */
-  async function start(cmd: string[], marker: RegExp): Promise<number> {
-    const p = Bun.spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+  /**
+   * Starts `cmd` and waits until its maps mention `marker` (or 5 s); with `ready`, first until it
+   * prints a line (its maps are then settled).
+   */
+  async function start(cmd: string[], marker: RegExp, ready = false): Promise<number> {
+    const p = Bun.spawn(cmd, { stdout: ready ? "pipe" : "ignore", stderr: "ignore" });
     children.push(p);
+    if (ready) await p.stdout!.getReader().read();
     for (let i = 0; i < 100; i++) {
       try {
         if (marker.test(readFileSync(`/proc/${p.pid}/maps`, "utf8"))) return p.pid;
@@ -168,8 +209,8 @@ describe("live processes (our own children)", () => {
   }
 
   test("Python with and without `import ssl`; the release comes from libcrypto; one analysis per file", async () => {
-    const plain = await start(["python3", "-c", "import time; time.sleep(30)"], /libc\.so/);
-    const withSsl = await start(["python3", "-c", "import ssl, time; time.sleep(30)"], /libssl\.so/);
+    const plain = await start(["python3", "-c", "import time; print('ready', flush=True); time.sleep(30)"], /libc\.so/, true);
+    const withSsl = await start(["python3", "-c", "import ssl, time; print('ready', flush=True); time.sleep(30)"], /libssl\.so/, true);
     const d = new TlsDiscovery();
     expect(d.discoverProcess(plain).stacks).toEqual([]);
     const r = d.discoverProcess(withSsl);

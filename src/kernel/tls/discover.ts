@@ -111,7 +111,14 @@ export interface FileAnalysis {
 export function analyzeElf(elf: ElfFile, isExecutable: boolean, custom?: CustomSslAddress): FileAnalysis {
   const arch = elf.arch;
   if (custom) return { stack: customStack(elf, custom) };
-  const syms = elf.findSymbols([...OPENSSL_REQUIRED, ...OPENSSL_OPTIONAL, ...BORINGSSL_MARKERS, ...GNUTLS_REQUIRED, ...NSS_MARKERS, ...JVM_MARKERS, "OpenSSL_version"], [".dynsym"]);
+  const names = [...OPENSSL_REQUIRED, ...OPENSSL_OPTIONAL, ...BORINGSSL_MARKERS, ...GNUTLS_REQUIRED, ...NSS_MARKERS, ...JVM_MARKERS, "OpenSSL_version"];
+  let syms = elf.findSymbols(names, [".dynsym"]);
+  // A static executable that keeps its symbol table (envoy-style builds) carries SSL_* locally:
+  // probe-able at the same file offsets, so look there when nothing is exported.
+  if (isExecutable && !OPENSSL_REQUIRED.every((s) => syms.has(s)) && !GNUTLS_REQUIRED.every((s) => syms.has(s))) {
+    const local = elf.findSymbols(names, [".symtab"]);
+    if (OPENSSL_REQUIRED.every((s) => local.has(s)) || GNUTLS_REQUIRED.every((s) => local.has(s))) syms = local;
+  }
   const opensslVersion = syms.has("OpenSSL_version") || syms.has("SSL_read") ? elf.findString(OPENSSL_VERSION_RE)?.match(OPENSSL_VERSION_RE)?.[1] : undefined;
 
   if (NSS_MARKERS.some((s) => syms.has(s))) {
@@ -142,8 +149,9 @@ export function analyzeElf(elf: ElfFile, isExecutable: boolean, custom?: CustomS
   if (elf.findString(/BoringSSL/)) {
     return { stack: { kind: "boringssl", arch, probes: [], decryptable: false, reason: "BoringSSL linked without exported symbols (e.g. Bun); set custom_ssl_address for this binary" } };
   }
-  if (opensslVersion) {
-    return { opensslVersion, stack: { kind: "openssl", version: opensslVersion, arch, probes: [], decryptable: false, reason: "OpenSSL linked statically without exported SSL_* symbols; set custom_ssl_address for this binary" } };
+  const staticOpenssl = opensslVersion ?? elf.findString(OPENSSL_VERSION_RE)?.match(OPENSSL_VERSION_RE)?.[1];
+  if (staticOpenssl) {
+    return { opensslVersion: staticOpenssl, stack: { kind: "openssl", version: staticOpenssl, arch, probes: [], decryptable: false, reason: "OpenSSL linked statically without exported SSL_* symbols; set custom_ssl_address for this binary" } };
   }
   if (elf.findString(/rustls[-/]\d/)) {
     return { stack: { kind: "rustls", arch, probes: [], decryptable: false, reason: "rustls: no stable symbols to probe" } };
