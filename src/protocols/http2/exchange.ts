@@ -71,22 +71,25 @@ const utf8 = new TextDecoder("utf-8");
 
 const REQ_PREFIX = "http.request.header.";
 const RES_PREFIX = "http.response.header.";
-const keyCache = new Map<string, string>();
+/** Attribute keys by header name, per prefix (names repeat across streams; bounded). */
+const keyCaches: Record<string, Map<string, string>> = { [REQ_PREFIX]: new Map(), [RES_PREFIX]: new Map() };
 function key(prefix: string, name: string): string {
-  const id = prefix === REQ_PREFIX ? "q" + name : "s" + name;
-  let k = keyCache.get(id);
+  const cache = keyCaches[prefix]!;
+  let k = cache.get(name);
   if (k === undefined) {
-    if (keyCache.size >= 4096) keyCache.clear();
+    if (cache.size >= 4096) cache.clear();
     k = prefix + name;
-    keyCache.set(id, k);
+    cache.set(name, k);
   }
   return k;
 }
 
 function headerAttrs(attrs: Attributes, prefix: string, list: string[] | undefined): void {
   if (list === undefined) return;
+  const cache = keyCaches[prefix]!;
   for (let i = 0; i < list.length; i += 2) {
-    const k = key(prefix, list[i]!);
+    const name = list[i]!;
+    const k = cache.get(name) ?? key(prefix, name);
     const prev = attrs[k];
     attrs[k] = prev === undefined ? list[i + 1]! : `${prev},${list[i + 1]!}`;
   }

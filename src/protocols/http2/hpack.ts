@@ -101,7 +101,8 @@ const utf8 = new TextDecoder("utf-8");
 export function octetsToString(b: Uint8Array, start: number, end: number): string {
   const n = end - start;
   if (n <= 0) return "";
-  if (n <= 24) {
+  if (n <= 12) {
+    // short strings: building is cheaper than a decoder call
     let s = "";
     for (let i = start; i < end; i++) {
       const c = b[i]!;
@@ -110,8 +111,7 @@ export function octetsToString(b: Uint8Array, start: number, end: number): strin
     }
     return s;
   }
-  for (let i = start; i < end; i++) if (b[i]! >= 0x80) return utf8.decode(b.subarray(start, end));
-  return String.fromCharCode.apply(null, b.subarray(start, end) as unknown as number[]);
+  return utf8.decode(b.subarray(start, end));
 }
 
 export class HpackDecoder {
