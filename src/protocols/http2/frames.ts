@@ -241,6 +241,7 @@ export class FrameReader {
       n -= this.prefaceLeft;
       this.prefaceLeft = 0;
       this.lose(ts);
+      this.skipped += n;
       return;
     }
     if (this.st === St.PAYLOAD && this.hdrLen === 0 && n <= this.left) {
@@ -266,6 +267,7 @@ export class FrameReader {
       return;
     }
     this.lose(ts);
+    this.skipped += n;
   }
 
   // ------------------------------------------------------------------ frames
