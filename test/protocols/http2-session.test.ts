@@ -425,6 +425,29 @@ describe("gaps and attaching mid-connection", () => {
     }
   });
 
+  test("trailers after a lost request header block are not taken for the request headers", () => {
+    const conn = new Conn();
+    const head = headersFrames(1, conn.c.encode(grpcReq("/a.B/Up")));
+    conn.send("client", head);
+    conn.data("client", 1, grpcMessage("m"));
+    conn.req(1, [["x-checksum", "abc"]], { endStream: true });
+    conn.res(1, [[":status", "200"], ["content-type", "application/grpc"], ["grpc-status", "0"]], { endStream: true });
+    const env = new FakeEnv();
+    const s = new Http2Session(env);
+    for (const e of conn.events) {
+      if (e.bytes === head) {
+        s.data("client", e.bytes.subarray(0, 12), e.ts, false);
+        s.gap("client", e.bytes.length - 12, e.ts, true);
+      } else s.data(e.from, e.bytes, e.ts, true);
+    }
+    expect(env.exchanges.length).toBe(1);
+    const a = env.attrs(0);
+    expect(a["http.request.method"]).toBeUndefined();
+    expect(a["http.request.header.x-checksum"]).toBe("abc");
+    expect(a["ebpf.http2.lost_header_blocks"]).toBe(1);
+    expect(env.exchanges[0]!.partial).toBe(true);
+  });
+
   test("a gap inside DATA truncates the body and parsing goes on", () => {
     const conn = new Conn();
     conn.req(1, [[":method", "POST"], [":scheme", "http"], [":path", "/up"], [":authority", "h"], ["content-type", "application/json"]]);

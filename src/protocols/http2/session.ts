@@ -381,8 +381,8 @@ export class Http2Session implements ProtocolSession {
     h.lastNs = ts;
     if (blk.error !== undefined) h.corrupt = true;
     const pseudo = hasPseudo(blk);
-    if (h.headersSeen && !pseudo) {
-      // trailers
+    if ((h.headersSeen || h.lostBlocks > 0) && !pseudo) {
+      // trailers (also after an initial block we could not read: never taken for headers)
       h.unknown += blk.unknown;
       h.oversize += blk.oversize;
       const t: string[] = h.trailers ?? (h.trailers = []);
