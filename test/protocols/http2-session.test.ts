@@ -118,8 +118,9 @@ describe("HTTP/2 exchanges", () => {
     const conn = new Conn();
     conn.req(1, [[":method", "PURGE"], [":scheme", "http"], [":path", "/c"], [":authority", "a"]], { endStream: true });
     conn.res(1, [[":status", "200"]], { endStream: true });
-    const a = run(conn).attrs(0);
-    expect([a["http.request.method"], a["http.request.method_original"]]).toEqual(["_OTHER", "PURGE"]);
+    const env = run(conn);
+    const a = env.attrs(0);
+    expect([a["http.request.method"], a["http.request.method_original"], env.exchanges[0]!.name]).toEqual(["_OTHER", "PURGE", "HTTP /c"]);
   });
 
   test("multiplexed streams, padding, priority and CONTINUATION", () => {

@@ -7,6 +7,7 @@ import type { Attributes } from "../../spans/span.ts";
 import type { Exchange } from "../session.ts";
 import { decodeGrpcMessage, GRPC_CODE_NAMES, grpcIsError, GrpcMessageCounter, parseGrpcStatus, splitGrpcPath } from "../grpc/grpc.ts";
 import { errorCodeName } from "./frames.ts";
+import { REQ_HEADER, RES_HEADER, spanName, writeBody, writeMethod } from "../http-attributes.ts";
 
 /** One direction of a stream. Fields are flat [name, value, name, value, …] lists. */
 export class Half {
@@ -66,11 +67,9 @@ export interface StreamRecord {
   grpc: boolean;
 }
 
-const STANDARD_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"]);
-const utf8 = new TextDecoder("utf-8");
-
-const REQ_PREFIX = "http.request.header.";
-const RES_PREFIX = "http.response.header.";
+const REQ_PREFIX = REQ_HEADER;
+const RES_PREFIX = RES_HEADER;
+const EMPTY = new Uint8Array(0);
 /** Attribute keys by header name, per prefix (names repeat across streams; bounded). */
 const keyCaches: Record<string, Map<string, string>> = { [REQ_PREFIX]: new Map(), [RES_PREFIX]: new Map() };
 function key(prefix: string, name: string): string {
@@ -95,10 +94,8 @@ function headerAttrs(attrs: Attributes, prefix: string, list: string[] | undefin
   }
 }
 
-function bodyAttrs(attrs: Attributes, prefix: string, h: Half): void {
-  if (h.body !== undefined && h.bodyLen > 0) attrs[`${prefix}.body`] = utf8.decode(h.body.subarray(0, h.bodyLen));
-  attrs[`${prefix}.body.size`] = h.bodySize;
-  if (h.truncated && h.bodyLen > 0) attrs[`${prefix}.body.truncated`] = true;
+function bodyAttrs(attrs: Attributes, prefix: "http.request" | "http.response", h: Half): void {
+  writeBody(attrs, prefix, h.body === undefined ? EMPTY : h.body.subarray(0, h.bodyLen), h.bodySize, h.truncated);
 }
 
 export class Http2Exchange implements Exchange {
@@ -128,7 +125,7 @@ export class Http2Exchange implements Exchange {
     this.grpcStatus = s.grpc ? parseGrpcStatus(res.trailers !== undefined ? fieldOf(res.trailers, "grpc-status") : fieldOf(res.fields, "grpc-status")) : undefined;
     const rpc = s.grpc ? splitGrpcPath(req.path) : undefined;
     if (rpc !== undefined) this.name = `${rpc[0]}/${rpc[1]}`;
-    else if (req.method !== undefined) this.name = req.path !== undefined && req.method !== "CONNECT" ? `${req.method} ${pathOnly(req.path)}` : req.method;
+    else if (req.method !== undefined) this.name = req.path !== undefined && req.method !== "CONNECT" ? spanName(req.method, pathOnly(req.path)) : spanName(req.method, "").trimEnd();
     else this.name = "HTTP";
   }
 
@@ -145,13 +142,7 @@ export class Http2Exchange implements Exchange {
     const { req, res } = this.s;
     const s = this.s;
     attrs["network.protocol.version"] = "2";
-    if (req.method !== undefined) {
-      if (STANDARD_METHODS.has(req.method)) attrs["http.request.method"] = req.method;
-      else {
-        attrs["http.request.method"] = "_OTHER";
-        attrs["http.request.method_original"] = req.method;
-      }
-    }
+    if (req.method !== undefined) writeMethod(attrs, req.method);
     if (req.path !== undefined) {
       const q = req.path.indexOf("?");
       attrs["url.path"] = q < 0 ? req.path : req.path.slice(0, q);
