@@ -7,7 +7,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { HeaderBlock, HpackDecoder } from "../../src/protocols/http2/hpack.ts";
+import { HeaderBlock, HpackDecoder, HpackMemory } from "../../src/protocols/http2/hpack.ts";
 import { HpackEncoder } from "../../src/protocols/http2/encoder.ts";
 import { huffmanEncode } from "../../src/protocols/http2/huffman.ts";
 
@@ -51,7 +51,7 @@ for i, blk in enumerate(json.load(sys.stdin)):
     out.append(enc.encode(fields, huffman=(i % 2 == 0)).hex())
 print(json.dumps(out))
 `, input) as string[];
-    const d = new HpackDecoder({ fromStart: true });
+    const d = new HpackDecoder({ fromStart: true, memory: new HpackMemory(1 << 20) });
     const out = new HeaderBlock();
     for (let i = 0; i < input.length; i++) {
       const w = Uint8Array.from(Buffer.from(wires[i]!, "hex"));

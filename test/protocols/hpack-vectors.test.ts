@@ -11,6 +11,8 @@ import { HeaderBlock, HpackDecoder, HpackMemory } from "../../src/protocols/http
 import { CODES, CODE_LENGTHS, huffmanDecode } from "../../src/protocols/http2/huffman.ts";
 
 const FIX = join(import.meta.dir, "../fixtures/hpack");
+/** This file's own budget, so other test files' tables do not count against it. */
+const MEM = new HpackMemory(1 << 30);
 
 interface Case {
   seqno: number;
@@ -46,7 +48,7 @@ describe("RFC 7541 Appendix C", () => {
     // An integer is read through a size update (5-bit prefix) or an indexed field (7-bit prefix).
     for (const c of ints.cases) {
       if (c.prefix_bits !== 5) continue;
-      const d = new HpackDecoder({ fromStart: true });
+      const d = new HpackDecoder({ fromStart: true, memory: MEM });
       d.setSettingBound(1 << 20);
       const w = hex(c.wire);
       w[0] = w[0]! | 0x20;
@@ -62,10 +64,10 @@ describe("RFC 7541 Appendix C", () => {
       const story = load("rfc7541-appendix-c", f);
       // C.2 sections are independent examples, each with a fresh table; C.3-C.6 share one.
       const shared = !f.includes("C_2");
-      let d = new HpackDecoder({ fromStart: true });
+      let d = new HpackDecoder({ fromStart: true, memory: MEM });
       const out = new HeaderBlock();
       for (const c of story.cases) {
-        if (!shared) d = new HpackDecoder({ fromStart: true });
+        if (!shared) d = new HpackDecoder({ fromStart: true, memory: MEM });
         if (c.header_table_size !== undefined) d.setMaxSize(c.header_table_size);
         const w = hex(c.wire);
         d.decode(w, 0, w.length, out);
@@ -124,7 +126,7 @@ for (const dir of STORY_DIRS) {
  * block's fields, in order among the decoded ones).
  */
 function replay(story: Prepared, from: number, drop: number): { correct: number; unknown: number; wrong: string[] } {
-  const d = new HpackDecoder({ fromStart: from === 0 });
+  const d = new HpackDecoder({ fromStart: from === 0, memory: MEM });
   const out = new HeaderBlock();
   let correct = 0;
   let unknown = 0;
@@ -147,6 +149,7 @@ function replay(story: Prepared, from: number, drop: number): { correct: number;
     correct += out.count;
     unknown += out.unknown;
   }
+  d.release(); // give its size back to the shared budget
   return { correct, unknown, wrong };
 }
 

@@ -12,6 +12,9 @@ import {
 } from "../../src/protocols/http2/encoder.ts";
 import { HpackMemory } from "../../src/protocols/http2/hpack.ts";
 
+/** This file's own HPACK budget (sessions left open here must not count against other files). */
+const MEM = new HpackMemory(1 << 30);
+
 export interface Ev { from: Sender; bytes: Uint8Array; ts: bigint }
 
 export class FakeEnv implements SessionEnv {
@@ -63,7 +66,7 @@ export class Conn {
 }
 
 export function run(conn: Conn, opts: Http2SessionOptions = {}, env = new FakeEnv(), split?: (ev: Ev) => number[]): FakeEnv {
-  const s = new Http2Session(env, opts);
+  const s = new Http2Session(env, { hpackMemory: MEM, ...opts });
   for (const ev of conn.events) {
     const cuts = split ? split(ev) : [];
     let p = 0;
@@ -243,7 +246,7 @@ describe("gRPC", () => {
     conn.send("server", trailers);
     // lose the trailer block's payload
     const env = new FakeEnv();
-    const s = new Http2Session(env);
+    const s = new Http2Session(env, { hpackMemory: MEM });
     for (const ev of conn.events) {
       if (ev.bytes === trailers) {
         s.data("server", ev.bytes.subarray(0, 10), ev.ts, false);
@@ -304,7 +307,7 @@ describe("stream endings", () => {
     expect(env.attrs(4)["ebpf.http2.end_reason"]).toBe("close");
 
     const env2 = new FakeEnv();
-    const s = new Http2Session(env2, { streamMaxAgeNs: 1_000_000n });
+    const s = new Http2Session(env2, { streamMaxAgeNs: 1_000_000n, hpackMemory: MEM });
     for (const ev of conn.events) s.data(ev.from, ev.bytes, ev.ts, true);
     s.tick(500_000n);
     expect(env2.exchanges.length).toBe(0);
@@ -413,7 +416,7 @@ describe("gaps and attaching mid-connection", () => {
       const ev = conn.events[k]!;
       if (ev.bytes[3] !== 1) continue; // HEADERS frames only
       const env = new FakeEnv();
-      const s = new Http2Session(env);
+      const s = new Http2Session(env, { hpackMemory: MEM });
       conn.events.forEach((e, i) => {
         if (i === k) {
           s.data(e.from, e.bytes.subarray(0, 11), e.ts, false);
@@ -434,7 +437,7 @@ describe("gaps and attaching mid-connection", () => {
     conn.req(1, [["x-checksum", "abc"]], { endStream: true });
     conn.res(1, [[":status", "200"], ["content-type", "application/grpc"], ["grpc-status", "0"]], { endStream: true });
     const env = new FakeEnv();
-    const s = new Http2Session(env);
+    const s = new Http2Session(env, { hpackMemory: MEM });
     for (const e of conn.events) {
       if (e.bytes === head) {
         s.data("client", e.bytes.subarray(0, 12), e.ts, false);
@@ -457,7 +460,7 @@ describe("gaps and attaching mid-connection", () => {
     conn.res(1, [[":status", "204"]], { endStream: true });
     conn.get(3, "/next");
     const env = new FakeEnv();
-    const s = new Http2Session(env);
+    const s = new Http2Session(env, { hpackMemory: MEM });
     for (const e of conn.events) {
       if (e.bytes === body) {
         s.data("client", e.bytes.subarray(0, 20), e.ts, false);
@@ -476,7 +479,7 @@ describe("gaps and attaching mid-connection", () => {
     const conn = busy(8);
     const full = run(conn);
     const env = new FakeEnv();
-    const s = new Http2Session(env);
+    const s = new Http2Session(env, { hpackMemory: MEM });
     // lose client events 10..13 entirely, and cut event 14 in the middle
     conn.events.forEach((e, i) => {
       if (i >= 10 && i < 14 && e.from === "client") s.gap("client", e.bytes.length, e.ts, true);
