@@ -117,6 +117,24 @@ describe("HTTP/2 exchanges", () => {
     expect(env.errors).toEqual([]);
   });
 
+  test("compressed bodies are not kept as text; a header block on stream 0 makes its table unknown", () => {
+    const conn = new Conn();
+    conn.req(1, [[":method", "GET"], [":scheme", "http"], [":path", "/z"], [":authority", "a"]], { endStream: true });
+    conn.res(1, [[":status", "200"], ["content-type", "application/json"], ["content-encoding", "gzip"]]);
+    conn.data("server", 1, "\x1f\x8b\x08binary", { endStream: true });
+    conn.send("client", headersFrames(0, conn.c.encode([["x-inserted", "on stream 0"]])));
+    conn.req(3, [[":method", "GET"], [":scheme", "http"], [":path", "/after"], [":authority", "a"], ["x-inserted", "on stream 0"]], { endStream: true });
+    conn.res(3, [[":status", "200"]], { endStream: true });
+    const env = run(conn);
+    const a = env.attrs(0);
+    expect(a["http.response.body"]).toBeUndefined();
+    expect(a["http.response.body.size"]).toBe(10);
+    expect(env.counts.Http2FramesMalformed).toBe(1);
+    const b = env.attrs(1);
+    expect(b["http.request.header.x-inserted"]).toBeUndefined();
+    expect(b["ebpf.http2.unresolved_headers"]).toBe(1);
+  });
+
   test("non-standard methods become _OTHER with the original kept", () => {
     const conn = new Conn();
     conn.req(1, [[":method", "PURGE"], [":scheme", "http"], [":path", "/c"], [":authority", "a"]], { endStream: true });

@@ -95,7 +95,8 @@ function headerAttrs(attrs: Attributes, prefix: string, list: string[] | undefin
 }
 
 function bodyAttrs(attrs: Attributes, prefix: "http.request" | "http.response", h: Half): void {
-  writeBody(attrs, prefix, h.body === undefined ? EMPTY : h.body.subarray(0, h.bodyLen), h.bodySize, h.truncated);
+  const b = h.body === undefined ? EMPTY : h.body.length === h.bodyLen ? h.body : h.body.subarray(0, h.bodyLen);
+  writeBody(attrs, prefix, b, h.bodySize, h.truncated);
 }
 
 export class Http2Exchange implements Exchange {

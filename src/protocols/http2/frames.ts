@@ -299,13 +299,20 @@ export class FrameReader {
         break;
       case FrameType.HEADERS:
       case FrameType.PUSH_PROMISE:
-        if (this.sid === 0) { this.bad("header block on stream 0"); break; }
         this.blockSid = this.sid;
         this.blockEndStream = type === FrameType.HEADERS && (this.flags & FLAG_END_STREAM) !== 0;
         this.blockPromised = 0;
         this.blockLen = 0;
         this.blockLost = "";
         this.blockOpen = (this.flags & FLAG_END_HEADERS) === 0;
+        if (this.sid === 0) {
+          // not decodable as a stream's headers, yet the sender's encoder may have changed its
+          // table: reported lost, so that table is forgotten
+          this.sink.malformed("Http2FramesMalformed", "header block on stream 0");
+          this.dropBlock("header block on stream 0");
+          this.mode = Mode.SKIP;
+          break;
+        }
         this.startBlockFrame(len);
         break;
       case FrameType.CONTINUATION:

@@ -460,12 +460,16 @@ export class Http2Session implements ProtocolSession {
     const n = Math.min(room, end - start);
     if (n < end - start) h.truncated = true;
     if (n <= 0) return;
-    if (h.body === undefined || h.body.length < h.bodyLen + n) {
-      const nb = new Uint8Array(Math.min(max, Math.max(h.bodyLen + n, (h.body?.length ?? 0) * 2, 256)));
-      if (h.body !== undefined) nb.set(h.body.subarray(0, h.bodyLen));
-      h.body = nb;
+    let body = h.body;
+    if (body === undefined || body.length < h.bodyLen + n) {
+      // the first piece gets an exact fit (most bodies are one DATA frame), later ones double
+      const nb = new Uint8Array(body === undefined ? n : Math.min(max, Math.max(h.bodyLen + n, body.length * 2)));
+      if (body !== undefined) for (let i = 0; i < h.bodyLen; i++) nb[i] = body[i]!;
+      h.body = body = nb;
     }
-    h.body.set(b.subarray(start, start + n), h.bodyLen);
+    // small copies: a loop is cheaper than a subarray view plus set()
+    if (n <= 512) for (let i = 0, o = h.bodyLen; i < n; i++) body[o + i] = b[start + i]!;
+    else body.set(b.subarray(start, start + n), h.bodyLen);
     h.bodyLen += n;
   }
 
