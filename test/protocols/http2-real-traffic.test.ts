@@ -347,5 +347,26 @@ for (const which of Object.keys(RECORDERS) as Recorder[]) {
     expect(seen).toBeGreaterThan(500);
     expect(flagged).toBeGreaterThan(0);
   }, 40_000);
+
+  test("random gaps inside chunks (DATA, header blocks, frame headers): right or reported missing", () => {
+    const evs = capture(which);
+    const full = replay(evs);
+    let seed = 12345;
+    const rnd = (m: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % m;
+    let flagged = 0;
+    for (let round = 0; round < 150; round++) {
+      const env = replay(evs, (s, ev) => {
+        const n = ev.bytes.length;
+        if (n < 4 || rnd(6) !== 0) { s.data(ev.from, ev.bytes, ev.ts, true); return; }
+        const a = 1 + rnd(n - 2);
+        const g = 1 + rnd(Math.min(n - a - 1, 64));
+        s.data(ev.from, ev.bytes.subarray(0, a), ev.ts, false);
+        s.gap(ev.from, g, ev.ts, true);
+        s.data(ev.from, ev.bytes.subarray(a + g), ev.ts, true);
+      });
+      flagged += agree(full, env);
+    }
+    expect(flagged).toBeGreaterThan(0);
+  }, 60_000);
 });
 }
