@@ -132,7 +132,7 @@ describe("HTTP/2 exchanges", () => {
     expect(env.counts.Http2FramesMalformed).toBe(1);
     const b = env.attrs(1);
     expect(b["http.request.header.x-inserted"]).toBeUndefined();
-    expect(b["ebpf.http2.unresolved_headers"]).toBe(1);
+    expect(b["ebpf.http2.unresolved_headers"]).toBe(2); // x-inserted, and :authority from the earlier request
   });
 
   test("non-standard methods become _OTHER with the original kept", () => {
@@ -566,6 +566,29 @@ describe("hostile input: counted, never thrown, memory bounded", () => {
       s.close(100n);
       expect(mem.used).toBe(0);
     }
+  });
+
+  test("bodies of all open streams together stay within the connection's body budget", () => {
+    const conn = new Conn();
+    for (let sid = 1; sid <= 19; sid += 2) {
+      conn.req(sid, [[":method", "POST"], [":scheme", "http"], [":path", "/u"], [":authority", "a"], ["content-type", "application/json"]]);
+      conn.data("client", sid, "x".repeat(800));
+    }
+    for (let sid = 1; sid <= 19; sid += 2) conn.data("client", sid, "", { endStream: true }).res(sid, [[":status", "200"]], { endStream: true });
+    const env = run(conn, { maxBodyBytes: 3000 });
+    const kept = env.exchanges.map((_, i) => String(env.attrs(i)["http.request.body"] ?? "").length);
+    expect(kept).toEqual([800, 800, 800, 600, 0, 0, 0, 0, 0, 0]);
+    expect(env.attrs(3)["http.request.body.truncated"]).toBe(true);
+    expect(env.attrs(9)["http.request.body.size"]).toBe(800);
+    expect(env.counts.Http2BodyBudgetExceeded).toBe(7);
+    // budget comes back when streams end
+    const conn2 = new Conn();
+    for (let sid = 1; sid <= 19; sid += 2) {
+      conn2.req(sid, [[":method", "POST"], [":scheme", "http"], [":path", "/u"], [":authority", "a"], ["content-type", "application/json"]]);
+      conn2.data("client", sid, "x".repeat(800), { endStream: true }).res(sid, [[":status", "200"]], { endStream: true });
+    }
+    const env2 = run(conn2, { maxBodyBytes: 3000 });
+    expect(env2.exchanges.every((_, i) => env2.attrs(i)["http.request.body"] === "x".repeat(800))).toBe(true);
   });
 
   test("a flood of table insertions stays within the table cap", () => {

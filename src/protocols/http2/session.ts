@@ -22,7 +22,11 @@
  * Http2HpackSizeUpdateAboveSetting, Http2HeaderListTooLarge, Http2HeaderBlocksLost,
  * Http2SyncLost, Http2Resyncs, Http2ResyncSkippedBytes, Http2DataGapBytes, Http2FramesUnknownStream,
  * Http2HeadersBeforeRole, Http2StreamsEvicted, Http2StreamsExpired, Http2StreamsAtClose,
- * Http2GrpcFramingErrors.
+ * Http2GrpcFramingErrors, Http2BodyBudgetExceeded.
+ *
+ * Memory per connection: at most maxStreams open streams, each body at most env.bodyMaxSize and
+ * all bodies together at most maxBodyBytes; one header block buffer (256 KiB) and one resync
+ * buffer (64 KiB) per direction; HPACK tables within their caps and the shared HpackMemory.
  */
 import type { Exchange, Handoff, ProtocolSession, Sender, SessionEnv } from "../session.ts";
 import { GrpcMessageCounter, isGrpcContentType } from "../grpc/grpc.ts";
@@ -44,6 +48,9 @@ export interface Http2SessionOptions {
   hpackMemory?: HpackMemory;
   /** Per-block decoded header list cap (default 65536). */
   maxHeaderListSize?: number;
+  /** Body bytes kept by all open streams of the connection together (default 4 MiB); bodies
+   * past it are cut (flagged truncated) and counted as Http2BodyBudgetExceeded. */
+  maxBodyBytes?: number;
   /** A role learned from the headers (roleKnown false): which `from` label is the client. */
   onRole?: (client: Sender) => void;
 }
@@ -102,6 +109,9 @@ export class Http2Session implements ProtocolSession {
   private closed = false;
   private readonly maxAge: bigint;
   private readonly maxStreams: number;
+  private readonly maxBodyBytes: number;
+  /** Body bytes held by open streams. */
+  private bodyBytes = 0;
   private readonly onRole: ((client: Sender) => void) | undefined;
 
   constructor(env: SessionEnv, opts: Http2SessionOptions = {}) {
@@ -109,6 +119,7 @@ export class Http2Session implements ProtocolSession {
     const mid = opts.midStream === true;
     this.maxAge = opts.streamMaxAgeNs ?? DEFAULT_MAX_AGE;
     this.maxStreams = opts.maxStreams ?? 256;
+    this.maxBodyBytes = opts.maxBodyBytes ?? 4 * 1024 * 1024;
     this.onRole = opts.onRole;
     this.clientSide = opts.roleKnown === false ? -1 : 0;
     this.floorKnown = !mid;
@@ -449,6 +460,7 @@ export class Http2Session implements ProtocolSession {
   private finish(st: Stream, end: EndReason, ts: bigint): void {
     if (!this.streams.delete(st.id)) return;
     st.end = end;
+    this.bodyBytes -= st.req.bodyLen + st.res.bodyLen;
     if (end !== "complete" && st.req.lastNs === 0n) st.req.lastNs = ts;
     const x: Exchange = new Http2Exchange(st);
     this.env.emit(x);
@@ -456,10 +468,14 @@ export class Http2Session implements ProtocolSession {
 
   private keepBody(h: Half, b: Uint8Array, start: number, end: number): void {
     const max = this.env.bodyMaxSize;
-    const room = max - h.bodyLen;
+    const room = Math.min(max - h.bodyLen, this.maxBodyBytes - this.bodyBytes);
     const n = Math.min(room, end - start);
-    if (n < end - start) h.truncated = true;
+    if (n < end - start) {
+      if (!h.truncated && h.bodyLen + n < max) this.env.count("Http2BodyBudgetExceeded");
+      h.truncated = true;
+    }
     if (n <= 0) return;
+    this.bodyBytes += n;
     let body = h.body;
     if (body === undefined || body.length < h.bodyLen + n) {
       // the first piece gets an exact fit (most bodies are one DATA frame), later ones double
