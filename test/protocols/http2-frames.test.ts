@@ -3,7 +3,7 @@
  * joining, padding and priority stripping, frames split at every byte, bounds, gaps.
  */
 import { describe, expect, test } from "bun:test";
-import { FrameReader, type FrameSink, frameChain, isHttp2Preface, looksLikeHttp2Frames, plausibleFrameHeader, prefaceMatch } from "../../src/protocols/http2/frames.ts";
+import { detectHttp2Frames, FrameReader, type FrameSink, frameChain, isHttp2Preface, looksLikeHttp2Frames, plausibleFrameHeader, prefaceMatch } from "../../src/protocols/http2/frames.ts";
 import { concat, dataFrame, frame, goawayFrame, headersFrames, pingFrame, PREFACE, rstFrame, settingsFrame, windowUpdateFrame } from "../../src/protocols/http2/encoder.ts";
 
 const enc = new TextEncoder();
@@ -148,6 +148,17 @@ describe("detection helpers", () => {
     expect(looksLikeHttp2Frames(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))).toBe(false);
     expect(looksLikeHttp2Frames(Uint8Array.of(0x16, 3, 1, 0, 0xc8, 1, 0, 0, 0xc4, 3, 3))).toBe(false);       // TLS ClientHello
     expect(frameChain(chain)).toEqual({ frames: 3, exact: true, bad: false });
+  });
+
+  test("held-bytes verdicts for a detector", () => {
+    const chain = concat([headersFrames(5, block("abc")), dataFrame(5, "xyz"), dataFrame(5, "", { endStream: true })]);
+    expect(detectHttp2Frames(chain.subarray(0, 5), false)).toBe("more");
+    expect(detectHttp2Frames(chain.subarray(0, 12), true)).toBe("more");
+    expect(detectHttp2Frames(chain.subarray(0, 24), true)).toBe("http2");
+    expect(detectHttp2Frames(chain.subarray(0, 24), false)).toBe("more");
+    expect(detectHttp2Frames(chain, false)).toBe("http2");
+    expect(detectHttp2Frames(enc.encode("SSH-2.0-OpenSSH_9.2\r\n"), true)).toBe("unknown");
+    expect(detectHttp2Frames(Uint8Array.of(0, 0, 4, 0xaa, 0, 0, 0, 0, 1), false)).toBe("unknown");
   });
 
   test("plausibility rules per type", () => {

@@ -97,6 +97,18 @@ export function looksLikeHttp2Frames(bytes: Uint8Array, whole = false): boolean 
   return c.frames >= 3 || (c.frames >= 2 && whole && c.exact);
 }
 
+/**
+ * The same test for a detector that holds bytes while undecided: "http2" for a chain of at least
+ * 3 plausible frame headers, or 2 ending exactly where a syscall ended (`callEnd`); "unknown" as
+ * soon as a header is implausible; "more" while the frames so far are plausible but too few.
+ */
+export function detectHttp2Frames(bytes: Uint8Array, callEnd: boolean): "http2" | "unknown" | "more" {
+  const c = frameChain(bytes);
+  if (c.bad) return "unknown";
+  if (c.frames >= 3 || (c.frames >= 2 && callEnd && c.exact)) return "http2";
+  return "more";
+}
+
 /** 2: `bytes` start with the client connection preface; 1: they are a proper prefix of it; 0: no. */
 export function prefaceMatch(bytes: Uint8Array): 0 | 1 | 2 {
   const n = Math.min(bytes.length, PREFACE.length);
@@ -188,10 +200,11 @@ export class FrameReader {
     this.maxResync = opts.maxResyncBytes ?? 64 * 1024;
   }
 
-  /** Sync was never known (first seen mid-stream): wait for a syscall boundary and a frame chain. */
-  startUnsynced(): void {
+  /** Sync was never known (first seen mid-stream): the next bytes must start a syscall with a
+   * frame chain (`atCallStart`; else the reader waits for a syscall boundary first). */
+  startUnsynced(atCallStart = true): void {
     this.st = St.RESYNC;
-    this.atBoundary = false;
+    this.atBoundary = atCallStart;
   }
 
   /** Whether the reader is looking for frames (not in sync). */
