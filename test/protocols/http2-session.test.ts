@@ -493,6 +493,27 @@ describe("gaps and attaching mid-connection", () => {
     expect(env.exchanges[1]!.partial).toBe(false);
   });
 
+  test("a syscall cut by the capture cap: the next syscall is parsed again at once", () => {
+    const conn = new Conn();
+    const big = concat([
+      headersFrames(1, conn.c.encode([[":method", "POST"], [":scheme", "http"], [":path", "/up"], [":authority", "h"], ["content-type", "application/json"]])),
+      dataFrame(1, "x".repeat(5000)), dataFrame(1, "y".repeat(100), { endStream: true }),
+    ]);
+    const env = new FakeEnv();
+    const s = new Http2Session(env, { hpackMemory: MEM });
+    for (const e of conn.events) s.data(e.from, e.bytes, e.ts, true);
+    s.data("client", big.subarray(0, 1000), 5n, true);
+    s.gap("client", big.length - 1000, 5n, false);
+    s.data("client", headersFrames(3, conn.c.encode([[":method", "GET"], [":scheme", "http"], [":path", "/next"], [":authority", "h"]]), { endStream: true }), 6n, true);
+    s.data("server", headersFrames(3, conn.s.encode([[":status", "200"]]), { endStream: true }), 7n, true);
+    s.close(8n);
+    expect(env.exchanges.map((x) => x.name)).toEqual(["GET /next", "POST /up"]);
+    expect(env.counts.Http2ResyncSkippedBytes).toBe(big.length - 1000);
+    const a = env.attrs(0);
+    expect(a["ebpf.http2.unresolved_headers"]).toBe(1); // :authority was indexed by the first request
+    expect(env.attrs(1)["ebpf.http2.end_reason"]).toBe("close");
+  });
+
   test("a gap over frame headers resynchronises at a syscall boundary on a frame chain", () => {
     const conn = busy(8);
     const full = run(conn);

@@ -566,7 +566,8 @@ export class FrameReader {
     this.hdrLen = 0;
     this.resyncLen = 0;
     this.resyncCollecting = false;
-    this.atBoundary = false;
+    // atBoundary stays: after bytes cut from the end of a syscall (capture cap) the next bytes
+    // start a syscall; after lost events they may not, which the frame chain check catches.
     this.sink.syncLost(ts);
   }
 
