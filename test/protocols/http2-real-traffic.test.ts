@@ -162,9 +162,8 @@ def pump(src, dst, who):
             dst.sendall(d)
     except OSError:
         pass
-    for s in (src, dst):
-        try: s.shutdown(socket.SHUT_RDWR)
-        except OSError: pass
+    try: dst.shutdown(socket.SHUT_WR)   # pass the half-close on
+    except OSError: pass
 
 lsock = socket.socket()
 lsock.bind(("127.0.0.1", 0))
