@@ -3,7 +3,7 @@
  * joining, padding and priority stripping, frames split at every byte, bounds, gaps.
  */
 import { describe, expect, test } from "bun:test";
-import { detectHttp2Frames, FrameReader, type FrameSink, frameChain, isHttp2Preface, looksLikeHttp2Frames, plausibleFrameHeader, prefaceMatch } from "../../src/protocols/http2/frames.ts";
+import { decodeHttp2Settings, detectHttp2Frames, FrameReader, type FrameSink, frameChain, isHttp2Preface, looksLikeHttp2Frames, plausibleFrameHeader, prefaceMatch } from "../../src/protocols/http2/frames.ts";
 import { concat, dataFrame, frame, goawayFrame, headersFrames, pingFrame, PREFACE, rstFrame, settingsFrame, windowUpdateFrame } from "../../src/protocols/http2/encoder.ts";
 
 const enc = new TextEncoder();
@@ -148,6 +148,16 @@ describe("detection helpers", () => {
     expect(looksLikeHttp2Frames(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))).toBe(false);
     expect(looksLikeHttp2Frames(Uint8Array.of(0x16, 3, 1, 0, 0xc8, 1, 0, 0, 0xc4, 3, 3))).toBe(false);       // TLS ClientHello
     expect(frameChain(chain)).toEqual({ frames: 3, exact: true, bad: false });
+  });
+
+  test("HTTP2-Settings header of an h2c upgrade", () => {
+    // curl sends "AAMAAABkAAQCAAAAAAIAAAAA": max concurrent streams 100, window 32 MiB, no push
+    expect([...decodeHttp2Settings("AAMAAABkAAQCAAAAAAIAAAAA")!]).toEqual([0, 3, 0, 0, 0, 100, 0, 4, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0]);
+    expect(decodeHttp2Settings("")!.length).toBe(0);
+    expect(decodeHttp2Settings("AAMAAABk")!.length).toBe(6);
+    expect(decodeHttp2Settings("AAMAAAB")).toBeUndefined();       // not whole settings
+    expect(decodeHttp2Settings("AA+/AABk")).toBeUndefined();      // not base64url
+    expect(decodeHttp2Settings("AAMAA")).toBeUndefined();         // not base64 at all
   });
 
   test("held-bytes verdicts for a detector", () => {

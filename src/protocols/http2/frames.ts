@@ -121,6 +121,18 @@ export function isHttp2Preface(bytes: Uint8Array): boolean {
   return prefaceMatch(bytes) === 2;
 }
 
+/**
+ * The `HTTP2-Settings` header of an h2c upgrade request (RFC 7540 3.2.1): base64url without
+ * padding of a SETTINGS payload. Undefined when it is not valid base64url or not whole settings.
+ */
+export function decodeHttp2Settings(value: string): Uint8Array | undefined {
+  const v = value.trim().replace(/=+$/, "");
+  if (!/^[A-Za-z0-9_-]*$/.test(v) || v.length > 4096 || v.length % 4 === 1) return undefined;
+  const bin = atob(v.replace(/-/g, "+").replace(/_/g, "/") + "==".slice(0, (4 - (v.length % 4)) % 4));
+  const b = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  return b.length % 6 === 0 ? b : undefined;
+}
+
 // ------------------------------------------------------------------ incremental reader
 
 /** What a FrameReader reports; `ts` is the timestamp of the chunk that completed the item. */
