@@ -12,6 +12,9 @@ import { compileRules } from "../selection/rules.ts";
 import type { Target } from "../config/config.ts";
 import { MonoClock } from "./clock.ts";
 import { OverheadBudget, selfUsage } from "./budget.ts";
+import { Http2Session } from "../protocols/http2/session.ts";
+import type { SessionEnv } from "../protocols/session.ts";
+import type { SessionInit } from "../stream/connections.ts";
 import { ROLE_CLIENT, ROLE_SERVER } from "../kernel/event-layout.ts";
 import { log } from "../log/log.ts";
 import type { Config } from "../config/config.ts";
@@ -127,7 +130,16 @@ export class Agent {
   }
 
   private static pipelineSettings(cfg: Config, clock: MonoClock) {
+    const h2 = cfg.http2;
     return {
+      protocols: cfg.http2_data_capture_enabled
+        ? {
+            http2: (env: SessionEnv, init: SessionInit) => new Http2Session(env, {
+              midStream: init.midstream, handoff: init.handoff,
+              streamMaxAgeNs: BigInt(h2.stream_max_age) * 1_000_000n, maxStreams: h2.max_streams_per_connection,
+            }),
+          }
+        : {},
       bodyMaxSize: cfg.data_capture.body_max_size_bytes,
       allowedContentTypes: cfg.data_capture.allowed_content_types,
       span: {
@@ -250,6 +262,7 @@ export class Agent {
     clearInterval(this.gcTimer);
     clearInterval(this.rescanTimer);
     this.drainNow();
+    this.pipeline.flushAll();
     this.finalKernelCounters = this.kernel.counters();
     this.kernel.close();
     await this.opts.sink.shutdown(timeoutMs);

@@ -4,7 +4,7 @@
  * span builder and the sink. Never throws on input: everything odd is counted.
  */
 import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent } from "../kernel/event-decoder.ts";
-import { Connection, ConnectionTable, type ConnectionMeta } from "../stream/connections.ts";
+import { Connection, ConnectionTable, type ConnectionMeta, type SessionInit } from "../stream/connections.ts";
 import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
 import { Http1Session } from "../protocols/http1/session.ts";
 import type { OverheadBudget } from "./budget.ts";
@@ -63,7 +63,7 @@ export interface PipelineOptions {
   /** the overhead budget and rate limits: decides at a connection's open whether it is captured */
   budget?: OverheadBudget;
   /** sessions of protocols beyond HTTP/1 (HTTP/2); undefined: that protocol is not captured */
-  protocols?: Partial<Record<Exclude<ProtocolName, "http1">, (env: SessionEnv, handoff?: Handoff) => ProtocolSession>>;
+  protocols?: Partial<Record<Exclude<ProtocolName, "http1">, (env: SessionEnv, init: SessionInit) => ProtocolSession>>;
 }
 
 export class Pipeline {
@@ -165,10 +165,10 @@ export class Pipeline {
 
   /** How connections reach protocols and report back. */
   private readonly hooks = {
-    createSession: (protocol: ProtocolName, c: Connection, handoff?: Handoff): ProtocolSession | undefined => {
+    createSession: (protocol: ProtocolName, c: Connection, init: SessionInit): ProtocolSession | undefined => {
       const env = this.envFor(c);
       if (protocol === "http1") return new Http1Session(env);
-      return this.opts.protocols?.[protocol]?.(env, handoff);
+      return this.opts.protocols?.[protocol]?.(env, init);
     },
     unsupported: (c: Connection): void => {
       this.counters.UnsupportedProtocolConnections++;
@@ -250,8 +250,16 @@ export class Pipeline {
     }
   }
 
-  /** Periodic housekeeping: idle connections and exited processes. */
+  /** Shutdown: every open connection's session emits what it holds (flagged), nothing vanishes. */
+  flushAll(): void {
+    const now = process.hrtime.bigint();
+    for (const c of this.conns.values()) c.session?.close(now);
+  }
+
+  /** Periodic housekeeping: idle connections, exited processes, long-lived streams. */
   sweep(): void {
+    const now = process.hrtime.bigint();
+    for (const c of this.conns.values()) c.session?.tick?.(now);
     this.conns.sweep();
     this.procs.sweep();
   }

@@ -47,6 +47,8 @@ export interface Config {
   proc_fs_scan_period_in_sec: number;
   data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
   budget: { cpu_percent: number; memory_mb: number };
+  http2_data_capture_enabled: boolean;
+  http2: { stream_max_age: number; max_streams_per_connection: number };
   bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
   enable_tracepoints: boolean;
   max_active_ret_probe: number;

@@ -57,6 +57,17 @@ export const SCHEMA: Record<string, FieldSpec> = {
       max_spans_per_second: { t: "int", min: 1 },
     },
   },
+  /** HTTP/2 and gRPC capture (Traceable: ebpfHttp2CaptureEnabled); false leaves HTTP/1 alone. */
+  http2_data_capture_enabled: { t: "bool", def: true },
+  http2: {
+    t: "object",
+    fields: {
+      /** a stream still open this long after its request is emitted flagged incomplete */
+      stream_max_age: { t: "duration", def: 300_000, min: 1000 },
+      /** open streams per connection; the least recently active is evicted (flagged) past it */
+      max_streams_per_connection: { t: "int", def: 256, min: 1, max: 65536 },
+    },
+  },
   /** The agent's own overhead budget (0 = none): over it, connections are shed in the kernel. */
   budget: {
     t: "object",

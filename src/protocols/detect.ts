@@ -2,14 +2,17 @@
  * Protocol detection on a connection's first application bytes. Called at the start of a
  * syscall's bytes (a message or frame boundary is only plausible there) until it decides.
  *
- * - "http2": the client connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").
+ * - "http2": the client connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), or the server's
+ *   (a SETTINGS frame on stream 0), which a server may send before the client's arrives.
  * - "http1": a request line (token SP target SP HTTP/x.y) from the client, or a status line
  *   ("HTTP/x.y NNN") from the server.
  * - "tls": a TLS record header (handshake, alert or application data; version 3.x).
+ * - "http2" also, for a connection first seen mid-stream, on a chain of valid HTTP/2 frame headers.
  * - "unknown": none of these (a database, Redis, a binary protocol).
  * - "more": the bytes so far are a prefix of a possible match; wait for more.
  */
 import type { Sender } from "./session.ts";
+import { detectHttp2Frames } from "./http2/frames.ts";
 
 export type Detected = "http1" | "http2" | "tls" | "unknown" | "more";
 
@@ -40,6 +43,19 @@ function tls(bytes: Uint8Array): Detected | undefined {
   if (t !== 0x16 && t !== 0x17 && t !== 0x15) return undefined;
   if (bytes.length < 3) return "more";
   return bytes[1] === 3 && bytes[2]! <= 4 ? "tls" : undefined;
+}
+
+/** The server's HTTP/2 preface: a SETTINGS frame (type 4) on stream 0, no ACK flag, a length
+ * that is a multiple of 6. undefined when the bytes cannot be one. */
+function serverPreface(bytes: Uint8Array): Detected | undefined {
+  if (bytes[0] !== 0) return undefined;
+  if (bytes.length < 9) {
+    // 9-byte frame header not complete: only plausible while what is there fits
+    return bytes.length < 4 || bytes[3] === 4 ? "more" : undefined;
+  }
+  const len = (bytes[0]! << 16) | (bytes[1]! << 8) | bytes[2]!;
+  const stream = ((bytes[5]! & 0x7f) << 24) | (bytes[6]! << 16) | (bytes[7]! << 8) | bytes[8]!;
+  return bytes[3] === 4 && (bytes[4]! & 1) === 0 && stream === 0 && len % 6 === 0 && len <= 16384 ? "http2" : undefined;
 }
 
 /** "HTTP/d.d SP ddd" */
@@ -83,8 +99,14 @@ function requestLine(bytes: Uint8Array): Detected {
  * Decides what the first bytes from `from` are. `from` is undefined when the connection's role
  * is not known (then both request and status lines are tried).
  */
-export function detect(bytes: Uint8Array, from: Sender | undefined): Detected {
+export function detect(bytes: Uint8Array, from: Sender | undefined, midstream?: { callEnd: boolean }): Detected {
   if (bytes.length === 0) return "more";
+  if (midstream) {
+    // A connection first seen mid-stream may be HTTP/2 past its preface: a chain of valid
+    // frame headers from a syscall start (frames.ts) decides it; else the usual starts apply.
+    const h2 = detectHttp2Frames(bytes, midstream.callEnd);
+    if (h2 !== "unknown") return h2;
+  }
   const t = tls(bytes);
   if (t) return t;
   if (from !== "server") {
@@ -92,7 +114,11 @@ export function detect(bytes: Uint8Array, from: Sender | undefined): Detected {
     if (p === "yes") return "http2";
     if (p === "short") return "more";
   }
-  if (from === "server") return statusLine(bytes);
+  if (from === "server") {
+    // An HTTP/2 server may speak first: its connection preface is a SETTINGS frame.
+    const s = serverPreface(bytes);
+    return s ?? statusLine(bytes);
+  }
   const r = requestLine(bytes);
   if (r !== "unknown" || from === "client") return r;
   return statusLine(bytes);

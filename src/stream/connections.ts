@@ -30,12 +30,18 @@ const DETECT_HOLD_MAX = 8192;
 
 export interface ConnectionHooks {
   /** A session for `protocol` on this connection; undefined when that protocol is not captured. */
-  createSession(protocol: ProtocolName, conn: Connection, handoff?: Handoff): ProtocolSession | undefined;
+  createSession(protocol: ProtocolName, conn: Connection, init: SessionInit): ProtocolSession | undefined;
   /** The application bytes are none of the supported protocols (or a disabled one): the caller
    * stops paying for the connection (kernel stops copying) and drops it. */
   unsupported(conn: Connection, reason: string): void;
   /** The socket carries TLS records: its plaintext can only come from the TLS layer. */
   tlsDetected?(conn: Connection): void;
+}
+
+/** How a session starts: after a hand-off, or on a connection first seen mid-stream. */
+export interface SessionInit {
+  handoff?: Handoff;
+  midstream: boolean;
 }
 
 interface Pending {
@@ -131,7 +137,7 @@ export class Connection {
 
   /** Replaces the session (a protocol switch such as HTTP/1 → h2c). */
   handoff(protocol: ProtocolName, init: Handoff): ProtocolSession | undefined {
-    const next = this.hooks.createSession(protocol, this, init);
+    const next = this.hooks.createSession(protocol, this, { handoff: init, midstream: false });
     this.session = next;
     if (!next) this.giveUp(`${protocol} is not captured`);
     return next;
@@ -157,7 +163,7 @@ export class Connection {
     const held = this.heldFor(dir);
     if (held === 0 && !startsCall) return; // mid-call bytes cannot start a message
     const probe = held === 0 ? data : this.concatHeld(dir, data);
-    const verdict = detect(probe, this.meta.role === 0 ? undefined : from);
+    const verdict = detect(probe, this.meta.role === 0 ? undefined : from, this.midstream ? { callEnd } : undefined);
     if (verdict === "more" && this.heldBytes + data.length <= DETECT_HOLD_MAX) {
       this.held.push({ from, bytes: data.slice(), tsNs, callEnd });
       this.heldBytes += data.length;
@@ -169,7 +175,7 @@ export class Connection {
       return;
     }
     if (verdict === "http1" || verdict === "http2") {
-      this.session = this.hooks.createSession(verdict, this);
+      this.session = this.hooks.createSession(verdict, this, { midstream: this.midstream });
       if (!this.session) {
         this.giveUp(`${verdict} is not captured`);
         return;

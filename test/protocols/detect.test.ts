@@ -45,3 +45,23 @@ describe("protocol detector", () => {
     expect(detect(b(`GET /${"a".repeat(9000)}`), "client")).toBe("unknown");
   });
 });
+
+describe("HTTP/2 servers speak first", () => {
+  test("a SETTINGS frame on stream 0 from the server is HTTP/2; other frames are not", () => {
+    const settings = b([0, 0, 12, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100, 0, 4, 0, 0, 255, 255]);
+    expect(detect(settings, "server")).toBe("http2");
+    expect(detect(b([0, 0, 0, 4, 0, 0, 0, 0, 0]), "server")).toBe("http2"); // empty SETTINGS
+    expect(detect(b([0, 0, 12, 4, 1, 0, 0, 0, 0]), "server")).toBe("unknown"); // ACK: not a preface
+    expect(detect(b([0, 0, 7, 4, 0, 0, 0, 0, 0]), "server")).toBe("unknown"); // length not a multiple of 6
+    expect(detect(b([0, 0, 12, 1, 4, 0, 0, 0, 1]), "server")).toBe("unknown"); // HEADERS
+    expect(detect(b([0, 0, 12]), "server")).toBe("more");
+  });
+
+  test("mid-stream: a chain of frame headers is HTTP/2", () => {
+    const frame = (type: number, flags: number, stream: number, payload: number[]) =>
+      [payload.length >> 16, (payload.length >> 8) & 255, payload.length & 255, type, flags, 0, 0, 0, stream, ...payload];
+    const frames = b([...frame(8, 0, 0, [0, 0, 1, 0]), ...frame(4, 1, 0, []), ...frame(6, 0, 0, [1, 2, 3, 4, 5, 6, 7, 8])]);
+    expect(detect(frames, "client", { callEnd: true })).toBe("http2");
+    expect(detect(b("GET / HTTP/1.1\r\n"), "client", { callEnd: true })).toBe("http1");
+  });
+});

@@ -9,6 +9,7 @@ import { headerValue, REQ_HEADER, RES_HEADER, spanName, splitTarget, writeBody, 
 import type { Exchange, ProtocolSession, Sender, SessionEnv } from "../session.ts";
 import { Http1Connection, type HttpExchange, type UpgradeSinks } from "./exchange.ts";
 import type { HttpMessage } from "./parser.ts";
+import { decodeHttp2Settings } from "../http2/frames.ts";
 
 export class Http1Exchange implements Exchange {
   readonly protocol = "http1" as const;
@@ -72,16 +73,6 @@ export class Http1Exchange implements Exchange {
   }
 }
 
-/** Decodes the base64url HTTP2-Settings header of an h2c upgrade request. */
-function http2Settings(m: HttpMessage): Uint8Array | undefined {
-  const v = headerValue(m.headers, "http2-settings");
-  if (v === undefined) return undefined;
-  try {
-    return new Uint8Array(Buffer.from(v.trim(), "base64url"));
-  } catch {
-    return undefined;
-  }
-}
 
 function upgradesTo(m: HttpMessage, token: string): boolean {
   const v = headerValue(m.headers, "upgrade");
@@ -107,7 +98,7 @@ export class Http1Session implements ProtocolSession {
     if (res.status !== 101 || !upgradesTo(req, "h2c") || !upgradesTo(res, "h2c")) return undefined;
     const next = this.env.handoff("http2", {
       upgradeRequest: { method: req.method, target: req.target, headers: req.headers, startNs: req.firstByteNs, endNs: req.lastByteNs },
-      settings: http2Settings(req),
+      settings: ((v) => (v === undefined ? undefined : decodeHttp2Settings(v)))(headerValue(req.headers, "http2-settings")),
     });
     return {
       request: (b, ts) => next.data("client", b, ts, true),

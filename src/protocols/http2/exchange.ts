@@ -155,6 +155,8 @@ export class Http2Exchange implements Exchange {
     headerAttrs(attrs, REQ_PREFIX, req.trailers);
     headerAttrs(attrs, RES_PREFIX, res.fields);
     headerAttrs(attrs, RES_PREFIX, res.trailers);
+    const ua = attrs[REQ_PREFIX + "user-agent"];
+    if (typeof ua === "string") attrs["user_agent.original"] = ua;
     bodyAttrs(attrs, "http.request", req);
     if (res.headersSeen || res.bodySize > 0) bodyAttrs(attrs, "http.response", res);
     attrs["ebpf.http2.stream_id"] = s.id;
