@@ -185,8 +185,8 @@ describe("protocol seam", () => {
     const seen: { handoff?: unknown; bytes: string[] } = { bytes: [] };
     const { p, sink } = pipeline({
       protocols: {
-        http2: (_env, handoff) => {
-          seen.handoff = handoff;
+        http2: (_env, init) => {
+          seen.handoff = init.handoff;
           return { protocol: "http2", data: (from, b) => seen.bytes.push(`${from}:${Buffer.from(b).toString("latin1")}`), gap() {}, close() {} };
         },
       },
