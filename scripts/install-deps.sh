@@ -4,7 +4,7 @@
 set -euo pipefail
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO=sudo
-PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make gcc curl ca-certificates openssl
+PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make gcc bzip2 curl ca-certificates openssl
       nginx wrk python3 nodejs iproute2 xz-utils tar debootstrap systemd-container shellcheck util-linux qemu-system-x86)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

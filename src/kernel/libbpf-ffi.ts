@@ -94,8 +94,9 @@ function errno(): number {
 
 /**
  * Loads libbpf from the given shared-object bytes. The bytes go into a memfd and are dlopened
- * through /proc/self/fd, so the binary needs no libbpf on the host and writes no files. libbpf
- * itself needs libelf.so.1 and libz.so.1 from the host; their absence is reported by name.
+ * through /proc/self/fd, so the binary needs no libbpf on the host and writes no files. libelf
+ * and zlib are linked into it (scripts/build-libbpf.sh), so it needs only glibc; a library the
+ * loader still cannot find is reported by name.
  */
 export function loadLibbpf(soBytes: Uint8Array): string {
   if (libbpf) return b().libbpf_version_string() as unknown as string;
@@ -116,7 +117,7 @@ export function loadLibbpf(soBytes: Uint8Array): string {
     throw new TracerError(
       "DEPENDENCY",
       missing
-        ? `missing host library ${missing} needed by the embedded libbpf (Debian/Ubuntu: apt install libelf1 zlib1g; RHEL: dnf install elfutils-libelf zlib)`
+        ? `missing host library ${missing} needed by the embedded libbpf (it should need only glibc: was the binary built with scripts/build-libbpf.sh?)`
         : `cannot load the embedded libbpf: ${msg}`,
     );
   }
