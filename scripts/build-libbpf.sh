@@ -100,7 +100,7 @@ bdir=$(unpack "$(fetch "${LIBBPF[@]}")")
 objdir="$PWD/$WORK/libbpf-build"
 rm -rf "$objdir"
 run make -C "$bdir/src" -j"$(nproc)" CC="$CC" OBJDIR="$objdir" NO_PKG_CONFIG=1 CFLAGS="-g -O2 -Wall" \
-  EXTRA_CFLAGS="-I$PREFIX/include" BUILD_STATIC_ONLY= "$objdir/libbpf.so.${LIBBPF[1]}"
+  EXTRA_CFLAGS="-I$PREFIX/include" LDFLAGS="-L$PREFIX/lib" BUILD_STATIC_ONLY= "$objdir/libbpf.so.${LIBBPF[1]}"
 
 # --- link: one shared object, libelf and zlib inside, only libbpf's API exported ------------
 # Objects linked into libbpf.so: add others (C helpers for the agent) to link_objs, and their
