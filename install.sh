@@ -4,6 +4,11 @@
 #   sudo ./install.sh --endpoint collector.example:4318 --token T --exe nginx [--binary dist/ebpf-tracer]
 #   sudo ./install.sh --upgrade --binary ./ebpf-tracer        # swap the binary, restart once
 #   sudo ./install.sh --uninstall [--purge] --yes
+#   curl -fsSL https://releases.example/ebpf-tracer/install.sh | sudo bash -s -- --endpoint …
+#
+# Piped into bash it works as from a file: it never looks next to itself then, and with no
+# --binary/--download-url/--from-source it downloads the release stamped below for `uname -m`.
+# All code is in functions and the last line calls main, so a truncated download runs nothing.
 #
 # It checks first (root, architecture, systemd, the binary's own `check` preflight) and changes
 # nothing when a check fails; a failure after it started changing things is rolled back. Running it
@@ -14,8 +19,22 @@
 set -euo pipefail
 
 readonly SERVICE=ebpf-tracer
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The directory install.sh was run from (a checkout or an extracted release tarball); empty when
+# it was piped into bash (bash -s, bash <(curl …)): then nothing is taken from "next to it".
+SCRIPT_DIR=""
+if [[ -n ${BASH_SOURCE[0]:-} && -f ${BASH_SOURCE[0]} && ${BASH_SOURCE[0]} != /dev/fd/* && ${BASH_SOURCE[0]} != /proc/* ]]; then
+  SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+fi
 readonly SCRIPT_DIR
+
+# Stamped by scripts/release.ts in the copy it publishes (empty in a checkout): where the release
+# tarballs are (<base>/ebpf-tracer-<version>-linux-<arch>.tar.gz + .sha256) and which version
+# this script installs when no --version is given.
+RELEASE_BASE_URL=""
+RELEASE_VERSION=""
+readonly RELEASE_BASE_URL RELEASE_VERSION
+# The oldest glibc the binary runs on (the Bun runtime's floor; see README "What the binary needs").
+readonly MIN_GLIBC=2.17
 
 # EBPF_TRACER_INSTALL_ROOT prefixes every path this script writes; only the tests set it.
 ROOT=${EBPF_TRACER_INSTALL_ROOT:-}
@@ -59,6 +78,8 @@ if [[ -n ${EBPF_TRACER_EXE:-} ]]; then IFS=, read -r -a EXES <<<"$EBPF_TRACER_EX
 # ---- state of this run ---------------------------------------------------------------------
 STAGE=""            # temp dir: staged binary, rendered files
 SRC_BIN=""          # the binary to install (staged copy)
+SYSTEMD_SRC=""      # the directory holding ebpf-tracer.service and the drop-ins to install
+PRINT_CONFIG=0      # --print-config: print the config the flags produce and exit
 CHECK_FAILED=0      # dry run: first failed check's status
 COMMITTED=0         # set once the install is complete: no rollback
 JOURNAL=()          # rollback steps, "op<TAB>path[<TAB>backup]", undone in reverse
@@ -85,11 +106,14 @@ Collector and identity (written into a new config; an existing config is never o
 
 Where the binary comes from (first that applies):
   --binary PATH             a local build                                   EBPF_TRACER_BINARY
-  --version V --download-url URL
-                            fetch the release tarball URL ({version} is replaced by V) and
-                            URL.sha256, verify, extract                     EBPF_TRACER_VERSION, EBPF_TRACER_DOWNLOAD_URL
+  --download-url URL        fetch the release tarball URL ({version} → the version, {arch} →
+                            x86_64 or aarch64) and URL.sha256, verify, extract  EBPF_TRACER_DOWNLOAD_URL
+  --version V               the release version to fetch (default: the one this script was
+                            released with)                                  EBPF_TRACER_VERSION
   --from-source             build from the checkout install.sh is in (needs bun) EBPF_TRACER_FROM_SOURCE=1
-  (none)                    dist/ebpf-tracer next to install.sh, else the installed binary
+  (none)                    ebpf-tracer or dist/ebpf-tracer next to install.sh; else, in a released
+                            install.sh, the release it names from its base URL; else the installed binary
+  --print-config            print the config these options produce, change nothing
 
 Actions:
   --upgrade                 replace an installed binary (atomic rename), restart once  EBPF_TRACER_UPGRADE=1
@@ -158,6 +182,7 @@ parse_args() {
       --admin-address) need_arg "$@"; ADMIN_ADDRESS=$2; shift ;;
       --binary) need_arg "$@"; BINARY=$2; shift ;;
       --version) need_arg "$@"; VERSION=$2; shift ;;
+      --print-config) PRINT_CONFIG=1 ;;
       --download-url) need_arg "$@"; DOWNLOAD_URL=$2; shift ;;
       --from-source) FROM_SOURCE=1 ;;
       --upgrade) UPGRADE=1 ;;
@@ -179,8 +204,12 @@ validate_args() {
   [[ -n $VERSION || -n $DOWNLOAD_URL ]] && sources=$((sources + 1))
   is_true "$FROM_SOURCE" && sources=$((sources + 1))
   ((sources <= 1)) || die 2 "give only one of --binary, --version/--download-url, --from-source"
+  if [[ -n $VERSION && -z $DOWNLOAD_URL && -n $RELEASE_BASE_URL ]]; then
+    DOWNLOAD_URL="$RELEASE_BASE_URL/ebpf-tracer-{version}-linux-{arch}.tar.gz"
+  fi
   if [[ -n $VERSION || -n $DOWNLOAD_URL ]]; then
     [[ -n $DOWNLOAD_URL ]] || die 2 "--version needs --download-url (the release tarball URL, {version} is replaced)"
+    [[ -n $VERSION || -z $RELEASE_VERSION ]] || VERSION=$RELEASE_VERSION
     [[ -n $VERSION || $DOWNLOAD_URL != *"{version}"* ]] || die 2 "--download-url contains {version}: give --version"
   fi
   if is_true "$PURGE" && ! is_true "$UNINSTALL"; then die 2 "--purge goes with --uninstall"; fi
@@ -214,11 +243,27 @@ check_root() {
   [[ $(id -u) -eq 0 ]] || check_fail 77 "must run as root (try: sudo $0 ...)"
 }
 
-check_arch() {
+# uname -m → the architecture in release file names, or nothing when there is no build for it
+release_arch() {
   case $MACHINE in
-    x86_64 | amd64) ;;
-    *) check_fail 69 "unsupported architecture $MACHINE: ebpf-tracer is built for x86_64 only" ;;
+    x86_64 | amd64) echo x86_64 ;;
+    aarch64 | arm64) echo aarch64 ;;
   esac
+}
+
+check_arch() {
+  [[ -n $(release_arch) ]] || check_fail 69 "unsupported architecture $MACHINE: ebpf-tracer is built for x86_64 and aarch64"
+}
+
+# The binary needs glibc (MIN_GLIBC or newer); on musl or an older glibc it cannot even start.
+check_glibc() {
+  local v
+  v=${EBPF_TRACER_GLIBC_VERSION:-$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')}
+  if [[ -z $v ]]; then
+    check_fail 69 "no glibc here (getconf GNU_LIBC_VERSION failed; musl?): ebpf-tracer needs glibc $MIN_GLIBC or newer"
+  elif [[ $(printf '%s\n%s\n' "$MIN_GLIBC" "$v" | sort -V | head -1) != "$MIN_GLIBC" ]]; then
+    check_fail 69 "glibc $v is too old: ebpf-tracer needs glibc $MIN_GLIBC or newer"
+  fi
 }
 
 check_systemd() {
@@ -294,6 +339,7 @@ fetch() {
 
 stage_download() {
   local url=${DOWNLOAD_URL//\{version\}/$VERSION} want got found
+  url=${url//\{arch\}/$(release_arch)}
   if dry; then
     say "would download: $url and $url.sha256, verify SHA-256, extract ebpf-tracer"
     return 0
@@ -311,13 +357,13 @@ stage_download() {
   found=$(find "$STAGE/release" -type f -name ebpf-tracer | head -1)
   [[ -n $found ]] || die 69 "$url has no file named ebpf-tracer"
   mv "$found" "$STAGE/ebpf-tracer"
-  if [[ -z $(unit_source) ]]; then
-    found=$(find "$STAGE/release" -type f -name "$SERVICE.service" | head -1)
-    [[ -z $found ]] || cp "$found" "$STAGE/$SERVICE.service"
-  fi
+  # The release's unit and drop-ins belong with its binary.
+  found=$(find "$STAGE/release" -type f -path "*/systemd/$SERVICE.service" | head -1)
+  [[ -z $found ]] || SYSTEMD_SRC=$(dirname "$found")
 }
 
 stage_from_source() {
+  [[ -n $SCRIPT_DIR && -f $SCRIPT_DIR/package.json ]] || die 2 "--from-source needs install.sh in a checkout (run ./install.sh from it)"
   if dry; then
     say "would run: (cd $SCRIPT_DIR && bun install --frozen-lockfile && bun run build)"
     return 0
@@ -336,14 +382,18 @@ stage_binary() {
     stage_download
   elif is_true "$FROM_SOURCE"; then
     stage_from_source
-  elif [[ -f $SCRIPT_DIR/dist/ebpf-tracer ]]; then
-    note "using $SCRIPT_DIR/dist/ebpf-tracer (pass --binary, --version or --from-source to choose)"
-    cp "$SCRIPT_DIR/dist/ebpf-tracer" "$STAGE/ebpf-tracer"
+  elif [[ -n $(local_binary) ]]; then
+    note "using $(local_binary) (pass --binary, --version or --from-source to choose)"
+    cp "$(local_binary)" "$STAGE/ebpf-tracer"
+  elif [[ -n $RELEASE_BASE_URL ]]; then
+    DOWNLOAD_URL="$RELEASE_BASE_URL/ebpf-tracer-{version}-linux-{arch}.tar.gz"
+    VERSION=${VERSION:-$RELEASE_VERSION}
+    stage_download
   elif [[ -f $BIN_DST ]] && ! is_true "$UPGRADE"; then
     note "keeping the installed binary $BIN_DST"
     cp "$BIN_DST" "$STAGE/ebpf-tracer"
   else
-    die 2 "no binary: pass --binary PATH, --version V --download-url URL, or --from-source"
+    die 2 "no binary: pass --binary PATH, --version V --download-url URL, or --from-source (or use a released install.sh)"
   fi
   if [[ -f $STAGE/ebpf-tracer ]]; then
     chmod 0755 "$STAGE/ebpf-tracer"
@@ -453,11 +503,26 @@ admin:
 EOF
 }
 
+# A binary next to install.sh: an extracted release tarball (ebpf-tracer) or a checkout (dist/).
+local_binary() {
+  [[ -n $SCRIPT_DIR ]] || return 0
+  local f
+  for f in "$SCRIPT_DIR/ebpf-tracer" "$SCRIPT_DIR/dist/ebpf-tracer"; do
+    if [[ -f $f ]]; then printf '%s\n' "$f"; return 0; fi
+  done
+}
+
+# The unit and drop-ins: a downloaded release's own (set by stage_download), else those next to
+# install.sh.
+resolve_systemd_src() {
+  if [[ -z $SYSTEMD_SRC && -n $SCRIPT_DIR && -f $SCRIPT_DIR/systemd/$SERVICE.service ]]; then
+    SYSTEMD_SRC="$SCRIPT_DIR/systemd"
+  fi
+}
+
 unit_source() {
-  if [[ -f $SCRIPT_DIR/systemd/$SERVICE.service ]]; then
-    printf '%s\n' "$SCRIPT_DIR/systemd/$SERVICE.service"
-  elif [[ -n $STAGE && -f $STAGE/$SERVICE.service ]]; then
-    printf '%s\n' "$STAGE/$SERVICE.service"
+  if [[ -n $SYSTEMD_SRC && -f $SYSTEMD_SRC/$SERVICE.service ]]; then
+    printf '%s\n' "$SYSTEMD_SRC/$SERVICE.service"
   fi
 }
 
@@ -630,12 +695,14 @@ do_install() {
 
   check_root
   check_arch
+  check_glibc
   check_systemd
 
   STAGE=$(mktemp -d /tmp/ebpf-tracer-install.XXXXXX)
   stage_binary
+  resolve_systemd_src
   unit_src=$(unit_source)
-  [[ -n $unit_src ]] || die 2 "systemd/$SERVICE.service not found next to install.sh"
+  [[ -n $unit_src ]] || die 2 "systemd/$SERVICE.service not found (next to install.sh, or in the release tarball)"
 
   new_config="$STAGE/ebpf-tracer-config.yaml"
   render_config >"$new_config"
@@ -698,7 +765,7 @@ do_install() {
   for name in $MANAGED_DROPINS; do
     if grep -qx "$name" <<<"$wanted"; then
       make_dir "$DROPIN_DIR" 0755
-      install_file "$SCRIPT_DIR/systemd/$name" "$DROPIN_DIR/$name" 0644
+      install_file "$SYSTEMD_SRC/$name" "$DROPIN_DIR/$name" 0644
       ((CHANGED)) && UNIT_CHANGED=1
     elif [[ -e $DROPIN_DIR/$name ]]; then
       remove_file "$DROPIN_DIR/$name"
@@ -800,8 +867,14 @@ do_uninstall() {
 }
 
 main() {
+  # Piped into bash, stdin is the rest of this script: nothing may read it.
+  [[ -t 0 ]] || exec </dev/null
   parse_args "$@"
   validate_args
+  if is_true "$PRINT_CONFIG"; then
+    render_config
+    return 0
+  fi
   trap on_exit EXIT
   if is_true "$UNINSTALL"; then
     do_uninstall

@@ -34,6 +34,27 @@ function kernelRow(rel: string): CheckRow {
   return { check: "kernel", verdict: "fail", detail: `${rel}: eBPF capture needs at least 4.18` };
 }
 
+/**
+ * The oldest glibc the binary runs on: the Bun runtime's floor, which scripts/build-libbpf.sh
+ * holds the embedded libbpf to (it fails the build on any newer symbol version). On an older
+ * glibc the dynamic loader refuses the binary before this code runs; this row reports the
+ * version and catches a runtime that is not glibc at all.
+ */
+export const MIN_GLIBC = "2.17";
+
+function glibcRuntime(): string | undefined {
+  const report = (process as { report?: { getReport?: () => { header?: { glibcVersionRuntime?: string } } } }).report;
+  return report?.getReport?.()?.header?.glibcVersionRuntime;
+}
+
+export function glibcRow(version: string | null = glibcRuntime() ?? null): CheckRow {
+  if (!version) return { check: "glibc", verdict: "fail", detail: `not running on glibc: the binary needs glibc ${MIN_GLIBC} or newer` };
+  const [maj = 0, min = 0] = version.split(".").map(Number);
+  const [wantMaj = 0, wantMin = 0] = MIN_GLIBC.split(".").map(Number);
+  if (maj > wantMaj || (maj === wantMaj && min >= wantMin)) return { check: "glibc", verdict: "ok", detail: `${version} (${MIN_GLIBC}+ needed)` };
+  return { check: "glibc", verdict: "fail", detail: `glibc ${version} is too old: the binary needs glibc ${MIN_GLIBC} or newer` };
+}
+
 function lockdownRow(): CheckRow {
   let text = "";
   try {
@@ -64,6 +85,7 @@ function cgroupRow(): CheckRow {
 export async function preflight(cfg: Config): Promise<PreflightResult> {
   const rows: CheckRow[] = [];
   rows.push(kernelRow(release()));
+  rows.push(glibcRow());
   rows.push(capsRow());
   rows.push(lockdownRow());
   let tracefs: string | undefined;

@@ -61,6 +61,9 @@ const LIBBPF_SYMBOLS = {
   bpf_map_get_next_key: { args: [i32, P, P], returns: i32 },
 } as const;
 
+/** __NR_perf_event_open: x86-64 298; arm64 (asm-generic numbering) 241. */
+const NR_PERF_EVENT_OPEN = process.arch === "arm64" ? 241 : 298;
+
 type Libc = ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"];
 type Libbpf = ReturnType<typeof dlopen<typeof LIBBPF_SYMBOLS>>["symbols"];
 
@@ -94,8 +97,9 @@ function errno(): number {
 
 /**
  * Loads libbpf from the given shared-object bytes. The bytes go into a memfd and are dlopened
- * through /proc/self/fd, so the binary needs no libbpf on the host and writes no files. libbpf
- * itself needs libelf.so.1 and libz.so.1 from the host; their absence is reported by name.
+ * through /proc/self/fd, so the binary needs no libbpf on the host and writes no files. libelf
+ * and zlib are linked into it (scripts/build-libbpf.sh), so it needs only glibc; a library the
+ * loader still cannot find is reported by name.
  */
 export function loadLibbpf(soBytes: Uint8Array): string {
   if (libbpf) return b().libbpf_version_string() as unknown as string;
@@ -116,7 +120,7 @@ export function loadLibbpf(soBytes: Uint8Array): string {
     throw new TracerError(
       "DEPENDENCY",
       missing
-        ? `missing host library ${missing} needed by the embedded libbpf (Debian/Ubuntu: apt install libelf1 zlib1g; RHEL: dnf install elfutils-libelf zlib)`
+        ? `missing host library ${missing} needed by the embedded libbpf (it should need only glibc: was the binary built with scripts/build-libbpf.sh?)`
         : `cannot load the embedded libbpf: ${msg}`,
     );
   }
@@ -272,7 +276,7 @@ export class BpfObject {
     dv.setBigUint64(8, BigInt(eventId), true); // config
     dv.setBigUint64(16, 1n, true); // sample_period
     dv.setUint32(48, 1, true); // wakeup_events
-    const fd = Number(c().syscall(298 /* __NR_perf_event_open (x86-64) */, ptr(attr), -1, 0, -1, 8 /* PERF_FLAG_FD_CLOEXEC */));
+    const fd = Number(c().syscall(NR_PERF_EVENT_OPEN, ptr(attr), -1, 0, -1, 8 /* PERF_FLAG_FD_CLOEXEC */));
     if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
     const link = b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null;
     const err = errOf(link);

@@ -136,7 +136,7 @@ describe("install.sh static checks", () => {
       console.log("SKIP shellcheck: not installed (apt-get install shellcheck)");
       return;
     }
-    const files = [SCRIPT, join(REPO, "test/install/run.sh")].filter((f) => existsSync(f));
+    const files = [SCRIPT, ...["run.sh", "lib.sh", "release.sh"].map((f) => join(REPO, "test/install", f))].filter((f) => existsSync(f));
     const p = Bun.spawnSync([sc, "-x", ...files]);
     expect(p.stdout.toString() + p.stderr.toString()).toBe("");
     expect(p.exitCode).toBe(0);
@@ -185,9 +185,9 @@ describe("checks come first and change nothing when they fail", () => {
 
   test("another architecture → 69", () => {
     const b = box();
-    const r = b.run([...BASE_ARGS, "--binary", fakeBinary(join(b.state, "..", "bin"))], { EBPF_TRACER_MACHINE: "aarch64" });
+    const r = b.run([...BASE_ARGS, "--binary", fakeBinary(join(b.state, "..", "bin"))], { EBPF_TRACER_MACHINE: "riscv64" });
     expect(r.code).toBe(69);
-    expect(r.err).toContain("unsupported architecture aarch64");
+    expect(r.err).toContain("unsupported architecture riscv64: ebpf-tracer is built for x86_64 and aarch64");
   });
 
   test("preflight failure: its output is shown, its status kept, nothing installed", () => {
@@ -461,5 +461,108 @@ describe("--version with --download-url", () => {
     const r = await b.runAsync([...BASE_ARGS, "--version", "9.9.9", "--download-url", url]);
     expect(r.code).toBe(69);
     expect(r.err).toContain("download failed");
+  });
+});
+
+describe("a released install.sh piped into bash (curl … | bash -s --)", () => {
+  // Releases 1.2.3 (x86_64, aarch64) and 1.2.2 (x86_64) laid out as scripts/release.ts does:
+  // <base>/ebpf-tracer-<v>-linux-<arch>.tar.gz holding ebpf-tracer-<v>-linux-<arch>/{ebpf-tracer,systemd/}.
+  const dir = join(work, "released");
+  const files: Record<string, string> = {};
+  for (const [v, arch] of [["1.2.3", "x86_64"], ["1.2.3", "aarch64"], ["1.2.2", "x86_64"]] as const) {
+    const name = `ebpf-tracer-${v}-linux-${arch}`;
+    mkdirSync(join(dir, name, "systemd"), { recursive: true });
+    fakeBinary(join(dir, name, "ebpf-tracer"), `release-${v}-${arch}`);
+    for (const f of readdirSync(join(REPO, "systemd"))) {
+      const text = readFileSync(join(REPO, "systemd", f), "utf8");
+      writeFileSync(join(dir, name, "systemd", f), f === "ebpf-tracer.service" ? `# from the ${v} tarball\n${text}` : text);
+    }
+    Bun.spawnSync(["tar", "-czf", join(dir, `${name}.tar.gz`), "-C", dir, name]);
+    const hash = new Bun.CryptoHasher("sha256").update(readFileSync(join(dir, `${name}.tar.gz`))).digest("hex");
+    files[`/${name}.tar.gz`] = join(dir, `${name}.tar.gz`);
+    writeFileSync(join(dir, `${name}.tar.gz.sha256`), `${hash}  ${name}.tar.gz\n`);
+    files[`/${name}.tar.gz.sha256`] = join(dir, `${name}.tar.gz.sha256`);
+  }
+  const requested: string[] = [];
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch(req) {
+      const path = new URL(req.url).pathname;
+      requested.push(path);
+      return files[path] ? new Response(Bun.file(files[path])) : new Response("no", { status: 404 });
+    },
+  });
+  afterAll(() => server.stop(true));
+  const base = `http://127.0.0.1:${server.port}`;
+
+  /** install.sh as scripts/release.ts stamps it, fed to `bash -s --` on stdin from a directory
+   *  holding a decoy dist/ebpf-tracer and systemd/: a piped script must not look there. */
+  async function piped(b: Box, args: string[], extra: Record<string, string> = {}) {
+    const { stampInstaller } = await import("../../scripts/release.ts");
+    const script = stampInstaller(readFileSync(SCRIPT, "utf8"), base, "1.2.3");
+    const cwd = join(b.root, "..", "cwd");
+    mkdirSync(join(cwd, "dist"), { recursive: true });
+    mkdirSync(join(cwd, "systemd"), { recursive: true });
+    fakeBinary(join(cwd, "dist", "ebpf-tracer"), "decoy");
+    writeFileSync(join(cwd, "systemd", "ebpf-tracer.service"), "# decoy\n");
+    const p = Bun.spawn(["bash", "-s", "--", ...args], { env: { ...b.env, ...extra }, stdin: new Blob([script]), stdout: "pipe", stderr: "pipe", cwd });
+    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    return { code, out, err };
+  }
+
+  test("no source flag: downloads the stamped version for uname -m, installs its binary and unit", async () => {
+    const b = box();
+    const r = await piped(b, BASE_ARGS);
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(`downloading ${base}/ebpf-tracer-1.2.3-linux-x86_64.tar.gz`);
+    expect(readFileSync(join(b.root, "usr/local/bin/ebpf-tracer"), "utf8")).toContain("# release-1.2.3-x86_64");
+    expect(readFileSync(join(b.root, "etc/systemd/system/ebpf-tracer.service"), "utf8")).toStartWith("# from the 1.2.3 tarball\n");
+    expect(existsSync(join(b.root, "etc/systemd/system/ebpf-tracer.service.d/20-restart-backoff.conf"))).toBe(false); // systemd 252
+    // the same again: nothing to do
+    const again = await piped(b, BASE_ARGS);
+    expect(again.code).toBe(0);
+    expect(again.out).toContain("nothing to do");
+  });
+
+  test("aarch64 gets the aarch64 tarball; --version pins another release", async () => {
+    const arm = await piped(box(), BASE_ARGS, { EBPF_TRACER_MACHINE: "aarch64" });
+    expect(arm.code).toBe(0);
+    expect(arm.out).toContain("ebpf-tracer-1.2.3-linux-aarch64.tar.gz");
+    const b = box();
+    const pinned = await piped(b, [...BASE_ARGS, "--version", "1.2.2"]);
+    expect(pinned.code).toBe(0);
+    expect(readFileSync(join(b.root, "usr/local/bin/ebpf-tracer"), "utf8")).toContain("# release-1.2.2-x86_64");
+  });
+
+  test("--download-url / EBPF_TRACER_DOWNLOAD_URL override the stamped base URL", async () => {
+    const b = box();
+    const r = await piped(b, BASE_ARGS, { EBPF_TRACER_DOWNLOAD_URL: `${base}/ebpf-tracer-{version}-linux-{arch}.tar.gz`, EBPF_TRACER_VERSION: "1.2.2" });
+    expect(r.code).toBe(0);
+    expect(readFileSync(join(b.root, "usr/local/bin/ebpf-tracer"), "utf8")).toContain("# release-1.2.2-x86_64");
+  });
+
+  test("failures change nothing: an unknown version, an old glibc, an unknown architecture", async () => {
+    for (const [args, env, code, msg] of [
+      [["--version", "9.9.9"], {}, 69, "download failed"],
+      [[], { EBPF_TRACER_GLIBC_VERSION: "2.12" }, 69, "glibc 2.12 is too old: ebpf-tracer needs glibc 2.17 or newer"],
+      [[], { EBPF_TRACER_MACHINE: "riscv64" }, 69, "unsupported architecture riscv64"],
+    ] as const) {
+      const b = box();
+      const r = await piped(b, [...BASE_ARGS, ...args], env);
+      expect({ code: r.code, msg: r.err.includes(msg) }).toEqual({ code, msg: true });
+      expect(tree(b.root)).toEqual([]);
+    }
+  });
+
+  test("--print-config prints the config the flags produce and changes nothing", async () => {
+    const b = box();
+    const before = requested.length;
+    const r = await piped(b, [...BASE_ARGS, "--print-config"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('endpoint: "collector.example:4318"');
+    expect(tree(b.root)).toEqual([]);
+    expect(requested.length).toBe(before); // nothing downloaded
   });
 });

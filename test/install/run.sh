@@ -13,26 +13,15 @@
 #   --binary PATH  the agent to install (default dist/ebpf-tracer)
 #   --keep         leave the container running at the end (prints how to enter it)
 # The rootfs is built once per machine with debootstrap (Debian archive) and cached under
-# /var/cache/ebpf-tracer-test/rootfs; each run boots it with --volatile=overlay, so runs start
+# /var/cache/ebpf-tracer-test/rootfs-minimal (test/install/lib.sh); each run boots it with --volatile=overlay, so runs start
 # from the same clean system. Prints "ok - ..." / "not ok - ..." per assertion and ends with
 # "N passed, N failed"; exit 0 only when all passed. Needs: debootstrap, systemd-container.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-CACHE=${EBPF_TRACER_TEST_CACHE:-/var/cache/ebpf-tracer-test}
-ROOTFS="$CACHE/rootfs"
-# Bump when the package list changes: an older cached rootfs is rebuilt.
-readonly ROOTFS_STAMP="bookworm minbase systemd systemd-sysv dbus curl python3 ca-certificates libelf1 zlib1g procps v1"
-readonly PACKAGES=systemd,systemd-sysv,dbus,curl,python3,ca-certificates,libelf1,zlib1g,procps
-readonly MIRROR=${EBPF_TRACER_TEST_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=test/install/lib.sh
+source "$REPO/test/install/lib.sh"
 BINARY="$REPO/dist/ebpf-tracer"
-KEEP=0
-MACHINE="ebpf-tracer-test-$$"
-OUT=${EBPF_TRACER_TEST_OUT:-/tmp/ebpf-tracer-install-test}
-NSPAWN_PID=""
-LEADER=""
-PASS=0
-FAIL=0
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -43,114 +32,13 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-log() { printf '# %s\n' "$*"; }
-ok() { PASS=$((PASS + 1)); printf 'ok - %s\n' "$*"; }
-not_ok() { FAIL=$((FAIL + 1)); printf 'not ok - %s\n' "$*"; }
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-fatal() { printf 'Bail out! %s\n' "$*"; finish 1; }
-
-in_ct() { nsenter -t "$LEADER" -a -- "$@"; }
-sh_ct() { nsenter -t "$LEADER" -a -- /bin/bash -c "$1"; }
-prop() { in_ct systemctl show -p "$1" --value ebpf-tracer; }
-starts() { sh_ct "journalctl -u ebpf-tracer -o cat --no-pager | grep -c '^Started ' || true"; }
-# shellcheck disable=SC2317 # called through wait_for
-restarted() { test "$(prop NRestarts)" -ge 1; }
-span_count() { sh_ct "cat /var/lib/ebpf-tracer/spans.jsonl 2>/dev/null | wc -l"; }
-
-# wait_for SECONDS COMMAND...: polls until the command succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
-
-preconditions() {
-  [[ $(id -u) -eq 0 ]] || { echo "SKIP: needs root" >&2; exit 77; }
-  local missing=()
-  command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
-  command -v debootstrap >/dev/null || [[ -f $ROOTFS/.stamp ]] || missing+=(debootstrap)
-  command -v nsenter >/dev/null || missing+=(util-linux)
-  if ((${#missing[@]})); then
-    echo "SKIP: missing ${missing[*]} (apt-get install ${missing[*]})" >&2
-    exit 77
-  fi
-  [[ -x $BINARY ]] || fatal "no agent binary at $BINARY (bun run build)"
-  [[ -d /sys/kernel/tracing/events ]] || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
-}
-
-build_rootfs() {
-  if [[ -f $ROOTFS/.stamp && $(cat "$ROOTFS/.stamp") == "$ROOTFS_STAMP" ]]; then return 0; fi
-  log "building the container rootfs in $ROOTFS (debootstrap bookworm, once per machine)"
-  mkdir -p "$CACHE"
-  local tmp="$ROOTFS.tmp.$$"
-  rm -rf "$tmp"
-  if ! debootstrap --variant=minbase --include="$PACKAGES" bookworm "$tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1; then
-    tail -20 "$CACHE/debootstrap.log" >&2
-    rm -rf "$tmp"
-    fatal "debootstrap failed (log: $CACHE/debootstrap.log)"
-  fi
-  # no getty on the console, no first-boot prompts, a fixed machine id
-  rm -f "$tmp/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
-  echo "ebpf-tracer-test" >"$tmp/etc/hostname"
-  systemd-machine-id-setup --root="$tmp" >/dev/null 2>&1 || true
-  printf '%s\n' "$ROOTFS_STAMP" >"$tmp/.stamp"
-  rm -rf "$ROOTFS"
-  mv "$tmp" "$ROOTFS"
-}
-
-boot() {
-  mkdir -p "$OUT"
-  log "booting $MACHINE (systemd-nspawn -b, volatile overlay of $ROOTFS)"
-  systemd-nspawn -D "$ROOTFS" --volatile=overlay -b --register=no --keep-unit -M "$MACHINE" \
-    --capability=CAP_BPF,CAP_PERFMON --system-call-filter='bpf perf_event_open' \
-    --bind=/sys/kernel/tracing --bind-ro="$REPO:/opt/src" --bind-ro="$BINARY:/opt/bin/ebpf-tracer" \
-    --console=passive >"$OUT/nspawn.log" 2>&1 &
-  NSPAWN_PID=$!
-  local deadline=$((SECONDS + 30)) p
-  while [[ -z $LEADER ]]; do
-    kill -0 "$NSPAWN_PID" 2>/dev/null || fatal "systemd-nspawn exited: $(tail -5 "$OUT/nspawn.log")"
-    ((SECONDS < deadline)) || fatal "no container init after 30s"
-    for p in $(pgrep -P "$NSPAWN_PID" || true); do
-      [[ $(cat "/proc/$p/comm" 2>/dev/null) == systemd ]] && LEADER=$p
-    done
-    sleep 0.2
-  done
-  local state
-  state=$(timeout 60 nsenter -t "$LEADER" -a -- systemctl is-system-running --wait 2>/dev/null || true)
-  [[ $state == running || $state == degraded ]] || fatal "container did not boot: is-system-running says '$state'"
-  log "container up (leader pid $LEADER, state $state)"
-}
-
-finish() {
-  local status=${1:-0}
-  trap - EXIT
-  if [[ -n $LEADER ]]; then
-    in_ct journalctl --no-pager -o short-monotonic -u ebpf-tracer >"$OUT/journal-ebpf-tracer.txt" 2>/dev/null || true
-  fi
-  if ((KEEP)) && [[ -n $LEADER ]]; then
-    log "container kept: nsenter -t $LEADER -a bash   (stop: kill $NSPAWN_PID)"
-  elif [[ -n $NSPAWN_PID ]] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-    [[ -z $LEADER ]] || in_ct systemctl poweroff --no-block >/dev/null 2>&1 || true
-    for _ in $(seq 1 40); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$NSPAWN_PID" 2>/dev/null && kill "$NSPAWN_PID" 2>/dev/null
-    wait "$NSPAWN_PID" 2>/dev/null || true
-  fi
-  echo "$PASS passed, $FAIL failed"
-  if ((status == 0 && FAIL > 0)); then status=1; fi
-  exit "$status"
-}
-
 # ---------------------------------------------------------------------------------------------
 scenario() {
   local out rc pid1 inv1 pid2 inv2 n0 n1
+
+  # 0. the host is minimal: the agent must not find libelf anywhere (it carries its own)
+  check "container has no libelf1 package" sh_ct '! dpkg -s libelf1 >/dev/null 2>&1'
+  check "container has no libelf.so.1 at all" sh_ct '! ldconfig -p | grep -q libelf.so && ! find / -xdev -name "libelf*.so*" 2>/dev/null | grep -q .'
 
   # Two demo servers, each its own unit: the agent selects by systemd_unit (cgroup), which holds
   # inside a container too (pids differ between the container's and the kernel's namespace).
@@ -300,10 +188,11 @@ EOF
 
 main() {
   preconditions
+  [[ -x $BINARY ]] || fatal "no agent binary at $BINARY (bun run build)"
   trap 'finish 1' EXIT
   trap 'printf "Bail out! line %s failed: %s\n" "$LINENO" "$BASH_COMMAND"' ERR
   build_rootfs
-  boot
+  boot --bind-ro="$REPO:/opt/src" --bind-ro="$BINARY:/opt/bin/ebpf-tracer"
   scenario
   finish 0
 }

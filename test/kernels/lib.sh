@@ -9,7 +9,13 @@ KT_ROOT=$(cd "$KT_DIR/../.." && pwd)
 KT_CACHE=${KT_CACHE:-/var/cache/ebpf-tracer-test/kernels}
 KT_MIRROR=${KT_MIRROR:-http://deb.debian.org/debian}
 KT_KEYRING=${KT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
-KT_BIN=${KT_BIN:-$KT_ROOT/dist/ebpf-tracer}
+# Guest architecture: amd64 (default) or arm64. run.sh sets it from a spec ending in "@arm64".
+KT_ARCH=${KT_ARCH:-amd64}
+case "$KT_ARCH" in
+  amd64) KT_BIN=${KT_BIN:-$KT_ROOT/dist/ebpf-tracer} ;;
+  arm64) KT_BIN=${KT_BIN:-$KT_ROOT/dist/ebpf-tracer-linux-aarch64} ;;
+  *) echo "[kernels] error: KT_ARCH must be amd64 or arm64" >&2; exit 2 ;;
+esac
 # apt lists younger than this many minutes are not refreshed
 KT_APT_MAX_AGE=${KT_APT_MAX_AGE:-360}
 # modules loaded in every guest when the kernel has them as modules (for -nic/-drive virtio)
@@ -21,7 +27,7 @@ kt_die() { echo "[kernels] error: $*" >&2; exit 2; }
 # ---------------------------------------------------------------------------------------------
 # apt, one private state per suite
 
-kt_apt_dir() { echo "$KT_CACHE/apt/$1"; }
+kt_apt_dir() { if [[ $KT_ARCH == amd64 ]]; then echo "$KT_CACHE/apt/$1"; else echo "$KT_CACHE/apt/$1-$KT_ARCH"; fi; }
 
 kt_apt_opts() { # SUITE -> prints one option per line
   local d; d=$(kt_apt_dir "$1")
@@ -29,7 +35,7 @@ kt_apt_opts() { # SUITE -> prints one option per line
     -o "Dir::Etc::sourcelist=$d/sources.list" -o "Dir::Etc::sourceparts=$d/empty" \
     -o "Dir::Etc::preferences=$d/empty/none" -o "Dir::Etc::preferencesparts=$d/empty" \
     -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o "Dir::State::status=$d/status" \
-    -o "APT::Architecture=amd64" -o "APT::Architectures::=amd64" -o "Acquire::Languages=none" \
+    -o "APT::Architecture=$KT_ARCH" -o "APT::Architectures::=$KT_ARCH" -o "Acquire::Languages=none" \
     -o "APT::Sandbox::User=root" -o "Acquire::Retries=2" -o "Acquire::http::Timeout=30"
 }
 
@@ -66,7 +72,7 @@ kt_apt_download() {
   mkdir -p "$debs"
   local ver; ver=$(kt_apt "$suite" apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
   [[ -n "$ver" ]] || { kt_log "package $pkg is not in $suite"; return 1; }
-  local file="${pkg}_${ver//:/%3a}_amd64.deb"
+  local file="${pkg}_${ver//:/%3a}_$KT_ARCH.deb"
   if [[ ! -s "$debs/$file" ]]; then
     kt_log "downloading $pkg $ver from $suite"
     (cd "$debs" && kt_apt "$suite" apt-get download "$pkg=$ver" >"$debs/.download.log" 2>&1) \
@@ -96,9 +102,9 @@ kt_fetch_kernel() {
     [[ -s "$spec" ]] || kt_die "no such file: $spec"
     realpath "$spec"; return
   fi
-  local suite=${spec%%/*} pkg=linux-image-cloud-amd64
+  local suite=${spec%%/*} pkg=linux-image-cloud-$KT_ARCH
   [[ "$spec" == */* ]] && pkg=${spec#*/}
-  local rec="$KT_CACHE/resolved/$suite--$pkg" deb=""
+  local rec="$KT_CACHE/resolved/$suite--$pkg--$KT_ARCH" deb=""
   mkdir -p "$KT_CACHE/resolved"
   if kt_apt_update "$suite"; then
     local real; real=$(kt_real_kernel_pkg "$suite" "$pkg")
@@ -199,6 +205,7 @@ EOF
 # Prints the path of a file extracted once from a bookworm package: DEB_PACKAGE PATH_IN_DEB.
 kt_from_deb() {
   local pkg=$1 path=$2 out="$KT_CACHE/userspace/$1/$(basename "$2")"
+  [[ $KT_ARCH == amd64 ]] || out="$KT_CACHE/userspace/$KT_ARCH/$1/$(basename "$2")"
   if [[ ! -x "$out" ]]; then
     kt_apt_update bookworm || kt_die "cannot fetch bookworm's package lists for $pkg"
     local deb; deb=$(kt_apt_download bookworm "$pkg") || kt_die "cannot download $pkg"
@@ -214,25 +221,44 @@ kt_from_deb() {
 
 # busybox (static): the guest's shell and tools, wget as the client, httpd on the host for downloads
 kt_busybox() { kt_from_deb busybox-static bin/busybox; }
+# busybox for the host side (cpio, httpd): amd64 whatever the guest is
+kt_host_busybox() { KT_ARCH=amd64 kt_from_deb busybox-static bin/busybox; }
 # nginx: the guest's server (bookworm's, dynamically linked against the host's libraries)
 kt_nginx() { kt_from_deb nginx usr/sbin/nginx; }
 
-# The shared libraries the guest binaries need: what ldd lists for them plus libelf.so.1 and libz.so.1 (dlopened
-# by the embedded libbpf) and theirs. Prints host paths.
+# The shared libraries the guest binaries need: what ldd lists for them (the agent: glibc only;
+# its libbpf carries libelf and zlib). Prints host paths.
 kt_guest_libs() {
   local f libs=()
   for f in "$@"; do
     libs+=($(ldd "$f" | awk '/=>/ { print $3 } /^\t\// { print $1 }'))
   done
-  for f in libelf.so.1 libz.so.1; do
-    local p; p=$(ldconfig -p | awk -v n="$f" '$1 == n && /x86-64/ { print $NF; exit }')
-    [[ -n "$p" ]] || kt_die "host library $f not found (apt-get install libelf1 zlib1g)"
-    libs+=("$p")
-    libs+=($(ldd "$p" | awk '/=>/ { print $3 }'))
-  done
   local missing; missing=$(for f in "$@"; do ldd "$f"; done | awk '/not found/ { print $1 }' | sort -u | tr '\n' ' ')
   [[ -z "$missing" ]] || kt_die "host libraries missing for the guest: $missing"
   printf '%s\n' "${libs[@]}" | grep '^/' | sort -u
+}
+
+# arm64 guests: the host's ldd cannot read arm64 binaries, so the libraries come from bookworm's
+# arm64 packages: glibc for the agent, and what nginx links (libcrypt, pcre2, OpenSSL, zlib).
+# Extracted once into a sysroot; copies its lib directories into DIR.
+KT_ARM64_LIB_PKGS="libc6 libcrypt1 libpcre2-8-0 libssl3 zlib1g"
+kt_arm64_libs() {
+  local dest=$1 root="$KT_CACHE/userspace/arm64/sysroot"
+  if [[ ! -f "$root/.done" ]]; then
+    kt_apt_update bookworm || kt_die "cannot fetch bookworm's arm64 package lists"
+    rm -rf "$root"; mkdir -p "$root"
+    local p deb
+    for p in $KT_ARM64_LIB_PKGS; do
+      deb=$(kt_apt_download bookworm "$p") || kt_die "cannot download $p (arm64)"
+      dpkg-deb -x "$deb" "$root"
+    done
+    rm -rf "$root/usr/share" "$root/usr/lib/aarch64-linux-gnu/gconv" "$root/usr/lib/aarch64-linux-gnu/audit"
+    touch "$root/.done"
+  fi
+  # bookworm is merged-/usr on installed systems, but the packages ship /lib paths
+  mkdir -p "$dest/lib" "$dest/usr/lib"
+  cp -a "$root/lib/." "$dest/lib/" 2>/dev/null || true
+  cp -a "$root/usr/lib/." "$dest/usr/lib/" 2>/dev/null || true
 }
 
 # Base initramfs (newc cpio, uncompressed: TCG decompresses slowly): busybox, nginx, the agent
@@ -241,8 +267,8 @@ kt_guest_libs() {
 kt_base_initramfs() {
   local bb nginx; bb=$(kt_busybox); nginx=$(kt_nginx)
   [[ -x "$KT_BIN" ]] || kt_die "$KT_BIN is not built (bun run build)"
-  local key; key=$( { stat -L -c '%s %Y %i' "$KT_BIN"; sha256sum "$bb" "$nginx" "$KT_DIR/lib.sh"; } | sha256sum | cut -c1-16)
-  local out="$KT_CACHE/initramfs/base-$key.cpio"
+  local key; key=$( { echo "$KT_ARCH"; stat -L -c '%s %Y %i' "$KT_BIN"; sha256sum "$bb" "$nginx" "$KT_DIR/lib.sh"; } | sha256sum | cut -c1-16)
+  local out="$KT_CACHE/initramfs/base-$KT_ARCH-$key.cpio"
   if [[ -s "$out" ]]; then echo "$out"; return; fi
   mkdir -p "$KT_CACHE/initramfs"
   local st; st=$(mktemp -d "$KT_CACHE/.stage.XXXXXX")
@@ -252,10 +278,14 @@ kt_base_initramfs() {
   cp "$nginx" "$st/usr/sbin/nginx"
   cp "$KT_BIN" "$st/ebpf-tracer"
   local lib
-  for lib in $(kt_guest_libs "$KT_BIN" "$nginx"); do
-    mkdir -p "$st$(dirname "$lib")"
-    cp -L "$lib" "$st$lib"
-  done
+  if [[ $KT_ARCH == arm64 ]]; then
+    kt_arm64_libs "$st"
+  else
+    for lib in $(kt_guest_libs "$KT_BIN" "$nginx"); do
+      mkdir -p "$st$(dirname "$lib")"
+      cp -L "$lib" "$st$lib"
+    done
+  fi
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$st/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$st/etc/group"
   printf '127.0.0.1 localhost\n::1 localhost\n' > "$st/etc/hosts"
@@ -282,19 +312,19 @@ http {
 EOF
   printf 'hello from the kernel matrix\n' > "$st/www/hello.txt"
   printf '<html><body>index</body></html>\n' > "$st/www/index.html"
-  (cd "$st" && find . -mindepth 1 | LC_ALL=C sort | "$bb" cpio -o -H newc 2>/dev/null > "$out.tmp") \
+  (cd "$st" && find . -mindepth 1 | LC_ALL=C sort | "$(kt_host_busybox)" cpio -o -H newc 2>/dev/null > "$out.tmp") \
     || { rm -rf "$st" "$out.tmp"; kt_die "cpio of the base initramfs failed"; }
   mv "$out.tmp" "$out"
   rm -rf "$st"
   # keep only the newest base image
-  find "$KT_CACHE/initramfs" -name 'base-*.cpio' ! -name "base-$key.cpio" -delete
+  find "$KT_CACHE/initramfs" -name "base-$KT_ARCH-*.cpio" ! -name "base-$KT_ARCH-$key.cpio" -delete
   echo "$out"
 }
 
 # Appends a cpio of directory $2 to the base image $1 into $3 (the kernel unpacks concatenated
 # archives in order, later files replacing earlier ones).
 kt_overlay_initramfs() {
-  local base=$1 dir=$2 out=$3 bb; bb=$(kt_busybox)
+  local base=$1 dir=$2 out=$3 bb; bb=$(kt_host_busybox)
   cp "$base" "$out"
   (cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | "$bb" cpio -o -H newc 2>/dev/null >> "$out")
 }
@@ -303,7 +333,11 @@ kt_overlay_initramfs() {
 # qemu
 
 kt_require_qemu() {
-  command -v qemu-system-x86_64 >/dev/null || kt_die "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"
+  if [[ $KT_ARCH == arm64 ]]; then
+    command -v qemu-system-aarch64 >/dev/null || kt_die "qemu-system-aarch64 is missing (apt-get install qemu-system-arm)"
+  else
+    command -v qemu-system-x86_64 >/dev/null || kt_die "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"
+  fi
 }
 
 # Boots KDIR's kernel with INITRD under TCG, serial console to LOG, bounded by TIMEOUT seconds.
@@ -316,13 +350,21 @@ kt_require_qemu() {
 # 22 boots); Bun does not need it. KT_CPU, KT_SMP, KT_MEM, KT_ACCEL override.
 kt_boot() {
   local kdir=$1 initrd=$2 log=$3 tmo=$4; shift 4
-  local append="console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off rdinit=/init"
+  local console=ttyS0 board
+  if [[ $KT_ARCH == arm64 ]]; then
+    # arm64: the "virt" board (PL011 console ttyAMA0, virtio over PCI), a Cortex-A72-class CPU
+    # (cheaper to emulate than "max", whose pointer authentication is slow under TCG)
+    board=(qemu-system-aarch64 -machine virt -cpu "${KT_CPU:-cortex-a72}")
+    console=ttyAMA0
+  else
+    board=(qemu-system-x86_64 -machine pc -cpu "${KT_CPU:-max,cx16=off}")
+  fi
   local rc=0
   # never -enable-kvm: software emulation only
-  timeout --kill-after=10 "$tmo" qemu-system-x86_64 \
-    -machine pc -accel "${KT_ACCEL:-tcg}" -cpu "${KT_CPU:-max,cx16=off}" -smp "${KT_SMP:-2}" -m "${KT_MEM:-2048}" \
+  timeout --kill-after=10 "$tmo" "${board[@]}" -accel "${KT_ACCEL:-tcg}" -smp "${KT_SMP:-2}" -m "${KT_MEM:-2048}" \
     -display none -monitor none -serial stdio -no-reboot \
-    -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$append" \
+    -kernel "$kdir/vmlinuz" -initrd "$initrd" \
+    -append "console=$console panic=-1 oops=panic loglevel=4 mitigations=off rdinit=/init" \
     "$@" </dev/null >"$log" 2>&1 || rc=$?
   return $rc
 }

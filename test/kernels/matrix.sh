@@ -7,9 +7,10 @@
 #   test/kernels/matrix.sh bookworm trixie only these rows (first column)
 #   KT_MODES="default perf" test/kernels/matrix.sh   only these columns
 #
-# Rows: a kernel spec for run.sh (SUITE, SUITE/PACKAGE or .deb path), then its modes. Bundled
-# BTF exists for bullseye's and bookworm's kernel (btf/manifest.txt); the download cells run
-# where nothing is bundled, since the agent prefers a bundled file over a download.
+# Rows: a kernel spec for run.sh (SUITE, SUITE/PACKAGE or .deb path; "@arm64": the arm64 kernel
+# under qemu-system-aarch64 with dist/ebpf-tracer-linux-aarch64), then its modes. Bundled BTF
+# exists for bullseye's and bookworm's kernels (btf/manifest.txt); the download cells run where
+# nothing is bundled, since the agent prefers a bundled file over a download.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
@@ -19,6 +20,7 @@ bullseye            default kprobes perf bundled
 bookworm            default kprobes perf bundled
 bookworm-backports  default kprobes perf download
 trixie              default kprobes perf download
+bookworm@arm64      default kprobes perf bundled
 "
 COLUMNS_ALL="default kprobes perf bundled download"
 columns=${KT_MODES:-$COLUMNS_ALL}

@@ -8,7 +8,9 @@
 # KERNEL  SUITE (its linux-image-cloud-amd64), SUITE/PACKAGE (meta or versioned linux-image
 #         package, e.g. bookworm/linux-image-amd64, bullseye/linux-image-5.10.0-32-cloud-amd64)
 #         or a path to a linux-image .deb. SUITE is any Debian suite on deb.debian.org
-#         (bullseye, bookworm, bookworm-backports, trixie, ...).
+#         (bullseye, bookworm, bookworm-backports, trixie, ...). A trailing "@arm64"
+#         (bookworm@arm64) boots the arm64 kernel under qemu-system-aarch64 with
+#         dist/ebpf-tracer-linux-aarch64 (scripts/build.sh --arch aarch64).
 # MODE    default (tracepoints + ring buffer, kernel BTF), or features joined by "+":
 #           kprobes   enable_tracepoints: false
 #           perf      bpf.buffer: perf
@@ -24,10 +26,11 @@
 # in $KT_CACHE (default /var/cache/ebpf-tracer-test/kernels). KT_VERBOSE=1 echoes the serial
 # console; the log of the last run is kept at $KT_CACHE/logs/<release>--<mode>.log.
 set -euo pipefail
+spec=${1:-}
+if [[ "$spec" == *@arm64 ]]; then export KT_ARCH=arm64; spec=${spec%@arm64}; fi
 source "$(dirname "$0")/lib.sh"
 
-[[ $# -ge 1 ]] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-spec=$1
+[[ -n "$spec" ]] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 mode=${2:-default}
 KT_TIMEOUT=${KT_TIMEOUT:-300}
 REQUESTS=${KT_REQUESTS:-"/hello.txt /index.html /echo?x=1 /missing"}
@@ -125,7 +128,7 @@ btf_yaml=""
 if [[ "$features" == *" download "* ]]; then
   full=$(dump_btf)
   # a BTFHub-style archive: <release>.btf.tar.xz holding <release>.btf, filed under every
-  # directory the agent may try (debian/<version>/x86_64 and the codename)
+  # directory the agent may try (debian/<version>/<arch> and the codename)
   srv="$work/srv"
   osv=$(kt_os_release "$spec" "$package" | sed -n 's/^VERSION_ID="\(.*\)"/\1/p')
   code=$(kt_os_release "$spec" "$package" | sed -n 's/^VERSION_CODENAME=//p')
@@ -134,10 +137,11 @@ if [[ "$features" == *" download "* ]]; then
   tar -C "$work/tar" -cJf "$work/$release.btf.tar.xz" "$release.btf"
   for d in "$osv" "$code"; do
     [[ -n "$d" ]] || continue
-    mkdir -p "$srv/debian/$d/x86_64"
-    cp "$work/$release.btf.tar.xz" "$srv/debian/$d/x86_64/"
+    btf_arch=x86_64; [[ $KT_ARCH == arm64 ]] && btf_arch=arm64
+    mkdir -p "$srv/debian/$d/$btf_arch"
+    cp "$work/$release.btf.tar.xz" "$srv/debian/$d/$btf_arch/"
   done
-  bb=$(kt_busybox)
+  bb=$(kt_host_busybox)
   for try in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 30000))
     "$bb" httpd -f -vv -p "127.0.0.1:$port" -h "$srv" 2>"$work/srv.log" &
