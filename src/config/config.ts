@@ -83,6 +83,8 @@ export interface Config {
     log_rotation: LogRotation;
   };
   admin: { enabled: boolean; address: string };
+  routes: { service?: string; patterns: string[]; line?: number }[];
+  metrics: { enabled: boolean; export_interval: number; max_series: number; max_routes_per_service: number; inventory_path: string };
 }
 
 export function defaultConfig(): Config {
@@ -248,6 +250,13 @@ function crossChecks(cfg: Config, fail: Fail): void {
   if (cfg.perfmap_queue_size & (cfg.perfmap_queue_size - 1)) {
     fail("perfmap_queue_size", `must be a power of two (pages per CPU), got ${cfg.perfmap_queue_size}`);
   }
+  cfg.routes.forEach((r, i) => {
+    if (!r.patterns.length) fail(`routes[${i}].patterns`, "give at least one pattern");
+    r.patterns.forEach((p, j) => {
+      const why = routePatternProblem(p);
+      if (why) fail(`routes[${i}].patterns[${j}]`, `${JSON.stringify(p)} ${why}`);
+    });
+  });
   cfg.targets.forEach((t, i) => {
     if (t.cmdline !== undefined) {
       try {
@@ -257,6 +266,18 @@ function crossChecks(cfg: Config, fail: Fail): void {
       }
     }
   });
+}
+
+/** Why `p` is not a usable route pattern (`/a/{name}/b`, `/static/*`), or undefined when it is. */
+export function routePatternProblem(p: string): string | undefined {
+  if (!p.startsWith("/")) return "must start with /";
+  const segs = p.split("/").slice(1);
+  for (let i = 0; i < segs.length; i++) {
+    const s = segs[i]!;
+    if (s === "*" && i !== segs.length - 1) return "* may only be the last segment";
+    if (/[{}]/.test(s) && !/^\{[A-Za-z0-9_.-]+\}$/.test(s)) return `segment "${s}": a placeholder is a whole segment like {id}`;
+  }
+  return undefined;
 }
 
 function parseDuration(v: unknown, key: string, fail: Fail): number {

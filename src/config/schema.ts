@@ -156,6 +156,19 @@ export const SCHEMA: Record<string, FieldSpec> = {
       log_rotation: { t: "object", fields: logRotation },
     },
   },
+  /** route templates: patterns tried before the heuristics (src/spans/routes.ts) */
+  routes: { t: "list", item: { service: { t: "string" }, patterns: { t: "string[]" } } },
+  /** RED metrics per route (src/metrics/red.ts) and the API inventory (src/metrics/inventory.ts) */
+  metrics: {
+    t: "object",
+    fields: {
+      enabled: { t: "bool", def: true },
+      export_interval: { t: "duration", def: 60_000 }, // OTLP metrics push period; 0 = not pushed
+      max_series: { t: "int", def: 10_000, min: 1 },
+      max_routes_per_service: { t: "int", def: 1000, min: 1 },
+      inventory_path: { t: "string", def: "/var/lib/ebpf-tracer/apis.json" }, // "" = not kept
+    },
+  },
   admin: {
     t: "object",
     fields: {
