@@ -35,6 +35,7 @@ const FORBIDDEN: Record<string, string[]> = {
   "selection/": ["stream/", "protocols/", "spans/", "export/", "agent/", "cli/"],
   "config/": ["kernel/", "stream/", "protocols/", "spans/", "export/", "agent/", "cli/", "selection/"],
   "log/": ["kernel/", "stream/", "protocols/", "spans/", "export/", "agent/", "cli/", "selection/"],
+  "metrics/": ["kernel/", "stream/", "protocols/", "export/", "agent/", "cli/", "selection/"],
   "agent/": ["cli/"],
 };
 

@@ -22,6 +22,8 @@ export interface StatusProvider {
    */
   counters(): Record<string, number>;
   status(): Record<string, unknown>;
+  /** More exposition text appended to /metrics as is (the RED histograms of src/metrics/tap.ts). */
+  extraMetrics?(): string;
 }
 
 export interface AdminServer {
@@ -138,7 +140,7 @@ export function startAdminServer(address: string, provider: StatusProvider): Adm
           return h.ok ? text("ok\n") : text(`unhealthy\n${h.reasons.map((r) => r + "\n").join("")}`, 503);
         }
         case "/metrics":
-          return text(renderMetrics(provider.counters(), provider.health().ok), 200, "text/plain; version=0.0.4; charset=utf-8");
+          return text(renderMetrics(provider.counters(), provider.health().ok) + (provider.extraMetrics?.() ?? ""), 200, "text/plain; version=0.0.4; charset=utf-8");
         case "/status": {
           const h = provider.health();
           const body = { ...provider.status(), healthy: h.ok, reasons: h.reasons };
@@ -187,6 +189,8 @@ export interface AgentInfo {
   /** the exporter is called failing (and /healthz degraded) after this long without success */
   exporterFailingAfterMs?: number;
   now?: () => number;
+  /** see StatusProvider.extraMetrics */
+  extraMetrics?: () => string;
 }
 
 const EXPORT_ERRORS = ["ExportErrorsNetwork", "ExportErrorsTls", "ExportErrorsHttp4xx", "ExportErrorsHttp5xx", "WriteErrors"];
@@ -219,6 +223,7 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
     return { state: ok > 0 ? "ok" : "idle", failingForMs: 0 };
   };
   return {
+    extraMetrics: info.extraMetrics,
     health() {
       const reasons: string[] = [];
       const e = exporterState(agent.stats());

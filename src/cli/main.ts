@@ -24,6 +24,7 @@ import { statusCommand } from "./status-command.ts";
 import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 import { Recorder } from "../kernel/event-source.ts";
+import { ApiTap } from "../metrics/tap.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -87,8 +88,9 @@ function watchConfig(path: string, agent: Agent): () => void {
       configureRunLogging(cfg);
       let sink: SpanSink | undefined;
       if (cfg.exporter !== agentExporter) {
-        sink = createSink(cfg);
-        const old = agent.sink;
+        const fresh = createSink(cfg);
+        const old = agent.sink instanceof ApiTap ? agent.sink.swap(fresh) : agent.sink;
+        sink = agent.sink instanceof ApiTap ? agent.sink : fresh;
         void old.shutdown(cfg.shutdown_timeout);
         agentExporter = cfg.exporter;
       } else if (isReloadable(agent.sink)) {
@@ -161,13 +163,13 @@ async function cmdRun(opts: { config: string }): Promise<void> {
   configureRunLogging(cfg);
   requireCaptureCaps();
   log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
-  const sink = createSink(cfg);
+  const sink = new ApiTap(createSink(cfg), cfg, { inventory: true });
   const btf = await preflightOrThrow(cfg);
   const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
   let admin: AdminServer | undefined;
   if (cfg.admin.enabled) {
     try {
-      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path }));
+      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path, extraMetrics: () => sink.prometheus() }));
       log.info("admin endpoint", { url: admin.url });
     } catch (e) {
       // Capture matters more than the admin endpoint: run without it.
@@ -217,7 +219,7 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
     throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port (or targets in -c FILE)");
   }
   requireCaptureCaps();
-  const sink: SpanSink = o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine);
+  const sink: SpanSink = new ApiTap(o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine), cfg);
   const recorder = o.record ? new Recorder(o.record) : undefined;
   const btf = await btfFor(cfg);
   const agent = await Agent.start({ cfg, sink, record: recorder?.write, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });

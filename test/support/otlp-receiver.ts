@@ -93,7 +93,7 @@ export function loadOtlpRoot(): protobuf.Root {
   if (rootCache) return rootCache;
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => join(OTLP_PROTO_DIR, target);
-  root.loadSync("opentelemetry/proto/collector/trace/v1/trace_service.proto", { keepCase: false });
+  root.loadSync(["opentelemetry/proto/collector/trace/v1/trace_service.proto", "opentelemetry/proto/collector/metrics/v1/metrics_service.proto"], { keepCase: false });
   root.resolveAll();
   rootCache = root;
   return root;
@@ -122,6 +122,12 @@ function attrMap(list: unknown): Record<string, TypedValue> {
     out[key] = typed(kv.value);
   }
   return out;
+}
+
+/** Decodes an ExportMetricsServiceRequest (protobuf bytes) into a plain object (longs as strings). */
+export function decodeMetricsProto(bytes: Uint8Array): Record<string, unknown> {
+  const T = loadOtlpRoot().lookupType("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest");
+  return T.toObject(T.decode(bytes), { longs: String, enums: Number, bytes: Array, defaults: false, arrays: true }) as Record<string, unknown>;
 }
 
 /** Decodes an ExportTraceServiceRequest (protobuf bytes) into a plain object (longs as strings). */
@@ -203,6 +209,8 @@ function partialSuccessBody(json: boolean, p: { rejectedSpans: number; errorMess
 export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
   readonly requests: ReceivedRequest[] = [];
+  /** decoded ExportMetricsServiceRequests posted to /v1/metrics, in arrival order */
+  readonly metrics: Record<string, unknown>[] = [];
   /** requests being handled right now (hung ones included) and the highest count seen */
   openRequests = 0;
   maxOpenRequests = 0;
@@ -343,6 +351,17 @@ export class OtlpReceiver {
 
   private async answer(req: Request): Promise<Response> {
     const url = new URL(req.url);
+    if (req.method === "POST" && url.pathname === "/v1/metrics") {
+      const raw = new Uint8Array(await req.arrayBuffer());
+      try {
+        const gz = req.headers.get("content-encoding") === "gzip";
+        this.metrics.push(decodeMetricsProto(gz ? Bun.gunzipSync(raw) : raw));
+      } catch (e) {
+        this.decodeErrors.push(String(e));
+        return new Response(`bad request: ${String(e)}`, { status: 400 });
+      }
+      return new Response(new Uint8Array(0), { status: 200, headers: { "content-type": "application/x-protobuf" } });
+    }
     if (req.method !== "POST" || url.pathname !== "/v1/traces") return new Response("not found", { status: 404 });
     const body = new Uint8Array(await req.arrayBuffer());
     if (this.hanging) {

@@ -16,6 +16,9 @@ export interface EncodedBatch {
   encoding: OtlpEncoding;
   gzip: boolean;
   createdMs: number;
+  /** what the body is: an ExportTraceServiceRequest (absent) or an ExportMetricsServiceRequest
+   * (always protobuf; `spans` is 0), posted to /v1/metrics */
+  signal?: "metrics";
 }
 
 export interface EncodeOptions {

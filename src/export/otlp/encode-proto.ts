@@ -47,7 +47,7 @@ function writeAnyValue(w: ProtoWriter, v: AttrValue): void {
   }
 }
 
-function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes): void {
+export function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes): void {
   for (const key in attrs) {
     const v = attrs[key];
     if (v === undefined || v === null) continue;
@@ -77,7 +77,7 @@ function writeSpan(w: ProtoWriter, s: Span): void {
   w.end(m);
 }
 
-function writeScope(w: ProtoWriter): void {
+export function writeScope(w: ProtoWriter): void {
   const m = w.begin(1, 1);
   w.stringField(1, SCOPE_NAME);
   w.stringField(2, SCOPE_VERSION);

@@ -10,6 +10,8 @@ export interface Endpoint {
   origin: string;
   /** request path, e.g. /v1/traces */
   path: string;
+  /** the same base with /v1/metrics, for metric batches */
+  metricsPath: string;
   secure: boolean;
   hostname: string;
   port: number;
@@ -38,7 +40,8 @@ export function parseEndpoint(endpoint: string, secure: boolean): Endpoint {
   const port = url.port ? Number(url.port) : isHttps ? 443 : 80;
   const base = url.pathname.replace(/\/+$/, "");
   const path = base.endsWith("/v1/traces") ? base : `${base}/v1/traces`;
-  return { origin: `${url.protocol}//${url.host}`, path, secure: isHttps, hostname: url.hostname.replace(/^\[|\]$/g, ""), port };
+  const metricsPath = `${path.slice(0, -"/v1/traces".length)}/v1/metrics`;
+  return { origin: `${url.protocol}//${url.host}`, path, metricsPath, secure: isHttps, hostname: url.hostname.replace(/^\[|\]$/g, ""), port };
 }
 
 export function isLoopbackHost(host: string): boolean {

@@ -22,6 +22,8 @@ import { settingsFromConfig, type OtlpSettings } from "./settings.ts";
 import { Spool, type SpoolEntry } from "./spool.ts";
 import { newCounters, type OtlpCounters } from "./stats.ts";
 import { Transport } from "./transport.ts";
+import { encodeMetricsProto } from "./metrics-encode.ts";
+import type { RedSnapshot } from "../../metrics/red.ts";
 
 export interface OtlpExporterOptions {
   /** default: the process logger */
@@ -62,6 +64,7 @@ export class OtlpExporter implements SpanSink {
   private failureKey = "";
   private failing = false;
   private noSpoolDrops = 0;
+  private metricBatches = { queued: 0, sent: 0, dropped: 0 };
   private closing = false;
   private closed = false;
   private deadline = 0;
@@ -103,6 +106,30 @@ export class OtlpExporter implements SpanSink {
     }
   }
 
+  /**
+   * Queues the RED metrics as one ExportMetricsServiceRequest (protobuf, gzipped like spans) to
+   * POST <endpoint>/v1/metrics, through the same queue, retries and spool as span batches.
+   * Never throws.
+   */
+  exportMetrics(snap: RedSnapshot): void {
+    if (this.closed) {
+      this.metricBatches.dropped++;
+      return;
+    }
+    try {
+      const { body, points } = encodeMetricsProto(snap);
+      if (points === 0) return;
+      const gz = this.s.gzip ? Bun.gzipSync(body as Uint8Array<ArrayBuffer>, { level: 1 }) : body;
+      this.queue.push({ seq: this.seq++, spans: 0, body: gz, encoding: "protobuf", gzip: this.s.gzip, createdMs: Date.now(), signal: "metrics" });
+      this.metricBatches.queued++;
+      this.enforceQueueBound();
+      this.pump();
+    } catch (e) {
+      this.metricBatches.dropped++;
+      this.log.error("otlp exporter: cannot encode metrics, dropped", { error: String(e) });
+    }
+  }
+
   /** Counters and gauges; see OtlpCounters and docs/exporter.md. */
   stats(): Record<string, number> {
     let flying = 0;
@@ -113,6 +140,9 @@ export class OtlpExporter implements SpanSink {
       SpoolSpans: this.spool.spans,
       SpoolBytes: this.spool.totalBytes,
       InFlightRequests: this.flights.size - this.waiting,
+      MetricBatchesQueued: this.metricBatches.queued,
+      MetricBatchesSent: this.metricBatches.sent,
+      MetricBatchesDropped: this.metricBatches.dropped,
     };
   }
 
@@ -319,6 +349,7 @@ export class OtlpExporter implements SpanSink {
   private onOk(f: Flight, partial: { rejectedSpans: number; errorMessage: string } | undefined): void {
     const rejected = Math.min(Math.max(0, partial?.rejectedSpans ?? 0), f.batch.spans);
     this.c.ExportRequestsOk++;
+    if (f.batch.signal === "metrics") this.metricBatches.sent++;
     this.c.TotalRequestsSent += f.batch.spans - rejected;
     this.c.SpansRejected += rejected;
     if (partial && (rejected > 0 || partial.errorMessage)) {

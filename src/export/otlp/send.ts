@@ -57,7 +57,7 @@ async function failureOf(e: unknown, t: Transport, s: OtlpSettings): Promise<Fai
 export async function sendBatch(t: Transport, s: OtlpSettings, b: EncodedBatch, abort: AbortController): Promise<SendOutcome> {
   const timer = setTimeout(() => abort.abort(timeoutError(s.requestTimeoutMs)), s.requestTimeoutMs);
   try {
-    const ans = await t.post(batchHeaders(s, b), b.body, abort.signal);
+    const ans = await t.post(batchHeaders(s, b), b.body, abort.signal, b.signal === "metrics" ? t.endpoint.metricsPath : t.endpoint.path);
     if (ans.status >= 200 && ans.status < 300) {
       const raw = ans.headers["content-encoding"] === "gzip" ? safeGunzip(ans.body) : ans.body;
       const ct = ans.headers["content-type"] ?? (b.encoding === "json" ? "application/json" : "application/x-protobuf");

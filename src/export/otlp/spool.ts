@@ -5,7 +5,7 @@
  *
  * File `<seq, 16 digits>.otlp` = 32-byte header + body, little-endian:
  *   0  "EBTSPOOL" magic      8  version (1)     9  encoding (0 protobuf, 1 json)
- *   10 flags (bit 0 gzip)    11 reserved (0)    12 span count u32
+ *   10 flags (bit 0 gzip)    11 signal (0 traces, 1 metrics)    12 span count u32
  *   16 created, unix ms f64  24 body length u32 28 CRC-32 of the whole file with this field zeroed
  * Written as `.<name>.tmp`, fsynced, renamed, directory fsynced: a power loss leaves either the
  * old state or a complete file. A file whose size, magic or checksum is wrong is logged and
@@ -52,6 +52,7 @@ export function encodeSpoolFile(b: EncodedBatch): Buffer {
   file[8] = 1;
   file[9] = b.encoding === "json" ? 1 : 0;
   file[10] = b.gzip ? 1 : 0;
+  file[11] = b.signal === "metrics" ? 1 : 0;
   file.writeUInt32LE(b.spans, 12);
   file.writeDoubleLE(b.createdMs, 16);
   file.writeUInt32LE(b.body.length, 24);
@@ -87,6 +88,7 @@ export function decodeSpoolFile(file: Buffer, seq: number): EncodedBatch | strin
   return {
     seq, spans: h.spans, encoding: file[9] === 1 ? "json" : "protobuf", gzip: (file[10]! & 1) === 1,
     createdMs: file.readDoubleLE(16), body: new Uint8Array(file.subarray(SPOOL_HEADER_BYTES)),
+    ...(file[11] === 1 ? { signal: "metrics" as const } : {}),
   };
 }
 

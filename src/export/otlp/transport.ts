@@ -39,8 +39,8 @@ export class Transport {
     });
   }
 
-  async post(headers: Record<string, string>, body: Uint8Array, signal: AbortSignal): Promise<HttpAnswer> {
-    const res = await this.pool.request({ path: this.endpoint.path, method: "POST", headers, body, signal });
+  async post(headers: Record<string, string>, body: Uint8Array, signal: AbortSignal, path = this.endpoint.path): Promise<HttpAnswer> {
+    const res = await this.pool.request({ path, method: "POST", headers, body, signal });
     const chunks: Uint8Array[] = [];
     let size = 0;
     for await (const chunk of res.body as AsyncIterable<Uint8Array>) {

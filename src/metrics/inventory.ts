@@ -1,0 +1,190 @@
+/**
+ * The API inventory: every (service, direction, route) seen since the agent first ran on this
+ * host, with the methods, status codes, content types and auth schemes seen, first/last seen,
+ * request count, whether redaction fired on it (span attribute `ebpf.redacted`) and whether it
+ * was seen over TLS (`url.scheme` https) or in clear text.
+ *
+ * Auth schemes come from header names and the scheme word of Authorization-type headers only
+ * (`bearer`, `basic`, `header:x-api-key`, `cookie`); header values are never stored.
+ *
+ * Persisted as JSON (`metrics.inventory_path`, default /var/lib/ebpf-tracer/apis.json), written
+ * as a temp file + rename so a crash leaves the old or the new file, at most every
+ * FLUSH_MS while something changed and at shutdown; loaded at start, so it survives restarts.
+ * Bounded: MAX_ENTRIES entries (routes are already capped per service by RouteTable) and
+ * MAX_VALUES distinct values per list; past that, counted (InventoryOverflow).
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Logger } from "../log/log.ts";
+import type { Span } from "../spans/span.ts";
+
+export const MAX_ENTRIES = 20_000;
+const MAX_VALUES = 16;
+export const FLUSH_MS = 5000;
+const FORMAT_VERSION = 1;
+
+export interface ApiEntry {
+  service: string;
+  direction: "server" | "client";
+  route: string;
+  methods: string[];
+  statusCodes: number[];
+  firstSeen: number; // Unix ms
+  lastSeen: number;
+  count: number;
+  requestContentTypes: string[];
+  responseContentTypes: string[];
+  authSchemes: string[];
+  /** redaction fired on at least one call */
+  redacted: boolean;
+  /** seen over TLS (https) / in clear text (http) */
+  tls: boolean;
+  plaintext: boolean;
+}
+
+const AUTH_HEADERS = ["authorization", "proxy-authorization"];
+const KEY_HEADERS = ["x-api-key", "api-key", "x-auth-token", "x-access-token", "cookie"];
+const SCHEME_RE = /^([A-Za-z][A-Za-z0-9._~+-]{0,31})(?:\s|$)/;
+
+function addValue<T>(list: T[], v: T): boolean {
+  if (list.includes(v)) return true;
+  if (list.length >= MAX_VALUES) return false;
+  list.push(v);
+  return true;
+}
+
+/** "application/json; charset=utf-8" → "application/json" (at most 64 chars). */
+export function baseContentType(v: unknown): string | undefined {
+  if (typeof v !== "string") return undefined;
+  const semi = v.indexOf(";");
+  const t = (semi < 0 ? v : v.slice(0, semi)).trim().toLowerCase();
+  return t && t.length <= 64 ? t : undefined;
+}
+
+/** Auth schemes of a span's request headers: scheme words and header names, never values. */
+export function authSchemesOf(attrs: Span["attributes"]): string[] {
+  const out: string[] = [];
+  for (const h of AUTH_HEADERS) {
+    const v = attrs[`http.request.header.${h}`];
+    if (typeof v !== "string") continue;
+    const m = SCHEME_RE.exec(v.trim());
+    out.push(m ? m[1]!.toLowerCase() : `header:${h}`);
+  }
+  for (const h of KEY_HEADERS) if (attrs[`http.request.header.${h}`] !== undefined) out.push(h === "cookie" ? "cookie" : `header:${h}`);
+  return out;
+}
+
+export class ApiInventory {
+  private readonly entries = new Map<string, ApiEntry>();
+  private dirty = false;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private overflow = 0;
+  private writeErrors = 0;
+
+  /** `path` "" keeps the inventory in memory only. Reads what an earlier run saved. */
+  constructor(readonly path: string, private readonly log?: Logger) {
+    if (path) this.load();
+  }
+
+  private load(): void {
+    let text: string;
+    try {
+      text = readFileSync(this.path, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.log?.warn("api inventory: cannot read; starting empty", { file: this.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      return;
+    }
+    try {
+      const doc = JSON.parse(text) as { version?: number; entries?: ApiEntry[] };
+      if (doc.version !== FORMAT_VERSION || !Array.isArray(doc.entries)) throw new Error(`unknown format (version ${doc.version})`);
+      for (const e of doc.entries.slice(0, MAX_ENTRIES)) this.entries.set(keyOf(e.service, e.direction, e.route), e);
+    } catch (e) {
+      this.log?.warn("api inventory: file is not a valid inventory; starting empty (it is replaced at the next save)", { file: this.path, error: String((e as Error).message ?? e) });
+    }
+  }
+
+  /** Saves every FLUSH_MS while something changed. */
+  start(): void {
+    if (!this.path || this.timer) return;
+    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.flush();
+  }
+
+  record(span: Span, route: string | undefined): void {
+    if (route === undefined) return;
+    const a = span.attributes;
+    const service = String(span.resource["service.name"] ?? "");
+    const key = keyOf(service, span.kind, route);
+    let e = this.entries.get(key);
+    const t = Number(span.startTimeUnixNano / 1_000_000n);
+    if (!e) {
+      if (this.entries.size >= MAX_ENTRIES) {
+        this.overflow++;
+        return;
+      }
+      e = {
+        service, direction: span.kind, route, methods: [], statusCodes: [], firstSeen: t, lastSeen: t, count: 0,
+        requestContentTypes: [], responseContentTypes: [], authSchemes: [], redacted: false, tls: false, plaintext: false,
+      };
+      this.entries.set(key, e);
+    }
+    e.count++;
+    if (t > e.lastSeen) e.lastSeen = t;
+    if (t < e.firstSeen) e.firstSeen = t;
+    let ok = true;
+    const method = a["http.request.method"];
+    if (typeof method === "string") ok = addValue(e.methods, method) && ok;
+    const status = a["rpc.system"] !== undefined ? a["rpc.grpc.status_code"] : a["http.response.status_code"];
+    if (typeof status === "number") ok = addValue(e.statusCodes, status) && ok;
+    const reqCt = baseContentType(a["http.request.header.content-type"]);
+    if (reqCt) ok = addValue(e.requestContentTypes, reqCt) && ok;
+    const resCt = baseContentType(a["http.response.header.content-type"]);
+    if (resCt) ok = addValue(e.responseContentTypes, resCt) && ok;
+    for (const s of authSchemesOf(a)) ok = addValue(e.authSchemes, s) && ok;
+    if (a["ebpf.redacted"] !== undefined) e.redacted = true;
+    if (a["url.scheme"] === "https") e.tls = true;
+    else e.plaintext = true;
+    if (!ok) this.overflow++;
+    this.dirty = true;
+  }
+
+  list(): ApiEntry[] {
+    return [...this.entries.values()];
+  }
+
+  /** Writes the file when something changed; failures are logged once per change and counted. */
+  flush(): void {
+    if (!this.path || !this.dirty) return;
+    this.dirty = false;
+    try {
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o750 });
+      const tmp = `${this.path}.tmp`;
+      writeFileSync(tmp, JSON.stringify({ version: FORMAT_VERSION, savedAt: Date.now(), entries: this.list() }), { mode: 0o640 });
+      renameSync(tmp, this.path);
+    } catch (e) {
+      if (this.writeErrors++ === 0) this.log?.error("api inventory: cannot save", { file: this.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });
+      this.dirty = true;
+    }
+  }
+
+  stats(): Record<string, number> {
+    return { TrackedApis: this.entries.size, InventoryOverflow: this.overflow, InventoryWriteErrors: this.writeErrors };
+  }
+}
+
+function keyOf(service: string, direction: string, route: string): string {
+  return `${service}\u0000${direction}\u0000${route}`;
+}
+
+/** Reads a saved inventory file (for `ebpf-tracer apis`); throws with the reason. */
+export function readInventoryFile(path: string): { savedAt: number; entries: ApiEntry[] } {
+  const doc = JSON.parse(readFileSync(path, "utf8")) as { version?: number; savedAt?: number; entries?: ApiEntry[] };
+  if (doc.version !== FORMAT_VERSION || !Array.isArray(doc.entries)) throw new Error(`${path}: not an API inventory file (version ${doc.version})`);
+  return { savedAt: doc.savedAt ?? 0, entries: doc.entries };
+}
