@@ -25,6 +25,8 @@ import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 import { Recorder } from "../kernel/event-source.ts";
 import { ApiTap } from "../metrics/tap.ts";
+import { topCommand, type TopOptions } from "./top.ts";
+import { apisCommand, type ApisOptions } from "./apis.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -280,6 +282,30 @@ export function buildCli(): Command {
     .option("-c, --config <file>", "config file", DEFAULT_CONFIG_PATH)
     .action((o: { config: string }) => {
       process.exitCode = configValidateCommand(o.config);
+    });
+  program
+    .command("top")
+    .description("live view per route (rate, errors, latency, bytes) from the running agent, or capturing by itself with --exe/--pid/--port")
+    .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
+    .option("--address <host:port>", "admin endpoint address (overrides the config)")
+    .option("--interval <duration>", "refresh period", "1s")
+    .option("--sort <key>", "r rate, e errors, 5 p50, 9 p95, p p99, t total, b bytes, n route", "t")
+    .option("-n, --iterations <n>", "stop after n refreshes")
+    .option("--pid <pid>", "standalone: capture this process (repeatable)", collectInt, [])
+    .option("--exe <name>", "standalone: capture processes running this executable (repeatable)", collect, [])
+    .option("--port <port>", "standalone: capture processes listening on this port (repeatable)", collectInt, [])
+    .action(async (o: TopOptions) => {
+      process.exitCode = await topCommand(o);
+    });
+  program
+    .command("apis")
+    .description("the API inventory: every route seen since the agent first ran (table, or --json)")
+    .option("-c, --config <file>", "config file whose metrics.inventory_path to read", DEFAULT_CONFIG_PATH)
+    .option("--file <path>", "inventory file (overrides the config)")
+    .option("--json", "JSON array instead of a table")
+    .option("--new-since <duration>", "only endpoints first seen within this long (30m, 2h, 7d)")
+    .action((o: ApisOptions) => {
+      process.exitCode = apisCommand(o);
     });
   program
     .command("version")
