@@ -284,7 +284,7 @@ async function standaloneSource(o: TopOptions): Promise<Source> {
   return {
     name: `capturing ${[...o.exe, ...o.pid.map(String), ...o.port.map((p) => `:${p}`)].join(",")}`,
     async read() {
-      return { metrics: renderMetrics(agent.stats(), true) + tap.prometheus(), status: { uptime_seconds: Math.round((Date.now() - agent.startedAt) / 1000) } };
+      return { metrics: renderMetrics(agent.stats(), true) + tap.prometheus(), status: { uptime_seconds: Math.round((Date.now() - agent.startedAt) / 1000), healthy: true } };
     },
     stop: () => agent.stop(500),
   };
