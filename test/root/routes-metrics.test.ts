@@ -8,12 +8,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { rootSkipReason, TracerProcess } from "../support/tracer.ts";
 import { port, startNode } from "../support/servers.ts";
 import { Cleanups, curlOk, NODE_APP } from "../support/http-kit.ts";
-import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
-import { OtlpReceiver } from "../support/otlp-receiver.ts";
+import { OtlpBed } from "../support/otlp-bed.ts";
 import { toYaml } from "../support/yaml.ts";
 import { parsePrometheus } from "../../src/metrics/prometheus.ts";
 import { HTTP_DURATION_BUCKETS } from "../../src/metrics/red.ts";
@@ -24,14 +23,6 @@ if (SKIP) console.warn(`test/root/routes-metrics.test.ts skipped: ${SKIP}`);
 const c = new Cleanups();
 afterEach(() => c.run());
 setDefaultTimeout(90_000);
-
-let certs: TestCerts;
-beforeAll(() => {
-  if (!SKIP) certs = makeTestCerts();
-});
-afterAll(() => {
-  if (certs) removeTestCerts(certs);
-});
 
 const str = (v: unknown): string | undefined => (v as { stringValue?: string } | undefined)?.stringValue;
 
@@ -65,7 +56,7 @@ function otlpPoints(req: any): OtlpPoint[] {
 describe.skipIf(!!SKIP)("routes and RED metrics (root, compiled binary)", () => {
   test("50 distinct /users/<n> paths: one route in spans, /metrics and OTLP metrics; counts exact; outputs agree", async () => {
     const dir = c.add(mkdtempSync(join(tmpdir(), "et-red-")), (d) => rmSync(d, { recursive: true, force: true }));
-    const rx = c.add(await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } }), (r) => r.close());
+    const { rx, certs } = c.add(await OtlpBed.start(), (b) => b.close());
     const server = c.add(await startNode(NODE_APP), (s) => s.stop());
     const admin = `127.0.0.1:${port()}`;
     const cfgPath = join(dir, "cfg.yaml");
