@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--api] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -19,7 +19,12 @@
  * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
  * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
  * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line,
- * to show what the JSON output costs on top of the pipeline.
+ * to show what the JSON output costs on top of the pipeline. `--api` measures the route/metrics
+ * stage (src/metrics/tap.ts ApiTap: http.route templates + RED histograms, no inventory file, in
+ * front of the sink as `run` has it; its state lives across passes like an agent's): passes
+ * alternate without and with it, each measured in CPU time of this process (other processes
+ * on a busy machine inflate wall time, not this), and the medians of both are printed with the
+ * difference.
  * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
  * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
  * time (above 1.0 means GC or other threads used a second core).
@@ -31,6 +36,7 @@ import { defaultConfig } from "../src/config/config.ts";
 import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/kernel/event-layout.ts";
 import type { Span, SpanSink } from "../src/spans/span.ts";
 import { jsonLine } from "../src/export/stdout.ts";
+import { ApiTap } from "../src/metrics/tap.ts";
 import { request, response } from "./api-traffic.ts";
 import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
 
@@ -156,10 +162,14 @@ class CountSink implements SpanSink {
 }
 
 const cfg = defaultConfig();
+cfg.metrics.export_interval = 0;
+const apiTap = flag("--api") ? new ApiTap(new CountSink(), cfg) : undefined;
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
 
-function round(): { spans: number; pipeline: Pipeline } {
+function round(withApi = false): { spans: number; pipeline: Pipeline } {
   const sink = new CountSink();
+  apiTap?.swap(sink);
+  const tap = withApi ? apiTap : undefined;
   const pipeline = new Pipeline(
     {
       bodyMaxSize: cfg.data_capture.body_max_size_bytes,
@@ -168,7 +178,7 @@ function round(): { spans: number; pipeline: Pipeline } {
       modeOf: () => MODE_BOTH,
       classify: (m) => (m.localPort === 8080 ? ROLE_SERVER : ROLE_CLIENT),
     },
-    sink,
+    tap ?? sink,
   );
   const src = new ReplaySource(recording);
   const handle = (r: Uint8Array) => pipeline.handle(r);
@@ -178,14 +188,35 @@ function round(): { spans: number; pipeline: Pipeline } {
   return { spans: sink.spans, pipeline };
 }
 
-const warm = round();
+const warm = round(true);
 const counters = warm.pipeline.counters;
-console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}`);
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
 console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
 console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
 if (warm.spans === 0) {
   console.error("no spans produced: nothing to measure");
   process.exit(1);
+}
+
+if (apiTap) {
+  // A/B: alternate passes without / with the stage; medians of per-pass rates
+  const rates: [number[], number[]] = [[], []];
+  const tA = performance.now();
+  for (let i = 0; performance.now() - tA < SECONDS * 2000 || i < 6; i++) {
+    const withApi = i % 2 === 1;
+    Bun.gc(true);
+    const c0 = process.cpuUsage();
+    const n = round(withApi).spans;
+    const c = process.cpuUsage(c0);
+    rates[withApi ? 1 : 0]!.push(n / ((c.user + c.system) / 1e6));
+  }
+  const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1]!;
+  const [off, on] = [median(rates[0]), median(rates[1])];
+  const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
+  console.log(`route/metrics stage (A/B, ${rates[0].length}+${rates[1].length} alternating passes, medians, per second of this process's CPU time):`);
+  console.log(`  without ${fmt(off)} exchanges/CPU-s, with ${fmt(on)} exchanges/CPU-s: ${((1 - on / off) * 100).toFixed(1)} % slower (budget 10 %)`);
+  console.log(`  stage state: ${JSON.stringify(apiTap.stats())}`);
+  process.exit(0);
 }
 
 Bun.gc(true);

@@ -83,6 +83,9 @@ export class Histogram {
 
 export interface Series {
   family: Family;
+  /** what the series is matched on in record() (the attributes hold the same, for export) */
+  readonly method: AttrValue | undefined;
+  readonly status: AttrValue | undefined;
   direction: Direction;
   /** service.name, host.name, deployment.environment */
   resource: Attributes;
@@ -111,9 +114,20 @@ function str(v: AttrValue | undefined): string {
   return v === undefined ? "" : String(v);
 }
 
+/** Series of one resource (service, host, environment): by route, then a short list. */
+interface Group {
+  host: AttrValue | undefined;
+  env: AttrValue | undefined;
+  resource: Attributes;
+  routes: Map<string, Series[]>;
+  overflow: Map<string, Series>;
+  next: Group | undefined;
+}
+
 export class RedMetrics {
-  private readonly series = new Map<string, Series>();
-  private readonly resources = new Map<string, Attributes>();
+  /** service.name → groups; lookups use the strings the spans carry, no key is built per span */
+  private readonly groups = new Map<string, Group>();
+  private readonly series: Series[] = [];
   private readonly maxSeries: number;
   private readonly now: () => bigint;
   readonly startTimeUnixNano: bigint;
@@ -127,16 +141,31 @@ export class RedMetrics {
   /** Counts one finished span under `route` (from RouteTable; undefined = no route). */
   record(span: Span, route: string | undefined): void {
     const a = span.attributes;
-    const rpcSystem = a["rpc.system"];
-    const family: Family = rpcSystem !== undefined ? "rpc" : "http";
+    const family: Family = a["rpc.system"] !== undefined ? "rpc" : "http";
     const direction: Direction = span.kind;
     const r = span.resource;
-    const service = str(r["service.name"]);
-    const method = str(a["http.request.method"]);
+    const service = r["service.name"];
+    const host = r["host.name"];
+    const env = r["deployment.environment"];
+    const sk = typeof service === "string" ? service : str(service);
+    let g = this.groups.get(sk);
+    while (g !== undefined && (g.host !== host || g.env !== env)) g = g.next;
+    if (g === undefined) g = this.newGroup(sk, r);
+    const rk = route ?? "";
+    let list = g.routes.get(rk);
+    if (list === undefined) g.routes.set(rk, (list = []));
+    const method = a["http.request.method"];
     const status = family === "rpc" ? a["rpc.grpc.status_code"] : a["http.response.status_code"];
-    const key = `${family}|${direction}|${service}|${str(r["host.name"])}|${str(r["deployment.environment"])}|${method}|${route ?? ""}|${str(status)}|${span.error ? 1 : 0}`;
-    let s = this.series.get(key);
-    if (!s) s = this.newSeries(key, span, family, direction, route, status);
+    const error = span.error;
+    let s: Series | undefined;
+    for (let i = 0; i < list.length; i++) {
+      const x = list[i]!;
+      if (x.status === status && x.method === method && x.direction === direction && x.family === family && x.error === error) {
+        s = x;
+        break;
+      }
+    }
+    if (s === undefined) s = this.newSeries(g, list, span, family, direction, route, method, status);
     const h = s.histograms;
     const ns = Number(span.endTimeUnixNano - span.startTimeUnixNano);
     h[0].observe(family === "rpc" ? ns / 1e6 : ns / 1e9);
@@ -146,13 +175,21 @@ export class RedMetrics {
     if (typeof res === "number") h[2].observe(res);
   }
 
-  private newSeries(key: string, span: Span, family: Family, direction: Direction, route: string | undefined, status: AttrValue | undefined): Series {
-    const resource = this.resourceOf(span.resource);
+  private newGroup(service: string, r: Attributes): Group {
+    const resource: Attributes = { "service.name": service || "unknown_service:ebpf-tracer" };
+    if (r["host.name"] !== undefined) resource["host.name"] = r["host.name"];
+    if (r["deployment.environment"] !== undefined) resource["deployment.environment"] = r["deployment.environment"];
+    const g: Group = { host: r["host.name"], env: r["deployment.environment"], resource, routes: new Map(), overflow: new Map(), next: this.groups.get(service) };
+    this.groups.set(service, g);
+    return g;
+  }
+
+  private newSeries(g: Group, list: Series[], span: Span, family: Family, direction: Direction, route: string | undefined, method: AttrValue | undefined, status: AttrValue | undefined): Series {
+    const resource = g.resource;
     let attributes: Attributes;
-    let k = key;
-    if (this.series.size >= this.maxSeries) {
-      k = `${family}|${direction}|${str(resource["service.name"])}|overflow`;
-      const existing = this.series.get(k);
+    const overflow = this.series.length >= this.maxSeries;
+    if (overflow) {
+      const existing = g.overflow.get(`${family}|${direction}`);
       if (existing) return existing;
       attributes = { "otel.metric.overflow": true };
     } else {
@@ -172,33 +209,24 @@ export class RedMetrics {
     }
     const ins = INSTRUMENTS[`${family}|${direction}`]!;
     const s: Series = {
-      family, direction, resource, attributes, instruments: ins, error: span.error && k === key,
+      family, direction, method: overflow ? undefined : method, status: overflow ? undefined : status, resource, attributes, instruments: ins,
+      error: span.error && !overflow,
       histograms: [new Histogram(ins[0].buckets), new Histogram(ins[1].buckets), new Histogram(ins[2].buckets)],
     };
-    this.series.set(k, s);
+    this.series.push(s);
+    if (overflow) g.overflow.set(`${family}|${direction}`, s);
+    else list.push(s);
     return s;
-  }
-
-  private resourceOf(r: Attributes): Attributes {
-    const key = `${str(r["service.name"])}|${str(r["host.name"])}|${str(r["deployment.environment"])}`;
-    let out = this.resources.get(key);
-    if (!out) {
-      out = { "service.name": str(r["service.name"]) || "unknown_service:ebpf-tracer" };
-      if (r["host.name"] !== undefined) out["host.name"] = r["host.name"];
-      if (r["deployment.environment"] !== undefined) out["deployment.environment"] = r["deployment.environment"];
-      this.resources.set(key, out);
-    }
-    return out;
   }
 
   /** The live series (not copies): read them on the same thread, between record() calls. */
   snapshot(): RedSnapshot {
-    return { startTimeUnixNano: this.startTimeUnixNano, timeUnixNano: this.now(), series: [...this.series.values()] };
+    return { startTimeUnixNano: this.startTimeUnixNano, timeUnixNano: this.now(), series: this.series.slice() };
   }
 
   stats(): Record<string, number> {
     let overflowed = 0;
-    for (const s of this.series.values()) if (s.attributes["otel.metric.overflow"] === true) overflowed += s.histograms[0].count;
-    return { TrackedMetricSeries: this.series.size, MetricSeriesOverflow: overflowed };
+    for (const s of this.series) if (s.attributes["otel.metric.overflow"] === true) overflowed += s.histograms[0].count;
+    return { TrackedMetricSeries: this.series.length, MetricSeriesOverflow: overflowed };
   }
 }

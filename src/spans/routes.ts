@@ -150,6 +150,9 @@ export class RouteTable {
   private readonly threshold: number;
   private readonly global: Pattern[] = [];
   private readonly perService = new Map<string, Pattern[]>();
+  private hasOverrides = false;
+  private lastService: string | undefined;
+  private lastTable: ServiceRoutes | undefined;
   private overflow = 0;
   private collapses = 0;
 
@@ -162,6 +165,7 @@ export class RouteTable {
       for (const p of o.patterns) if (!routePatternProblem(p)) list.push(compilePattern(p));
       if (o.service) this.perService.set(o.service, list);
     }
+    this.hasOverrides = this.global.length > 0 || this.perService.size > 0;
   }
 
   /**
@@ -189,7 +193,12 @@ export class RouteTable {
   }
 
   private table(service: string): ServiceRoutes {
+    if (service === this.lastService) return this.lastTable!;
     let t = this.services.get(service);
+    if (t) {
+      this.lastService = service;
+      this.lastTable = t;
+    }
     if (t) return t;
     if (this.services.size >= MAX_SERVICES) return this.shared;
     t = new ServiceRoutes();
@@ -209,14 +218,46 @@ export class RouteTable {
     return route;
   }
 
-  /** The template of `path` for `service`, learning from it. */
+  /**
+   * The template of `path` for `service`, learning from it. The common case (a known route) walks
+   * the tree without splitting the path or building keys: a segment that is a literal child of
+   * its node needs no classification, because only literal segments are stored as literal keys.
+   */
   route(service: string, path: string): string {
     if (path === "" || path.charCodeAt(0) !== 47 /* / */) return path === "*" ? "*" : CATCH_ALL;
-    const segs = path.split("/");
-    const own = this.perService.get(service);
-    if (own) for (const p of own) if (matchPattern(p, segs)) return p.route;
-    for (const p of this.global) if (matchPattern(p, segs)) return p.route;
+    if (this.hasOverrides) {
+      const segs = path.split("/");
+      const own = this.perService.get(service);
+      if (own) for (const p of own) if (matchPattern(p, segs)) return p.route;
+      for (const p of this.global) if (matchPattern(p, segs)) return p.route;
+    }
     const t = this.table(service);
+    let node = t.root;
+    let start = 1;
+    const len = path.length;
+    for (let depth = 1; ; depth++) {
+      if (depth > MAX_DEPTH) return this.learn(t, path);
+      let end = path.indexOf("/", start);
+      if (end < 0) end = len;
+      const seg = path.slice(start, end);
+      // A segment starting with a digit is usually an id: classify before trying it as a literal.
+      const c0 = seg.charCodeAt(0);
+      let child = node.collapsed || (c0 >= 48 && c0 <= 57) ? undefined : node.children.get(seg);
+      if (child === undefined) {
+        const key = placeholderOf(seg) ?? (node.collapsed ? LEARNED : seg);
+        child = node.children.get(key);
+        if (child === undefined) return this.learn(t, path);
+      }
+      node = child;
+      if (end >= len) break;
+      start = end + 1;
+    }
+    return node.route ?? this.learn(t, path);
+  }
+
+  /** The slow path: a route not in the tree yet (or a very deep path). */
+  private learn(t: ServiceRoutes, path: string): string {
+    const segs = path.split("/");
     const deep = segs.length - 1 > MAX_DEPTH;
     const n = deep ? MAX_DEPTH + 1 : segs.length;
     const keys = new Array<string>(deep ? n : n - 1);
