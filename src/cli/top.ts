@@ -199,7 +199,10 @@ export function healthLine(f: Frame): string {
     return n;
   };
   const lost = c.get("ebpf_tracer_event_lost_total");
-  const shed = sum(/shed/);
+  const ratio = c.get("ebpf_tracer_sampling_ratio") ?? c.get("ebpf_tracer_sampling_ratio_total");
+  const shedConns = c.get("ebpf_tracer_shed_connections_total");
+  const shed = ratio === undefined && shedConns === undefined ? undefined
+    : `${ratio !== undefined && ratio < 1 ? `ratio ${ratio.toFixed(2)}` : "no"}${shedConns ? ` (${shedConns} conns shed)` : ""}`;
   const tlsKey = Object.keys(f.status).find((k) => /tls/i.test(k));
   const tls = tlsKey !== undefined ? JSON.stringify(f.status[tlsKey]).replace(/["{}]/g, "").slice(0, 40) : sum(/^ebpf_tracer_tls_/) !== undefined ? `${sum(/^ebpf_tracer_tls_/)} tls events` : "n/a";
   const healthy = f.status.healthy === false ? "DEGRADED" : f.status.healthy === true ? "healthy" : "?";

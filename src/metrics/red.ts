@@ -7,6 +7,11 @@
  *   gRPC  rpc.{server,client}.duration (ms, as that name is defined), rpc.{server,client}.request.size
  *         and .response.size (By)
  *
+ * Sampling: a span captured while connections were shed (`ebpf.sampling.ratio` r < 1, see the
+ * overhead budget) stands for 1/r requests and is counted with that weight, so counts stay
+ * estimates of the requests made rather than silently dropping; with r = 1 (normal) every count
+ * is exact. Weighted counts are fractional; the OTLP encoder rounds the cumulative bucket counts.
+ *
  * Every instrument is a histogram with cumulative temporality: its count is the request count;
  * errors are the series carrying `error.type` (the status code as a string for HTTP, the gRPC
  * status code for gRPC, `_OTHER` otherwise), so error count = count over those series. Duration
@@ -69,13 +74,14 @@ export class Histogram {
   constructor(readonly bounds: readonly number[]) {
     this.counts = new Float64Array(bounds.length + 1);
   }
-  observe(v: number): void {
+  /** `w`: how many requests this observation stands for (1 unless sampled). */
+  observe(v: number, w = 1): void {
     const b = this.bounds;
     let i = 0;
     while (i < b.length && v > b[i]!) i++;
-    this.counts[i]!++;
-    this.count++;
-    this.sum += v;
+    this.counts[i]! += w;
+    this.count += w;
+    this.sum += v * w;
     if (v < this.min) this.min = v;
     if (v > this.max) this.max = v;
   }
@@ -167,12 +173,14 @@ export class RedMetrics {
     }
     if (s === undefined) s = this.newSeries(g, list, span, family, direction, route, method, status);
     const h = s.histograms;
+    const ratio = a["ebpf.sampling.ratio"];
+    const w = typeof ratio === "number" && ratio > 0 && ratio < 1 ? 1 / ratio : 1;
     const ns = Number(span.endTimeUnixNano - span.startTimeUnixNano);
-    h[0].observe(family === "rpc" ? ns / 1e6 : ns / 1e9);
+    h[0].observe(family === "rpc" ? ns / 1e6 : ns / 1e9, w);
     const req = a["http.request.body.size"];
-    if (typeof req === "number") h[1].observe(req);
+    if (typeof req === "number") h[1].observe(req, w);
     const res = a["http.response.body.size"];
-    if (typeof res === "number") h[2].observe(res);
+    if (typeof res === "number") h[2].observe(res, w);
   }
 
   private newGroup(service: string, r: Attributes): Group {

@@ -116,6 +116,24 @@ describe("RED metrics", () => {
     expect(resSize.find((s) => s.labels.le === "500")!.value).toBe(5);
   });
 
+  test("spans captured while shedding (ebpf.sampling.ratio < 1) count 1/ratio requests; OTLP rounds consistently", () => {
+    const red = new RedMetrics();
+    for (let i = 0; i < 3; i++) {
+      const s = span("/a", 200, 1);
+      s.attributes["ebpf.sampling.ratio"] = 0.3;
+      red.record(s, "/a");
+    }
+    const plain = span("/a", 200, 30);
+    plain.attributes["ebpf.sampling.ratio"] = 1;
+    red.record(plain, "/a");
+    const h = red.snapshot().series[0]!.histograms[0];
+    expect(h.count).toBeCloseTo(11, 9);
+    const pts = (decodeMetricsProto(encodeMetricsProto(red.snapshot()).body) as any).resourceMetrics[0].scopeMetrics[0].metrics[0].histogram.dataPoints;
+    expect(pts[0].count).toBe("11");
+    expect(pts[0].bucketCounts.reduce((a: number, b: string) => a + Number(b), 0)).toBe(11);
+    expect(pts[0].bucketCounts.slice(0, 5).map(Number)).toEqual([10, 0, 0, 1, 0]); // 1 ms x 3 x (1/0.3), then 30 ms in (25, 50] ms
+  });
+
   test("label values are escaped", () => {
     const red = new RedMetrics();
     red.record(span('/a"b\\c', 200, 1), '/a"b\\c');

@@ -24,16 +24,27 @@ interface Point {
 
 function writePoint(w: ProtoWriter, p: Point, start: bigint, time: bigint): void {
   const h = p.h;
+  // Weighted (sampled) counts are fractional: round the cumulative counts, so the buckets still
+  // add up to the count. Unweighted counts are whole and pass unchanged.
+  const buckets = new Array<number>(h.counts.length);
+  let cum = 0;
+  let prev = 0;
+  for (let i = 0; i < h.counts.length; i++) {
+    cum += h.counts[i]!;
+    const r = Math.round(cum);
+    buckets[i] = r - prev;
+    prev = r;
+  }
   const m = w.begin(1, 2);
   w.fixed64Field(2, start);
   w.fixed64Field(3, time);
-  w.fixed64Field(4, BigInt(h.count));
+  w.fixed64Field(4, BigInt(prev));
   w.doubleField(5, h.sum);
   w.tag(6, 2);
-  w.varint32(h.counts.length * 8);
-  w.ensure(h.counts.length * 8);
-  for (let i = 0; i < h.counts.length; i++) {
-    w.buf.writeBigUInt64LE(BigInt(h.counts[i]!), w.pos);
+  w.varint32(buckets.length * 8);
+  w.ensure(buckets.length * 8);
+  for (let i = 0; i < buckets.length; i++) {
+    w.buf.writeBigUInt64LE(BigInt(buckets[i]!), w.pos);
     w.pos += 8;
   }
   w.tag(7, 2);
