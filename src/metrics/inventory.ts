@@ -8,12 +8,12 @@
  * (`bearer`, `basic`, `header:x-api-key`, `cookie`); header values are never stored.
  *
  * Persisted as JSON (`metrics.inventory_path`, default /var/lib/ebpf-tracer/apis.json), written
- * as a temp file + rename so a crash leaves the old or the new file, at most every
+ * as a temp file (fsynced) + rename so a crash leaves the old or the new file, at most every
  * FLUSH_MS while something changed and at shutdown; loaded at start, so it survives restarts.
  * Bounded: MAX_ENTRIES entries (routes are already capped per service by RouteTable) and
  * MAX_VALUES distinct values per list; past that, counted (InventoryOverflow).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../log/log.ts";
 import type { Span } from "../spans/span.ts";
@@ -165,7 +165,15 @@ export class ApiInventory {
     try {
       mkdirSync(dirname(this.path), { recursive: true, mode: 0o750 });
       const tmp = `${this.path}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ version: FORMAT_VERSION, savedAt: Date.now(), entries: this.list() }), { mode: 0o640 });
+      const data = Buffer.from(JSON.stringify({ version: FORMAT_VERSION, savedAt: Date.now(), entries: this.list() }));
+      const fd = openSync(tmp, "w", 0o640);
+      try {
+        let off = 0;
+        while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
       renameSync(tmp, this.path);
     } catch (e) {
       if (this.writeErrors++ === 0) this.log?.error("api inventory: cannot save", { file: this.path, error: (e as NodeJS.ErrnoException).code ?? String(e) });

@@ -64,7 +64,7 @@ export class OtlpExporter implements SpanSink {
   private failureKey = "";
   private failing = false;
   private noSpoolDrops = 0;
-  private metricBatches = { queued: 0, sent: 0, dropped: 0 };
+  private metricBatches = { enqueued: 0, sent: 0, dropped: 0 };
   private closing = false;
   private closed = false;
   private deadline = 0;
@@ -121,7 +121,7 @@ export class OtlpExporter implements SpanSink {
       if (points === 0) return;
       const gz = this.s.gzip ? Bun.gzipSync(body as Uint8Array<ArrayBuffer>, { level: 1 }) : body;
       this.queue.push({ seq: this.seq++, spans: 0, body: gz, encoding: "protobuf", gzip: this.s.gzip, createdMs: Date.now(), signal: "metrics" });
-      this.metricBatches.queued++;
+      this.metricBatches.enqueued++;
       this.enforceQueueBound();
       this.pump();
     } catch (e) {
@@ -140,7 +140,7 @@ export class OtlpExporter implements SpanSink {
       SpoolSpans: this.spool.spans,
       SpoolBytes: this.spool.totalBytes,
       InFlightRequests: this.flights.size - this.waiting,
-      MetricBatchesQueued: this.metricBatches.queued,
+      MetricBatchesEnqueued: this.metricBatches.enqueued,
       MetricBatchesSent: this.metricBatches.sent,
       MetricBatchesDropped: this.metricBatches.dropped,
     };
