@@ -187,8 +187,13 @@ export class RouteTable {
 
   /** Sets `http.route` on HTTP spans (not on gRPC ones, whose route is rpc.service/rpc.method) and returns the route. */
   annotate(span: Span): string | undefined {
-    const route = this.routeOf(span);
-    if (route !== undefined && span.attributes["rpc.system"] === undefined) span.attributes["http.route"] = route;
+    const a = span.attributes;
+    if (a["rpc.system"] !== undefined) return this.routeOf(span);
+    const path = a["url.path"];
+    if (typeof path !== "string") return undefined;
+    const service = span.resource["service.name"];
+    const route = this.route(typeof service === "string" ? service : "", path);
+    a["http.route"] = route;
     return route;
   }
 
