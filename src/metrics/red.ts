@@ -114,6 +114,10 @@ export interface RedOptions {
   now?: () => bigint;
 }
 
+/** Resources (service, host, environment) with their own series; the rest share one. */
+const MAX_GROUPS = 1024;
+const OTHER_SERVICE = "_OTHER";
+
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
 function str(v: AttrValue | undefined): string {
@@ -156,7 +160,7 @@ export class RedMetrics {
     const sk = typeof service === "string" ? service : str(service);
     let g = this.groups.get(sk);
     while (g !== undefined && (g.host !== host || g.env !== env)) g = g.next;
-    if (g === undefined) g = this.newGroup(sk, r);
+    if (g === undefined) g = this.groups.size < MAX_GROUPS ? this.newGroup(sk, r) : (this.groups.get(OTHER_SERVICE) ?? this.newGroup(OTHER_SERVICE, {}));
     const rk = route ?? "";
     let list = g.routes.get(rk);
     if (list === undefined) g.routes.set(rk, (list = []));

@@ -95,6 +95,15 @@ describe("RED metrics", () => {
     expect(red.stats()).toEqual({ TrackedMetricSeries: 4, MetricSeriesOverflow: 7 });
   });
 
+  test("services past 1024 share one _OTHER resource", () => {
+    const red = new RedMetrics();
+    for (let i = 0; i < 1100; i++) red.record(span("/a", 200, 1, { service: `svc-${i}` }), "/a");
+    const snap = red.snapshot();
+    expect(snap.series.length).toBe(1025);
+    expect(snap.series.at(-1)!.resource["service.name"]).toBe("_OTHER");
+    expect(snap.series.at(-1)!.histograms[0].count).toBe(76);
+  });
+
   test("Prometheus text: cumulative buckets, sum, count, labels, units in names", () => {
     const red = new RedMetrics();
     for (const ms of [1, 7, 30, 30, 2000]) red.record(span("/users/1", 200, ms, { req: 10, res: 300 }), "/users/{id}");

@@ -68,6 +68,21 @@ describe("route templates", () => {
     expect(t.route("shop", "/about")).toBe("/about");
   });
 
+  test("learning merges the subtrees under the learned position", () => {
+    const t = new RouteTable({ learnThreshold: 10 });
+    const names = "abcdefghijklmnop".split("").map((c) => `name${c}x`);
+    for (const n of names.slice(0, 8)) {
+      t.route("s", `/p/${n}/a`);
+      t.route("s", `/p/${n}/b/42`);
+    }
+    expect(t.stats().RoutesKnown).toBe(16);
+    for (const n of names.slice(8)) t.route("s", `/p/${n}/a`);
+    expect(t.stats().RoutesKnown).toBe(2);
+    expect(t.route("s", `/p/${names[0]}/b/7`)).toBe("/p/{param}/b/{id}");
+    expect(t.route("s", "/p/zzz/a")).toBe("/p/{param}/a");
+    expect(t.stats().RoutesKnown).toBe(2);
+  });
+
   test("services learn separately", () => {
     const t = new RouteTable({ learnThreshold: 5 });
     for (let i = 0; i < 6; i++) t.route("a", `/x/name${"abcdef"[i]}`);
