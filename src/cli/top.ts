@@ -204,7 +204,7 @@ export function healthLine(f: Frame): string {
   const shed = ratio === undefined && shedConns === undefined ? undefined
     : `${ratio !== undefined && ratio < 1 ? `ratio ${ratio.toFixed(2)}` : "no"}${shedConns ? ` (${shedConns} conns shed)` : ""}`;
   const tlsKey = Object.keys(f.status).find((k) => /tls/i.test(k));
-  const tls = tlsKey !== undefined ? JSON.stringify(f.status[tlsKey]).replace(/["{}]/g, "").slice(0, 40) : sum(/^ebpf_tracer_tls_/) !== undefined ? `${sum(/^ebpf_tracer_tls_/)} tls events` : "n/a";
+  const tls = tlsKey !== undefined ? JSON.stringify(f.status[tlsKey]).replace(/["{}]/g, "").slice(0, 40) : sum(/^ebpf_tracer_tls_/) !== undefined ? `${sum(/^ebpf_tracer_tls_/)} connections seen` : "n/a";
   const healthy = f.status.healthy === false ? "DEGRADED" : f.status.healthy === true ? "healthy" : "?";
   return `${healthy} · events lost ${lost ?? "n/a"} · shedding ${shed ?? "n/a"} · TLS ${tls}`;
 }
