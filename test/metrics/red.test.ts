@@ -199,6 +199,18 @@ describe("RED metrics", () => {
     expect(got).toEqual([1, 1]);
   });
 
+  test("swap (exporter changed on reload) keeps routes and metrics; update reaches the new sink", () => {
+    const { tap, sink } = tapWith();
+    tap.export(span("/users/1", 200, 1));
+    const next = new Collect() as Collect & { updated?: boolean };
+    (next as { update?: () => void }).update = () => { next.updated = true; };
+    expect(tap.swap(next)).toBe(sink);
+    tap.export(span("/users/2", 200, 1));
+    tap.update(defaultConfig());
+    expect([sink.spans.length, next.spans.length, next.updated]).toEqual([1, 1, true]);
+    expect(tap.red.snapshot().series[0]!.histograms[0].count).toBe(2);
+  });
+
   test("metrics.enabled: false leaves spans untouched", () => {
     const { tap, sink } = tapWith({ enabled: false });
     tap.export(span("/users/1", 200, 1));
