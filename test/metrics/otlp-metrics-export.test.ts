@@ -58,6 +58,22 @@ describe("OTLP metrics export", () => {
     expect(exp.stats()).toMatchObject({ MetricBatchesSent: 2, SpansDropped: 0 });
   });
 
+  test("a newer snapshot replaces one still waiting in memory", async () => {
+    await bed.rx.down();
+    const exp = new OtlpExporter(config(bed.tempDir()), { logger: captureLog().logger, backoff: { initialMs: 5000, maxMs: 5000 } });
+    const tap = new ApiTap(exp, config(bed.tempDir()));
+    tap.export(span(1));
+    await Bun.sleep(100); // the span batch is sealed and its first attempt fails: the queue waits
+    for (let i = 0; i < 5; i++) {
+      tap.export(span(i + 2));
+      tap.push();
+    }
+    expect(exp.stats().MetricBatchesEnqueued).toBe(5);
+    expect((exp as unknown as { queue: { signal?: string }[] }).queue.filter((b) => b.signal === "metrics").length).toBe(1);
+    await bed.rx.up();
+    await exp.shutdown(200);
+  });
+
   test("a metrics batch that could not be sent is spooled and sent after a restart", async () => {
     const spool = bed.tempDir();
     await bed.rx.down();

@@ -108,8 +108,8 @@ export class OtlpExporter implements SpanSink {
 
   /**
    * Queues the RED metrics as one ExportMetricsServiceRequest (protobuf, gzipped like spans) to
-   * POST <endpoint>/v1/metrics, through the same queue, retries and spool as span batches.
-   * Never throws.
+   * POST <endpoint>/v1/metrics, through the same queue, retries and spool as span batches; an
+   * older metrics batch still in the memory queue is replaced (cumulative values). Never throws.
    */
   exportMetrics(snap: RedSnapshot): void {
     if (this.closed) {
@@ -120,6 +120,9 @@ export class OtlpExporter implements SpanSink {
       const { body, points } = encodeMetricsProto(snap);
       if (points === 0) return;
       const gz = this.s.gzip ? Bun.gzipSync(body as Uint8Array<ArrayBuffer>, { level: 1 }) : body;
+      // Metrics are cumulative: a newer snapshot supersedes one still waiting in memory, so a
+      // collector that is down does not make them pile up.
+      this.queue = this.queue.filter((b) => b.signal !== "metrics");
       this.queue.push({ seq: this.seq++, spans: 0, body: gz, encoding: "protobuf", gzip: this.s.gzip, createdMs: Date.now(), signal: "metrics" });
       this.metricBatches.enqueued++;
       this.enforceQueueBound();
