@@ -212,9 +212,11 @@ if (apiTap) {
   }
   const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1]!;
   const [off, on] = [median(rates[0]), median(rates[1])];
+  const [bestOff, bestOn] = [Math.max(...rates[0]), Math.max(...rates[1])];
   const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
-  console.log(`route/metrics stage (A/B, ${rates[0].length}+${rates[1].length} alternating passes, medians, per second of this process's CPU time):`);
-  console.log(`  without ${fmt(off)} exchanges/CPU-s, with ${fmt(on)} exchanges/CPU-s: ${((1 - on / off) * 100).toFixed(1)} % slower (budget 10 %)`);
+  console.log(`route/metrics stage (A/B, ${rates[0].length}+${rates[1].length} alternating passes, per second of this process's CPU time):`);
+  console.log(`  medians: without ${fmt(off)} exchanges/CPU-s, with ${fmt(on)}: ${((1 - on / off) * 100).toFixed(1)} % slower (budget 10 %)`);
+  console.log(`  best:    without ${fmt(bestOff)} exchanges/CPU-s, with ${fmt(bestOn)}: ${((1 - bestOn / bestOff) * 100).toFixed(1)} % slower`);
   console.log(`  stage state: ${JSON.stringify(apiTap.stats())}`);
   process.exit(0);
 }
