@@ -70,7 +70,12 @@ const JWT_RE = /^[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$/;
  * characters decides most cases; the regular expressions run only on candidates.
  */
 export function placeholderOf(seg: string): string | undefined {
-  const len = seg.length;
+  return placeholderIn(seg, 0, seg.length);
+}
+
+/** placeholderOf for `s.slice(from, to)`, without making the substring unless a pattern must be tested. */
+function placeholderIn(s: string, from: number, to: number): string | undefined {
+  const len = to - from;
   if (len === 0) return undefined;
   let digits = 0;
   let hexLetters = 0;
@@ -80,8 +85,8 @@ export function placeholderOf(seg: string): string | undefined {
   let b64 = 0; // _ + =
   let dots = 0;
   let other = 0;
-  for (let i = 0; i < len; i++) {
-    const c = seg.charCodeAt(i);
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
     if (c >= 48 && c <= 57) digits++;
     else if (c >= 97 && c <= 122) {
       lower++;
@@ -95,13 +100,16 @@ export function placeholderOf(seg: string): string | undefined {
     else other++;
   }
   if (digits === len) return "{id}";
-  if (len === 36 && dashes === 4 && digits + hexLetters === 32 && UUID_DASHES.every((i) => seg.charCodeAt(i) === 45)) return "{uuid}";
-  if (digits >= 8 && len >= 10 && seg.charCodeAt(4) === 45 && DATE_RE.test(seg)) return "{date}";
-  if (other > 0) return (seg.includes("@") || seg.includes("%40")) && EMAIL_RE.test(seg) ? "{email}" : undefined;
+  if (len === 36 && dashes === 4 && digits + hexLetters === 32 && UUID_DASHES.every((i) => s.charCodeAt(from + i) === 45)) return "{uuid}";
+  if (digits >= 8 && len >= 10 && s.charCodeAt(from + 4) === 45 && DATE_RE.test(s.slice(from, to))) return "{date}";
+  if (other > 0) {
+    const seg = s.slice(from, to);
+    return (seg.includes("@") || seg.includes("%40")) && EMAIL_RE.test(seg) ? "{email}" : undefined;
+  }
   if (len >= 16 && digits + hexLetters === len) return "{token}";
   if (len >= 20 && digits > 0 && upper + lower > 0) {
     if (dots === 0 && ((upper > 0 && lower > 0) || digits * 5 >= len)) return "{token}";
-    if (dots === 2 && JWT_RE.test(seg)) return "{token}";
+    if (dots === 2 && JWT_RE.test(s.slice(from, to))) return "{token}";
   }
   return undefined;
 }
@@ -244,15 +252,19 @@ export class RouteTable {
       if (depth > MAX_DEPTH) return this.learn(t, path);
       let end = path.indexOf("/", start);
       if (end < 0) end = len;
-      const seg = path.slice(start, end);
-      // A segment starting with a digit is usually an id: classify before trying it as a literal.
-      const c0 = seg.charCodeAt(0);
-      let child = node.collapsed || (c0 >= 48 && c0 <= 57) ? undefined : node.children.get(seg);
-      if (child === undefined) {
-        const key = placeholderOf(seg) ?? (node.collapsed ? LEARNED : seg);
-        child = node.children.get(key);
-        if (child === undefined) return this.learn(t, path);
+      // A segment starting with a digit is usually an id: classify it in place (no substring);
+      // others are tried as a literal child first.
+      const c0 = path.charCodeAt(start);
+      let child: Node | undefined;
+      if (c0 >= 48 && c0 <= 57) {
+        const ph = placeholderIn(path, start, end);
+        child = ph !== undefined ? node.children.get(ph) : node.children.get(node.collapsed ? LEARNED : path.slice(start, end));
+      } else {
+        const seg = path.slice(start, end);
+        child = node.collapsed ? undefined : node.children.get(seg);
+        if (child === undefined) child = node.children.get(placeholderIn(path, start, end) ?? (node.collapsed ? LEARNED : seg));
       }
+      if (child === undefined) return this.learn(t, path);
       node = child;
       if (end >= len) break;
       start = end + 1;
