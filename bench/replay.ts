@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--api] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--api|--api-noop] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -163,7 +163,10 @@ class CountSink implements SpanSink {
 
 const cfg = defaultConfig();
 cfg.metrics.export_interval = 0;
-const apiTap = flag("--api") ? new ApiTap(new CountSink(), cfg) : undefined;
+// --api-noop: the same A/B with the stage disabled (metrics.enabled: false, a pass-through), to see
+// the difference the machine alone makes between the two halves.
+if (flag("--api-noop")) cfg.metrics.enabled = false;
+const apiTap = flag("--api") || flag("--api-noop") ? new ApiTap(new CountSink(), cfg) : undefined;
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
 
 function round(withApi = false): { spans: number; pipeline: Pipeline } {
