@@ -190,6 +190,25 @@ function uptime(sec: unknown): string {
   return h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(Math.floor(sec % 60)).padStart(2, "0")}s`;
 }
 
+/** A TLS coverage report (per process, `connections: { tls, decrypted }`) summed up, when /status has one. */
+function tlsSummary(v: unknown): string | undefined {
+  const o = v as { processes?: unknown } | null;
+  const list = Array.isArray(v) ? v : o && typeof o === "object" && Array.isArray(o.processes) ? o.processes : undefined;
+  if (!list) return undefined;
+  let tls = 0;
+  let decrypted = 0;
+  let seen = false;
+  for (const p of list as { connections?: { tls?: unknown; decrypted?: unknown } }[]) {
+    const c = p?.connections;
+    if (c && typeof c.tls === "number") {
+      seen = true;
+      tls += c.tls;
+      decrypted += typeof c.decrypted === "number" ? c.decrypted : 0;
+    }
+  }
+  return seen ? `${decrypted}/${tls} connections decrypted` : undefined;
+}
+
 /** Health: events lost, shedding and TLS counters when the agent reports them. */
 export function healthLine(f: Frame): string {
   const c = f.counters;
@@ -204,7 +223,7 @@ export function healthLine(f: Frame): string {
   const shed = ratio === undefined && shedConns === undefined ? undefined
     : `${ratio !== undefined && ratio < 1 ? `ratio ${ratio.toFixed(2)}` : "no"}${shedConns ? ` (${shedConns} conns shed)` : ""}`;
   const tlsKey = Object.keys(f.status).find((k) => /tls/i.test(k));
-  const tls = tlsKey !== undefined ? JSON.stringify(f.status[tlsKey]).replace(/["{}]/g, "").slice(0, 40) : sum(/^ebpf_tracer_tls_/) !== undefined ? `${sum(/^ebpf_tracer_tls_/)} connections seen` : "n/a";
+  const tls = tlsKey !== undefined ? tlsSummary(f.status[tlsKey]) ?? JSON.stringify(f.status[tlsKey]).replace(/["{}[\]]/g, "").slice(0, 40) : sum(/^ebpf_tracer_tls_/) !== undefined ? `${sum(/^ebpf_tracer_tls_/)} connections seen` : "n/a";
   const healthy = f.status.healthy === false ? "DEGRADED" : f.status.healthy === true ? "healthy" : "?";
   return `${healthy} · events lost ${lost ?? "n/a"} · shedding ${shed ?? "n/a"} · TLS ${tls}`;
 }

@@ -150,6 +150,8 @@ describe("top", () => {
     expect(lines.every((l) => l.length <= 80)).toBe(true);
     expect(lines[1]).toContain("events lost 3");
     expect(lines[4]).toContain("/users/{id}");
+    const withTls = renderFrame({ ...second, status: { ...second.status, tls_coverage: [{ pid: 1, connections: { tls: 4, decrypted: 3 } }, { pid: 2, connections: { tls: 2, decrypted: 0 } }] } }, first, "r", 80, 24, "x");
+    expect(withTls[1]).toContain("TLS 3/6 connections decrypted");
     const many = renderFrame({ ...second, rows: Array.from({ length: 50 }, (_, i) => ({ ...second.rows[0]!, route: `/r${i}` })) }, undefined, "t", 80, 24, "x");
     expect(many.length).toBe(24);
     expect(many[23]).toContain("more");
