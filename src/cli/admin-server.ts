@@ -34,6 +34,7 @@ export interface AdminServer {
 
 /** Names in the agent's stats that are current values, not running totals. */
 const GAUGES = new Set([
+  "SamplingRatio",
   "OpenConnections",
   "TrackedProcesses",
   "KprobeEventMaxQueueSizeTillNow",

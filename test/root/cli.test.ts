@@ -26,7 +26,7 @@ describe.skipIf(!!skip)("command line of the compiled binary", () => {
     writeFileSync(cfg, "mode: ingress\ntargets:\n  - exe: nginx\n    prot: 80\n");
     const r = run(["run", "-c", cfg]);
     expect(r.code).toBe(78);
-    expect(r.err.trim()).toBe(`ebpf-tracer: ${cfg}:4: key "targets[0].prot": unknown key (known here: service_name, exe, cmdline, mode, systemd_unit, cgroup, container, port, pid)`);
+    expect(r.err.trim()).toBe(`ebpf-tracer: ${cfg}:4: key "targets[0].prot": unknown key (known here: service_name, exe, cmdline, mode, systemd_unit, cgroup, container, port, pid, max_spans_per_second)`);
     const missing = run(["run", "-c", join(dir, "nope.yaml")]);
     expect(missing.code).toBe(78);
     expect(missing.err).toContain("cannot read config: ENOENT");
