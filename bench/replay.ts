@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--no-redact] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -19,7 +19,8 @@
  * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
  * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
  * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line,
- * to show what the JSON output costs on top of the pipeline.
+ * to show what the JSON output costs on top of the pipeline. Spans go through the RedactingSink
+ * with the default rules (data_capture.redact), as in `run` and `capture`, unless --no-redact.
  * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
  * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
  * time (above 1.0 means GC or other threads used a second core).
@@ -31,6 +32,7 @@ import { defaultConfig } from "../src/config/config.ts";
 import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/kernel/event-layout.ts";
 import type { Span, SpanSink } from "../src/spans/span.ts";
 import { jsonLine } from "../src/export/stdout.ts";
+import { RedactingSink } from "../src/spans/redact.ts";
 import { request, response } from "./api-traffic.ts";
 import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
 
@@ -158,8 +160,11 @@ class CountSink implements SpanSink {
 const cfg = defaultConfig();
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
 
+const REDACT = !flag("--no-redact");
+
 function round(): { spans: number; pipeline: Pipeline } {
-  const sink = new CountSink();
+  const counter = new CountSink();
+  const sink = REDACT ? RedactingSink.fromConfig(counter, cfg) : counter;
   const pipeline = new Pipeline(
     {
       bodyMaxSize: cfg.data_capture.body_max_size_bytes,
@@ -175,12 +180,12 @@ function round(): { spans: number; pipeline: Pipeline } {
   while (src.drain(handle, 4096) > 0) {
     /* all of it */
   }
-  return { spans: sink.spans, pipeline };
+  return { spans: counter.spans, pipeline };
 }
 
 const warm = round();
 const counters = warm.pipeline.counters;
-console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}`);
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}`);
 console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
 console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
 if (warm.spans === 0) {

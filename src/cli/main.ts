@@ -24,6 +24,7 @@ import { statusCommand } from "./status-command.ts";
 import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 import { Recorder } from "../kernel/event-source.ts";
+import { RedactingSink } from "../spans/redact.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -202,6 +203,8 @@ interface CaptureOpts {
   json?: boolean;
   record?: string;
   logLevel?: string;
+  /** false with --no-redact: raw values on this terminal only (run always redacts) */
+  redact: boolean;
 }
 
 async function cmdCapture(o: CaptureOpts): Promise<void> {
@@ -217,7 +220,9 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
     throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port (or targets in -c FILE)");
   }
   requireCaptureCaps();
-  const sink: SpanSink = o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine);
+  const out: SpanSink = o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine);
+  const sink = o.redact === false ? out : RedactingSink.fromConfig(out, cfg);
+  if (o.redact === false) process.stderr.write("warning: --no-redact: secrets (tokens, cookies, passwords) are printed as captured\n");
   const recorder = o.record ? new Recorder(o.record) : undefined;
   const btf = await btfFor(cfg);
   const agent = await Agent.start({ cfg, sink, record: recorder?.write, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
@@ -246,6 +251,7 @@ export function buildCli(): Command {
     .option("--json", "one JSON object per line instead of readable lines")
     .option("--record <file>", "also write the raw kernel events to FILE (for bench/replay)")
     .option("--log-level <level>", "log level on stderr (default warn)")
+    .option("--no-redact", "print secrets (headers, query/body fields, command lines) as captured, on this terminal only")
     .action(cmdCapture);
   program
     .command("check")

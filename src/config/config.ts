@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { TracerError } from "../errors.ts";
-import { SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
+import { REDACT_PATTERN_NAMES, SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/traceable/ebpf-tracer-config.yaml";
 
@@ -32,6 +32,15 @@ export interface LogRotation {
   max_backups: number;
 }
 
+export interface RedactConfig {
+  mode: "mask" | "hash";
+  headers: string[];
+  fields: string[];
+  value_patterns: string[];
+  custom_patterns: string[];
+  key_file: string;
+}
+
 export interface Config {
   /** where it was read from; "" for defaults */
   source: string;
@@ -45,7 +54,7 @@ export interface Config {
   exclude_processes: string[];
   custom_span_attributes: Record<string, string>;
   proc_fs_scan_period_in_sec: number;
-  data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
+  data_capture: { body_max_size_bytes: number; allowed_content_types: string[]; redact: RedactConfig };
   budget: { cpu_percent: number; memory_mb: number };
   http2_data_capture_enabled: boolean;
   http2: { stream_max_age: number; max_streams_per_connection: number };
@@ -82,7 +91,7 @@ export interface Config {
     error_output_paths: string[];
     log_rotation: LogRotation;
   };
-  admin: { enabled: boolean; address: string };
+  admin: { enabled: boolean; address: string; allow_remote: boolean; bearer_token: string };
 }
 
 export function defaultConfig(): Config {
@@ -248,6 +257,8 @@ function crossChecks(cfg: Config, fail: Fail): void {
   if (cfg.perfmap_queue_size & (cfg.perfmap_queue_size - 1)) {
     fail("perfmap_queue_size", `must be a power of two (pages per CPU), got ${cfg.perfmap_queue_size}`);
   }
+  redactChecks(cfg.data_capture.redact, fail);
+  adminChecks(cfg.admin, fail);
   cfg.targets.forEach((t, i) => {
     if (t.cmdline !== undefined) {
       try {
@@ -257,6 +268,47 @@ function crossChecks(cfg: Config, fail: Fail): void {
       }
     }
   });
+}
+
+const HEADER_GLOB = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+function redactChecks(r: RedactConfig, fail: Fail): void {
+  const k = "data_capture.redact.";
+  r.headers.forEach((h, i) => {
+    if (!HEADER_GLOB.test(h)) fail(`${k}headers[${i}]`, `not a header name (letters, digits, "-", "*" as a wildcard), got ${JSON.stringify(h)}`);
+  });
+  r.fields.forEach((f, i) => {
+    if (f.trim() === "" || /^[*]+$/.test(f)) fail(`${k}fields[${i}]`, `must name something (a lone "*" would redact every field), got ${JSON.stringify(f)}`);
+  });
+  r.value_patterns.forEach((p, i) => {
+    if (!(REDACT_PATTERN_NAMES as readonly string[]).includes(p)) fail(`${k}value_patterns[${i}]`, `unknown pattern ${JSON.stringify(p)} (known: ${REDACT_PATTERN_NAMES.join(", ")}; use custom_patterns for regular expressions)`);
+  });
+  r.custom_patterns.forEach((p, i) => {
+    let re: RegExp;
+    try {
+      re = new RegExp(p, "g");
+    } catch (err) {
+      return fail(`${k}custom_patterns[${i}]`, `not a valid regular expression: ${(err as Error).message}`);
+    }
+    if (re.test("")) fail(`${k}custom_patterns[${i}]`, `matches the empty string, so it would redact nothing useful and everything around it: ${JSON.stringify(p)}`);
+  });
+  if (r.mode === "hash" && r.key_file === "") fail(`${k}key_file`, "hash mode needs a key file path");
+}
+
+/** True for 127.0.0.0/8, ::1 and localhost: the only admin addresses allowed without opt-in. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+function adminChecks(a: Config["admin"], fail: Fail): void {
+  if (!a.enabled) return;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):\d{1,5}$/.exec(a.address.trim());
+  if (!m) fail("admin.address", `must be HOST:PORT like 127.0.0.1:9464, got ${JSON.stringify(a.address)}`);
+  const host = m![1] ?? m![2] ?? "";
+  if (isLoopbackHost(host)) return;
+  if (!a.allow_remote) fail("admin.address", `${a.address} is not a loopback address: /status and /metrics would be reachable from the network; set admin.allow_remote: true and admin.bearer_token to allow it`);
+  if (a.bearer_token.length < 16) fail("admin.bearer_token", "a non-loopback admin.address needs a bearer token of at least 16 characters");
 }
 
 function parseDuration(v: unknown, key: string, fail: Fail): number {
@@ -297,7 +349,9 @@ export function keyLines(text: string): Map<string, number> {
     const m = /^(\s*)(-\s+)?([A-Za-z0-9_."'-]+)\s*[:=]/.exec(line);
     const dash = /^(\s*)-(\s|$)/.exec(line);
     const indent = (m ?? dash)?.[1]?.length ?? 0;
-    while (stack.length && stack[stack.length - 1]!.indent >= indent && !(m?.[2] === undefined && dash && stack[stack.length - 1]!.indent === indent)) stack.pop();
+    // A dash at the indent of its list's key is an item of that list; one at the indent of a
+    // previous item is its sibling.
+    while (stack.length && stack[stack.length - 1]!.indent >= indent && !(m?.[2] === undefined && dash && stack[stack.length - 1]!.indent === indent && !stack[stack.length - 1]!.key.endsWith("]"))) stack.pop();
     const parent = stack.length ? stack[stack.length - 1]!.key : "";
     let base = parent;
     if (dash) {
