@@ -39,6 +39,31 @@ export function normalizeField(name: string): string {
   return name.toLowerCase().replace(/[-_.]/g, "");
 }
 
+/**
+ * A regular expression source matching any of `words` with an optional separator between
+ * letters, factored as a trie (p(?:ass…|wd)…): a backtracking engine then tries each text
+ * position against a handful of first letters instead of every word.
+ */
+function trieSource(words: string[]): string {
+  interface Node { end?: boolean; next: Map<string, Node> }
+  const root: Node = { next: new Map() };
+  for (const w of words) {
+    let n = root;
+    for (const ch of w) {
+      let m = n.next.get(ch);
+      if (!m) n.next.set(ch, (m = { next: new Map() }));
+      n = m;
+    }
+    n.end = true;
+  }
+  const emit = (n: Node, first: boolean): string => {
+    if (n.end) return ""; // a shorter word already matches: the hint needs no more
+    const alts = [...n.next].map(([ch, m]) => (first ? "" : "[-_.]?") + ch.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&") + emit(m, false));
+    return alts.length === 1 ? alts[0]! : `(?:${alts.join("|")})`;
+  };
+  return emit(root, true);
+}
+
 /** A set of exact names plus one regular expression for the wildcard ones; results cached. */
 class NameMatcher {
   private readonly exact = new Set<string>();
@@ -62,9 +87,8 @@ class NameMatcher {
   hint(patterns: string[]): RegExp {
     const parts = new Set<string>();
     for (const p of patterns) for (const seg of this.norm(p).split("*")) if (seg) parts.add(seg);
-    const minimal = [...parts].filter((x) => ![...parts].some((y) => y !== x && x.includes(y)));
-    if (!minimal.length) return /(?!)/;
-    return new RegExp(minimal.map((x) => [...x].map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("[-_.]?")).join("|"), "i");
+    if (!parts.size) return /(?!)/;
+    return new RegExp(trieSource([...parts]), "i");
   }
   matches(name: string): boolean {
     let r = this.cache.get(name);
@@ -194,6 +218,13 @@ export interface RedactionCounters {
   RedactedPatterns: number;
 }
 
+interface CmdEntry {
+  out: string;
+  names: string[];
+  fields: number;
+  patterns: number;
+}
+
 // What to do with an attribute, by key (classified once per distinct key).
 const A_NONE = 0;
 const A_SECRET_HEADER = 1; // whole value
@@ -228,7 +259,10 @@ export class Redactor {
   private readonly fields: NameMatcher;
   private readonly fieldHint: RegExp;
   /** command lines repeat per process: redacted once */
-  private readonly cmdCache = new Map<string, { out: string; names: string[]; fields: number; patterns: number }>();
+  private readonly cmdCache = new Map<string, CmdEntry>();
+  private readonly resCmdCache = new Map<string, CmdEntry>();
+  /** field hint or pattern trigger in one case-insensitive pass (a false positive only costs time) */
+  private readonly anyRule: RegExp;
   private readonly patterns: ValuePattern[];
   /** one cheap test before any pattern runs: the union of what every pattern needs */
   private readonly trigger: RegExp | undefined;
@@ -275,6 +309,11 @@ export class Redactor {
       this.trigger = /[\s\S]/;
     }
     this.minPatternLength = settings.custom_patterns.length ? 1 : 13;
+    try {
+      this.anyRule = new RegExp(`${this.fieldHint.source}${this.trigger ? `|${this.trigger.source}` : ""}`, "i");
+    } catch {
+      this.anyRule = /[\s\S]/;
+    }
     if (settings.mode === "hash") this.key = loadOrCreateKey(settings.key_file);
   }
 
@@ -344,7 +383,7 @@ export class Redactor {
     }
     const res = span.resource;
     const cl = res["process.command_line"];
-    if (typeof cl === "string" && cl) res["process.command_line"] = this.redactValue(A_CMDLINE, "resource.process.command_line", cl, attrs);
+    if (typeof cl === "string" && cl) res["process.command_line"] = this.cachedCommandLine(cl, this.resCmdCache, "resource.process.command_line");
     if (pathChanged) {
       const m = attrs["http.request.method"];
       span.name = `${typeof m === "string" ? m : span.name.split(" ")[0]} ${attrs["url.path"]}`;
@@ -378,8 +417,11 @@ export class Redactor {
         return this.valuePatterns(out, key, false);
       }
       case A_QUERY:
+        if (!this.anyRule.test(v) && !v.includes("%")) return v;
         return this.valuePatterns(this.mayHoldField(v, "%") ? this.pairs(v, key) : v, key, false);
       case A_BODY: {
+        // one pass decides whether the body needs any work (most do not)
+        if (!this.anyRule.test(v) && !v.includes("%") && !v.includes("\\u")) return v;
         const json = this.looksJson(key, v, attrs);
         let out = v;
         if (json) {
@@ -390,7 +432,7 @@ export class Redactor {
         return this.valuePatterns(out, key, json);
       }
       case A_CMDLINE:
-        return this.cachedCommandLine(v, key);
+        return this.cachedCommandLine(v, key === "process.command_line" ? this.cmdCache : this.resCmdCache, key);
       default: // A_PATH, A_VALUE: the shortest built-in match is 13 characters (a card number)
         return v.length < this.minPatternLength ? v : this.valuePatterns(v, key, false);
     }
@@ -536,17 +578,16 @@ export class Redactor {
     return last === 0 ? s : out + s.slice(last);
   }
 
-  private cachedCommandLine(v: string, key: string): string {
-    const ck = key.length + ":" + v;
-    let c = this.cmdCache.get(ck);
+  private cachedCommandLine(v: string, cache: Map<string, CmdEntry>, key: string): string {
+    let c = cache.get(v);
     if (c === undefined) {
       const before = this.names.length;
       const f0 = this.counters.RedactedFields;
       const p0 = this.counters.RedactedPatterns;
       const out = this.valuePatterns(this.mayHoldField(v, "\u0000") ? this.commandLine(v, key) : v, key, false);
       c = { out, names: this.names.slice(before), fields: this.counters.RedactedFields - f0, patterns: this.counters.RedactedPatterns - p0 };
-      if (this.cmdCache.size >= 256) this.cmdCache.clear();
-      this.cmdCache.set(ck, c);
+      if (cache.size >= 256) cache.clear();
+      cache.set(v, c);
       return out;
     }
     for (const n of c.names) this.note(n);
