@@ -6,7 +6,7 @@ import { Command, Option } from "commander";
 import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "../config/config.ts";
+import { configFileWarningsFor, DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "../config/config.ts";
 import { resolveBtf } from "../kernel/btf/resolve.ts";
 import { formatRows, preflight } from "./preflight.ts";
 import { EXIT_STATUS, TracerError, isTracerError } from "../errors.ts";
@@ -21,6 +21,7 @@ import { createSink, isReloadable } from "../export/factory.ts";
 import { createLogSink, type ClosableLogSink } from "../log/output.ts";
 import { agentStatusProvider, startAdminServer, type AdminServer } from "./admin-server.ts";
 import { statusCommand } from "./status-command.ts";
+import { probesCommand } from "./probes-command.ts";
 import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 import { Recorder } from "../kernel/event-source.ts";
@@ -141,6 +142,7 @@ async function cmdCheck(opts: { config?: string }): Promise<void> {
   log.configure("warn", "console");
   const r = await preflight(cfg);
   process.stdout.write(formatRows(r.rows) + "\n");
+  for (const w of configFileWarningsFor(cfg)) process.stdout.write(`warning: ${w}\n`);
   process.stdout.write(r.ok ? "capture can work on this host\n" : "capture cannot work on this host\n");
   if (!r.ok) process.exitCode = EXIT_STATUS.UNSUPPORTED;
 }
@@ -162,13 +164,17 @@ async function cmdRun(opts: { config: string }): Promise<void> {
   configureRunLogging(cfg);
   requireCaptureCaps();
   log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
+  for (const w of configFileWarningsFor(cfg)) log.warn("config file readable by others", { reason: w });
   const sink = createSink(cfg);
   const btf = await preflightOrThrow(cfg);
   const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
   let admin: AdminServer | undefined;
   if (cfg.admin.enabled) {
     try {
-      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path }));
+      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path }), {
+        allowRemote: cfg.admin.allow_remote,
+        bearerToken: cfg.admin.bearer_token,
+      });
       log.info("admin endpoint", { url: admin.url });
     } catch (e) {
       // Capture matters more than the admin endpoint: run without it.
@@ -190,6 +196,7 @@ async function cmdRun(opts: { config: string }): Promise<void> {
 export function maskSecrets(cfg: Config): Config {
   const c = structuredClone(cfg);
   if (c.agent_config.reporting.agent_token) c.agent_config.reporting.agent_token = "****";
+  if (c.admin.bearer_token) c.admin.bearer_token = "****";
   for (const k of Object.keys(c.agent_config.reporting.headers)) c.agent_config.reporting.headers[k] = "****";
   return c;
 }
@@ -232,6 +239,26 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
   if (log.enabled("info")) agent.logStats();
 }
 
+/** The admin address (and token) `status` and `probes` ask; undefined when the endpoint is disabled (exit 3 set). */
+function adminTarget(o: { config: string; address?: string }): { address: string; token?: string } | undefined {
+  if (o.address) {
+    let token: string | undefined;
+    try {
+      token = loadConfig(o.config, true).admin.bearer_token || undefined;
+    } catch {
+      /* an unreadable config only means no token: the address was given */
+    }
+    return { address: o.address, token };
+  }
+  const cfg = loadConfig(o.config, true);
+  if (!cfg.admin.enabled) {
+    process.stdout.write(`ebpf-tracer: admin endpoint disabled in ${o.config} (admin.enabled: false); try systemctl status ebpf-tracer\n`);
+    process.exitCode = 3;
+    return undefined;
+  }
+  return { address: cfg.admin.address, token: cfg.admin.bearer_token || undefined };
+}
+
 export function buildCli(): Command {
   const program = new Command();
   program.name("ebpf-tracer").description("Captures HTTP API calls of selected processes with eBPF and exports them as spans").version(pkg.version, "-v, --version");
@@ -264,17 +291,20 @@ export function buildCli(): Command {
     .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
     .option("--address <host:port>", "admin endpoint address (overrides the config)")
     .action(async (o: { config: string; address?: string }) => {
-      let address = o.address;
-      if (!address) {
-        const cfg = loadConfig(o.config, true);
-        if (!cfg.admin.enabled) {
-          process.stdout.write(`ebpf-tracer: admin endpoint disabled in ${o.config} (admin.enabled: false); try systemctl status ebpf-tracer\n`);
-          process.exitCode = 3;
-          return;
-        }
-        address = cfg.admin.address;
-      }
-      process.exitCode = await statusCommand(address);
+      const target = adminTarget(o);
+      if (!target) return;
+      process.exitCode = await statusCommand(target.address, 3000, target.token);
+    });
+  program
+    .command("probes")
+    .description("list the BPF programs a running agent attached (exit 0, 3 not running)")
+    .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
+    .option("--address <host:port>", "admin endpoint address (overrides the config)")
+    .option("--json", "JSON instead of a table")
+    .action(async (o: { config: string; address?: string; json?: boolean }) => {
+      const target = adminTarget(o);
+      if (!target) return;
+      process.exitCode = await probesCommand(target.address, { json: o.json, token: target.token });
     });
   program
     .command("config")

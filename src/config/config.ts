@@ -3,7 +3,8 @@
  * file, the dotted key, the line (when the text shows it) and the reason, and is thrown before
  * anything is touched. Values not given take SCHEMA's defaults.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import { configFileWarnings, factsOf, refuseUnsafeConfigFile, secretKeys } from "./file-security.ts";
 import { TracerError } from "../errors.ts";
 import { REDACT_PATTERN_NAMES, SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
 
@@ -101,14 +102,31 @@ export function defaultConfig(): Config {
 /** Reads and validates a config file. A missing file is an error unless `optional`. */
 export function loadConfig(path: string, optional = false): Config {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, "r");
+    // the checks look at the file that is read, not at whatever the path names a moment later
+    refuseUnsafeConfigFile(path, factsOf(fstatSync(fd)));
+    text = readFileSync(fd, "utf8");
   } catch (e) {
+    if (e instanceof TracerError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (optional && code === "ENOENT") return defaultConfig();
     throw new TracerError("CONFIG", `${path}: cannot read config: ${code ?? String(e)}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   return parseConfigText(text, path);
+}
+
+/** Warnings about the config file itself (secrets readable by others); [] for defaults. */
+export function configFileWarningsFor(cfg: Config): string[] {
+  if (!cfg.source) return [];
+  try {
+    return configFileWarnings(cfg.source, factsOf(statSync(cfg.source)), secretKeys(cfg));
+  } catch {
+    return [];
+  }
 }
 
 export function parseConfigText(text: string, path: string): Config {
