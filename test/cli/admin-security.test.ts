@@ -106,7 +106,7 @@ describe("/probes and ebpf-tracer probes", () => {
   test("the route lists the provider's probes; the command prints them", async () => {
     const s = startAdminServer("127.0.0.1:0", provider);
     try {
-      const body = await (await fetch(`${s.url}/probes`)).json();
+      const body = (await (await fetch(`${s.url}/probes`)).json()) as { probes: Record<string, unknown>[] };
       expect(body.probes[0]).toMatchObject({ program: "tp_read", kind: "tracepoint" });
       let out = "";
       const w = spyOn(process.stdout, "write").mockImplementation(((x: string) => ((out += x), true)) as never);
