@@ -21,6 +21,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopbackHost } from "../config/config.ts";
+import { describeSection } from "../kernel/bpf-audit.ts";
 import { TracerError } from "../errors.ts";
 
 export interface StatusProvider {
@@ -349,18 +350,11 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
 
 /** "tracepoint/syscalls/sys_enter_read" → a ProbeInfo with the kind and attach point it names. */
 export function probeFromSection(section: string): ProbeInfo {
-  const i = section.indexOf("/");
-  const prefix = i < 0 ? section : section.slice(0, i);
-  const rest = i < 0 ? "" : section.slice(i + 1);
-  const kinds: Record<string, string> = {
-    tracepoint: "tracepoint", tp: "tracepoint", raw_tracepoint: "raw_tracepoint", raw_tp: "raw_tracepoint", tp_btf: "tp_btf",
-    kprobe: "kprobe", kretprobe: "kretprobe", ksyscall: "kprobe", kretsyscall: "kretprobe", uprobe: "uprobe", uretprobe: "uretprobe",
-  };
-  const kind = kinds[prefix] ?? "other";
-  const out: ProbeInfo = { program: section, attach_point: rest || section, kind };
+  const { kind, attach_point } = describeSection(section);
+  const out: ProbeInfo = { program: section, attach_point, kind };
   if (kind === "uprobe" || kind === "uretprobe") {
-    const c = rest.lastIndexOf(":");
-    if (c > 0) out.target = rest.slice(0, c);
+    const c = attach_point.lastIndexOf(":");
+    if (c > 0) out.target = attach_point.slice(0, c);
   }
   return out;
 }
