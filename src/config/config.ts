@@ -136,8 +136,8 @@ export function parseConfigText(text: string, path: string): Config {
   } catch (e) {
     throw new TracerError("CONFIG", `${path}: not valid ${path.endsWith(".toml") ? "TOML" : "YAML"}: ${(e as Error).message}`);
   }
+  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === "object" && raw[0] !== null && !Array.isArray(raw[0])) raw = raw[0]; // single-document stream
   if (raw === null || raw === undefined) raw = {};
-  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === "object") raw = raw[0]; // single-document stream
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new TracerError("CONFIG", `${path}: the top level must be a mapping of keys`);
   }
@@ -168,13 +168,13 @@ function readObject(
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(raw)) {
-    if (!(k in fields)) {
+    if (!Object.hasOwn(fields, k)) { // not `in`: "constructor", "__proto__" are no keys of ours
       const known = Object.keys(fields).join(", ");
       fail(prefix + k, `unknown key (known here: ${known})`);
     }
   }
   for (const [k, spec] of Object.entries(fields)) {
-    const v = raw[k];
+    const v = Object.hasOwn(raw, k) ? raw[k] : undefined;
     const value = readField(spec, v, prefix + k, fail, lines);
     if (value !== undefined) out[k] = value;
   }
@@ -309,6 +309,9 @@ function redactChecks(r: RedactConfig, fail: Fail): void {
       return fail(`${k}custom_patterns[${i}]`, `not a valid regular expression: ${(err as Error).message}`);
     }
     if (re.test("")) fail(`${k}custom_patterns[${i}]`, `matches the empty string, so it would redact nothing useful and everything around it: ${JSON.stringify(p)}`);
+    // Patterns run on every captured body, which the traffic's sender controls: a quantified
+    // group that itself ends in a quantifier ("(a+)+", "(\\w*)*") can take exponential time.
+    if (/\((?:[^()\\]|\\.)*[+*}]\)[+*{]/.test(p)) fail(`${k}custom_patterns[${i}]`, `has a repeated group that ends in a repetition (like "(a+)+"), which can take exponential time on hostile input: ${JSON.stringify(p)}`);
   });
   if (r.mode === "hash" && r.key_file === "") fail(`${k}key_file`, "hash mode needs a key file path");
 }
@@ -346,7 +349,8 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return "a list";
   if (v === null) return "null";
   if (typeof v === "object") return "a mapping";
-  return `${typeof v} ${JSON.stringify(v)}`;
+  const s = JSON.stringify(v) ?? String(v);
+  return `${typeof v} ${s.length > 80 ? `${s.slice(0, 77)}…` : s}`;
 }
 
 /**
@@ -360,7 +364,11 @@ export function keyLines(text: string): Map<string, number> {
   let tomlSection = "";
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/\s+#.*$/, "");
+    // a comment starts at whitespace + "#"; found without a backtracking \s+ (a line of many
+    // spaces would cost quadratic time)
+    const raw = lines[i]!;
+    const hash = raw.search(/\s#/);
+    const line = hash < 0 ? raw : raw.slice(0, hash);
     if (/^\s*(#|$)/.test(line)) continue;
     const toml = /^\s*\[([A-Za-z0-9_.]+)\]\s*$/.exec(line);
     if (toml) { tomlSection = toml[1]! + "."; out.set(toml[1]!, i + 1); continue; }

@@ -201,6 +201,7 @@ describe("value patterns", () => {
     };
     expect(e("data_capture:\n  redact:\n    custom_patterns:\n      - 'ok'\n      - '(['\n").message).toMatch(/^\/etc\/c\.yaml:5: key "data_capture\.redact\.custom_patterns\[1\]": not a valid regular expression/);
     expect(e("data_capture:\n  redact:\n    custom_patterns: ['x*']\n").message).toContain("matches the empty string");
+    expect(e("data_capture:\n  redact:\n    custom_patterns: ['(a+)+$']\n").message).toContain("exponential time");
     expect(e("data_capture:\n  redact:\n    value_patterns: [jwt, ssn]\n").message).toContain('key "data_capture.redact.value_patterns[1]": unknown pattern "ssn"');
     expect(e("data_capture:\n  redact:\n    headers: ['bad header']\n").message).toContain('"data_capture.redact.headers[0]"');
     expect(e("data_capture:\n  redact:\n    fields: ['*']\n").message).toContain('"data_capture.redact.fields[0]"');
