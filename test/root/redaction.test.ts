@@ -6,11 +6,11 @@
  * in what an HTTPS OTLP receiver decodes, while header names, query keys and body keys remain.
  * Hash mode gives the same hash after an agent restart; `capture --no-redact` shows raw values.
  */
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
+import { BIN, rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { port, waitForPort, type Server } from "../support/servers.ts";
 import { Cleanups, curlOk, onPort } from "../support/http-kit.ts";
 import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
@@ -142,13 +142,35 @@ describe.skipIf(!!SKIP)("redaction through the compiled binary", () => {
     expect(raw.stderr).toContain("--no-redact");
   });
 
-  test("run with a file exporter: no secret in the file", async () => {
+  test("run with a file exporter: no secret in the file; /status and /probes of the running agent", async () => {
     const server = c.add(await startLoginServer(), (s) => s.stop());
     const dir = tempDir();
     const out = join(dir, "spans.jsonl");
     const cfgPath = join(dir, "cfg.yaml");
-    writeFileSync(cfgPath, toYaml({ exporter: `file:${out}`, admin: { enabled: false }, stats_interval: "1s", targets: [{ port: server.port }] }).replace(/^\n/, ""));
+    const adminAddress = `127.0.0.1:${port()}`;
+    const agentToken = "AGENT-TOKEN-SECRET-91";
+    writeFileSync(cfgPath, toYaml({
+      exporter: `file:${out}`,
+      admin: { enabled: true, address: adminAddress },
+      stats_interval: "1s",
+      targets: [{ port: server.port }],
+      agent_config: { reporting: { agent_token: agentToken, endpoint: "https://u:PASS-SECRET@collector.invalid:4318" } },
+    }).replace(/^\n/, ""));
+    chmodSync(cfgPath, 0o644);
     const t = c.add(await TracerProcess.start(["run", "-c", cfgPath], "capture started"), (x) => x.stop("SIGTERM"));
+    // the token-holding config is readable by everyone: a warning at start
+    expect(t.stderr).toContain("holds agent_config.reporting.agent_token and is readable by everyone");
+    const status = await (await fetch(`http://${adminAddress}/status`)).text();
+    const metrics = await (await fetch(`http://${adminAddress}/metrics`)).text();
+    for (const text of [status, metrics]) {
+      expect(text).not.toContain(agentToken);
+      expect(text).not.toContain("PASS-SECRET");
+      expect(text).not.toContain(SECRETS.cmdline);
+    }
+    const probes = Bun.spawnSync([BIN, "probes", "--address", adminAddress, "-c", cfgPath]);
+    expect(probes.exitCode).toBe(0);
+    expect(probes.stdout.toString()).toMatch(/^KIND\s+ATTACH POINT/);
+    expect(probes.stdout.toString()).toMatch(/(tracepoint|kprobe|kretprobe)\s+\S+/);
     login(server);
     const deadline = Date.now() + 10_000;
     let text = "";
@@ -193,6 +215,20 @@ describe.skipIf(!!SKIP)("redaction through the compiled binary", () => {
     expect(span).toBeDefined();
     const flat = Object.fromEntries(Object.entries(span!.attributes).map(([k, v]) => [k, (v as { stringValue?: string }).stringValue ?? JSON.stringify(v)]));
     expectShape(flat, MASKED);
+  });
+
+  test("run refuses a non-loopback admin address without opt-in (exit 78, naming the key)", () => {
+    const dir = tempDir();
+    const cfgPath = join(dir, "cfg.yaml");
+    writeFileSync(cfgPath, toYaml({ exporter: "stdout", capture_all: true, admin: { address: "0.0.0.0:9464" } }).replace(/^\n/, ""));
+    const r = Bun.spawnSync([BIN, "run", "-c", cfgPath], { stdout: "pipe", stderr: "pipe" });
+    expect(r.exitCode).toBe(78);
+    expect(r.stderr.toString()).toContain('key "admin.address": 0.0.0.0:9464 is not a loopback address');
+    writeFileSync(cfgPath, "exporter: stdout\ncapture_all: true\n");
+    chmodSync(cfgPath, 0o666);
+    const w = Bun.spawnSync([BIN, "run", "-c", cfgPath], { stdout: "pipe", stderr: "pipe" });
+    expect(w.exitCode).toBe(78);
+    expect(w.stderr.toString()).toContain("refusing a world-writable config file");
   });
 
   test("hash mode: the same credential hashes the same after an agent restart; key file 0600", async () => {
