@@ -242,7 +242,7 @@ const REQ_H = "http.request.header.";
 const RES_H = "http.response.header.";
 /** Standard headers that carry no credential: no value patterns are run on them. */
 const PLAIN_HEADERS = new Set([
-  "host", "date", "accept", "accept-encoding", "accept-language", "accept-ranges", "connection", "keep-alive",
+  "host", "date", "user-agent", "accept", "accept-encoding", "accept-language", "accept-ranges", "connection", "keep-alive",
   "content-type", "content-length", "content-encoding", "transfer-encoding", "cache-control", "pragma", "expires",
   "age", "vary", "server", "etag", "if-none-match", "if-match", "if-modified-since", "last-modified", "via",
   "traceparent", "tracestate", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
@@ -269,6 +269,7 @@ export class Redactor {
   private readonly actions = new Map<string, number>();
   private readonly key: Buffer | undefined;
   private readonly hashCache = new Map<string, string>();
+  private readonly authCache = new Map<string, string>();
   /** names redacted in the span being processed */
   private readonly names: string[] = [];
 
@@ -308,7 +309,8 @@ export class Redactor {
     } catch {
       this.trigger = /[\s\S]/;
     }
-    this.minPatternLength = settings.custom_patterns.length ? 1 : 13;
+    const MIN_LENGTH: Record<string, number> = { jwt: 17, card_number: 13, aws_access_key: 20, url_credentials: 8, private_key: 30 };
+    this.minPatternLength = settings.custom_patterns.length ? 1 : Math.min(Infinity, ...settings.value_patterns.map((n) => MIN_LENGTH[n] ?? 1));
     try {
       this.anyRule = new RegExp(`${this.fieldHint.source}${this.trigger ? `|${this.trigger.source}` : ""}`, "i");
     } catch {
@@ -359,7 +361,7 @@ export class Redactor {
     else if (key === "http.request.body" || key === "http.response.body") a = A_BODY;
     else if (key === "process.command_line") a = A_CMDLINE;
     else if (key === "url.path") a = A_PATH;
-    else if (key === "user_agent.original") a = this.headers.matches("user-agent") ? A_SECRET_HEADER : A_VALUE;
+    else if (key === "user_agent.original") a = this.classify(REQ_H + "user-agent"); // a copy of that header
     if (this.actions.size >= 4096) this.actions.clear();
     this.actions.set(key, a);
     return a;
@@ -403,8 +405,15 @@ export class Redactor {
       case A_AUTH_HEADER: {
         this.counters.RedactedHeaders++;
         this.note(key);
-        const m = /^\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(\S[\s\S]*)$/.exec(v);
-        return m ? `${m[1]} ${this.replacement(m[2]!)}` : this.replacement(v);
+        // clients send the same credential again and again: one parse per distinct value
+        let out = this.authCache.get(v);
+        if (out === undefined) {
+          const m = /^\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(\S[\s\S]*)$/.exec(v);
+          out = m ? `${m[1]} ${this.replacement(m[2]!)}` : this.replacement(v);
+          if (this.authCache.size >= 1024) this.authCache.clear();
+          this.authCache.set(v, out);
+        }
+        return out;
       }
       case A_COOKIE:
       case A_SET_COOKIE:
@@ -433,7 +442,7 @@ export class Redactor {
       }
       case A_CMDLINE:
         return this.cachedCommandLine(v, key === "process.command_line" ? this.cmdCache : this.resCmdCache, key);
-      default: // A_PATH, A_VALUE: the shortest built-in match is 13 characters (a card number)
+      default: // A_PATH, A_VALUE: shorter than the shortest possible match needs no look
         return v.length < this.minPatternLength ? v : this.valuePatterns(v, key, false);
     }
   }
