@@ -387,8 +387,9 @@ export class Redactor {
     const cl = res["process.command_line"];
     if (typeof cl === "string" && cl) res["process.command_line"] = this.cachedCommandLine(cl, this.resCmdCache, "resource.process.command_line");
     if (pathChanged) {
-      const m = attrs["http.request.method"];
-      span.name = `${typeof m === "string" ? m : span.name.split(" ")[0]} ${attrs["url.path"]}`;
+      // the name is "<METHOD or HTTP> <url.path>": keep its first word, take the redacted path
+      const sp = span.name.indexOf(" ");
+      span.name = `${sp < 0 ? span.name : span.name.slice(0, sp)} ${attrs["url.path"]}`;
     }
     if (this.names.length) {
       attrs[REDACTED_ATTR] = this.names.join(",");
