@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--no-redact] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--no-redact] [--compare-redact] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -21,6 +21,8 @@
  * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line,
  * to show what the JSON output costs on top of the pipeline. Spans go through the RedactingSink
  * with the default rules (data_capture.redact), as in `run` and `capture`, unless --no-redact.
+ * `--compare-redact` alternates rounds with and without redaction and prints the CPU cost of each
+ * (fastest round), which stays meaningful on a busy machine.
  * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
  * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
  * time (above 1.0 means GC or other threads used a second core).
@@ -162,9 +164,9 @@ const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
 
 const REDACT = !flag("--no-redact");
 
-function round(): { spans: number; pipeline: Pipeline } {
+function round(redact = REDACT): { spans: number; pipeline: Pipeline } {
   const counter = new CountSink();
-  const sink = REDACT ? RedactingSink.fromConfig(counter, cfg) : counter;
+  const sink = redact ? RedactingSink.fromConfig(counter, cfg) : counter;
   const pipeline = new Pipeline(
     {
       bodyMaxSize: cfg.data_capture.body_max_size_bytes,
@@ -191,6 +193,30 @@ console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${co
 if (warm.spans === 0) {
   console.error("no spans produced: nothing to measure");
   process.exit(1);
+}
+
+if (flag("--compare-redact")) {
+  // Redaction's share on a shared machine: rounds with and without it alternate in this process
+  // and each is timed in CPU time; the fastest round of each kind is compared (other load only
+  // ever makes a round slower).
+  const cpuMsOf = (redact: boolean): number => {
+    Bun.gc(true);
+    const c0 = process.cpuUsage();
+    round(redact);
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / 1000;
+  };
+  const times: Record<"on" | "off", number[]> = { on: [], off: [] };
+  const t0c = performance.now();
+  while (performance.now() - t0c < SECONDS * 2000 || times.on.length < 3) {
+    times.off.push(cpuMsOf(false));
+    times.on.push(cpuMsOf(true));
+  }
+  const best = (a: number[]) => Math.min(...a);
+  const per100k = (ms: number) => ((ms / warm.spans) * 100_000).toFixed(0);
+  console.log(`compare-redact: ${times.on.length} rounds each, fastest round in CPU ms per 100k exchanges`);
+  console.log(`  without redaction ${per100k(best(times.off))}, with redaction ${per100k(best(times.on))}: +${((best(times.on) / best(times.off) - 1) * 100).toFixed(1)} %`);
+  process.exit(0);
 }
 
 Bun.gc(true);
