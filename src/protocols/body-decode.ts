@@ -100,7 +100,11 @@ export function parseContentEncoding(header: string | undefined): { codings: (Co
  * output (use data_capture.body_max_size_bytes); `inputComplete` is false when the captured body
  * is shorter than the real one (the stream is then decoded as far as it goes).
  */
+const NO_CODINGS: string[] = [];
+
 export function decodeContentEncoding(body: Uint8Array, contentEncoding: string | undefined, maxOutputBytes: number, inputComplete = true): DecodedBody {
+  // the common case, on the hot path: no header, nothing to allocate
+  if (contentEncoding === undefined || contentEncoding === "" || body.length === 0) return { body, status: "identity", encodings: NO_CODINGS };
   const parsed = parseContentEncoding(contentEncoding);
   const encodings = parsed.names;
   if ("unknown" in parsed) return { body: EMPTY, status: "unsupported", encodings, detail: `unknown content coding "${parsed.unknown}"` };
