@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--api|--api-noop] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json] [--api|--api-noop] [--no-redact] [--compare-redact] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -25,6 +25,10 @@
  * alternate without and with it, each measured in CPU time of this process (other processes
  * on a busy machine inflate wall time, not this), and the medians of both are printed with the
  * difference.
+ * to show what the JSON output costs on top of the pipeline. Spans go through the RedactingSink
+ * with the default rules (data_capture.redact), as in `run` and `capture`, unless --no-redact.
+ * `--compare-redact` alternates rounds with and without redaction and prints the CPU cost of each
+ * (fastest round), which stays meaningful on a busy machine.
  * Pinned to CPU 0 with taskset (re-exec) unless --no-pin. Prints exchanges/s (goal >= 50,000/s
  * on one core), MB/s of records and of HTTP payload, ms per 100k exchanges and CPU time / wall
  * time (above 1.0 means GC or other threads used a second core).
@@ -37,6 +41,7 @@ import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } f
 import type { Span, SpanSink } from "../src/spans/span.ts";
 import { jsonLine } from "../src/export/stdout.ts";
 import { ApiTap } from "../src/metrics/tap.ts";
+import { RedactingSink } from "../src/spans/redact.ts";
 import { request, response } from "./api-traffic.ts";
 import { connRecord, dataRecord, execRecord } from "../test/support/records.ts";
 
@@ -169,10 +174,15 @@ if (flag("--api-noop")) cfg.metrics.enabled = false;
 const apiTap = flag("--api") || flag("--api-noop") ? new ApiTap(new CountSink(), cfg) : undefined;
 const WALL_OFFSET = BigInt(Date.now()) * 1_000_000n;
 
-function round(withApi = false): { spans: number; pipeline: Pipeline } {
-  const sink = new CountSink();
-  apiTap?.swap(sink);
-  const tap = withApi ? apiTap : undefined;
+const REDACT = !flag("--no-redact");
+
+/** One pass over the recording. The sink chain is the agent's: redaction, then the route/metrics
+ * stage (with --api), then the counting sink. */
+function round(o: { api?: boolean; redact?: boolean } = {}): { spans: number; pipeline: Pipeline } {
+  const counter = new CountSink();
+  apiTap?.swap(counter);
+  const staged: SpanSink = o.api && apiTap ? apiTap : counter;
+  const sink = (o.redact ?? REDACT) ? RedactingSink.fromConfig(staged, cfg) : staged;
   const pipeline = new Pipeline(
     {
       bodyMaxSize: cfg.data_capture.body_max_size_bytes,
@@ -181,19 +191,19 @@ function round(withApi = false): { spans: number; pipeline: Pipeline } {
       modeOf: () => MODE_BOTH,
       classify: (m) => (m.localPort === 8080 ? ROLE_SERVER : ROLE_CLIENT),
     },
-    tap ?? sink,
+    sink,
   );
   const src = new ReplaySource(recording);
   const handle = (r: Uint8Array) => pipeline.handle(r);
   while (src.drain(handle, 4096) > 0) {
     /* all of it */
   }
-  return { spans: sink.spans, pipeline };
+  return { spans: counter.spans, pipeline };
 }
 
-const warm = round(true);
+const warm = round({ api: true });
 const counters = warm.pipeline.counters;
-console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
 console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
 console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
 if (warm.spans === 0) {
@@ -209,7 +219,7 @@ if (apiTap) {
     const withApi = i % 2 === 1;
     Bun.gc(true);
     const c0 = process.cpuUsage();
-    const n = round(withApi).spans;
+    const n = round({ api: withApi }).spans;
     const c = process.cpuUsage(c0);
     rates[withApi ? 1 : 0]!.push(n / ((c.user + c.system) / 1e6));
   }
@@ -221,6 +231,30 @@ if (apiTap) {
   console.log(`  medians: without ${fmt(off)} exchanges/CPU-s, with ${fmt(on)}: ${((1 - on / off) * 100).toFixed(1)} % slower (budget 10 %)`);
   console.log(`  best:    without ${fmt(bestOff)} exchanges/CPU-s, with ${fmt(bestOn)}: ${((1 - bestOn / bestOff) * 100).toFixed(1)} % slower`);
   console.log(`  stage state: ${JSON.stringify(apiTap.stats())}`);
+  process.exit(0);
+}
+
+if (flag("--compare-redact")) {
+  // Redaction's share on a shared machine: rounds with and without it alternate in this process
+  // and each is timed in CPU time; the fastest round of each kind is compared (other load only
+  // ever makes a round slower).
+  const cpuMsOf = (redact: boolean): number => {
+    Bun.gc(true);
+    const c0 = process.cpuUsage();
+    round({ redact });
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / 1000;
+  };
+  const times: Record<"on" | "off", number[]> = { on: [], off: [] };
+  const t0c = performance.now();
+  while (performance.now() - t0c < SECONDS * 2000 || times.on.length < 3) {
+    times.off.push(cpuMsOf(false));
+    times.on.push(cpuMsOf(true));
+  }
+  const best = (a: number[]) => Math.min(...a);
+  const per100k = (ms: number) => ((ms / warm.spans) * 100_000).toFixed(0);
+  console.log(`compare-redact: ${times.on.length} rounds each, fastest round in CPU ms per 100k exchanges`);
+  console.log(`  without redaction ${per100k(best(times.off))}, with redaction ${per100k(best(times.on))}: +${((best(times.on) / best(times.off) - 1) * 100).toFixed(1)} %`);
   process.exit(0);
 }
 

@@ -8,10 +8,20 @@
  *                 plus process CPU, RSS, start time and `ebpf_tracer_healthy`
  *   GET /status   JSON: whatever StatusProvider.status() returns (version, uptime, BTF source,
  *                 attach mode, selected processes, exporter state), plus `healthy` and `reasons`
+ *   GET /probes   JSON: the BPF programs the agent attached (StatusProvider.probes)
  *
  * A provider that throws answers 500 for that request; the server keeps running. HEAD is answered
  * like GET without a body; other methods get 405.
+ *
+ * Exposure: the endpoint binds loopback addresses only, unless `allowRemote` and a bearer token
+ * are given (config admin.allow_remote, admin.bearer_token); with a token every request must
+ * carry `Authorization: Bearer <token>` (401 otherwise). Without a token, requests whose Host is
+ * not a loopback name are refused (403), so a web page cannot read it through DNS rebinding.
+ * Nothing it serves holds a secret: no tokens, headers, command lines or endpoint credentials.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { isLoopbackHost } from "../config/config.ts";
+import { describeSection } from "../kernel/bpf-audit.ts";
 import { TracerError } from "../errors.ts";
 
 export interface StatusProvider {
@@ -24,6 +34,31 @@ export interface StatusProvider {
   status(): Record<string, unknown>;
   /** More exposition text appended to /metrics as is (the RED histograms of src/metrics/tap.ts). */
   extraMetrics?(): string;
+  /** What is attached now (GET /probes, `ebpf-tracer probes`); absent: an empty list. */
+  probes?(): ProbeInfo[];
+}
+
+/** One attached BPF program, as listed by GET /probes. */
+export interface ProbeInfo {
+  /** BPF program name */
+  program: string;
+  /** tracepoint, kprobe/kretprobe function, or uprobe "binary:symbol" */
+  attach_point: string;
+  /** tracepoint | kprobe | kretprobe | uprobe | uretprobe | raw_tracepoint | other */
+  kind: string;
+  /** uprobes: the file the probe is in */
+  target?: string;
+  /** SHA-256 of the BPF object file the program came from */
+  object_sha256?: string;
+  /** ISO time of attachment */
+  attached_at?: string;
+}
+
+export interface AdminOptions {
+  /** allow a non-loopback address (admin.allow_remote); needs bearerToken */
+  allowRemote?: boolean;
+  /** admin.bearer_token: required on every request when set */
+  bearerToken?: string;
 }
 
 export interface AdminServer {
@@ -127,10 +162,35 @@ function text(body: string, status = 200, type = "text/plain; charset=utf-8"): R
  * Starts the admin endpoint. Throws TracerError (CONFIG for a malformed address, IO when the
  * address cannot be bound, e.g. in use).
  */
-export function startAdminServer(address: string, provider: StatusProvider): AdminServer {
+export function startAdminServer(address: string, provider: StatusProvider, opts: AdminOptions = {}): AdminServer {
   const { hostname, port } = parseAddress(address);
+  const token = opts.bearerToken ?? "";
+  if (!isLoopbackHost(hostname)) {
+    if (!opts.allowRemote) {
+      throw new TracerError("CONFIG", `key "admin.address": ${address} is not a loopback address; set admin.allow_remote: true and admin.bearer_token to expose the admin endpoint`, { key: "admin.address" });
+    }
+    if (token.length < 16) {
+      throw new TracerError("CONFIG", `key "admin.bearer_token": a non-loopback admin.address needs a bearer token of at least 16 characters`, { key: "admin.bearer_token" });
+    }
+  }
+  const tokenDigest = token ? createHash("sha256").update(token).digest() : undefined;
+  const authorized = (req: Request): boolean => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.get("authorization") ?? "");
+    if (!m || !tokenDigest) return false;
+    return timingSafeEqual(createHash("sha256").update(m[1]!).digest(), tokenDigest);
+  };
   const handle = (req: Request): Response => {
-    const path = new URL(req.url).pathname;
+    let path: string;
+    try {
+      path = new URL(req.url).pathname;
+    } catch {
+      return text("bad request\n", 400);
+    }
+    if (tokenDigest) {
+      if (!authorized(req)) return new Response("unauthorized\n", { status: 401, headers: { "www-authenticate": 'Bearer realm="ebpf-tracer"', "cache-control": "no-store" } });
+    } else if (!loopbackHostHeader(req.headers.get("host"))) {
+      return text("forbidden: not a loopback Host\n", 403);
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
@@ -147,8 +207,10 @@ export function startAdminServer(address: string, provider: StatusProvider): Adm
           const body = { ...provider.status(), healthy: h.ok, reasons: h.reasons };
           return text(JSON.stringify(body, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2) + "\n", 200, "application/json");
         }
+        case "/probes":
+          return text(JSON.stringify({ probes: provider.probes?.() ?? [] }, null, 2) + "\n", 200, "application/json");
         case "/":
-          return text("ebpf-tracer admin: /healthz /metrics /status\n");
+          return text("ebpf-tracer admin: /healthz /metrics /status /probes\n");
         default:
           return text("not found\n", 404);
       }
@@ -158,7 +220,7 @@ export function startAdminServer(address: string, provider: StatusProvider): Adm
   };
   let server: ReturnType<typeof Bun.serve>;
   try {
-    server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 10 });
+    server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 10, maxRequestBodySize: 1024 });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new TracerError("IO", `admin endpoint: cannot listen on ${address}: ${code}`, { key: "admin.address" });
@@ -172,6 +234,24 @@ export function startAdminServer(address: string, provider: StatusProvider): Adm
   };
 }
 
+/** A Host header naming a loopback address (with or without port); absent counts as loopback (HTTP/1.0). */
+function loopbackHostHeader(host: string | null): boolean {
+  if (host === null || host === "") return true;
+  const m = /^(?:\[([^\]]+)\]|([^:]+))(?::\d{1,5})?$/.exec(host.trim());
+  return m !== null && isLoopbackHost(m[1] ?? m[2] ?? "");
+}
+
+/** An endpoint URL without user info, query or fragment (they may hold credentials). */
+export function publicEndpoint(endpoint: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) return endpoint.replace(/^[^/@]*@/, "").replace(/[/?#].*$/, ""); // host:port
+  try {
+    const u = new URL(endpoint);
+    return `${u.protocol}//${u.host}${u.pathname === "/" ? "" : u.pathname}`;
+  } catch {
+    return endpoint.replace(/\/\/[^/@]*@/, "//").replace(/[?#].*$/, "");
+  }
+}
+
 /** What agentStatusProvider reads from the running agent (Agent satisfies it structurally). */
 export interface AgentView {
   readonly startedAt: number;
@@ -183,6 +263,8 @@ export interface AgentView {
 }
 
 export interface AgentInfo {
+  /** the attached probes for /probes (the kernel side's audit list); default: the attached sections */
+  probes?: () => ProbeInfo[];
   version: string;
   /** where BTF came from: kernel, config, bundled, downloaded */
   btfSource: string;
@@ -241,6 +323,10 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
       }
       return out;
     },
+    probes() {
+      if (info.probes) return info.probes();
+      return agent.kernel.attached.map((section) => probeFromSection(section));
+    },
     status() {
       const cfg = agent.currentConfig;
       const s = agent.stats();
@@ -258,7 +344,7 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
         selected_processes: agent.selector.selected().map((p) => ({ pid: p.pid, name: p.name, exe: p.exe, mode: p.mode, ...(p.service ? { service: p.service } : {}) })),
         exporter: {
           kind: cfg.exporter,
-          ...(cfg.exporter === "otlp" ? { endpoint: cfg.agent_config.reporting.endpoint } : {}),
+          ...(cfg.exporter === "otlp" ? { endpoint: publicEndpoint(cfg.agent_config.reporting.endpoint) } : {}),
           state: e.state,
           ...(e.failingForMs ? { failing_for_seconds: Math.round(e.failingForMs / 1000) } : {}),
           ...Object.fromEntries(["SpansWritten", "TotalRequestsSent", "SpansQueued", "SpoolSpans", "SpansDropped"].filter((k) => k in s).map((k) => [k, s[k]])),
@@ -266,4 +352,15 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
       };
     },
   };
+}
+
+/** "tracepoint/syscalls/sys_enter_read" → a ProbeInfo with the kind and attach point it names. */
+export function probeFromSection(section: string): ProbeInfo {
+  const { kind, attach_point } = describeSection(section);
+  const out: ProbeInfo = { program: section, attach_point, kind };
+  if (kind === "uprobe" || kind === "uretprobe") {
+    const c = attach_point.lastIndexOf(":");
+    if (c > 0) out.target = attach_point.slice(0, c);
+  }
+  return out;
 }

@@ -3,7 +3,7 @@
  * "ok: FILE" (exit 0) or the error naming file, key, line and reason (exit 78, EX_CONFIG).
  * Settings that load but will not do what was probably meant are printed as warnings (still 0).
  */
-import { loadConfig, type Config } from "../config/config.ts";
+import { configFileWarningsFor, loadConfig, type Config } from "../config/config.ts";
 import { EXIT_STATUS, isTracerError } from "../errors.ts";
 
 export function configWarnings(cfg: Config): string[] {
@@ -16,8 +16,9 @@ export function configWarnings(cfg: Config): string[] {
     w.push("nothing is selected for capture (capture.pids/exe/ports, targets or capture_all)");
   }
   if (cfg.admin.enabled && !/^(127\.|\[?::1\]?:|localhost:)/.test(cfg.admin.address)) {
-    w.push(`admin.address ${cfg.admin.address} is not loopback: /status and /metrics are reachable from the network`);
+    w.push(`admin.address ${cfg.admin.address} is not loopback: /status and /metrics are reachable from the network (with the bearer token)`);
   }
+  w.push(...configFileWarningsFor(cfg));
   return w;
 }
 

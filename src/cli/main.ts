@@ -6,7 +6,7 @@ import { Command, Option } from "commander";
 import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
-import { DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "../config/config.ts";
+import { configFileWarningsFor, DEFAULT_CONFIG_PATH, defaultConfig, loadConfig, type Config, type Target } from "../config/config.ts";
 import { resolveBtf } from "../kernel/btf/resolve.ts";
 import { formatRows, preflight } from "./preflight.ts";
 import { EXIT_STATUS, TracerError, isTracerError } from "../errors.ts";
@@ -17,16 +17,18 @@ import { formatSpanLine } from "../export/console-line.ts";
 import { StdoutExporter } from "../export/stdout.ts";
 import { MODES, type Mode } from "../config/schema.ts";
 import type { SpanSink } from "../spans/span.ts";
-import { createSink, isReloadable } from "../export/factory.ts";
+import { createExporter, isReloadable } from "../export/factory.ts";
 import { createLogSink, type ClosableLogSink } from "../log/output.ts";
 import { agentStatusProvider, startAdminServer, type AdminServer } from "./admin-server.ts";
 import { statusCommand } from "./status-command.ts";
+import { probesCommand } from "./probes-command.ts";
 import { configValidateCommand } from "./config-validate-command.ts";
 import { notifyReady, notifyReloading, notifyStopping } from "./sd-notify.ts";
 import { Recorder } from "../kernel/event-source.ts";
 import { ApiTap } from "../metrics/tap.ts";
 import { topCommand, type TopOptions } from "./top.ts";
 import { apisCommand, type ApisOptions } from "./apis.ts";
+import { RedactingSink } from "../spans/redact.ts";
 
 function collectInt(v: string, prev: number[]): number[] {
   const n = Number(v);
@@ -74,7 +76,7 @@ async function btfFor(cfg: Config): Promise<{ path?: string; source: string }> {
  * Re-reads the config on SIGHUP and when the file changes. A config that fails validation is
  * rejected with a log line and the running one stays in force.
  */
-function watchConfig(path: string, agent: Agent): () => void {
+function watchConfig(path: string, agent: Agent, tap: ApiTap): () => void {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastText = safeRead(path);
   const reload = (why: string) => {
@@ -90,11 +92,11 @@ function watchConfig(path: string, agent: Agent): () => void {
       configureRunLogging(cfg);
       let sink: SpanSink | undefined;
       if (cfg.exporter !== agentExporter) {
-        const fresh = createSink(cfg);
-        const old = agent.sink instanceof ApiTap ? agent.sink.swap(fresh) : agent.sink;
-        sink = agent.sink instanceof ApiTap ? agent.sink : fresh;
+        // A new exporter behind the same redaction and route/metrics stage (its state is kept).
+        const old = tap.swap(createExporter(cfg));
         void old.shutdown(cfg.shutdown_timeout);
         agentExporter = cfg.exporter;
+        if (isReloadable(agent.sink)) agent.sink.update(cfg);
       } else if (isReloadable(agent.sink)) {
         agent.sink.update(cfg);
       }
@@ -144,6 +146,7 @@ async function cmdCheck(opts: { config?: string }): Promise<void> {
   log.configure("warn", "console");
   const r = await preflight(cfg);
   process.stdout.write(formatRows(r.rows) + "\n");
+  for (const w of configFileWarningsFor(cfg)) process.stdout.write(`warning: ${w}\n`);
   process.stdout.write(r.ok ? "capture can work on this host\n" : "capture cannot work on this host\n");
   if (!r.ok) process.exitCode = EXIT_STATUS.UNSUPPORTED;
 }
@@ -165,20 +168,27 @@ async function cmdRun(opts: { config: string }): Promise<void> {
   configureRunLogging(cfg);
   requireCaptureCaps();
   log.info("config", { file: cfg.source, config: maskSecrets(cfg) });
-  const sink = new ApiTap(createSink(cfg), cfg, { inventory: true });
+  for (const w of configFileWarningsFor(cfg)) log.warn("config file readable by others", { reason: w });
+  // Redaction first, so the route/metrics stage and the API inventory only ever see redacted
+  // spans (and whether redaction fired); then the exporter.
+  const tap = new ApiTap(createExporter(cfg), cfg, { inventory: true });
+  const sink = RedactingSink.fromConfig(tap, cfg);
   const btf = await preflightOrThrow(cfg);
   const agent = await Agent.start({ cfg, sink, btfCustomPath: btf.path, btfSource: btf.source });
   let admin: AdminServer | undefined;
   if (cfg.admin.enabled) {
     try {
-      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path, extraMetrics: () => sink.prometheus() }));
+      admin = startAdminServer(cfg.admin.address, agentStatusProvider(agent, { version: pkg.version, btfSource: btf.source, btfPath: btf.path, extraMetrics: () => tap.prometheus() }), {
+        allowRemote: cfg.admin.allow_remote,
+        bearerToken: cfg.admin.bearer_token,
+      });
       log.info("admin endpoint", { url: admin.url });
     } catch (e) {
       // Capture matters more than the admin endpoint: run without it.
       log.error("admin endpoint not started", { reason: (e as Error).message });
     }
   }
-  const unwatch = watchConfig(opts.config, agent);
+  const unwatch = watchConfig(opts.config, agent, tap);
   const ready = await notifyReady(`capturing: ${agent.selector.selected().length} processes selected, ${agent.kernel.attachMode}, BTF ${btf.source}`);
   if (!ready.sent && process.env.NOTIFY_SOCKET) log.warn("could not notify systemd (READY=1)", { reason: ready.reason });
   await runUntilSignal(agent, cfg.shutdown_timeout);
@@ -193,6 +203,7 @@ async function cmdRun(opts: { config: string }): Promise<void> {
 export function maskSecrets(cfg: Config): Config {
   const c = structuredClone(cfg);
   if (c.agent_config.reporting.agent_token) c.agent_config.reporting.agent_token = "****";
+  if (c.admin.bearer_token) c.admin.bearer_token = "****";
   for (const k of Object.keys(c.agent_config.reporting.headers)) c.agent_config.reporting.headers[k] = "****";
   return c;
 }
@@ -206,6 +217,8 @@ interface CaptureOpts {
   json?: boolean;
   record?: string;
   logLevel?: string;
+  /** false with --no-redact: raw values on this terminal only (run always redacts) */
+  redact: boolean;
 }
 
 async function cmdCapture(o: CaptureOpts): Promise<void> {
@@ -221,7 +234,10 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
     throw new TracerError("CONFIG", "capture: select something to capture with --pid, --exe or --port (or targets in -c FILE)");
   }
   requireCaptureCaps();
-  const sink: SpanSink = new ApiTap(o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine), cfg);
+  const out: SpanSink = o.json ? new StdoutExporter({ kind: "stdout" }) : new StdoutExporter({ kind: "stdout" }, log, formatSpanLine);
+  const tap = new ApiTap(out, cfg);
+  const sink = o.redact === false ? tap : RedactingSink.fromConfig(tap, cfg);
+  if (o.redact === false) process.stderr.write("warning: --no-redact: secrets (tokens, cookies, passwords) are printed as captured\n");
   const recorder = o.record ? new Recorder(o.record) : undefined;
   const btf = await btfFor(cfg);
   const agent = await Agent.start({ cfg, sink, record: recorder?.write, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
@@ -229,6 +245,26 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
   await runUntilSignal(agent, 1000);
   await recorder?.end();
   if (log.enabled("info")) agent.logStats();
+}
+
+/** The admin address (and token) `status` and `probes` ask; undefined when the endpoint is disabled (exit 3 set). */
+function adminTarget(o: { config: string; address?: string }): { address: string; token?: string } | undefined {
+  if (o.address) {
+    let token: string | undefined;
+    try {
+      token = loadConfig(o.config, true).admin.bearer_token || undefined;
+    } catch {
+      /* an unreadable config only means no token: the address was given */
+    }
+    return { address: o.address, token };
+  }
+  const cfg = loadConfig(o.config, true);
+  if (!cfg.admin.enabled) {
+    process.stdout.write(`ebpf-tracer: admin endpoint disabled in ${o.config} (admin.enabled: false); try systemctl status ebpf-tracer\n`);
+    process.exitCode = 3;
+    return undefined;
+  }
+  return { address: cfg.admin.address, token: cfg.admin.bearer_token || undefined };
 }
 
 export function buildCli(): Command {
@@ -250,6 +286,7 @@ export function buildCli(): Command {
     .option("--json", "one JSON object per line instead of readable lines")
     .option("--record <file>", "also write the raw kernel events to FILE (for bench/replay)")
     .option("--log-level <level>", "log level on stderr (default warn)")
+    .option("--no-redact", "print secrets (headers, query/body fields, command lines) as captured, on this terminal only")
     .action(cmdCapture);
   program
     .command("check")
@@ -262,17 +299,20 @@ export function buildCli(): Command {
     .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
     .option("--address <host:port>", "admin endpoint address (overrides the config)")
     .action(async (o: { config: string; address?: string }) => {
-      let address = o.address;
-      if (!address) {
-        const cfg = loadConfig(o.config, true);
-        if (!cfg.admin.enabled) {
-          process.stdout.write(`ebpf-tracer: admin endpoint disabled in ${o.config} (admin.enabled: false); try systemctl status ebpf-tracer\n`);
-          process.exitCode = 3;
-          return;
-        }
-        address = cfg.admin.address;
-      }
-      process.exitCode = await statusCommand(address);
+      const target = adminTarget(o);
+      if (!target) return;
+      process.exitCode = await statusCommand(target.address, 3000, target.token);
+    });
+  program
+    .command("probes")
+    .description("list the BPF programs a running agent attached (exit 0, 3 not running)")
+    .option("-c, --config <file>", "config file whose admin.address to ask", DEFAULT_CONFIG_PATH)
+    .option("--address <host:port>", "admin endpoint address (overrides the config)")
+    .option("--json", "JSON instead of a table")
+    .action(async (o: { config: string; address?: string; json?: boolean }) => {
+      const target = adminTarget(o);
+      if (!target) return;
+      process.exitCode = await probesCommand(target.address, { json: o.json, token: target.token });
     });
   program
     .command("config")

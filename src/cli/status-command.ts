@@ -46,14 +46,20 @@ function formatUptime(seconds: number): string {
   return (d ? `${d}d ` : "") + (d || h ? `${h}h ` : "") + (d || h || m ? `${m}m ` : "") + `${s % 60}s`;
 }
 
-export async function statusCommand(address: string, timeoutMs = 3000): Promise<number> {
+/** Request headers for the admin endpoint: the bearer token when the config sets one. */
+export function adminHeaders(token?: string): Record<string, string> {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+export async function statusCommand(address: string, timeoutMs = 3000, token?: string): Promise<number> {
   const base = connectUrl(address);
   let health: Response;
   let status: Record<string, unknown> = {};
+  const headers = adminHeaders(token);
   try {
-    health = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(timeoutMs) });
+    health = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(timeoutMs), headers });
     const body = await health.text();
-    const s = await fetch(`${base}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    const s = await fetch(`${base}/status`, { signal: AbortSignal.timeout(timeoutMs), headers });
     if (s.ok) status = (await s.json()) as Record<string, unknown>;
     else status = { error: `/status answered ${s.status}` };
     if (!("reasons" in status) && health.status !== 200) status.reasons = body.split("\n").slice(1).filter(Boolean);

@@ -3,9 +3,10 @@
  * file, the dotted key, the line (when the text shows it) and the reason, and is thrown before
  * anything is touched. Values not given take SCHEMA's defaults.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import { configFileWarnings, factsOf, refuseUnsafeConfigFile, secretKeys } from "./file-security.ts";
 import { TracerError } from "../errors.ts";
-import { SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
+import { REDACT_PATTERN_NAMES, SCHEMA, type FieldSpec, type Mode } from "./schema.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/traceable/ebpf-tracer-config.yaml";
 
@@ -32,6 +33,15 @@ export interface LogRotation {
   max_backups: number;
 }
 
+export interface RedactConfig {
+  mode: "mask" | "hash";
+  headers: string[];
+  fields: string[];
+  value_patterns: string[];
+  custom_patterns: string[];
+  key_file: string;
+}
+
 export interface Config {
   /** where it was read from; "" for defaults */
   source: string;
@@ -45,7 +55,7 @@ export interface Config {
   exclude_processes: string[];
   custom_span_attributes: Record<string, string>;
   proc_fs_scan_period_in_sec: number;
-  data_capture: { body_max_size_bytes: number; allowed_content_types: string[] };
+  data_capture: { body_max_size_bytes: number; allowed_content_types: string[]; redact: RedactConfig };
   budget: { cpu_percent: number; memory_mb: number };
   http2_data_capture_enabled: boolean;
   http2: { stream_max_age: number; max_streams_per_connection: number };
@@ -82,9 +92,9 @@ export interface Config {
     error_output_paths: string[];
     log_rotation: LogRotation;
   };
-  admin: { enabled: boolean; address: string };
   routes: { service?: string; patterns: string[]; line?: number }[];
   metrics: { enabled: boolean; export_interval: number; max_series: number; max_routes_per_service: number; inventory_path: string };
+  admin: { enabled: boolean; address: string; allow_remote: boolean; bearer_token: string };
 }
 
 export function defaultConfig(): Config {
@@ -94,14 +104,31 @@ export function defaultConfig(): Config {
 /** Reads and validates a config file. A missing file is an error unless `optional`. */
 export function loadConfig(path: string, optional = false): Config {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, "r");
+    // the checks look at the file that is read, not at whatever the path names a moment later
+    refuseUnsafeConfigFile(path, factsOf(fstatSync(fd)));
+    text = readFileSync(fd, "utf8");
   } catch (e) {
+    if (e instanceof TracerError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (optional && code === "ENOENT") return defaultConfig();
     throw new TracerError("CONFIG", `${path}: cannot read config: ${code ?? String(e)}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   return parseConfigText(text, path);
+}
+
+/** Warnings about the config file itself (secrets readable by others); [] for defaults. */
+export function configFileWarningsFor(cfg: Config): string[] {
+  if (!cfg.source) return [];
+  try {
+    return configFileWarnings(cfg.source, factsOf(statSync(cfg.source)), secretKeys(cfg));
+  } catch {
+    return [];
+  }
 }
 
 export function parseConfigText(text: string, path: string): Config {
@@ -111,8 +138,8 @@ export function parseConfigText(text: string, path: string): Config {
   } catch (e) {
     throw new TracerError("CONFIG", `${path}: not valid ${path.endsWith(".toml") ? "TOML" : "YAML"}: ${(e as Error).message}`);
   }
+  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === "object" && raw[0] !== null && !Array.isArray(raw[0])) raw = raw[0]; // single-document stream
   if (raw === null || raw === undefined) raw = {};
-  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === "object") raw = raw[0]; // single-document stream
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new TracerError("CONFIG", `${path}: the top level must be a mapping of keys`);
   }
@@ -143,13 +170,13 @@ function readObject(
 ): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const k of Object.keys(raw)) {
-    if (!(k in fields)) {
+    if (!Object.hasOwn(fields, k)) { // not `in`: "constructor", "__proto__" are no keys of ours
       const known = Object.keys(fields).join(", ");
       fail(prefix + k, `unknown key (known here: ${known})`);
     }
   }
   for (const [k, spec] of Object.entries(fields)) {
-    const v = raw[k];
+    const v = Object.hasOwn(raw, k) ? raw[k] : undefined;
     const value = readField(spec, v, prefix + k, fail, lines);
     if (value !== undefined) out[k] = value;
   }
@@ -257,6 +284,8 @@ function crossChecks(cfg: Config, fail: Fail): void {
       if (why) fail(`routes[${i}].patterns[${j}]`, `${JSON.stringify(p)} ${why}`);
     });
   });
+  redactChecks(cfg.data_capture.redact, fail);
+  adminChecks(cfg.admin, fail);
   cfg.targets.forEach((t, i) => {
     if (t.cmdline !== undefined) {
       try {
@@ -280,6 +309,50 @@ export function routePatternProblem(p: string): string | undefined {
   return undefined;
 }
 
+const HEADER_GLOB = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+function redactChecks(r: RedactConfig, fail: Fail): void {
+  const k = "data_capture.redact.";
+  r.headers.forEach((h, i) => {
+    if (!HEADER_GLOB.test(h)) fail(`${k}headers[${i}]`, `not a header name (letters, digits, "-", "*" as a wildcard), got ${JSON.stringify(h)}`);
+  });
+  r.fields.forEach((f, i) => {
+    if (f.trim() === "" || /^[*]+$/.test(f)) fail(`${k}fields[${i}]`, `must name something (a lone "*" would redact every field), got ${JSON.stringify(f)}`);
+  });
+  r.value_patterns.forEach((p, i) => {
+    if (!(REDACT_PATTERN_NAMES as readonly string[]).includes(p)) fail(`${k}value_patterns[${i}]`, `unknown pattern ${JSON.stringify(p)} (known: ${REDACT_PATTERN_NAMES.join(", ")}; use custom_patterns for regular expressions)`);
+  });
+  r.custom_patterns.forEach((p, i) => {
+    let re: RegExp;
+    try {
+      re = new RegExp(p, "g");
+    } catch (err) {
+      return fail(`${k}custom_patterns[${i}]`, `not a valid regular expression: ${(err as Error).message}`);
+    }
+    if (re.test("")) fail(`${k}custom_patterns[${i}]`, `matches the empty string, so it would redact nothing useful and everything around it: ${JSON.stringify(p)}`);
+    // Patterns run on every captured body, which the traffic's sender controls: a quantified
+    // group that itself ends in a quantifier ("(a+)+", "(\\w*)*") can take exponential time.
+    if (/\((?:[^()\\]|\\.)*[+*}]\)[+*{]/.test(p)) fail(`${k}custom_patterns[${i}]`, `has a repeated group that ends in a repetition (like "(a+)+"), which can take exponential time on hostile input: ${JSON.stringify(p)}`);
+  });
+  if (r.mode === "hash" && r.key_file === "") fail(`${k}key_file`, "hash mode needs a key file path");
+}
+
+/** True for 127.0.0.0/8, ::1 and localhost: the only admin addresses allowed without opt-in. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+function adminChecks(a: Config["admin"], fail: Fail): void {
+  if (!a.enabled) return;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):\d{1,5}$/.exec(a.address.trim());
+  if (!m) fail("admin.address", `must be HOST:PORT like 127.0.0.1:9464, got ${JSON.stringify(a.address)}`);
+  const host = m![1] ?? m![2] ?? "";
+  if (isLoopbackHost(host)) return;
+  if (!a.allow_remote) fail("admin.address", `${a.address} is not a loopback address: /status and /metrics would be reachable from the network; set admin.allow_remote: true and admin.bearer_token to allow it`);
+  if (a.bearer_token.length < 16) fail("admin.bearer_token", "a non-loopback admin.address needs a bearer token of at least 16 characters");
+}
+
 function parseDuration(v: unknown, key: string, fail: Fail): number {
   if (typeof v === "number" && v >= 0) return Math.round(v * 1000);
   if (typeof v === "string") {
@@ -297,7 +370,8 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return "a list";
   if (v === null) return "null";
   if (typeof v === "object") return "a mapping";
-  return `${typeof v} ${JSON.stringify(v)}`;
+  const s = JSON.stringify(v) ?? String(v);
+  return `${typeof v} ${s.length > 80 ? `${s.slice(0, 77)}…` : s}`;
 }
 
 /**
@@ -311,14 +385,20 @@ export function keyLines(text: string): Map<string, number> {
   let tomlSection = "";
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/\s+#.*$/, "");
+    // a comment starts at whitespace + "#"; found without a backtracking \s+ (a line of many
+    // spaces would cost quadratic time)
+    const raw = lines[i]!;
+    const hash = raw.search(/\s#/);
+    const line = hash < 0 ? raw : raw.slice(0, hash);
     if (/^\s*(#|$)/.test(line)) continue;
     const toml = /^\s*\[([A-Za-z0-9_.]+)\]\s*$/.exec(line);
     if (toml) { tomlSection = toml[1]! + "."; out.set(toml[1]!, i + 1); continue; }
     const m = /^(\s*)(-\s+)?([A-Za-z0-9_."'-]+)\s*[:=]/.exec(line);
     const dash = /^(\s*)-(\s|$)/.exec(line);
     const indent = (m ?? dash)?.[1]?.length ?? 0;
-    while (stack.length && stack[stack.length - 1]!.indent >= indent && !(m?.[2] === undefined && dash && stack[stack.length - 1]!.indent === indent)) stack.pop();
+    // A dash at the indent of its list's key is an item of that list; one at the indent of a
+    // previous item is its sibling.
+    while (stack.length && stack[stack.length - 1]!.indent >= indent && !(m?.[2] === undefined && dash && stack[stack.length - 1]!.indent === indent && !stack[stack.length - 1]!.key.endsWith("]"))) stack.pop();
     const parent = stack.length ? stack[stack.length - 1]!.key : "";
     let base = parent;
     if (dash) {

@@ -27,6 +27,37 @@ const logRotation: Record<string, FieldSpec> = {
   max_backups: { t: "int", def: 5, min: 0 },
 };
 
+/**
+ * Redaction defaults (src/spans/redact.ts, docs/spans.md "Redaction"). Header names are matched
+ * case-insensitively; field names case-insensitively with "-", "_" and "." ignored (api_key =
+ * apiKey = api-key); both accept "*" as a wildcard.
+ */
+export const DEFAULT_REDACT_HEADERS = [
+  "authorization", "proxy-authorization", "cookie", "set-cookie",
+  "x-api-key", "api-key", "apikey", "x-auth-token", "x-access-token", "x-refresh-token",
+  "x-csrf-token", "x-xsrf-token", "x-amz-security-token", "x-goog-api-key", "private-token",
+  "x-vault-token", "*-secret", "*-password",
+];
+export const DEFAULT_REDACT_FIELDS = [
+  "*password*", "passwd", "pwd", "*secret*", "*token", "*apikey", "*accesskey", "*privatekey",
+  "credential*", "auth", "authorization", "session", "sessionid", "sid", "*signature",
+  "cvv", "cvc", "*cardnumber", "ccnumber", "pan", "ssn", "otp",
+];
+/** Built-in value patterns (src/spans/redact.ts BUILTIN_PATTERNS). */
+export const REDACT_PATTERN_NAMES = ["jwt", "card_number", "aws_access_key", "url_credentials", "private_key"] as const;
+export const DEFAULT_REDACT_KEY_FILE = "/var/lib/ebpf-tracer/redact.key";
+
+const redactFields: Record<string, FieldSpec> = {
+  mode: { t: "enum", values: ["mask", "hash"], def: "mask" },
+  headers: { t: "string[]", def: DEFAULT_REDACT_HEADERS },
+  fields: { t: "string[]", def: DEFAULT_REDACT_FIELDS },
+  // card_number is opt-in: order ids and other 13-19 digit numbers pass Luhn one time in ten,
+  // and card fields are caught by name (cardnumber, ccnumber, cvv) anyway
+  value_patterns: { t: "string[]", def: REDACT_PATTERN_NAMES.filter((n) => n !== "card_number") },
+  custom_patterns: { t: "string[]", def: [] },
+  key_file: { t: "string", def: DEFAULT_REDACT_KEY_FILE },
+};
+
 export const SCHEMA: Record<string, FieldSpec> = {
   mode: { t: "enum", values: MODES, def: "ingress" },
   service_name: { t: "string", def: "" },
@@ -87,6 +118,7 @@ export const SCHEMA: Record<string, FieldSpec> = {
         t: "string[]",
         def: ["json", "x-www-form-urlencoded", "xml", "graphql", "text"],
       },
+      redact: { t: "object", fields: redactFields },
     },
   },
   bpf: {
@@ -174,6 +206,9 @@ export const SCHEMA: Record<string, FieldSpec> = {
     fields: {
       enabled: { t: "bool", def: true },
       address: { t: "string", def: "127.0.0.1:9464" },
+      /** a non-loopback admin.address is refused unless this is true and bearer_token is set */
+      allow_remote: { t: "bool", def: false },
+      bearer_token: { t: "string", def: "" },
     },
   },
 };

@@ -1,12 +1,14 @@
 /**
  * Chooses the span sink from `exporter`: `otlp` (OtlpExporter, needs
- * agent_config.reporting.endpoint), `stdout`, or `file:PATH` (StdoutExporter). Throws TracerError
+ * agent_config.reporting.endpoint), `stdout`, or `file:PATH` (StdoutExporter), always behind a
+ * RedactingSink (data_capture.redact): no span reaches an exporter unredacted. Throws TracerError
  * during setup; the sinks themselves never throw from export().
  */
 import type { Config } from "../config/config.ts";
 import { TracerError } from "../errors.ts";
 import type { Logger } from "../log/log.ts";
 import type { SpanSink } from "../spans/span.ts";
+import { RedactingSink } from "../spans/redact.ts";
 import { OtlpExporter, type OtlpExporterOptions } from "./otlp/exporter.ts";
 import { StdoutExporter } from "./stdout.ts";
 
@@ -15,6 +17,12 @@ export interface SinkOptions extends OtlpExporterOptions {
 }
 
 export function createSink(cfg: Config, opts: SinkOptions = {}): SpanSink {
+  return RedactingSink.fromConfig(createExporter(cfg, opts), cfg);
+}
+
+/** The exporter alone, without redaction: for callers that put their own stages in front of it
+ * and a RedactingSink in front of those (cli/main.ts). */
+export function createExporter(cfg: Config, opts: SinkOptions = {}): SpanSink {
   const e = cfg.exporter;
   if (e === "otlp") return new OtlpExporter(cfg, opts);
   if (e === "stdout") return new StdoutExporter({ kind: "stdout" }, opts.logger);

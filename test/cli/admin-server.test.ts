@@ -264,12 +264,29 @@ describe("ebpf-tracer config validate", () => {
     expect(result).toBe(0);
     expect(out).toBe(`ok: ${f}\n`);
     expect(err).toBe("");
-    writeFileSync(f, "exporter: otlp\nadmin:\n  address: 0.0.0.0:9464\n");
+    writeFileSync(f, "exporter: otlp\nadmin:\n  address: 0.0.0.0:9464\n  allow_remote: true\n  bearer_token: 0123456789abcdef0123\n");
     const w = await captureOutput(() => configValidateCommand(f));
     expect(w.result).toBe(0);
     expect(w.err).toContain("agent_config.reporting.endpoint is empty");
     expect(w.err).toContain("nothing is selected");
     expect(w.err).toContain("not loopback");
+  });
+
+  test("a non-loopback admin address without opt-in and token: exit 78 naming the key", async () => {
+    const f = join(dir, "remote.yaml");
+    writeFileSync(f, "admin:\n  address: 0.0.0.0:9464\n");
+    let r = await captureOutput(() => configValidateCommand(f));
+    expect(r.result).toBe(78);
+    expect(r.err).toContain(`${f}:2: key "admin.address": 0.0.0.0:9464 is not a loopback address`);
+    writeFileSync(f, "admin:\n  address: 0.0.0.0:9464\n  allow_remote: true\n");
+    r = await captureOutput(() => configValidateCommand(f));
+    expect(r.result).toBe(78);
+    expect(r.err).toContain('key "admin.bearer_token"');
+    for (const a of ["127.0.0.1:9464", "127.0.0.2:1", "[::1]:9464", "localhost:9464"]) {
+      writeFileSync(f, `admin:\n  address: "${a}"\ncapture_all: true\nexporter: stdout\n`);
+      r = await captureOutput(() => configValidateCommand(f));
+      expect(r.result).toBe(0);
+    }
   });
 
   test("a bad key, a bad value or a missing file: the error and exit 78", async () => {

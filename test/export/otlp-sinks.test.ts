@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { validateConfig } from "../../src/config/config.ts";
 import { createSink, isReloadable } from "../../src/export/factory.ts";
+import { RedactingSink } from "../../src/spans/redact.ts";
 import { OtlpExporter } from "../../src/export/otlp/exporter.ts";
 import { StdoutExporter } from "../../src/export/stdout.ts";
 import { spanToJson, type Span } from "../../src/spans/span.ts";
@@ -24,16 +25,17 @@ function span(i: number): Span {
 const quiet = new Logger("error", { write() {} });
 
 describe("createSink", () => {
-  test("otlp → OtlpExporter (reloadable); stdout and file: → StdoutExporter", async () => {
+  test("otlp → OtlpExporter; stdout and file: → StdoutExporter; each behind a RedactingSink (reloadable)", async () => {
     const otlp = createSink(validateConfig({ agent_config: { reporting: { endpoint: "localhost:4318" } }, spool: { path: join(dir, "spool") } }, "", ""), { logger: quiet });
-    expect(otlp).toBeInstanceOf(OtlpExporter);
+    expect(otlp).toBeInstanceOf(RedactingSink);
+    expect((otlp as RedactingSink).inner).toBeInstanceOf(OtlpExporter);
     expect(isReloadable(otlp)).toBe(true);
     await otlp.shutdown(0);
     const out = createSink(validateConfig({ exporter: "stdout" }, "", ""));
-    expect(out).toBeInstanceOf(StdoutExporter);
-    expect(isReloadable(out)).toBe(false);
+    expect((out as RedactingSink).inner).toBeInstanceOf(StdoutExporter);
+    expect(isReloadable(out)).toBe(true); // the redaction rules reload
     const file = createSink(validateConfig({ exporter: `file:${join(dir, "x.jsonl")}` }, "", ""));
-    expect((file as StdoutExporter).target).toEqual({ kind: "file", path: join(dir, "x.jsonl") });
+    expect(((file as RedactingSink).inner as StdoutExporter).target).toEqual({ kind: "file", path: join(dir, "x.jsonl") });
     await file.shutdown(0);
   });
 
