@@ -126,7 +126,7 @@ export class KernelTracer {
     }
     this.ncpu = numPossibleCpus();
     this.source = buffer === "ringbuf"
-      ? new RingBufferReader(this.fds.events!, ringbufBytes)
+      ? RingBufferReader.map(this.fds.events!, ringbufBytes)
       : new PerfBufferReader(this.fds.events_perf!, perfPages);
   }
 
