@@ -63,8 +63,31 @@ const LIBBPF_SYMBOLS = {
   bpf_map_get_next_key: { args: [i32, P, P], returns: i32 },
 } as const;
 
-/** __NR_perf_event_open: x86-64 298; arm64 (asm-generic numbering) 241. */
-const NR_PERF_EVENT_OPEN = process.arch === "arm64" ? 241 : 298;
+/**
+ * Layouts of the C structs this file packs by hand, as in the libbpf 1.1.2 and UAPI headers the
+ * embedded libbpf is built from. test/kernel/ffi-layout.test.ts compiles a C program against
+ * those headers and fails when any of these numbers differs.
+ */
+export const STRUCT_LAYOUT = {
+  bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
+  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48 },
+} as const;
+
+/**
+ * C constants this file passes by value, checked against the headers with STRUCT_LAYOUT (on the
+ * build machine's architecture). __NR_perf_event_open: x86-64 298; arm64 (asm-generic) 241.
+ */
+export const C_CONSTANTS = {
+  PERF_TYPE_TRACEPOINT: 2,
+  PERF_FLAG_FD_CLOEXEC: 8,
+  __NR_perf_event_open: process.arch === "arm64" ? 241 : 298,
+  MFD_CLOEXEC: 1,
+  _SC_PAGESIZE: 30,
+  PROT_READ: 1,
+  PROT_WRITE: 2,
+  MAP_SHARED: 1,
+} as const;
+const K = C_CONSTANTS;
 
 type Libc = ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"];
 type Libbpf = ReturnType<typeof dlopen<typeof LIBBPF_SYMBOLS>>["symbols"];
@@ -105,7 +128,7 @@ function errno(): number {
  */
 export function loadLibbpf(soBytes: Uint8Array): string {
   if (libbpf) return b().libbpf_version_string() as unknown as string;
-  const fd = c().memfd_create(cstr("libbpf.so"), 1 /* MFD_CLOEXEC */);
+  const fd = c().memfd_create(cstr("libbpf.so"), K.MFD_CLOEXEC);
   if (fd < 0) throw new TracerError("DEPENDENCY", `memfd_create failed (errno ${errno()})`);
   let off = 0;
   while (off < soBytes.length) {
@@ -146,7 +169,7 @@ export function numPossibleCpus(): number {
 }
 
 export function pageSize(): number {
-  return Number(c().sysconf(30 /* _SC_PAGESIZE */));
+  return Number(c().sysconf(K._SC_PAGESIZE));
 }
 
 /** mount(2) of a pseudo filesystem (tracefs, bpf); returns 0 or errno. */
@@ -166,19 +189,6 @@ function errOf(p: Pointer | null): number {
   const e = Number(b().libbpf_get_error(p));
   return e !== 0 ? e : p ? 0 : -errno() || -1;
 }
-
-/**
- * Layouts of the C structs this file packs by hand, as in the libbpf 1.1.2 and UAPI headers the
- * embedded libbpf is built from. test/kernel/ffi-layout.test.ts compiles a C program against
- * those headers and fails when any of these numbers differs.
- */
-export const STRUCT_LAYOUT = {
-  bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
-  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48 },
-} as const;
-
-const PERF_TYPE_TRACEPOINT = 2;
-const PERF_FLAG_FD_CLOEXEC = 8;
 
 /**
  * One attached BPF link. `program` and `point` (the attach point, e.g. "syscalls/sys_enter_read"
@@ -321,12 +331,12 @@ export class BpfObject {
     const A = STRUCT_LAYOUT.perf_event_attr;
     const attr = new Uint8Array(A.$size);
     const dv = new DataView(attr.buffer);
-    dv.setUint32(A.type, PERF_TYPE_TRACEPOINT, true);
+    dv.setUint32(A.type, K.PERF_TYPE_TRACEPOINT, true);
     dv.setUint32(A.size, A.$size, true);
     dv.setBigUint64(A.config, BigInt(eventId), true);
     dv.setBigUint64(A.sample_period, 1n, true);
     dv.setUint32(A.wakeup_events, 1, true);
-    const fd = Number(c().syscall(NR_PERF_EVENT_OPEN, ptr(attr), -1, 0, -1, PERF_FLAG_FD_CLOEXEC));
+    const fd = Number(c().syscall(K.__NR_perf_event_open, ptr(attr), -1, 0, -1, K.PERF_FLAG_FD_CLOEXEC));
     if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
     try {
       return this.linked(b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null, prog, point);
@@ -487,9 +497,8 @@ export function mapNextKey(fd: number, key: Uint8Array | null, out: Uint8Array):
 
 // ---- shared memory ----------------------------------------------------------------------------
 
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-const MAP_SHARED = 1;
+export const PROT_READ = C_CONSTANTS.PROT_READ;
+export const PROT_WRITE = C_CONSTANTS.PROT_WRITE;
 
 /** A shared mapping of a BPF map fd. The ArrayBuffer must not be used after unmap(). */
 export class Mapping {
@@ -500,7 +509,7 @@ export class Mapping {
   ) {}
 
   static of(fd: number, length: number, prot: number, offset: number): Mapping {
-    const addr = c().mmap(null, length, prot, MAP_SHARED, fd, offset) as Pointer | null;
+    const addr = c().mmap(null, length, prot, K.MAP_SHARED, fd, offset) as Pointer | null;
     const a = Number(addr);
     if (!addr || a === -1 || a === 0xffffffffffffffff) {
       throw new TracerError("BPF", `mmap of BPF map failed (errno ${errno()})`);

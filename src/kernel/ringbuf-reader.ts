@@ -25,7 +25,7 @@ import { log } from "../log/log.ts";
 
 export const RINGBUF_BUSY = 0x80000000;
 export const RINGBUF_DISCARD = 0x40000000;
-export const RINGBUF_HDR = 8;
+const RINGBUF_HDR = 8;
 
 /** The ring's memory as typed views; `data` is the data area seen twice in a row (2 x size). */
 export interface RingViews {
