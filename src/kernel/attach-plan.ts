@@ -91,12 +91,21 @@ export function planAttach(probes: Probe[], env: PlanEnv): AttachPlan {
   const plan: AttachPlan = { start: [], uprobes: [], unload: [], skipped: [], flavour: {} };
   const bySyscall = new Map<string, Probe[]>();
   for (const p of probes) if (p.syscall) bySyscall.set(p.syscall, [...(bySyscall.get(p.syscall) ?? []), p]);
+  const unattachable = new Set<Probe>();
   for (const [sc, ps] of bySyscall) {
     const chosen = env.flavours.find((f) => {
       const of = ps.filter((p) => flavourOf(p) === f);
       return of.length > 0 && of.every((p) => env.exists(p));
     });
-    if (chosen) plan.flavour[sc] = chosen;
+    if (chosen) {
+      plan.flavour[sc] = chosen;
+      continue;
+    }
+    // No flavour works: list the missing attach points of the allowed flavours, or every probe
+    // of the syscall when it has none in an allowed flavour (e.g. a tracepoint-only probe when
+    // tracepoints are disabled).
+    const allowed = ps.filter((p) => env.flavours.includes(flavourOf(p)));
+    for (const p of allowed.length ? allowed.filter((q) => !env.exists(q)) : ps) unattachable.add(p);
   }
   for (const p of probes) {
     if (p.kind === "uprobe" || p.kind === "uretprobe") {
@@ -108,8 +117,7 @@ export function planAttach(probes: Probe[], env: PlanEnv): AttachPlan {
         continue;
       }
       plan.unload.push(p.program);
-      // No flavour works for this syscall: list its missing attach points in allowed flavours.
-      if (!chosen && env.flavours.includes(flavourOf(p)) && !env.exists(p)) {
+      if (unattachable.has(p)) {
         if (!p.optional) throw missing(p);
         plan.skipped.push(p.section);
       }

@@ -13,6 +13,7 @@ const SECTIONS: [string, string][] = [
   ["tp_enter_sendmmsg", "tracepoint/syscalls/sys_enter_sendmmsg"],
   ["tp_exit_sendmmsg", "tracepoint/syscalls/sys_exit_sendmmsg"],
   ["tp_enter_close", "tracepoint/syscalls/sys_enter_close"],
+  ["tp_enter_mmap", "tracepoint/syscalls/sys_enter_mmap"],
   ["kp_read", "ksyscall/read"],
   ["krp_read", "kretsyscall/read"],
   ["kp_sendmmsg", "ksyscall/sendmmsg"],
@@ -56,11 +57,11 @@ describe("probes from sections", () => {
 describe("planAttach", () => {
   test("tracepoints where they exist: kprobe flavour not loaded, uprobes kept for later", () => {
     const p = plan(["tracepoint", "kprobe"]);
-    expect(programs(p.start)).toEqual(["tp_enter_read", "tp_exit_read", "tp_enter_sendmmsg", "tp_exit_sendmmsg", "tp_enter_close", "tp_exec", "rtp_fork", "tp_exit", "tp_sock_state"]);
+    expect(programs(p.start)).toEqual(["tp_enter_read", "tp_exit_read", "tp_enter_sendmmsg", "tp_exit_sendmmsg", "tp_enter_close", "tp_enter_mmap", "tp_exec", "rtp_fork", "tp_exit", "tp_sock_state"]);
     expect(p.unload).toEqual(["kp_read", "krp_read", "kp_sendmmsg", "krp_sendmmsg", "kp_close"]);
     expect(programs(p.uprobes)).toEqual(["up_ssl_write", "urp_ssl_read"]);
     expect(p.skipped).toEqual([]);
-    expect(p.flavour).toEqual({ read: "tracepoint", sendmmsg: "tracepoint", close: "tracepoint" });
+    expect(p.flavour).toEqual({ read: "tracepoint", sendmmsg: "tracepoint", close: "tracepoint", mmap: "tracepoint" });
   });
 
   test("a syscall whose tracepoint is missing falls back to its kprobes; the others keep tracepoints", () => {
@@ -85,8 +86,9 @@ describe("planAttach", () => {
   test("kprobes only (enable_tracepoints false): every syscall on kprobes, tracepoint flavour unloaded", () => {
     const p = plan(["kprobe"], ["ksyscall/sendmmsg"]);
     expect(programs(p.start)).toEqual(["kp_read", "krp_read", "kp_close", "tp_exec", "rtp_fork", "tp_exit", "tp_sock_state"]);
-    expect(p.skipped).toEqual(["ksyscall/sendmmsg"]);
-    expect(p.unload).toEqual(expect.arrayContaining(["tp_enter_read", "tp_exit_read", "tp_enter_close", "kp_sendmmsg", "krp_sendmmsg"]));
+    // sendmmsg: its kprobe is missing; mmap: a tracepoint-only probe, and tracepoints are off
+    expect(p.skipped).toEqual(["tracepoint/syscalls/sys_enter_mmap", "ksyscall/sendmmsg"]);
+    expect(p.unload).toEqual(expect.arrayContaining(["tp_enter_read", "tp_exit_read", "tp_enter_close", "tp_enter_mmap", "kp_sendmmsg", "krp_sendmmsg"]));
   });
 
   test("an optional probe without its attach point is skipped, listed and not loaded", () => {
