@@ -267,9 +267,12 @@ export class ProbeLinks<L extends LinkLike> {
   /** Detaches every link (start probes and uprobes) and returns when they are gone. */
   detachAll(): void {
     const all = this.links();
-    this.started.length = 0;
+    const files = [...this.files.values()];
+    const started = this.started.splice(0);
     this.files.clear();
     this.ops.detach(all, true);
-    if (log.enabled("debug")) for (const l of all) log.debug("probe detached", { program: l.program, point: l.point });
+    if (!log.enabled("debug")) return;
+    for (const { link: l } of started) log.debug("probe detached", { program: l.program, point: l.point });
+    for (const f of files) for (const l of f.links) log.debug("probe detached", { program: l.program, point: l.point, file: f.id.path });
   }
 }
