@@ -1,24 +1,34 @@
 /**
  * The structs libbpf-ffi.ts packs by hand (STRUCT_LAYOUT) against the headers of the libbpf
- * source the build compiles (scripts/build-libbpf.sh leaves it in .output/ARCH/libbpf-VERSION): a C
+ * source the build compiles (the tarball scripts/build-libbpf.sh verified and kept in .output/src): a C
  * program generated from STRUCT_LAYOUT and C_CONSTANTS prints each sizeof/offsetof and constant,
  * and every number must match.
  * libbpf's include/uapi comes first on the include path, so perf_event_attr is its copy too.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { C_CONSTANTS, STRUCT_LAYOUT } from "../../src/kernel/libbpf-ffi.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
-const VERSION = /^LIBBPF=\(libbpf (\S+) /m.exec(readFileSync(join(ROOT, "scripts/build-libbpf.sh"), "utf8"))?.[1];
-const ARCH = process.arch === "arm64" ? "aarch64" : "x86_64";
-const SRC = join(ROOT, `.output/${ARCH}/libbpf-${VERSION}`);
-const haveSource = existsSync(join(SRC, "src/libbpf.h"));
+// LIBBPF=(libbpf VERSION SHA256 URL-PATH) in the build script; it keeps the verified tarball in .output/src.
+const LIBBPF = /^LIBBPF=\(libbpf (\S+) \S+ (\S+)\)/m.exec(readFileSync(join(ROOT, "scripts/build-libbpf.sh"), "utf8"));
+const TARBALL = LIBBPF ? join(ROOT, ".output/src", LIBBPF[2]!.slice(LIBBPF[2]!.lastIndexOf("/") + 1)) : "";
 const cc = Bun.which("cc");
-const skip = !haveSource ? `libbpf ${VERSION} source not in ${SRC}: run bun run build first` : !cc ? "no C compiler (cc)" : undefined;
+const skip = !LIBBPF ? "cannot read the libbpf version from scripts/build-libbpf.sh"
+  : !existsSync(TARBALL) ? `libbpf ${LIBBPF[1]} source ${TARBALL} missing: run bun run build first`
+  : !cc ? "no C compiler (cc)" : undefined;
 if (skip) console.warn(`skipping the FFI struct layout check: ${skip}`);
+
+/** The headers of the libbpf source tarball, unpacked into a fresh directory. */
+function libbpfHeaders(dir: string): string {
+  const src = join(dir, "libbpf");
+  mkdirSync(src);
+  const r = Bun.spawnSync(["tar", "-xzf", TARBALL, "-C", src, "--strip-components=1", "--wildcards", "*/src/*.h", "*/include/*"], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`tar ${TARBALL}: ${r.stderr.toString()}`);
+  return src;
+}
 
 function cProgram(): string {
   const lines = [
@@ -39,6 +49,7 @@ function cProgram(): string {
 describe.skipIf(!!skip)("FFI struct layouts match the libbpf headers we build from", () => {
   test("sizeof and offsetof of every hand-packed field, and the constants passed by value", () => {
     const dir = mkdtempSync(join(tmpdir(), "et-layout-"));
+    const SRC = libbpfHeaders(dir);
     writeFileSync(join(dir, "layout.c"), cProgram());
     const exe = join(dir, "layout");
     const build = Bun.spawnSync([cc!, "-I", join(SRC, "include/uapi"), "-I", join(SRC, "src"), "-o", exe, join(dir, "layout.c")], { stderr: "pipe" });
@@ -55,6 +66,7 @@ describe.skipIf(!!skip)("FFI struct layouts match the libbpf headers we build fr
       for (const [field, v] of Object.entries(fields)) fromTs[`${struct}.${field}`] = v;
     }
     Object.assign(fromTs, C_CONSTANTS);
+    rmSync(dir, { recursive: true, force: true });
     expect(fromC).toEqual(fromTs);
   });
 });
