@@ -241,6 +241,8 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
   const recorder = o.record ? new Recorder(o.record) : undefined;
   const btf = await btfFor(cfg);
   const agent = await Agent.start({ cfg, sink, record: recorder?.write, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
+  // Ctrl-C should feel instant: the kernel's per-probe detach cost is paid after we exit.
+  agent.kernel.closeInBackground = true;
   process.stderr.write(`capturing (Ctrl-C to stop)\n`);
   await runUntilSignal(agent, 1000);
   await recorder?.end();

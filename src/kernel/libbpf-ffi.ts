@@ -20,7 +20,6 @@ const LIBC_SYMBOLS = {
   mmap: { args: [P, usize, i32, i32, i32, i64()], returns: P },
   munmap: { args: [P, usize], returns: i32 },
   sysconf: { args: [i32], returns: i64() },
-  geteuid: { args: [], returns: u32 },
   clock_gettime: { args: [i32, P], returns: i32 },
   // Variadic in C; integer arguments pass the same way on x86-64 and aarch64.
   syscall: { args: [i64(), P, i32, i32, i32, u64], returns: i64() },
@@ -42,12 +41,15 @@ const LIBBPF_SYMBOLS = {
   bpf_program__name: { args: [P], returns: cstring },
   bpf_program__section_name: { args: [P], returns: cstring },
   bpf_program__set_autoload: { args: [P, bool], returns: i32 },
-  bpf_program__attach: { args: [P], returns: P },
+  bpf_program__attach_tracepoint: { args: [P, cstring, cstring], returns: P },
+  bpf_program__attach_raw_tracepoint: { args: [P, cstring], returns: P },
+  bpf_program__attach_kprobe: { args: [P, bool, cstring], returns: P },
+  bpf_program__attach_uprobe: { args: [P, bool, i32, cstring, usize], returns: P },
   bpf_link__destroy: { args: [P], returns: i32 },
+  bpf_link__fd: { args: [P], returns: i32 },
   bpf_program__attach_perf_event: { args: [P, i32], returns: P },
   bpf_map__fd: { args: [P], returns: i32 },
   bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
-  bpf_map__set_autocreate: { args: [P, bool], returns: i32 },
   bpf_map__set_type: { args: [P, u32], returns: i32 },
   bpf_map__set_key_size: { args: [P, u32], returns: i32 },
   bpf_map__set_value_size: { args: [P, u32], returns: i32 },
@@ -61,8 +63,31 @@ const LIBBPF_SYMBOLS = {
   bpf_map_get_next_key: { args: [i32, P, P], returns: i32 },
 } as const;
 
-/** __NR_perf_event_open: x86-64 298; arm64 (asm-generic numbering) 241. */
-const NR_PERF_EVENT_OPEN = process.arch === "arm64" ? 241 : 298;
+/**
+ * Layouts of the C structs this file packs by hand, as in the libbpf 1.1.2 and UAPI headers the
+ * embedded libbpf is built from. test/kernel/ffi-layout.test.ts compiles a C program against
+ * those headers and fails when any of these numbers differs.
+ */
+export const STRUCT_LAYOUT = {
+  bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
+  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48 },
+} as const;
+
+/**
+ * C constants this file passes by value, checked against the headers with STRUCT_LAYOUT (on the
+ * build machine's architecture). __NR_perf_event_open: x86-64 298; arm64 (asm-generic) 241.
+ */
+export const C_CONSTANTS = {
+  PERF_TYPE_TRACEPOINT: 2,
+  PERF_FLAG_FD_CLOEXEC: 8,
+  __NR_perf_event_open: process.arch === "arm64" ? 241 : 298,
+  MFD_CLOEXEC: 1,
+  _SC_PAGESIZE: 30,
+  PROT_READ: 1,
+  PROT_WRITE: 2,
+  MAP_SHARED: 1,
+} as const;
+const K = C_CONSTANTS;
 
 type Libc = ReturnType<typeof dlopen<typeof LIBC_SYMBOLS>>["symbols"];
 type Libbpf = ReturnType<typeof dlopen<typeof LIBBPF_SYMBOLS>>["symbols"];
@@ -103,7 +128,7 @@ function errno(): number {
  */
 export function loadLibbpf(soBytes: Uint8Array): string {
   if (libbpf) return b().libbpf_version_string() as unknown as string;
-  const fd = c().memfd_create(cstr("libbpf.so"), 1 /* MFD_CLOEXEC */);
+  const fd = c().memfd_create(cstr("libbpf.so"), K.MFD_CLOEXEC);
   if (fd < 0) throw new TracerError("DEPENDENCY", `memfd_create failed (errno ${errno()})`);
   let off = 0;
   while (off < soBytes.length) {
@@ -132,7 +157,7 @@ export function libbpfVersion(): string {
   return String(b().libbpf_version_string());
 }
 
-export function strerror(err: number): string {
+function strerror(err: number): string {
   const buf = new Uint8Array(256);
   b().libbpf_strerror(err, ptr(buf), buf.length);
   const end = buf.indexOf(0);
@@ -144,7 +169,7 @@ export function numPossibleCpus(): number {
 }
 
 export function pageSize(): number {
-  return Number(c().sysconf(30 /* _SC_PAGESIZE */));
+  return Number(c().sysconf(K._SC_PAGESIZE));
 }
 
 /** mount(2) of a pseudo filesystem (tracefs, bpf); returns 0 or errno. */
@@ -160,40 +185,56 @@ export function clockNs(clock: 0 | 1): bigint {
   return ts[0]! * 1_000_000_000n + ts[1]!;
 }
 
-export function geteuid(): number {
-  return c().geteuid();
-}
-
 function errOf(p: Pointer | null): number {
   const e = Number(b().libbpf_get_error(p));
   return e !== 0 ? e : p ? 0 : -errno() || -1;
 }
 
-export interface OpenOptions {
-  name: string;
-  /** BTF of the running kernel when the kernel does not expose /sys/kernel/btf/vmlinux. */
-  btfCustomPath?: string;
+/**
+ * One attached BPF link. `program` and `point` (the attach point, e.g. "syscalls/sys_enter_read"
+ * or "/usr/lib/libssl.so.3+0x3a0f0") name it in logs; the libbpf pointer stays in this file.
+ */
+export class Link {
+  #p: Pointer | null;
+  constructor(p: Pointer, readonly program: string, readonly point: string) {
+    this.#p = p;
+  }
+  get attached(): boolean {
+    return this.#p !== null;
+  }
+  /** The link's fd (a BPF link, or the perf event itself on kernels without perf links); -1 when detached. */
+  get fd(): number {
+    return this.#p ? b().bpf_link__fd(this.#p) : -1;
+  }
+  /** Hands the pointer over for destruction, exactly once. */
+  take(): Pointer | null {
+    const p = this.#p;
+    this.#p = null;
+    return p;
+  }
 }
 
 /** A BPF object opened from bytes; holds the libbpf pointers privately. */
 export class BpfObject {
-  private links: Pointer[] = [];
+  private readonly links = new Set<Link>();
   // Buffers referenced by libbpf must outlive the object.
   private keep: unknown[] = [];
 
   private constructor(private obj: Pointer) {}
 
-  static open(bytes: Uint8Array, opts: OpenOptions): BpfObject {
-    const o = new ArrayBuffer(80); // sizeof(struct bpf_object_open_opts) in libbpf 1.1
+  static open(bytes: Uint8Array, opts: { name: string; btfCustomPath?: string }): BpfObject {
+    const L = STRUCT_LAYOUT.bpf_object_open_opts;
+    const o = new ArrayBuffer(L.$size);
     const dv = new DataView(o);
-    dv.setBigUint64(0, 80n, true);
+    dv.setBigUint64(L.sz, BigInt(L.$size), true);
     const name = cstr(opts.name);
-    dv.setBigUint64(8, BigInt(ptr(name)), true);
+    dv.setBigUint64(L.object_name, BigInt(ptr(name)), true);
     const keep: unknown[] = [name, bytes, o];
     if (opts.btfCustomPath) {
+      // BTF of the running kernel when the kernel does not expose /sys/kernel/btf/vmlinux.
       const p = cstr(opts.btfCustomPath);
       keep.push(p);
-      dv.setBigUint64(48, BigInt(ptr(p)), true);
+      dv.setBigUint64(L.btf_custom_path, BigInt(ptr(p)), true);
     }
     const obj = b().bpf_object__open_mem(ptr(bytes), bytes.length, ptr(new Uint8Array(o))) as Pointer | null;
     const err = errOf(obj);
@@ -239,10 +280,6 @@ export class BpfObject {
     if (r) throw new TracerError("BPF", `cannot reshape map ${map}: ${strerror(r)}`);
   }
 
-  setAutocreate(map: string, on: boolean): void {
-    b().bpf_map__set_autocreate(this.map(map), on);
-  }
-
   setAutoload(prog: string, on: boolean): void {
     b().bpf_program__set_autoload(this.prog(prog), on);
   }
@@ -256,47 +293,130 @@ export class BpfObject {
     return b().bpf_map__fd(this.map(map));
   }
 
-  /** Attaches by section name (tracepoint/..., raw_tracepoint/..., kprobe/...). */
-  attach(prog: string): void {
-    const link = b().bpf_program__attach(this.prog(prog)) as Pointer | null;
-    const err = errOf(link);
-    if (err || !link) throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
-    this.links.push(link);
+  private linked(p: Pointer | null, prog: string, point: string): Link {
+    const err = errOf(p);
+    if (err || !p) throw new TracerError("BPF", `cannot attach ${prog} to ${point}: ${strerror(err)}`);
+    const l = new Link(p, prog, point);
+    this.links.add(l);
+    return l;
+  }
+
+  attachTracepoint(prog: string, category: string, name: string): Link {
+    return this.linked(b().bpf_program__attach_tracepoint(this.prog(prog), cstr(category), cstr(name)) as Pointer | null, prog, `${category}/${name}`);
+  }
+
+  attachRawTracepoint(prog: string, name: string): Link {
+    return this.linked(b().bpf_program__attach_raw_tracepoint(this.prog(prog), cstr(name)) as Pointer | null, prog, name);
+  }
+
+  /** A kprobe (or kretprobe) on a kernel function, through the perf kprobe PMU. */
+  attachKprobe(prog: string, retprobe: boolean, func: string): Link {
+    return this.linked(b().bpf_program__attach_kprobe(this.prog(prog), retprobe, cstr(func)) as Pointer | null, prog, func);
+  }
+
+  /**
+   * A uprobe (or uretprobe) at a file offset of an ELF file, in every process that maps it
+   * (pid -1). The offset is the file offset of the instruction, not a virtual address.
+   */
+  attachUprobe(prog: string, retprobe: boolean, file: string, offset: number): Link {
+    const point = `${file}+0x${offset.toString(16)}`;
+    return this.linked(b().bpf_program__attach_uprobe(this.prog(prog), retprobe, -1, cstr(file), offset) as Pointer | null, prog, point);
   }
 
   /**
    * Attaches to an existing perf tracepoint-type event id (e.g. a kretprobe created through
    * tracefs kprobe_events, which is the only way to choose its maxactive).
    */
-  attachPerfTracepoint(prog: string, eventId: number): void {
-    const attr = new Uint8Array(128); // struct perf_event_attr, PERF_ATTR_SIZE_VER5 and up
+  attachPerfTracepoint(prog: string, eventId: number, point: string): Link {
+    const A = STRUCT_LAYOUT.perf_event_attr;
+    const attr = new Uint8Array(A.$size);
     const dv = new DataView(attr.buffer);
-    dv.setUint32(0, 2, true); // type = PERF_TYPE_TRACEPOINT
-    dv.setUint32(4, 128, true); // size
-    dv.setBigUint64(8, BigInt(eventId), true); // config
-    dv.setBigUint64(16, 1n, true); // sample_period
-    dv.setUint32(48, 1, true); // wakeup_events
-    const fd = Number(c().syscall(NR_PERF_EVENT_OPEN, ptr(attr), -1, 0, -1, 8 /* PERF_FLAG_FD_CLOEXEC */));
+    dv.setUint32(A.type, K.PERF_TYPE_TRACEPOINT, true);
+    dv.setUint32(A.size, A.$size, true);
+    dv.setBigUint64(A.config, BigInt(eventId), true);
+    dv.setBigUint64(A.sample_period, 1n, true);
+    dv.setUint32(A.wakeup_events, 1, true);
+    const fd = Number(c().syscall(K.__NR_perf_event_open, ptr(attr), -1, 0, -1, K.PERF_FLAG_FD_CLOEXEC));
     if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
-    const link = b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null;
-    const err = errOf(link);
-    if (err || !link) {
+    try {
+      return this.linked(b().bpf_program__attach_perf_event(this.prog(prog), fd) as Pointer | null, prog, point);
+    } catch (e) {
       c().close(fd);
-      throw new TracerError("BPF", `cannot attach ${prog}: ${strerror(err)}`);
+      throw e;
     }
-    this.links.push(link);
   }
 
-  get attachedCount(): number {
-    return this.links.length;
+  /**
+   * Detaches links. Each detach of a perf-event-based link (tracepoint, kprobe, uprobe) waits
+   * for an RCU grace period in the kernel (tens of ms), so they run on one thread per link and
+   * the grace periods overlap. `wait` false returns at once and lets the threads finish alone
+   * (for detaching while capture goes on); true returns when every link is gone.
+   */
+  detach(links: Iterable<Link>, wait: boolean): void {
+    const ptrs: Pointer[] = [];
+    for (const l of links) {
+      this.links.delete(l);
+      const p = l.take();
+      if (p) ptrs.push(p);
+    }
+    destroyLinksConcurrently(ptrs, wait);
   }
 
   close(): void {
-    for (const l of this.links) b().bpf_link__destroy(l);
-    this.links = [];
+    this.detach([...this.links], true);
     b().bpf_object__close(this.obj);
     this.keep = [];
   }
+}
+
+interface Threads {
+  pthread_create: (tid: Pointer, attr: null, start: number, arg: Pointer) => number;
+  pthread_join: (tid: bigint, ret: null) => number;
+  pthread_detach: (tid: bigint) => number;
+}
+
+const PTHREAD_SYMBOLS = {
+  pthread_create: { args: [P, P, P, P], returns: i32 },
+  pthread_join: { args: [u64, P], returns: i32 },
+  pthread_detach: { args: [u64], returns: i32 },
+} as const;
+
+let threads: Threads | null | undefined;
+function pthreads(): Threads | null {
+  if (threads !== undefined) return threads;
+  threads = null;
+  // glibc 2.34+ has pthreads in libc.so.6; older ones in libpthread.so.0.
+  for (const lib of ["libc.so.6", "libpthread.so.0"]) {
+    try {
+      threads = dlopen(lib, PTHREAD_SYMBOLS).symbols as unknown as Threads;
+      break;
+    } catch {
+      /* try the next */
+    }
+  }
+  return threads;
+}
+
+/**
+ * Runs bpf_link__destroy(link) as the start routine of one thread per link. The routine is
+ * called with the link pointer as its one argument (first integer register on x86-64 and
+ * aarch64), and its int result becomes the thread's exit value, which nobody reads. When
+ * threads are unavailable the links are destroyed here, one after the other.
+ */
+function destroyLinksConcurrently(links: Pointer[], wait: boolean): void {
+  const t = links.length > 1 || !wait ? pthreads() : null;
+  const destroy = (b().bpf_link__destroy as unknown as { ptr: number }).ptr;
+  const tid = new BigUint64Array(1);
+  const started: bigint[] = [];
+  for (const l of links) {
+    if (t && t.pthread_create(ptr(tid), null, destroy, l) === 0) {
+      if (wait) started.push(tid[0]!);
+      else t.pthread_detach(tid[0]!);
+    } else {
+      b().bpf_link__destroy(l);
+    }
+  }
+  for (const id of started) t!.pthread_join(id, null);
 }
 
 /** 1 when the kernel supports the BPF map type, 0 when not, <0 when it cannot tell. */
@@ -377,9 +497,8 @@ export function mapNextKey(fd: number, key: Uint8Array | null, out: Uint8Array):
 
 // ---- shared memory ----------------------------------------------------------------------------
 
-export const PROT_READ = 1;
-export const PROT_WRITE = 2;
-const MAP_SHARED = 1;
+export const PROT_READ = C_CONSTANTS.PROT_READ;
+export const PROT_WRITE = C_CONSTANTS.PROT_WRITE;
 
 /** A shared mapping of a BPF map fd. The ArrayBuffer must not be used after unmap(). */
 export class Mapping {
@@ -390,7 +509,7 @@ export class Mapping {
   ) {}
 
   static of(fd: number, length: number, prot: number, offset: number): Mapping {
-    const addr = c().mmap(null, length, prot, MAP_SHARED, fd, offset) as Pointer | null;
+    const addr = c().mmap(null, length, prot, K.MAP_SHARED, fd, offset) as Pointer | null;
     const a = Number(addr);
     if (!addr || a === -1 || a === 0xffffffffffffffff) {
       throw new TracerError("BPF", `mmap of BPF map failed (errno ${errno()})`);

@@ -2,16 +2,19 @@
  * EventSource over per-CPU perf buffers (kernels before 5.8, or `bpf.buffer: perf`). Each drain
  * consumes all CPUs and delivers the records in timestamp order, so that the bytes of one
  * connection reach the pipeline in the order the syscalls happened even when its threads moved
- * between CPUs.
+ * between CPUs. A handler that throws is counted in `handlerErrors`; the record is not redelivered.
  */
 import { PerfBuffer } from "./libbpf-ffi.ts";
 import { LAYOUT } from "./event-layout.ts";
 import type { EventSource } from "./event-source.ts";
+import { log } from "../log/log.ts";
 
 export class PerfBufferReader implements EventSource {
   private readonly pb: PerfBuffer;
   private queue: Uint8Array[] = [];
   private at = 0;
+  /** records whose handler threw (consumed anyway) */
+  handlerErrors = 0;
 
   constructor(mapFd: number, pagesPerCpu: number) {
     this.pb = new PerfBuffer(mapFd, pagesPerCpu, LAYOUT.event_header.ts_ns);
@@ -24,7 +27,12 @@ export class PerfBufferReader implements EventSource {
     }
     let n = 0;
     while (n < max && this.at < this.queue.length) {
-      onRecord(this.queue[this.at++]!);
+      try {
+        onRecord(this.queue[this.at++]!);
+      } catch (e) {
+        this.handlerErrors++;
+        if (this.handlerErrors === 1) log.error("event handler failed; record skipped (counted in handler errors)", { error: String((e as Error)?.stack ?? e) });
+      }
       n++;
     }
     return n;

@@ -6,41 +6,86 @@
  * producer_pos; the data area follows page 1 and is mapped twice in a row by the kernel, so a
  * record that wraps is still contiguous in our view. Each record starts with an 8-byte header:
  * u32 len with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset; records are 8-byte
- * aligned.
+ * aligned. The reader works on views of that memory (RingViews), so tests drive it over plain
+ * buffers laid out the same way.
  *
  * Memory ordering: we use plain typed-array loads and stores. Atomics on the read-only producer
  * mapping crash Bun once JIT-compiled (it emits lock cmpxchg), and x86-64 loads/stores are
  * ordered enough here: the kernel publishes producer_pos with a release store after writing the
  * record header, and only reads consumer_pos to compute free space.
+ *
+ * Contract: a handler that throws does not stop the reader; the record counts as consumed and in
+ * `handlerErrors`. A record whose length does not fit the published data is counted in
+ * `corruptRecords`, and the reader skips to the producer position it read (always a record
+ * boundary: the kernel advances it a whole record at a time), never reading outside the data area.
  */
 import { Mapping, PROT_READ, PROT_WRITE, pageSize } from "./libbpf-ffi.ts";
 import type { EventSource } from "./event-source.ts";
+import { log } from "../log/log.ts";
 
-const BUSY = 0x80000000;
-const DISCARD = 0x40000000;
-const HDR = 8;
+export const RINGBUF_BUSY = 0x80000000;
+export const RINGBUF_DISCARD = 0x40000000;
+const RINGBUF_HDR = 8;
+
+/** The ring's memory as typed views; `data` is the data area seen twice in a row (2 x size). */
+export interface RingViews {
+  /** consumer_pos as two u32 words (low, high), written by the reader */
+  consumer: Uint32Array;
+  /** producer_pos as two u32 words (low, high) */
+  producer: Uint32Array;
+  data: Uint8Array;
+  size: number;
+}
 
 export class RingBufferReader implements EventSource {
-  private readonly consumer: Mapping;
-  private readonly producer: Mapping;
   private readonly cons32: Uint32Array;
   private readonly prod32: Uint32Array;
   private readonly data: Uint8Array;
   private readonly data32: Uint32Array;
   private readonly mask: number;
-  private readonly dataOff: number;
+  readonly size: number;
+  /** records whose handler threw (consumed anyway) */
+  handlerErrors = 0;
+  /** times a record length did not fit the published data (the reader skipped to the producer) */
+  corruptRecords = 0;
+  /** bytes skipped by those resynchronisations */
+  corruptBytes = 0;
 
-  constructor(mapFd: number, readonly size: number) {
-    if (size & (size - 1)) throw new Error("ring buffer size must be a power of two");
-    const page = pageSize();
-    this.consumer = Mapping.of(mapFd, page, PROT_READ | PROT_WRITE, 0);
-    this.producer = Mapping.of(mapFd, page + 2 * size, PROT_READ, page);
-    this.cons32 = new Uint32Array(this.consumer.buffer, 0, 2);
-    this.prod32 = new Uint32Array(this.producer.buffer, 0, 2);
-    this.dataOff = page;
-    this.data = new Uint8Array(this.producer.buffer, page, 2 * size);
-    this.data32 = new Uint32Array(this.producer.buffer, page, (2 * size) / 4);
+  constructor(views: RingViews, private readonly onClose: () => void = () => {}) {
+    const size = views.size;
+    if (size <= 0 || size & (size - 1)) throw new Error("ring buffer size must be a power of two");
+    if (views.data.length < 2 * size || views.data.byteOffset & 7) throw new Error("ring data view must be 8-byte aligned and 2 x size long");
+    this.size = size;
+    this.cons32 = views.consumer;
+    this.prod32 = views.producer;
+    this.data = views.data;
+    this.data32 = new Uint32Array(views.data.buffer, views.data.byteOffset, (2 * size) / 4);
     this.mask = size - 1;
+  }
+
+  /** Maps a BPF_MAP_TYPE_RINGBUF map of `size` data bytes. */
+  static map(mapFd: number, size: number): RingBufferReader {
+    const page = pageSize();
+    const consumer = Mapping.of(mapFd, page, PROT_READ | PROT_WRITE, 0);
+    let producer: Mapping;
+    try {
+      producer = Mapping.of(mapFd, page + 2 * size, PROT_READ, page);
+    } catch (e) {
+      consumer.unmap();
+      throw e;
+    }
+    return new RingBufferReader(
+      {
+        consumer: new Uint32Array(consumer.buffer, 0, 2),
+        producer: new Uint32Array(producer.buffer, 0, 2),
+        data: new Uint8Array(producer.buffer, page, 2 * size),
+        size,
+      },
+      () => {
+        consumer.unmap();
+        producer.unmap();
+      },
+    );
   }
 
   private producerPos(): number {
@@ -74,20 +119,33 @@ export class RingBufferReader implements EventSource {
     while (cons < prod && n < max) {
       const at = cons & this.mask; // cons fits 53 bits; & works on the low 32, which is what we want for sizes < 4 GiB
       const word = this.data32[at >>> 2]!;
-      if (word & BUSY) break; // reserved but not committed yet
+      if (word & RINGBUF_BUSY) break; // reserved but not committed yet
       const len = word & 0x3fffffff; // clear BUSY and DISCARD
-      if (!(word & DISCARD)) {
-        onRecord(this.data.subarray(at + HDR, at + HDR + len));
+      const next = cons + ((len + RINGBUF_HDR + 7) & ~7);
+      if (next > prod) {
+        // Not a record the kernel could have written: skip everything published so far.
+        this.corruptRecords++;
+        this.corruptBytes += prod - cons;
+        if (this.corruptRecords === 1) log.error("BPF ring buffer record length out of bounds; skipped to the producer position", { len, at, unread: prod - cons });
+        this.publish(prod);
+        return n;
+      }
+      if (!(word & RINGBUF_DISCARD)) {
+        try {
+          onRecord(this.data.subarray(at + RINGBUF_HDR, at + RINGBUF_HDR + len));
+        } catch (e) {
+          this.handlerErrors++;
+          if (this.handlerErrors === 1) log.error("event handler failed; record skipped (counted in handler errors)", { error: String((e as Error)?.stack ?? e) });
+        }
         n++;
       }
-      cons += (len + HDR + 7) & ~7;
+      cons = next;
       this.publish(cons);
     }
     return n;
   }
 
   close(): void {
-    this.consumer.unmap();
-    this.producer.unmap();
+    this.onClose();
   }
 }

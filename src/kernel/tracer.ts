@@ -1,12 +1,13 @@
 /**
  * The kernel side as seen from user space: loads the embedded BPF object through libbpf, sizes
- * its maps, attaches every probe whose attach point exists on this kernel, and offers typed
- * access to the filter maps and counters. Setup throws TracerError; map updates return errno.
+ * its maps, attaches the probes of the attach plan (attach-plan.ts) that this kernel has, and
+ * offers typed access to the filter maps and counters. Setup throws TracerError; map updates
+ * return errno.
  */
-import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import {
-  BpfObject, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
+  BpfObject, type Link, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
   pageSize, probeMapType,
 } from "./libbpf-ffi.ts";
 import { PerfBufferReader } from "./perfbuf-reader.ts";
@@ -15,6 +16,7 @@ import { bpfObjectBytes, libbpfBytes } from "./embedded.ts";
 import { RingBufferReader } from "./ringbuf-reader.ts";
 import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
 import { TracerError } from "../errors.ts";
+import { planAttach, probeOf, ProbeLinks, type FileIdentity, type Probe, type SyscallFlavour, type UprobeTarget } from "./attach-plan.ts";
 import { log } from "../log/log.ts";
 
 export type AttachMode = "tracepoints" | "kprobes";
@@ -61,11 +63,6 @@ export function ensureTracefs(): string {
   throw new TracerError("UNSUPPORTED", `tracefs is not mounted and mounting it at ${TRACEFS[0]} failed (errno ${err})`);
 }
 
-function tracepointExists(tracefs: string, section: string): boolean {
-  const m = /^tracepoint\/([^/]+)\/(.+)$/.exec(section);
-  return !m || existsSync(`${tracefs}/events/${m[1]}/${m[2]}`);
-}
-
 const BPF_MAP_TYPE_ARRAY = 2;
 const BPF_MAP_TYPE_RINGBUF = 27;
 
@@ -87,6 +84,14 @@ export function chooseAttachMode(tracefs: string | undefined, enableTracepoints:
 let kallsyms: string | undefined;
 /** The kernel function behind a syscall: the arch wrapper (__x64_sys_*, 4.17+) when present. */
 export function syscallSymbol(name: string): string {
+  const text = kallsymsText();
+  for (const prefix of ["__x64_sys_", "__arm64_sys_", "sys_"]) {
+    if (text.includes(` ${prefix}${name}\n`)) return prefix + name;
+  }
+  return `__x64_sys_${name}`;
+}
+
+function kallsymsText(): string {
   kallsyms ??= (() => {
     try {
       return readFileSync("/proc/kallsyms", "utf8");
@@ -94,25 +99,37 @@ export function syscallSymbol(name: string): string {
       return "";
     }
   })();
-  for (const prefix of ["__x64_sys_", "__arm64_sys_", "sys_"]) {
-    if (kallsyms.includes(` ${prefix}${name}\n`)) return prefix + name;
-  }
-  return `__x64_sys_${name}`;
+  return kallsyms;
 }
 
-/** Which programs a mode loads: syscall probes of that mode, plus the sched/raw tracepoints. */
-export function programWanted(section: string, mode: AttachMode): boolean {
-  if (section.startsWith("tracepoint/syscalls/")) return mode === "tracepoints";
-  if (section.startsWith("ksyscall/") || section.startsWith("kretsyscall/")) return mode === "kprobes";
-  return true;
+/** Whether a probe's attach point exists here: a tracepoint in tracefs, a kernel symbol. */
+export function attachPointExists(tracefs: string, p: Probe): boolean {
+  switch (p.kind) {
+    case "tracepoint":
+      return existsSync(`${tracefs}/events/${p.target}`);
+    case "raw_tracepoint":
+      return readdirSync(`${tracefs}/events`).some((cat) => existsSync(`${tracefs}/events/${cat}/${p.target}`));
+    case "kprobe":
+    case "kretprobe": {
+      if (!kprobesAvailable(tracefs)) return false;
+      const sym = p.syscall ? syscallSymbol(p.syscall) : p.target;
+      const text = kallsymsText();
+      return !text || text.includes(` ${sym}\n`);
+    }
+    default:
+      return true; // uprobes: the file is checked when attaching
+  }
 }
 
 export class KernelTracer {
   readonly source: EventSource;
-  readonly attached: string[] = [];
+  /** optional probes whose attach point this kernel lacks (their sections) */
   readonly skipped: string[] = [];
   private readonly fds: Record<string, number> = {};
   private readonly ncpu: number;
+  private probes: ProbeLinks<Link> | undefined;
+  private kprobeEvents: string[] = [];
+  private maxactive = 0;
 
   private constructor(
     private readonly obj: BpfObject,
@@ -120,13 +137,14 @@ export class KernelTracer {
     readonly buffer: BufferKind,
     private readonly ringbufBytes: number,
     perfPages: number,
+    private readonly tracefs: string,
   ) {
     for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "events", "events_perf"]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
     this.source = buffer === "ringbuf"
-      ? new RingBufferReader(this.fds.events!, ringbufBytes)
+      ? RingBufferReader.map(this.fds.events!, ringbufBytes)
       : new PerfBufferReader(this.fds.events_perf!, perfPages);
   }
 
@@ -144,25 +162,24 @@ export class KernelTracer {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
-      const skipped: string[] = [];
-      const programs = obj.programs();
-      for (const p of programs) {
-        const load = programWanted(p.section, mode) && tracepointExists(tracefs, p.section);
-        if (!load) obj.setAutoload(p.name, false);
-        if (!load && programWanted(p.section, mode)) skipped.push(p.section);
-      }
+      const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
+      const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p) });
+      const onKprobes = Object.keys(plan.flavour).filter((sc) => plan.flavour[sc] === "kprobe");
+      if (mode === "tracepoints" && onKprobes.length) log.info("syscalls without tracepoints are probed with kprobes", { syscalls: onKprobes });
+      for (const name of plan.unload) obj.setAutoload(name, false);
       obj.load();
-      tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024);
-      tracer.skipped.push(...skipped);
+      tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024, tracefs);
+      tracer.skipped.push(...plan.skipped);
       tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
-      const maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
-      for (const p of programs) {
-        if (!programWanted(p.section, mode) || skipped.includes(p.section)) continue;
-        if (p.section.startsWith("kretsyscall/")) tracer.attachKretprobe(p.name, p.section.slice(12), maxactive, tracefs);
-        else obj.attach(p.name);
-        tracer.attached.push(p.section);
-      }
-      log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped });
+      tracer.maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
+      const t = tracer;
+      tracer.probes = new ProbeLinks(plan, {
+        attach: (p) => t.attachProbe(p),
+        attachUprobe: (p, file, offset) => obj.attachUprobe(p.program, p.kind === "uretprobe", file, offset),
+        detach: (links, wait) => obj.detach(links, wait),
+      });
+      tracer.probes.attachStart();
+      log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped: plan.skipped });
       return tracer;
     } catch (e) {
       if (tracer) tracer.close();
@@ -171,24 +188,56 @@ export class KernelTracer {
     }
   }
 
-  private kprobeEvents: string[] = [];
-  private tracefs = "";
+  /** Sections of the probes attached at start. */
+  get attached(): string[] {
+    return this.probes?.attached ?? [];
+  }
+
+  private attachProbe(p: Probe): Link {
+    switch (p.kind) {
+      case "tracepoint": {
+        const at = p.target.indexOf("/");
+        return this.obj.attachTracepoint(p.program, p.target.slice(0, at), p.target.slice(at + 1));
+      }
+      case "raw_tracepoint":
+        return this.obj.attachRawTracepoint(p.program, p.target);
+      case "kprobe":
+        return this.obj.attachKprobe(p.program, false, p.syscall ? syscallSymbol(p.syscall) : p.target);
+      case "kretprobe":
+        return this.attachKretprobe(p.program, p.syscall ? syscallSymbol(p.syscall) : p.target);
+      default:
+        throw new TracerError("INTERNAL", `${p.kind} ${p.program} is attached per file, not at start`);
+    }
+  }
 
   /**
-   * A syscall kretprobe with a chosen maxactive: libbpf's perf-based kprobes cannot set it, so the
+   * A kretprobe with a chosen maxactive: libbpf's perf-based kprobes cannot set it, so the
    * probe is created through tracefs ("r<maxactive>:group/event symbol") and the program attached
    * to that event. Too small a maxactive drops returns under concurrency (entries without exits
    * in the probe stats).
    */
-  private attachKretprobe(prog: string, syscall: string, maxactive: number, tracefs: string): void {
-    const sym = syscallSymbol(syscall);
-    const event = `p${process.pid}_${syscall}`;
+  private attachKretprobe(prog: string, sym: string): Link {
+    const event = `p${process.pid}_${sym.replace(/\W/g, "_")}`;
     const group = "ebpf_tracer";
-    appendFileSync(`${tracefs}/kprobe_events`, `r${Math.min(maxactive, 4096)}:${group}/${event} ${sym}\n`);
-    this.tracefs = tracefs;
+    appendFileSync(`${this.tracefs}/kprobe_events`, `r${Math.min(this.maxactive, 4096)}:${group}/${event} ${sym}\n`);
     this.kprobeEvents.push(`${group}/${event}`);
-    const id = Number(readFileSync(`${tracefs}/events/${group}/${event}/id`, "utf8").trim());
-    this.obj.attachPerfTracepoint(prog, id);
+    const id = Number(readFileSync(`${this.tracefs}/events/${group}/${event}/id`, "utf8").trim());
+    return this.obj.attachPerfTracepoint(prog, id, sym);
+  }
+
+  /**
+   * Attaches uprobe programs of the object at file offsets of `file` (every process mapping it),
+   * or counts one more user of a file (device, inode) already probed. Keep the returned
+   * identity for release().
+   */
+  attachUprobes(file: string | FileIdentity, targets: UprobeTarget[]): FileIdentity {
+    if (!this.probes) throw new TracerError("INTERNAL", "uprobes attached before the tracer started");
+    return this.probes.attachUprobes(file, targets);
+  }
+
+  /** One user fewer of a probed file; its uprobes go when none is left. */
+  releaseUprobes(file: string | FileIdentity): void {
+    this.probes?.release(file);
   }
 
   get libbpfVersion(): string {
@@ -325,9 +374,21 @@ export class KernelTracer {
     };
   }
 
+  /**
+   * Set by `capture`: close() hands the kernel-side detach to a background process instead of
+   * waiting for it (see handOffLinks). `run` leaves it off and detaches before it exits.
+   */
+  closeInBackground = false;
+  private holder: ReturnType<typeof Bun.spawn> | undefined;
+
   close(): void {
     this.source.close();
+    if (this.probes) {
+      if (this.closeInBackground) this.handOffLinks(this.probes.links());
+      this.probes.detachAll();
+    }
     this.obj.close();
+    // After the links: the kernel refuses to remove a kretprobe event that is still in use.
     for (const ev of this.kprobeEvents) {
       try {
         appendFileSync(`${this.tracefs}/kprobe_events`, `-:${ev}\n`);
@@ -336,6 +397,30 @@ export class KernelTracer {
       }
     }
     this.kprobeEvents = [];
+  }
+
+  /**
+   * Releasing a perf event (every tracepoint, kprobe and uprobe link) waits for an RCU grace
+   * period under the kernel's event_mutex: ~35-70 ms per link, one after the other, seconds for
+   * the whole set. A child shell inherits the link fds and keeps them open until this process
+   * has exited (its stdin pipe reaches EOF), then closes them and removes the kretprobe events.
+   * Our own detach then disables each perf event (the programs stop at once) and only drops
+   * references. If the shell cannot be started, close() detaches here as usual.
+   */
+  private handOffLinks(links: Link[]): void {
+    const fds = links.map((l) => l.fd).filter((fd) => fd >= 0);
+    if (!fds.length) return;
+    const closeFds = fds.map((_, i) => `${i + 3}>&-`).join(" ");
+    const removeEvents = this.kprobeEvents.map((ev) => `echo '-:${ev}' >> '${this.tracefs}/kprobe_events' 2>/dev/null`).join("; ");
+    const script = `trap '' INT HUP TERM; read -r _; exec ${closeFds}; ${removeEvents || ":"}`;
+    try {
+      this.holder = Bun.spawn(["/bin/sh", "-c", script], { stdio: ["pipe", "ignore", "ignore", ...fds] });
+      this.holder.unref();
+      log.debug("probe detach handed to a background process", { pid: this.holder.pid, links: fds.length, kprobeEvents: this.kprobeEvents.length });
+      this.kprobeEvents = [];
+    } catch (e) {
+      log.debug("background detach unavailable; detaching here", { reason: (e as Error).message });
+    }
   }
 }
 
