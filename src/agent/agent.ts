@@ -210,7 +210,7 @@ export class Agent {
     try {
       n = this.kernel.source.drain(this.onRecord, DRAIN_BATCH);
     } catch (e) {
-      // A bug in a handler must not stop capture; the record is skipped.
+      // Handler errors are counted by the reader (HandlerErrors); this is a fault of the reader itself.
       log.error("event handling failed", { error: String((e as Error)?.stack ?? e) });
       n = DRAIN_BATCH;
     }
@@ -241,6 +241,8 @@ export class Agent {
       TruncatedBytes: k.truncatedBytes,
       KprobeEventMaxQueueSizeTillNow: this.queueHighWater,
       TotalEventsDroppedAtEventQueueLimit: k.lost + k.activeFull + k.connFull,
+      HandlerErrors: this.kernel.source.handlerErrors ?? 0,
+      RingCorruptRecords: this.kernel.source.corruptRecords ?? 0,
       SamplingRatio: this.budget.ratio,
       ShedRequestsEstimated: Math.round(this.budget.total.estimatedRequests),
       ...this.opts.sink.stats(),

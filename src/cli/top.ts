@@ -303,6 +303,7 @@ async function standaloneSource(o: TopOptions): Promise<Source> {
   const tap = new ApiTap({ export() {}, async shutdown() {}, stats: () => ({}) }, cfg);
   const btf = await resolveBtf(cfg.btf);
   const agent = await Agent.start({ cfg, sink: tap, extraTargets, btfCustomPath: btf.path, btfSource: btf.source });
+  agent.kernel.closeInBackground = true; // q / Ctrl-C returns at once, like capture
   return {
     name: `capturing ${[...o.exe, ...o.pid.map(String), ...o.port.map((p) => `:${p}`)].join(",")}`,
     async read() {

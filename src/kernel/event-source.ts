@@ -10,6 +10,10 @@ export interface EventSource {
   drain(onRecord: (rec: Uint8Array) => void, max: number): number;
   /** Bytes waiting to be read (for the queue high-water mark). */
   pending(): number;
+  /** Records whose handler threw (counted, not redelivered). */
+  readonly handlerErrors?: number;
+  /** Records whose length did not fit the published data (skipped). */
+  readonly corruptRecords?: number;
   close(): void;
 }
 
