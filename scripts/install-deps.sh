@@ -5,7 +5,7 @@ set -euo pipefail
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO=sudo
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make gcc bzip2 curl ca-certificates openssl
-      nginx wrk python3 python3-hpack python3-grpcio nodejs golang-1.19-go binutils iproute2 xz-utils tar debootstrap
+      nginx wrk python3 python3-hpack python3-grpcio python3-h2 nghttp2-client nodejs golang-1.19-go binutils iproute2 xz-utils tar debootstrap
       systemd-container shellcheck util-linux qemu-system-x86 gcc-aarch64-linux-gnu libc6-dev-arm64-cross tmux)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -18,6 +18,13 @@ export type Detected = "http1" | "http2" | "tls" | "unknown" | "more";
 
 export const HTTP2_PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** The bytes begin with the whole client connection preface. HPACK tables and frame sync start
+ * there, so a connection first seen mid-stream (its accept or connect not observed, e.g. a blocking
+ * accept entered before capture started) is in fact seen from its HTTP/2 start. */
+export function startsWithClientPreface(bytes: Uint8Array): boolean {
+  return prefixOf(bytes, HTTP2_PREFACE) === "yes";
+}
+
 /** RFC 9110 tchar. */
 const TCHAR = new Uint8Array(256);
 for (let c = 0; c < 256; c++) {

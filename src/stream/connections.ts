@@ -14,7 +14,7 @@
  * gets up to DETECT_TRIES syscall starts per direction before it is called unsupported.
  */
 import { DIR_RECV, DIR_SEND, ROLE_CLIENT } from "../kernel/event-layout.ts";
-import { detect } from "../protocols/detect.ts";
+import { detect, startsWithClientPreface } from "../protocols/detect.ts";
 import type { Handoff, ProtocolName, ProtocolSession, Sender } from "../protocols/session.ts";
 import type { ConnectionMeta } from "./meta.ts";
 
@@ -175,6 +175,8 @@ export class Connection {
       return;
     }
     if (verdict === "http1" || verdict === "http2") {
+      // the client preface is the HTTP/2 connection's start, wherever we began watching
+      if (this.midstream && verdict === "http2" && from === "client" && startsWithClientPreface(probe)) this.midstream = false;
       this.session = this.hooks.createSession(verdict, this, { midstream: this.midstream });
       if (!this.session) {
         this.giveUp(`${verdict} is not captured`);

@@ -15,7 +15,7 @@ function conn(role = ROLE_SERVER, midstream = false) {
   };
   const events: string[] = [];
   const hooks: ConnectionHooks = {
-    createSession: (p) => { events.push(`session ${p}`); return session; },
+    createSession: (p, _c, init) => { events.push(`session ${p}${init.midstream ? " midstream" : ""}`); return session; },
     unsupported: (_c, why) => events.push(`unsupported: ${why}`),
     tlsDetected: () => events.push("tls"),
   };
@@ -54,6 +54,19 @@ describe("connection layers and detection", () => {
     expect(log).toEqual(["client:GET / HTTP/1.1\r\n\r\n"]);
   });
 
+  test("first seen mid-stream (accept not observed) but starting with the client preface: an HTTP/2 session from the start", () => {
+    const { c, events } = conn(ROLE_SERVER, true);
+    c.feed(LAYER_SOCKET, DIR_RECV, 0, b("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"), 1n, true);
+    expect(events).toEqual(["session http2"]);
+  });
+
+  test("first seen mid-stream on a chain of HTTP/2 frames: a mid-stream HTTP/2 session", () => {
+    const { c, events } = conn(ROLE_SERVER, true);
+    // SETTINGS ACK then PING, both on stream 0
+    c.feed(LAYER_SOCKET, DIR_RECV, 0, b([0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]), 1n, true);
+    expect(events).toEqual(["session http2 midstream"]);
+  });
+
   test("a connection seen from its start gives up on the first unknown bytes", () => {
     const { c, events } = conn();
     c.feed(LAYER_SOCKET, DIR_RECV, 0, b("\x00\x00\x00\x08binary"), 1n, true);
@@ -79,7 +92,7 @@ describe("connection layers and detection", () => {
     c.feed(LAYER_SOCKET, DIR_RECV, 0, b("GE"), 1n, true);
     c.gap(LAYER_SOCKET, DIR_RECV, 100, 2n, true);
     c.feed(LAYER_SOCKET, DIR_RECV, 102, b("GET /b HTTP/1.1\r\n\r\n"), 3n, true);
-    expect(events).toEqual(["session http1"]);
+    expect(events).toEqual(["session http1 midstream"]);
     expect(log).toEqual(["client:GET /b HTTP/1.1\r\n\r\n"]);
   });
 });

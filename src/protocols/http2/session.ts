@@ -276,10 +276,14 @@ export class Http2Session implements ProtocolSession {
     st.gap = true;
   }
 
-  onRst(_side: 0 | 1, sid: number, code: number, ts: bigint): void {
+  onRst(side: 0 | 1, sid: number, code: number, ts: bigint): void {
     const st = this.streams.get(sid);
     if (st === undefined) return;
     st.rstCode = code;
+    // the reset is the stream's last event: its time ends the span (a cancelled request that was
+    // never answered would otherwise end at its own HEADERS)
+    const h = side === this.clientSide ? st.req : st.res;
+    if (ts > h.lastNs) h.lastNs = ts;
     this.finish(st, "rst_stream", ts);
   }
 
@@ -289,7 +293,10 @@ export class Http2Session implements ProtocolSession {
     const receiverIsClient = side !== this.clientSide;
     for (const st of [...this.streams.values()]) {
       const clientStarted = (st.id & 1) === 1;
-      if (st.id > lastSid && clientStarted === receiverIsClient) this.finish(st, "goaway", ts);
+      if (st.id > lastSid && clientStarted === receiverIsClient) {
+        if (ts > st.req.lastNs && ts > st.res.lastNs) st.req.lastNs = ts; // ends at the GOAWAY
+        this.finish(st, "goaway", ts);
+      }
     }
   }
 

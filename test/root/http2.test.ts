@@ -1,0 +1,292 @@
+/**
+ * Root integration tests for HTTP/2 through the compiled binary: Debian's nginx with
+ * `listen … http2` (h2c prior knowledge) under h2load and curl, Node's http2 module (CONTINUATION,
+ * trailers, server push, a cancelled stream, GOAWAY, padding), and an h2c upgrade answered by a
+ * python3-h2 server. Every test starts its own servers and tracer and stops them in afterEach.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
+import { startNginx, startNode } from "../support/servers.ts";
+import { Cleanups, curlOk, exitStats, onPort, stopNginx } from "../support/http-kit.ts";
+import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, startPythonH2 } from "../support/h2-kit.ts";
+
+const SKIP = rootSkipReason();
+if (SKIP) console.warn(`test/root/http2.test.ts skipped: ${SKIP}`);
+
+const c = new Cleanups();
+afterEach(() => c.run());
+
+const NGINX_H2C = (p: number) => `server {
+    listen 127.0.0.1:${p} http2;
+    root www;
+    location / { }
+    location = /teapot { return 418 "short and stout\\n"; }
+    location = /moved { return 302 /data.json; }
+  }`;
+
+/** Waits for `n` spans on `port`, then a little longer to catch any extra one. */
+async function exactly(t: TracerProcess, p: number, n: number, timeoutMs = 20_000): Promise<SpanJson[]> {
+  await t.waitForSpans(n, onPort(p), timeoutMs);
+  await Bun.sleep(500);
+  return t.spans.filter(onPort(p));
+}
+
+describe.skipIf(!!SKIP)("HTTP/2 capture: nginx h2c (prior knowledge)", () => {
+  test("h2load multiplexed (-m 10): every request is exactly one span, method/path/status exact", async () => {
+    const ng = c.add(await startNginx(NGINX_H2C), stopNginx);
+    const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid), "--log-level", "info"]), (x) => x.stop());
+    const base = `http://127.0.0.1:${ng.port}`;
+    // three paths with different statuses, spread over 4 connections × 10 concurrent streams
+    const r = h2load(["-n", "300", "-c", "4", "-m", "10", `${base}/data.json`, `${base}/teapot`, `${base}/moved`]);
+    // h2load counts 4xx responses (the teapot) as failed: done = succeeded + failed
+    expect(r.succeeded + r.failed).toBe(300);
+    expect(r.raw).toContain("status codes: 100 2xx, 100 3xx, 100 4xx, 0 5xx");
+    const spans = await exactly(t, ng.port, 300);
+    expect(spans).toHaveLength(300);
+    const byPath: Record<string, SpanJson[]> = {};
+    for (const s of spans) (byPath[String(s.attributes["url.path"])] ??= []).push(s);
+    expect(Object.keys(byPath).sort()).toEqual(["/data.json", "/moved", "/teapot"]);
+    expect(byPath["/data.json"]!.length + byPath["/teapot"]!.length + byPath["/moved"]!.length).toBe(300);
+    const want: Record<string, number> = { "/data.json": 200, "/teapot": 418, "/moved": 302 };
+    for (const s of spans) {
+      const path = String(s.attributes["url.path"]);
+      expect(s.kind).toBe("server");
+      expect(s.name).toBe(`GET ${path}`);
+      expect(s.attributes).toMatchObject({
+        "network.protocol.version": "2",
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "http.response.status_code": want[path]!,
+        "http.request.header.user-agent": expect.stringMatching(/^h2load nghttp2\//),
+        "process.executable.name": "nginx",
+      });
+      expect(s.attributes["ebpf.http2.headers_incomplete"]).toBeUndefined();
+      expect(s.attributes["ebpf.http2.incomplete"]).toBeUndefined();
+      expect(s.attributes["ebpf.partial"]).toBeUndefined();
+      // 418 is a client error: not a server span error
+      expect(s.error).toBe(false);
+    }
+    for (const s of byPath["/data.json"]!) {
+      expect(s.attributes["http.response.body"]).toBe(JSON.stringify({ items: [1, 2, 3] }));
+      expect(s.attributes["http.response.header.content-type"]).toBe("application/json");
+    }
+    for (const s of byPath["/moved"]!) expect(s.attributes["http.response.header.location"]).toBe(`http://127.0.0.1:${ng.port}/data.json`);
+    // stream ids: each connection's client streams are 1, 3, 5, … with no repeats per connection
+    const perConn = new Map<number, number[]>();
+    for (const s of spans) {
+      const cp = Number(s.attributes["client.port"]);
+      const ids = perConn.get(cp) ?? [];
+      ids.push(Number(s.attributes["ebpf.http2.stream_id"]));
+      perConn.set(cp, ids);
+    }
+    expect(perConn.size).toBe(4);
+    for (const ids of perConn.values()) {
+      expect(ids.every((id) => id % 2 === 1)).toBe(true);
+      expect(new Set(ids).size).toBe(ids.length);
+    }
+    expect(await t.stop()).toBe(0);
+    const st = exitStats(t.stderr)!;
+    expect(st.EventLost).toBe(0);
+    expect(st.SpansEmitted).toBe(300);
+  }, 60_000);
+
+  test("curl --http2-prior-knowledge: one span with request headers and the response body", async () => {
+    const ng = c.add(await startNginx(NGINX_H2C), stopNginx);
+    const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid)]), (x) => x.stop());
+    const r = curlOk(["--http2-prior-knowledge", "-H", "X-Trace-Me: yes", "-w", "<lp:%{local_port}>", `http://127.0.0.1:${ng.port}/data.json?a=1&b=two`]);
+    const lp = Number(/<lp:(\d+)>/.exec(r.stdout)![1]);
+    const [s, ...rest] = await exactly(t, ng.port, 1);
+    expect(rest).toHaveLength(0);
+    expect(s!.name).toBe("GET /data.json");
+    expect(s!.attributes).toMatchObject({
+      "network.protocol.version": "2",
+      "http.request.method": "GET",
+      "url.path": "/data.json",
+      "url.query": "a=1&b=two",
+      "url.scheme": "http",
+      "http.request.header.x-trace-me": "yes",
+      "http.request.header.accept": "*/*",
+      "http.response.status_code": 200,
+      "http.response.body": JSON.stringify({ items: [1, 2, 3] }),
+      "http.response.body.size": 17,
+      "ebpf.http2.stream_id": 1,
+      "client.port": lp,
+      "server.port": ng.port,
+    });
+    expect(s!.attributes["http.request.header.user-agent"]).toMatch(/^curl\//);
+  }, 30_000);
+});
+
+async function nodeH2(pad = false) {
+  const script = (pad ? 'process.env.PAD = "1";\n' : "") + NODE_H2_APP;
+  const server = c.add(await startNode(script), (s) => s.stop());
+  const tracer = c.add(await TracerProcess.capture(["--pid", String(server.pid), "--log-level", "info"]), (t) => t.stop());
+  return { server, tracer, url: `http://127.0.0.1:${server.port}` };
+}
+
+function byPath(spans: SpanJson[]): Record<string, SpanJson> {
+  const out: Record<string, SpanJson> = {};
+  for (const s of spans) {
+    const p = String(s.attributes["url.path"]);
+    expect(out[p]).toBeUndefined();
+    out[p] = s;
+  }
+  return out;
+}
+
+describe.skipIf(!!SKIP)("HTTP/2 capture: Node http2 server and client", () => {
+  test("one connection: JSON GET, POST body, a header block needing CONTINUATION, response trailers", async () => {
+    const { server, tracer, url } = await nodeH2();
+    const out = nodeH2Client(url, "basic");
+    expect(out.hello.body).toBe('{"hello":"h2"}');
+    expect(out.echo.body).toBe('{"n":42}');
+    expect(out.bigHeader).toEqual({ status: 200, len: BIG_HEADER_LEN, body: "big" });
+    expect(out.trailers.trailers).toMatchObject({ "x-checksum": "abc123", "x-done": "yes" });
+    const spans = await exactly(tracer, server.port, 4);
+    expect(spans).toHaveLength(4);
+    const p = byPath(spans);
+    const cp = p["/hello"]!.attributes["client.port"];
+    for (const s of spans) expect(s.attributes["client.port"]).toBe(cp!);
+    expect(spans.map((s) => s.attributes["ebpf.http2.stream_id"])).toEqual([1, 3, 5, 7]);
+    expect(p["/hello"]!.attributes).toMatchObject({
+      "http.request.method": "GET",
+      "http.request.header.x-test": "one",
+      "http.response.status_code": 200,
+      "http.response.header.content-type": "application/json",
+      "http.response.body": '{"hello":"h2"}',
+    });
+    expect(p["/echo"]!.name).toBe("POST /echo");
+    expect(p["/echo"]!.attributes).toMatchObject({
+      "url.query": "x=1",
+      "http.request.header.content-type": "application/json",
+      "http.request.body": '{"n":42}',
+      "http.request.body.size": 8,
+      "http.response.body": '{"n":42}',
+    });
+    const big = p["/big-header"]!.attributes;
+    expect(big["http.request.header.x-big-req"]).toBe("a".repeat(BIG_HEADER_LEN));
+    expect(big["http.response.header.x-big"]).toBe("b".repeat(BIG_HEADER_LEN));
+    expect(big["http.response.body"]).toBe("big");
+    expect(p["/trailers"]!.attributes).toMatchObject({
+      "http.response.body": "with trailers",
+      "http.response.header.x-checksum": "abc123",
+      "http.response.header.x-done": "yes",
+    });
+    for (const s of spans) {
+      expect(s.error).toBe(false);
+      expect(s.attributes["ebpf.http2.headers_incomplete"]).toBeUndefined();
+      expect(s.attributes["ebpf.http2.headers_dropped"]).toBeUndefined();
+      expect(s.attributes["ebpf.http2.rst_stream"]).toBeUndefined();
+    }
+    expect(await tracer.stop()).toBe(0);
+  }, 40_000);
+
+  test("padded frames (server PADDING_STRATEGY_MAX): bodies and headers exact", async () => {
+    const { server, tracer, url } = await nodeH2(true);
+    const out = nodeH2Client(url, "basic");
+    expect(out.echo.body).toBe('{"n":42}');
+    const p = byPath(await exactly(tracer, server.port, 4));
+    expect(p["/hello"]!.attributes["http.response.body"]).toBe('{"hello":"h2"}');
+    expect(p["/echo"]!.attributes["http.response.body"]).toBe('{"n":42}');
+    expect(p["/big-header"]!.attributes["http.response.header.x-big"]).toBe("b".repeat(BIG_HEADER_LEN));
+    expect(p["/trailers"]!.attributes["http.response.header.x-checksum"]).toBe("abc123");
+    for (const s of Object.values(p)) expect(s.attributes["ebpf.http2.headers_incomplete"]).toBeUndefined();
+  }, 40_000);
+
+  test("server push: the pushed response is its own span linked to the pushing stream", async () => {
+    const { server, tracer, url } = await nodeH2();
+    const out = nodeH2Client(url, "push");
+    expect(out.push.body).toBe("<p>push</p>");
+    expect(out.pushed).toEqual([{ path: "/pushed.js", body: "pushed();" }]);
+    const p = byPath(await exactly(tracer, server.port, 2));
+    expect(p["/push"]!.attributes).toMatchObject({ "ebpf.http2.stream_id": 1, "http.response.body": "<p>push</p>" });
+    expect(p["/push"]!.attributes["ebpf.http2.pushed_by_stream"]).toBeUndefined();
+    expect(p["/pushed.js"]!.name).toBe("GET /pushed.js");
+    expect(p["/pushed.js"]!.attributes).toMatchObject({
+      "http.request.method": "GET",
+      "ebpf.http2.stream_id": 2,
+      "ebpf.http2.pushed_by_stream": 1,
+      "http.response.status_code": 200,
+      "http.response.header.content-type": "text/javascript",
+      "http.response.body": "pushed();",
+    });
+  }, 30_000);
+
+  test("a stream cancelled by the client (RST_STREAM CANCEL): error.type and flag; the connection goes on", async () => {
+    const { server, tracer, url } = await nodeH2();
+    const out = nodeH2Client(url, "cancel");
+    expect(out.cancelled).toBe(true);
+    expect(out.after.body).toBe('{"hello":"h2"}');
+    const p = byPath(await exactly(tracer, server.port, 2));
+    expect(p["/hang"]!.error).toBe(true);
+    expect(p["/hang"]!.attributes).toMatchObject({ "ebpf.http2.rst_stream": true, "error.type": "CANCEL", "ebpf.http2.stream_id": 1 });
+    expect(p["/hang"]!.attributes["http.response.status_code"]).toBeUndefined();
+    expect(p["/hang"]!.durationMs).toBeGreaterThanOrEqual(250);
+    expect(p["/hello"]!.error).toBe(false);
+    expect(p["/hello"]!.attributes["ebpf.http2.stream_id"]).toBe(3);
+  }, 30_000);
+
+  test("GOAWAY from the server (Node: last stream = the open one), then the client drops the connection: the stream ends incomplete", async () => {
+    const { server, tracer, url } = await nodeH2();
+    const out = nodeH2Client(url, "goaway");
+    // nghttp2 never announces a last stream below one it already accepted
+    expect(out.goaway).toEqual({ code: 0, last: 1 });
+    const [s, ...rest] = await exactly(tracer, server.port, 1);
+    expect(rest).toHaveLength(0);
+    expect(s!.attributes["url.path"]).toBe("/goaway");
+    expect(s!.attributes).toMatchObject({ "ebpf.http2.incomplete": true, "ebpf.http2.end_reason": "close" });
+    expect(s!.attributes["ebpf.http2.goaway"]).toBeUndefined();
+    expect(s!.attributes["http.response.status_code"]).toBeUndefined();
+  }, 30_000);
+});
+
+describe.skipIf(!!SKIP)("HTTP/2 capture: h2c upgrade and GOAWAY (python3-h2 server)", () => {
+  test("curl --http2 upgrades: the upgrade request is stream 1 (one HTTP/2 span, no HTTP/1 span), the next request stream 3", async () => {
+    const py = c.add(await startPythonH2(), (s) => s.stop());
+    const t = c.add(await TracerProcess.capture(["--pid", String(py.pid)]), (x) => x.stop());
+    const base = `http://127.0.0.1:${py.port}`;
+    const r = curlOk(["-v", "--http2", `${base}/hello?a=1`, `${base}/hello?b=2`]);
+    expect(r.stdout).toBe("hello from h2 /hello?a=1hello from h2 /hello?b=2");
+    expect(r.stderr).toContain("HTTP/1.1 101 Switching Protocols"); // premise: it did upgrade
+    const spans = await exactly(t, py.port, 2);
+    expect(spans).toHaveLength(2);
+    const [up, next] = spans;
+    expect(up!.attributes).toMatchObject({
+      "network.protocol.version": "2",
+      "http.request.method": "GET",
+      "url.path": "/hello",
+      "url.query": "a=1",
+      "http.request.header.upgrade": "h2c",
+      "http.response.status_code": 200,
+      "http.response.header.content-type": "text/plain",
+      "http.response.body": "hello from h2 /hello?a=1",
+      "ebpf.http2.stream_id": 1,
+    });
+    expect(up!.attributes["http.request.header.http2-settings"]).toBeString();
+    expect(next!.attributes).toMatchObject({
+      "network.protocol.version": "2",
+      "url.query": "b=2",
+      "http.response.status_code": 200,
+      "http.response.body": "hello from h2 /hello?b=2",
+      "ebpf.http2.stream_id": 3,
+      "client.port": up!.attributes["client.port"]!,
+    });
+    for (const s of spans) {
+      expect(s.error).toBe(false);
+      expect(s.attributes["ebpf.http2.headers_incomplete"]).toBeUndefined();
+    }
+  }, 30_000);
+
+  test("GOAWAY with last stream 0: the unprocessed stream ends at once, error.type GOAWAY", async () => {
+    const py = c.add(await startPythonH2(), (s) => s.stop());
+    const t = c.add(await TracerProcess.capture(["--pid", String(py.pid)]), (x) => x.stop());
+    const out = nodeH2Client(`http://127.0.0.1:${py.port}`, "goaway", "/goaway0");
+    expect(out.goaway).toEqual({ code: 0, last: 0 });
+    const [s, ...rest] = await exactly(t, py.port, 1);
+    expect(rest).toHaveLength(0);
+    expect(s!.error).toBe(true);
+    expect(s!.attributes).toMatchObject({ "url.path": "/goaway0", "ebpf.http2.goaway": true, "error.type": "GOAWAY", "ebpf.http2.stream_id": 1 });
+    expect(s!.attributes["ebpf.http2.incomplete"]).toBeUndefined();
+    expect(s!.attributes["http.response.status_code"]).toBeUndefined();
+  }, 30_000);
+});
