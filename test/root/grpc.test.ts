@@ -182,7 +182,7 @@ describe.skipIf(!!SKIP)("gRPC capture: @grpc/grpc-js", () => {
         expect(Number(a["ebpf.http2.unresolved_headers"]) + Number(a["ebpf.http2.lost_header_blocks"] ?? 0)).toBeGreaterThan(0);
       }
       // every value present is one that was sent
-      const want: Record<string, unknown> = {
+      const want: Record<string, string | number | boolean> = {
         "url.path": "/test.Echo/Unary", "http.request.method": "POST", "url.scheme": "http",
         "http.response.status_code": 200, "rpc.method": "Unary", "rpc.service": "test.Echo",
         "rpc.grpc.status_code": 0, "rpc.grpc.status_message": "OK",

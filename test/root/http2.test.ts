@@ -8,7 +8,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { startNginx, startNode } from "../support/servers.ts";
 import { Cleanups, curlOk, exitStats, onPort, stopNginx } from "../support/http-kit.ts";
-import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, startPythonH2 } from "../support/h2-kit.ts";
+import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, startPythonH2, startSink, writeAndClose } from "../support/h2-kit.ts";
+import { concat, frame, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
 
 const SKIP = rootSkipReason();
 if (SKIP) console.warn(`test/root/http2.test.ts skipped: ${SKIP}`);
@@ -289,4 +290,81 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: h2c upgrade and GOAWAY (python3-h2 serv
     expect(s!.attributes["ebpf.http2.incomplete"]).toBeUndefined();
     expect(s!.attributes["http.response.status_code"]).toBeUndefined();
   }, 30_000);
+});
+
+/** Deterministic bytes (xorshift32) for the garbage connection. */
+function garbage(n: number, seed = 0x9e3779b9): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+describe.skipIf(!!SKIP)("HTTP/2 capture: crafted frame sequences to a TCP sink", () => {
+  test("malformed frames, absurd lengths, Huffman garbage, table-size abuse, stream floods: counted, exit 0, valid traffic still exact", async () => {
+    const sink = c.add(await startSink(), (s) => s.stop());
+    const t = c.add(await TracerProcess.capture(["--pid", String(sink.pid), "--log-level", "info"]), (x) => x.stop());
+    const enc = () => new HpackEncoder();
+    const req = (path: string) => enc().encode([[":method", "GET"], [":scheme", "http"], [":authority", "sink.test"], [":path", path], ["x-case", path.slice(1)]]);
+    const start = concat([PREFACE, settingsFrame([[1, 4096]])]);
+    const cases: Record<string, Uint8Array[]> = {
+      // a request the sink never answers: one span, ended by the close, flagged
+      valid: [start, headersFrames(1, req("/valid"), { endStream: true })],
+      // frame length 16 MiB - 1 (above any SETTINGS_MAX_FRAME_SIZE we accept)
+      absurdLength: [start, Uint8Array.of(0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1), garbage(4096, 1)],
+      // a literal whose Huffman string is all ones (contains EOS)
+      huffman: [start, headersFrames(1, Uint8Array.of(0x82, 0x86, 0x84, 0x40, 0x81, 0x61, 0x84, 0xff, 0xff, 0xff, 0xff), { endStream: true })],
+      // a dynamic table size update far above SETTINGS_HEADER_TABLE_SIZE, then one above 2^32
+      tableSize: [
+        start,
+        headersFrames(1, Uint8Array.of(0x3f, 0xe1, 0xff, 0xff, 0x07, 0x82, 0x86, 0x84), { endStream: true }),
+        headersFrames(3, Uint8Array.of(0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x82), { endStream: true }),
+      ],
+      // an index far past the static and dynamic tables; an integer that never ends
+      badIndex: [start, headersFrames(1, Uint8Array.of(0xff, 0x80, 0x80, 0x04), { endStream: true }), headersFrames(3, new Uint8Array(64).fill(0xff), { endStream: true })],
+      // CONTINUATION with no HEADERS before it
+      orphanContinuation: [start, frame(9, 4, 1, req("/orphan"))],
+      // a header block of 300 KiB in CONTINUATIONs
+      blockBomb: [start, headersFrames(1, concat([req("/bomb"), enc().encode(Array.from({ length: 300 }, (_, i): [string, string] => [`x-b${i}`, "v".repeat(1000)]), { huffman: false, indexing: "none" })]), { maxFragment: 16384, endStream: true })],
+      // 400 streams opened and never ended (above http2.max_streams_per_connection = 256)
+      streamFlood: [start, concat(Array.from({ length: 400 }, (_, i) => headersFrames(2 * i + 1, Uint8Array.of(0x83, 0x86, 0x84))))],
+      // the preface, then 64 KiB of noise
+      noise: [start, garbage(65536)],
+      // not HTTP/2 at all
+      notHttp: [garbage(2048, 7)],
+    };
+    for (const chunks of Object.values(cases)) await writeAndClose(sink.port, chunks);
+    // after all that, an ordinary request on a new connection is still exact
+    await writeAndClose(sink.port, [start, headersFrames(1, req("/after"), { endStream: true })]);
+    const got = await t.waitForSpans(2, (s) => s.attributes["url.path"] === "/valid" || s.attributes["url.path"] === "/after", 20_000);
+    await Bun.sleep(1000);
+    expect(got.map((s) => s.attributes["url.path"]).sort()).toEqual(["/after", "/valid"]);
+    for (const s of got) {
+      expect(s.attributes).toMatchObject({
+        "http.request.method": "GET",
+        "http.request.header.x-case": String(s.attributes["url.path"]).slice(1),
+        "ebpf.http2.incomplete": true,
+        "ebpf.http2.end_reason": "close",
+      });
+      expect(s.attributes["http.response.status_code"]).toBeUndefined();
+    }
+    // no span carries a value that was not sent
+    for (const s of t.spans.filter(onPort(sink.port))) {
+      const path = s.attributes["url.path"];
+      if (path !== undefined) expect(["/valid", "/after", "/bomb", "/"]).toContain(String(path));
+    }
+    expect(await t.stop()).toBe(0);
+    const st = exitStats(t.stderr)!;
+    console.log(`crafted: ${JSON.stringify(Object.fromEntries(Object.entries(st).filter(([k]) => k.startsWith("Http2") || k.startsWith("Unsupported") || k === "SpansEmitted")))}`);
+    expect(st.Http2FrameTooLarge).toBeGreaterThanOrEqual(1);
+    expect(st.Http2HuffmanErrors).toBeGreaterThanOrEqual(1);
+    expect(st.Http2HpackErrors).toBeGreaterThanOrEqual(2);
+    expect(st.Http2FramesMalformed).toBeGreaterThanOrEqual(1);
+    expect(st.Http2StreamsEvicted).toBeGreaterThanOrEqual(400 - 256);
+    expect(st.UnsupportedProtocolConnections).toBeGreaterThanOrEqual(1);
+    expect(st.EventLost).toBe(0);
+  }, 60_000);
 });

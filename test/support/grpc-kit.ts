@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { run } from "./http-kit.ts";
-import { port, waitForPort, type Server } from "./servers.ts";
+import type { Server } from "./servers.ts";
+import { startScriptServer } from "./h2-kit.ts";
 import { ROOT } from "./tracer.ts";
 
 export const PROTO = `syntax = "proto3";
@@ -110,19 +111,9 @@ function scriptDir(files: Record<string, string>): string {
 }
 
 /** Starts the grpc-js server (GZIP=1 in its environment when `gzip`). */
-export async function startGrpcJs(gzip = false): Promise<Server> {
-  const p = port();
+export function startGrpcJs(gzip = false): Promise<Server> {
   const dir = scriptDir({ "server.js": GRPC_JS_SERVER });
-  const proc = Bun.spawn(["/usr/bin/node", join(dir, "server.js")], { env: { ...process.env, PORT: String(p), GZIP: gzip ? "1" : "0" }, stdout: "ignore", stderr: "inherit" });
-  await waitForPort(p, "127.0.0.1", 20_000);
-  return {
-    pid: proc.pid, port: p, dir,
-    async stop() {
-      proc.kill("SIGKILL");
-      await proc.exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return startScriptServer(["/usr/bin/node", join(dir, "server.js")], dir, { GZIP: gzip ? "1" : "0" });
 }
 
 /** Runs the grpc-js client to completion and returns its JSON. */
@@ -198,20 +189,10 @@ else:
     print(json.dumps(out))
 `;
 
-export async function startPyGrpc(): Promise<Server> {
-  const p = port();
+export function startPyGrpc(): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), "et-pygrpc-"));
   writeFileSync(join(dir, "g.py"), PY_GRPC);
-  const proc = Bun.spawn(["/usr/bin/python3", join(dir, "g.py"), "server"], { env: { PORT: String(p) }, stdout: "ignore", stderr: "inherit" });
-  await waitForPort(p, "127.0.0.1", 20_000);
-  return {
-    pid: proc.pid, port: p, dir,
-    async stop() {
-      proc.kill("SIGKILL");
-      await proc.exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return startScriptServer(["/usr/bin/python3", join(dir, "g.py"), "server"], dir);
 }
 
 export function pyGrpcClient(addr: string): Record<string, any> {

@@ -4,6 +4,7 @@
  * prints what it saw as JSON, and h2load's summary.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run } from "./http-kit.ts";
@@ -247,13 +248,14 @@ while True:
     threading.Thread(target=run, daemon=True).start()
 `;
 
-/** Starts PY_H2_SERVER under Debian's python3 on a fresh loopback port. */
-export async function startPythonH2(): Promise<Server> {
+/**
+ * Runs `argv` (a server that listens on $PORT) from `dir`, which it owns: waits for the port,
+ * and stop() kills it and removes `dir`.
+ */
+export async function startScriptServer(argv: string[], dir: string, env: Record<string, string> = {}): Promise<Server> {
   const p = port();
-  const dir = mkdtempSync(join(tmpdir(), "et-pyh2-"));
-  writeFileSync(join(dir, "server.py"), PY_H2_SERVER);
-  const proc = Bun.spawn(["/usr/bin/python3", join(dir, "server.py")], { env: { PORT: String(p) }, stdout: "ignore", stderr: "inherit" });
-  await waitForPort(p);
+  const proc = Bun.spawn(argv, { env: { ...process.env, ...env, PORT: String(p) }, stdout: "ignore", stderr: "inherit" });
+  await waitForPort(p, "127.0.0.1", 20_000);
   return {
     pid: proc.pid, port: p, dir,
     async stop() {
@@ -262,4 +264,51 @@ export async function startPythonH2(): Promise<Server> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Starts PY_H2_SERVER under Debian's python3 on a fresh loopback port. */
+export async function startPythonH2(): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), "et-pyh2-"));
+  writeFileSync(join(dir, "server.py"), PY_H2_SERVER);
+  return startScriptServer(["/usr/bin/python3", join(dir, "server.py")], dir);
+}
+
+/** A TCP sink on Debian's python3: accepts and reads everything, never answers. */
+export const PY_SINK = String.raw`
+import os, socket, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(os.environ["PORT"])))
+srv.listen(64)
+def drain(c):
+    try:
+        while c.recv(65536):
+            pass
+    finally:
+        c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+`;
+
+export function startSink(): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), "et-sink-"));
+  writeFileSync(join(dir, "sink.py"), PY_SINK);
+  return startScriptServer(["/usr/bin/python3", join(dir, "sink.py")], dir);
+}
+
+/** Connects, writes each chunk as its own write (20 ms apart), then closes. */
+export async function writeAndClose(p: number, chunks: Uint8Array[]): Promise<void> {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  const sock = connect({ host: "127.0.0.1", port: p });
+  sock.on("error", reject);
+  sock.on("connect", async () => {
+    for (const c of chunks) {
+      sock.write(c);
+      await Bun.sleep(20);
+    }
+    sock.end();
+  });
+  sock.on("close", () => resolve());
+  return promise;
 }
