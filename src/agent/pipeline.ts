@@ -13,6 +13,13 @@ import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
 import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN, SYS_COUNT } from "../kernel/event-layout.ts";
 import type { SpanSink } from "../spans/span.ts";
+import { clockNs } from "../kernel/libbpf-ffi.ts";
+
+/** Now on the kernel's clock (CLOCK_MONOTONIC, what bpf_ktime_get_ns and so every event's tsNs
+ * use). Not process.hrtime: Bun's counts from process start, so ages computed against event
+ * timestamps were negative (streams never reached http2.stream_max_age) and close times fell
+ * before the exchanges they closed. */
+const monoNow = (): bigint => clockNs(1);
 
 /** Counters with the reference tracer's names (see docs/operations.md). */
 export class PipelineCounters {
@@ -79,7 +86,7 @@ export class Pipeline {
     // its session: waiting requests become spans flagged ebpf.response.missing / partial.
     this.conns = new ConnectionTable(opts.maxConnections, undefined, (c) => {
       this.counters.ConnectionsEndedWithoutClose++;
-      c.session?.close(process.hrtime.bigint());
+      c.session?.close(monoNow());
     });
     this.keepBody = contentTypeAllowed(opts.allowedContentTypes);
   }
@@ -246,19 +253,19 @@ export class Pipeline {
       budget.shedOpen(c.meta.tgid);
       this.opts.ignore?.(c.meta.tgid, c.meta.fd);
       this.conns.delete(c.meta.id);
-      c.session?.close(process.hrtime.bigint());
+      c.session?.close(monoNow());
     }
   }
 
   /** Shutdown: every open connection's session emits what it holds (flagged), nothing vanishes. */
   flushAll(): void {
-    const now = process.hrtime.bigint();
+    const now = monoNow();
     for (const c of this.conns.values()) c.session?.close(now);
   }
 
   /** Periodic housekeeping: idle connections, exited processes, long-lived streams. */
   sweep(): void {
-    const now = process.hrtime.bigint();
+    const now = monoNow();
     for (const c of this.conns.values()) c.session?.tick?.(now);
     this.conns.sweep();
     this.procs.sweep();

@@ -6,9 +6,12 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
-import { startNginx, startNode } from "../support/servers.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { port, startNginx, startNode } from "../support/servers.ts";
 import { Cleanups, curlOk, exitStats, onPort, stopNginx } from "../support/http-kit.ts";
-import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, startPythonH2, startSink, writeAndClose } from "../support/h2-kit.ts";
+import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, nodeH2ClientAsync, startPythonH2, startSink, writeAndClose } from "../support/h2-kit.ts";
 import { concat, frame, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
 
 const SKIP = rootSkipReason();
@@ -33,6 +36,23 @@ async function exactly(t: TracerProcess, p: number, n: number, timeoutMs = 20_00
 }
 
 describe.skipIf(!!SKIP)("HTTP/2 capture: nginx h2c (prior knowledge)", () => {
+  test("http2_data_capture_enabled: false leaves HTTP/2 uncaptured (counted) and HTTP/1 captured", async () => {
+    const h1 = port();
+    const ng = c.add(await startNginx((p) => `${NGINX_H2C(p)}
+  server { listen 127.0.0.1:${h1}; root www; location / { } }`), stopNginx);
+    const dir = c.add(mkdtempSync(join(tmpdir(), "et-h2cfg-")), (d) => rmSync(d, { recursive: true, force: true }));
+    writeFileSync(join(dir, "c.yaml"), "http2_data_capture_enabled: false\n");
+    const t = c.add(await TracerProcess.capture(["-c", join(dir, "c.yaml"), "--pid", String(ng.pid), "--log-level", "info"]), (x) => x.stop());
+    curlOk(["--http2-prior-knowledge", `http://127.0.0.1:${ng.port}/data.json`]);
+    curlOk([`http://127.0.0.1:${h1}/data.json`]);
+    const [s1] = await t.waitForSpans(1, onPort(h1));
+    expect(s1!.attributes).toMatchObject({ "network.protocol.version": "1.1", "url.path": "/data.json", "http.response.status_code": 200 });
+    await Bun.sleep(500);
+    expect(t.spans.filter(onPort(ng.port))).toHaveLength(0);
+    expect(await t.stop()).toBe(0);
+    expect(exitStats(t.stderr)!.UnsupportedProtocolConnections).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
   test("h2load multiplexed (-m 10): every request is exactly one span, method/path/status exact", async () => {
     const ng = c.add(await startNginx(NGINX_H2C), stopNginx);
     const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid), "--log-level", "info"]), (x) => x.stop());
@@ -238,6 +258,33 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: Node http2 server and client", () => {
     expect(s!.attributes).toMatchObject({ "ebpf.http2.incomplete": true, "ebpf.http2.end_reason": "close" });
     expect(s!.attributes["ebpf.http2.goaway"]).toBeUndefined();
     expect(s!.attributes["http.response.status_code"]).toBeUndefined();
+  }, 30_000);
+});
+
+describe.skipIf(!!SKIP)("HTTP/2 capture: streams that do not end", () => {
+  test("http2.stream_max_age: a stream open longer is emitted flagged incomplete (max_age), once", async () => {
+    const server = c.add(await startNode(NODE_H2_APP), (s) => s.stop());
+    const dir = c.add(mkdtempSync(join(tmpdir(), "et-h2cfg-")), (d) => rmSync(d, { recursive: true, force: true }));
+    writeFileSync(join(dir, "c.yaml"), "http2:\n  stream_max_age: 1s\n");
+    const t = c.add(await TracerProcess.capture(["-c", join(dir, "c.yaml"), "--pid", String(server.pid)]), (x) => x.stop());
+    // the agent checks stream ages on its 30 s housekeeping sweep: hold past the first one
+    nodeH2Client(`http://127.0.0.1:${server.port}`, "hold", "32000");
+    const [s, ...rest] = await exactly(t, server.port, 1);
+    expect(rest).toHaveLength(0);
+    expect(s!.attributes).toMatchObject({ "url.path": "/hang", "ebpf.http2.incomplete": true, "ebpf.http2.end_reason": "max_age", "ebpf.partial": true });
+    expect(s!.attributes["http.response.status_code"]).toBeUndefined();
+  }, 60_000);
+
+  test("a stream still open when the agent stops is emitted flagged incomplete", async () => {
+    const server = c.add(await startNode(NODE_H2_APP), (s) => s.stop());
+    const t = c.add(await TracerProcess.capture(["--pid", String(server.pid)]), (x) => x.stop());
+    const held = nodeH2ClientAsync(`http://127.0.0.1:${server.port}`, "hold", "4000");
+    await Bun.sleep(1500);
+    expect(await t.stop()).toBe(0);
+    const spans = t.spans.filter(onPort(server.port));
+    expect(spans).toHaveLength(1);
+    expect(spans[0]!.attributes).toMatchObject({ "url.path": "/hang", "ebpf.http2.incomplete": true, "ebpf.partial": true });
+    expect((await held).held).toBe(true);
   }, 30_000);
 });
 

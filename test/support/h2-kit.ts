@@ -81,7 +81,7 @@ server.listen(Number(process.env.PORT), process.env.HOST || "127.0.0.1");
  * Node http2 client: \`node client.js URL SCENARIO\`; prints one JSON line with what it got.
  * Scenarios: basic (GET /hello, POST /echo, GET /big-header with a BIG_HEADER_LEN request header,
  * GET /trailers, on one connection), push, cancel (GET /hang, cancelled after 300 ms), goaway
- * (GET ARG or /goaway, given up 200 ms after a GOAWAY).
+ * (GET ARG or /goaway, given up 200 ms after a GOAWAY), hold (GET /hang kept open ARG ms, then cancelled).
  */
 export const NODE_H2_CLIENT = String.raw`
 const http2 = require("http2");
@@ -127,6 +127,13 @@ async function main() {
     await new Promise((res) => r.on("close", res));
     out.cancelled = true;
     out.after = await req({ ":path": "/hello" });
+  } else if (scenario === "hold") {
+    // GET /hang kept open for ARG ms, then cancelled
+    const r = client.request({ ":path": "/hang" });
+    r.on("error", () => {});
+    await new Promise((res) => setTimeout(res, Number(arg)));
+    r.close(http2.constants.NGHTTP2_CANCEL);
+    out.held = true;
   } else if (scenario === "goaway") {
     // Node leaves a stream above GOAWAY's last stream id open: stop waiting once GOAWAY came
     const gone = new Promise((r) => client.on("goaway", () => setTimeout(r, 200)));
@@ -141,12 +148,30 @@ main().catch((e) => { console.log(JSON.stringify({ fatal: String(e) })); process
 
 /** Runs NODE_H2_CLIENT for one scenario and returns its JSON output. */
 export function nodeH2Client(url: string, scenario: string, arg = ""): Record<string, any> {
+  return nodeH2ClientRun(url, scenario, arg, (argv) => {
+    const r = run(argv);
+    if (r.code !== 0) throw new Error(`node h2 client ${scenario} failed (${r.code}): ${r.stdout} ${r.stderr}`);
+    return r.stdout;
+  });
+}
+
+/** The same in the background. */
+export async function nodeH2ClientAsync(url: string, scenario: string, arg = ""): Promise<Record<string, any>> {
+  const dir = mkdtempSync(join(tmpdir(), "et-h2c-"));
+  writeFileSync(join(dir, "client.js"), NODE_H2_CLIENT);
+  const proc = Bun.spawn(["timeout", "30", "/usr/bin/node", join(dir, "client.js"), url, scenario, arg], { stdout: "pipe", stderr: "inherit" });
+  const stdout = await new Response(proc.stdout).text();
+  await proc.exited;
+  rmSync(dir, { recursive: true, force: true });
+  return JSON.parse(stdout.trim().split("\n").at(-1)!);
+}
+
+function nodeH2ClientRun(url: string, scenario: string, arg: string, exec: (argv: string[]) => string): Record<string, any> {
   const dir = mkdtempSync(join(tmpdir(), "et-h2c-"));
   try {
     writeFileSync(join(dir, "client.js"), NODE_H2_CLIENT);
-    const r = run(["timeout", "30", "/usr/bin/node", join(dir, "client.js"), url, scenario, arg]);
-    if (r.code !== 0) throw new Error(`node h2 client ${scenario} failed (${r.code}): ${r.stdout} ${r.stderr}`);
-    return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    const stdout = exec(["timeout", "50", "/usr/bin/node", join(dir, "client.js"), url, scenario, arg]);
+    return JSON.parse(stdout.trim().split("\n").at(-1)!);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
