@@ -39,10 +39,10 @@ const GRPC_COMMON = {
 };
 
 describe.skipIf(!!SKIP)("gRPC capture: @grpc/grpc-js", () => {
-  test("unary, trailers-only errors, server/client/bidi streaming, deadline (RST_STREAM), 1 MiB message", async () => {
+  test("unary, trailers-only errors, server/client/bidi streaming, deadline, cancel (RST_STREAM), 1 MiB message", async () => {
     const srv = c.add(await startGrpcJs(), (s) => s.stop());
     const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--log-level", "info"]), (x) => x.stop());
-    const out = grpcJsClient(`127.0.0.1:${srv.port}`, ["unary", "fail", "internal", "serverStream", "clientStream", "bidi", "deadline", "big"]);
+    const out = grpcJsClient(`127.0.0.1:${srv.port}`, ["unary", "fail", "internal", "serverStream", "clientStream", "bidi", "deadline", "big", "cancel"]);
     // premises: what the client saw
     expect(out.unary).toEqual({ text: "echo:hello", n: 0 });
     expect(out.fail).toEqual({ code: 3, details: "bad input 100% x" });
@@ -52,10 +52,11 @@ describe.skipIf(!!SKIP)("gRPC capture: @grpc/grpc-js", () => {
     expect(out.bidi).toEqual(["re:b0", "re:b1", "re:b2", "re:b3"]);
     expect(out.deadline.code).toBe(4);
     expect(out.big).toEqual({ text: "echo:big", n: 1 << 20 });
+    expect(out.cancel.code).toBe(1);
 
-    const spans = await exactly(t, onPort(srv.port), 8);
-    expect(spans).toHaveLength(8);
-    expect(spans.map((s) => s.attributes["ebpf.http2.stream_id"])).toEqual([1, 3, 5, 7, 9, 11, 13, 15]);
+    const spans = await exactly(t, onPort(srv.port), 9);
+    expect(spans).toHaveLength(9);
+    expect(spans.map((s) => s.attributes["ebpf.http2.stream_id"])).toEqual([1, 3, 5, 7, 9, 11, 13, 15, 17]);
     for (const s of spans) {
       expect(s.kind).toBe("server");
       expect(s.attributes).toMatchObject(GRPC_COMMON);
@@ -122,15 +123,21 @@ describe.skipIf(!!SKIP)("gRPC capture: @grpc/grpc-js", () => {
 
     // the deadline: the client resets the stream (RST_STREAM CANCEL, no status ever sent), or the
     // server, which got grpc-timeout too, ends it first with DEADLINE_EXCEEDED; the two race
-    const slow = m.Slow![0]!;
-    expect(slow.error).toBe(true);
-    expect(slow.attributes["http.request.header.grpc-timeout"]).toMatch(/^\d+[mu]$/);
-    if (slow.attributes["ebpf.http2.rst_stream"] === true && slow.attributes["rpc.grpc.status_code"] === undefined) {
-      expect(slow.attributes["error.type"]).toBe("CANCEL");
+    const [slow, cancelled] = m.Slow!;
+    // cancelled by the client before any answer: RST_STREAM CANCEL, no status was ever sent
+    expect(cancelled!.error).toBe(true);
+    expect(cancelled!.attributes).toMatchObject({ "ebpf.http2.rst_stream": true, "error.type": "CANCEL", "rpc.grpc.request.message_count": 1 });
+    expect(cancelled!.attributes["rpc.grpc.status_code"]).toBeUndefined();
+    expect(cancelled!.attributes["http.response.status_code"]).toBeUndefined();
+    expect(cancelled!.durationMs).toBeGreaterThanOrEqual(150);
+    expect(slow!.error).toBe(true);
+    expect(slow!.attributes["http.request.header.grpc-timeout"]).toMatch(/^\d+[mu]$/);
+    if (slow!.attributes["ebpf.http2.rst_stream"] === true && slow!.attributes["rpc.grpc.status_code"] === undefined) {
+      expect(slow!.attributes["error.type"]).toBe("CANCEL");
     } else {
-      expect(slow.attributes).toMatchObject({ "rpc.grpc.status_code": 4, "error.type": "DEADLINE_EXCEEDED", "rpc.grpc.status_message": "Deadline exceeded" });
+      expect(slow!.attributes).toMatchObject({ "rpc.grpc.status_code": 4, "error.type": "DEADLINE_EXCEEDED", "rpc.grpc.status_message": "Deadline exceeded" });
     }
-    expect(slow.durationMs).toBeGreaterThanOrEqual(250);
+    expect(slow!.durationMs).toBeGreaterThanOrEqual(250);
 
     // 1 MiB blob + "big": protobuf tag+varint(3)+blob, tag+len+text
     expect(big!.attributes).toMatchObject({

@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { port, startNginx, startNode } from "../support/servers.ts";
 import { Cleanups, curlOk, exitStats, onPort, stopNginx } from "../support/http-kit.ts";
-import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, nodeH2ClientAsync, startPythonH2, startSink, writeAndClose } from "../support/h2-kit.ts";
+import { DIR_SEND } from "../../src/kernel/event-layout.ts";
+import { BIG_HEADER_LEN, h2load, NODE_H2_APP, nodeH2Client, nodeH2ClientAsync, paddedFrames, startPythonH2, startSink, writeAndClose } from "../support/h2-kit.ts";
 import { concat, frame, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
 
 const SKIP = rootSkipReason();
@@ -138,10 +139,10 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: nginx h2c (prior knowledge)", () => {
   }, 30_000);
 });
 
-async function nodeH2(pad = false) {
+async function nodeH2(pad = false, extra: string[] = []) {
   const script = (pad ? 'process.env.PAD = "1";\n' : "") + NODE_H2_APP;
   const server = c.add(await startNode(script), (s) => s.stop());
-  const tracer = c.add(await TracerProcess.capture(["--pid", String(server.pid), "--log-level", "info"]), (t) => t.stop());
+  const tracer = c.add(await TracerProcess.capture(["--pid", String(server.pid), "--log-level", "info", ...extra]), (t) => t.stop());
   return { server, tracer, url: `http://127.0.0.1:${server.port}` };
 }
 
@@ -203,7 +204,8 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: Node http2 server and client", () => {
   }, 40_000);
 
   test("padded frames (server PADDING_STRATEGY_MAX): bodies and headers exact", async () => {
-    const { server, tracer, url } = await nodeH2(true);
+    const dir = c.add(mkdtempSync(join(tmpdir(), "et-h2pad-")), (d) => rmSync(d, { recursive: true, force: true }));
+    const { server, tracer, url } = await nodeH2(true, ["--record", join(dir, "rec")]);
     const out = nodeH2Client(url, "basic");
     expect(out.echo.body).toBe('{"n":42}');
     const p = byPath(await exactly(tracer, server.port, 4));
@@ -212,6 +214,8 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: Node http2 server and client", () => {
     expect(p["/big-header"]!.attributes["http.response.header.x-big"]).toBe("b".repeat(BIG_HEADER_LEN));
     expect(p["/trailers"]!.attributes["http.response.header.x-checksum"]).toBe("abc123");
     for (const s of Object.values(p)) expect(s.attributes["ebpf.http2.headers_incomplete"]).toBeUndefined();
+    expect(await tracer.stop()).toBe(0);
+    expect(paddedFrames(join(dir, "rec"), DIR_SEND)).toBeGreaterThan(4); // premise: the server padded
   }, 40_000);
 
   test("server push: the pushed response is its own span linked to the pushing stream", async () => {

@@ -63,7 +63,8 @@ server.bindAsync((process.env.HOST || "127.0.0.1") + ":" + process.env.PORT, grp
 /**
  * grpc-js client: \`node client.js HOST:PORT SCENARIO...\` runs the scenarios in order on one
  * channel and prints one JSON line { scenario: result }. Scenarios: unary, fail, internal,
- * serverStream (5), clientStream (3), bidi (4), deadline (Slow, 300 ms), big (1 MiB blob),
+ * serverStream (5), clientStream (3), bidi (4), deadline (Slow, 300 ms), cancel (Slow, cancelled by
+ * the client after 200 ms), big (1 MiB blob),
  * loop:MS (unary calls "loop-i" for MS milliseconds, counting them).
  */
 export const GRPC_JS_CLIENT = COMMON + `
@@ -77,6 +78,10 @@ async function main() {
     else if (s === "fail") out.fail = await unary("Fail", { text: "x" });
     else if (s === "internal") out.internal = await unary("Fail", { text: "y", n: 13 });
     else if (s === "big") out.big = await unary("Unary", { text: "big", blob: Buffer.alloc(1 << 20, 7) });
+    else if (s === "cancel") out.cancel = await new Promise((res) => {
+      const call = c.Slow({ text: "c" }, (err, r) => res(err ? { code: err.code, details: err.details } : r));
+      setTimeout(() => call.cancel(), 200);
+    });
     else if (s === "deadline") out.deadline = await unary("Slow", { text: "z" }, { deadline: Date.now() + 300 });
     else if (s === "serverStream") out.serverStream = await new Promise((res) => {
       const got = []; const call = c.ServerStream({ n: 5 });

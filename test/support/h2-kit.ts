@@ -3,11 +3,13 @@
  * `http2` server with one route per HTTP/2 feature, a Node client that runs named scenarios and
  * prints what it saw as JSON, and h2load's summary.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run } from "./http-kit.ts";
+import { ReplaySource } from "../../src/kernel/event-source.ts";
+import { decodeEvent } from "../../src/kernel/event-decoder.ts";
 import { port, waitForPort, type Server } from "./servers.ts";
 
 /** A header value long enough that its header block needs CONTINUATION frames (> 16384 bytes). */
@@ -336,4 +338,23 @@ export async function writeAndClose(p: number, chunks: Uint8Array[]): Promise<vo
   });
   sock.on("close", () => resolve());
   return promise;
+}
+
+/**
+ * HEADERS and DATA frames with the PADDED flag in the bytes a `capture --record FILE` recording
+ * holds for socket direction `dir` (1: sent by the traced process). Frames are walked from the
+ * start of each syscall's bytes, which is where Node's writes put them.
+ */
+export function paddedFrames(recording: string, dir: number): number {
+  const src = new ReplaySource(readFileSync(recording));
+  let padded = 0;
+  src.drain((rec) => {
+    const e = decodeEvent(rec);
+    if (e === undefined || e.kind !== "data" || e.dir !== dir) return;
+    const d = e.data;
+    for (let p = 0; p + 9 <= d.length; p += 9 + ((d[p]! << 16) | (d[p + 1]! << 8) | d[p + 2]!)) {
+      if (d[p + 3]! <= 1 && (d[p + 4]! & 8) !== 0) padded++;
+    }
+  }, Number.MAX_SAFE_INTEGER);
+  return padded;
 }
