@@ -112,6 +112,35 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: nginx h2c (prior knowledge)", () => {
     expect(st.SpansEmitted).toBe(300);
   }, 60_000);
 
+  test("agent started while h2load's connections are busy: every value emitted is one that was sent", async () => {
+    const ng = c.add(await startNginx((p) => NGINX_H2C(p).replace("root www;", "root www; keepalive_requests 100000000;")), stopNginx);
+    const base = `http://127.0.0.1:${ng.port}`;
+    const load = Bun.spawn(["timeout", "30", "h2load", "-D", "5", "-c", "2", "-m", "10", "-H", "x-req: abc", `${base}/data.json`, `${base}/teapot`], { stdout: "pipe", stderr: "ignore" });
+    c.add(load, (p) => p.kill());
+    await Bun.sleep(2000); // the HPACK tables of both connections are filled before the agent starts
+    const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid), "--log-level", "info"]), (x) => x.stop());
+    const out = await new Response(load.stdout).text();
+    expect(out).toMatch(/requests: \d+ total/);
+    await Bun.sleep(1000);
+    expect(await t.stop()).toBe(0);
+    const spans = t.spans.filter(onPort(ng.port));
+    expect(spans.length).toBeGreaterThan(100);
+    const status: Record<string, number> = { "/data.json": 200, "/teapot": 418 };
+    let flagged = 0;
+    for (const s of spans) {
+      const a = s.attributes;
+      if (a["ebpf.http2.headers_incomplete"] === true) flagged++;
+      expect(["/data.json", "/teapot"]).toContain(String(a["url.path"]));
+      if (a["http.response.status_code"] !== undefined) expect(a["http.response.status_code"]).toBe(status[String(a["url.path"])]!);
+      if (a["http.request.method"] !== undefined) expect(a["http.request.method"]).toBe("GET");
+      if (a["http.request.header.x-req"] !== undefined) expect(a["http.request.header.x-req"]).toBe("abc");
+      if (a["http.request.header.user-agent"] !== undefined) expect(String(a["http.request.header.user-agent"])).toStartWith("h2load ");
+      for (const k of Object.keys(a)) if (k.startsWith("http.request.header.")) expect(["x-req", "user-agent"]).toContain(k.slice(20));
+      if (a["url.path"] === "/data.json" && a["http.response.body"] !== undefined) expect(a["http.response.body"]).toBe(JSON.stringify({ items: [1, 2, 3] }));
+    }
+    console.log(`mid-connection attach: ${spans.length} spans, ${flagged} flagged headers_incomplete`);
+  }, 60_000);
+
   test("curl --http2-prior-knowledge: one span with request headers and the response body", async () => {
     const ng = c.add(await startNginx(NGINX_H2C), stopNginx);
     const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid)]), (x) => x.stop());
