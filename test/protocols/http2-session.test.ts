@@ -297,6 +297,20 @@ describe("stream endings", () => {
     expect(env.exchanges[2]!.isError(false)).toBe(false);
   });
 
+  test("a stream reset or refused by GOAWAY ends at that frame, not at its last HEADERS", () => {
+    const conn = new Conn();
+    conn.req(1, [[":method", "GET"], [":scheme", "http"], [":path", "/hang"], [":authority", "h"]], { endStream: true });
+    conn.req(3, [[":method", "GET"], [":scheme", "http"], [":path", "/late"], [":authority", "h"]], { endStream: true });
+    conn.send("client", rstFrame(1, 8)); // CANCEL, 2 µs of fake time after stream 1's HEADERS
+    conn.send("server", goawayFrame(1, 0)); // stream 3 was not processed
+    const env = run(conn);
+    expect(env.exchanges.map((x) => x.name)).toEqual(["GET /hang", "GET /late"]);
+    const [rst, refused] = env.exchanges;
+    expect(rst!.endNs - rst!.startNs).toBe(2000n);
+    expect(refused!.endNs - refused!.startNs).toBe(2000n);
+    expect(env.attrs(1)["error.type"]).toBe("GOAWAY");
+  });
+
   test("server push is its own exchange linked to the pushing stream", () => {
     const conn = new Conn();
     conn.req(1, [[":method", "GET"], [":scheme", "http"], [":path", "/"], [":authority", "h"]], { endStream: true });
