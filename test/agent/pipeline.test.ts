@@ -3,6 +3,9 @@ import { Pipeline, type PipelineOptions } from "../../src/agent/pipeline.ts";
 import type { Span, SpanSink } from "../../src/spans/span.ts";
 import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS } from "../../src/kernel/event-layout.ts";
 import { connRecord, dataRecord, execRecord } from "../support/records.ts";
+import { Http2Session } from "../../src/protocols/http2/session.ts";
+import { concat, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
+import { clockNs } from "../../src/kernel/libbpf-ffi.ts";
 
 class Collect implements SpanSink {
   spans: Span[] = [];
@@ -199,6 +202,17 @@ describe("protocol seam", () => {
     expect(seen.handoff).toMatchObject({ upgradeRequest: { method: "GET", target: "/up" } });
     expect([...(seen.handoff as { settings: Uint8Array }).settings]).toEqual([0, 3, 0, 0, 0, 100, 0, 4, 0, 0, 255, 255]);
     expect(seen.bytes).toEqual(["server:SERVERFRAMES", "client:PRI * HTTP/2.0"]);
+  });
+
+  test("sweep ages HTTP/2 streams on the kernel's clock: a stream older than stream_max_age is emitted", () => {
+    const { p, sink } = pipeline({ protocols: { http2: (env, init) => new Http2Session(env, { midStream: init.midstream, streamMaxAgeNs: 1_000_000_000n }) } });
+    const fiveSecondsAgo = Number(clockNs(1) - 5_000_000_000n); // event timestamps are CLOCK_MONOTONIC
+    const req = headersFrames(1, new HpackEncoder().encode([[":method", "GET"], [":scheme", "http"], [":path", "/slow"], [":authority", "a"]]), { endStream: true });
+    p.handle(connRecord("open", { connId: 26, tgid: 36 }));
+    p.handle(dataRecord(26, 36, DIR_RECV, 0, concat([PREFACE, settingsFrame(), req]), { tsNs: fiveSecondsAgo }));
+    expect(sink.spans.length).toBe(0);
+    p.sweep();
+    expect(sink.spans.map((s) => [s.name, s.attributes["ebpf.http2.end_reason"]])).toEqual([["GET /slow", "max_age"]]);
   });
 
   test("a WebSocket upgrade stays an HTTP/1 span and parsing stops", () => {
