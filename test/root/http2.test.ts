@@ -322,8 +322,9 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: streams that do not end", () => {
 });
 
 describe.skipIf(!!SKIP)("HTTP/2 capture: h2c upgrade and GOAWAY (python3-h2 server)", () => {
-  test("curl --http2 upgrades: the upgrade request is stream 1 (one HTTP/2 span, no HTTP/1 span), the next request stream 3", async () => {
-    const py = c.add(await startPythonH2(), (s) => s.stop());
+  for (const [how, selectFirst] of [["accept seen", true], ["accept entered before the agent: first seen on its data", false]] as const)
+  test(`curl --http2 upgrades (${how}): the upgrade request is stream 1 (one HTTP/2 span, no HTTP/1 span), the next request stream 3`, async () => {
+    const py = c.add(await startPythonH2(selectFirst), (s) => s.stop());
     const t = c.add(await TracerProcess.capture(["--pid", String(py.pid)]), (x) => x.stop());
     const base = `http://127.0.0.1:${py.port}`;
     const r = curlOk(["-v", "--http2", `${base}/hello?a=1`, `${base}/hello?b=2`]);

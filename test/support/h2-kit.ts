@@ -204,7 +204,7 @@ export function h2load(args: string[], timeoutS = 60): H2loadResult {
  * Other requests without Upgrade get 400.
  */
 export const PY_H2_SERVER = String.raw`
-import os, socket, threading
+import os, select, socket, threading
 import h2.config, h2.connection, h2.events
 
 def serve(sock):
@@ -264,6 +264,8 @@ srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", int(os.environ["PORT"])))
 srv.listen(16)
 while True:
+    if os.environ.get("ACCEPT") == "select":
+        select.select([srv], [], [])
     c, _ = srv.accept()
     def run(c=c):
         try:
@@ -293,11 +295,16 @@ export async function startScriptServer(argv: string[], dir: string, env: Record
   };
 }
 
-/** Starts PY_H2_SERVER under Debian's python3 on a fresh loopback port. */
-export async function startPythonH2(): Promise<Server> {
+/**
+ * Starts PY_H2_SERVER under Debian's python3 on a fresh loopback port. By default it blocks in
+ * accept(), which it entered before a tracer started later, so the agent never sees the accept and
+ * meets each connection first on its data (mid-stream); `selectFirst` waits in select() and calls
+ * accept() once a client is there, so the accept is seen.
+ */
+export async function startPythonH2(selectFirst = false): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), "et-pyh2-"));
   writeFileSync(join(dir, "server.py"), PY_H2_SERVER);
-  return startScriptServer(["/usr/bin/python3", join(dir, "server.py")], dir);
+  return startScriptServer(["/usr/bin/python3", join(dir, "server.py")], dir, { ACCEPT: selectFirst ? "select" : "block" });
 }
 
 /** A TCP sink on Debian's python3: accepts and reads everything, never answers. */
