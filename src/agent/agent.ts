@@ -42,6 +42,7 @@ export class Agent {
   private gcTimer: ReturnType<typeof setInterval> | undefined;
   private rescanTimer: ReturnType<typeof setInterval> | undefined;
   private budgetTimer: ReturnType<typeof setInterval> | undefined;
+  private tickTimer: ReturnType<typeof setInterval> | undefined;
   budget!: OverheadBudget;
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
@@ -120,6 +121,7 @@ export class Agent {
     // the thread that drains the ring is never stopped for a full synchronous collection.
     agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
     agent.scheduleRescan();
+    agent.scheduleTick();
     agent.budget = budget;
     const usage = selfUsage();
     agent.budgetTimer = setInterval(() => {
@@ -169,6 +171,7 @@ export class Agent {
     clearInterval(this.statsTimer);
     if (cfg.stats_interval > 0) this.statsTimer = setInterval(() => this.logStats(), cfg.stats_interval);
     this.scheduleRescan();
+    this.scheduleTick();
     log.info("config reloaded", { file: cfg.source, selected: this.selector.selected().length });
   }
 
@@ -180,10 +183,18 @@ export class Agent {
     });
   }
 
+  /** Session ticks often enough that a stream is emitted within a few seconds of its max age. */
+  private scheduleTick(): void {
+    clearInterval(this.tickTimer);
+    const every = Math.max(250, Math.min(5000, Math.floor(this.cfg.http2.stream_max_age / 2)));
+    this.tickTimer = setInterval(() => this.pipeline.tick(), every);
+  }
+
   /** proc_fs_scan_period_in_sec: a periodic /proc rescan as a safety net (0 = off). */
   private scheduleRescan(): void {
     clearInterval(this.rescanTimer);
     clearInterval(this.budgetTimer);
+    clearInterval(this.tickTimer);
     const s = this.cfg.proc_fs_scan_period_in_sec;
     if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
   }

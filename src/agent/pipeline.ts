@@ -257,6 +257,12 @@ export class Pipeline {
     }
   }
 
+  /** Sessions' own housekeeping (long-lived HTTP/2 streams past http2.stream_max_age). */
+  tick(): void {
+    const now = monoNow();
+    for (const c of this.conns.values()) c.session?.tick?.(now);
+  }
+
   /** Shutdown: every open connection's session emits what it holds (flagged), nothing vanishes. */
   flushAll(): void {
     const now = monoNow();
@@ -265,8 +271,7 @@ export class Pipeline {
 
   /** Periodic housekeeping: idle connections, exited processes, long-lived streams. */
   sweep(): void {
-    const now = monoNow();
-    for (const c of this.conns.values()) c.session?.tick?.(now);
+    this.tick();
     this.conns.sweep();
     this.procs.sweep();
   }

@@ -300,8 +300,8 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: streams that do not end", () => {
     const dir = c.add(mkdtempSync(join(tmpdir(), "et-h2cfg-")), (d) => rmSync(d, { recursive: true, force: true }));
     writeFileSync(join(dir, "c.yaml"), "http2:\n  stream_max_age: 1s\n");
     const t = c.add(await TracerProcess.capture(["-c", join(dir, "c.yaml"), "--pid", String(server.pid)]), (x) => x.stop());
-    // the agent checks stream ages on its 30 s housekeeping sweep: hold past the first one
-    nodeH2Client(`http://127.0.0.1:${server.port}`, "hold", "32000");
+    // sessions tick every min(5 s, stream_max_age / 2): 500 ms here; hold well past the age
+    nodeH2Client(`http://127.0.0.1:${server.port}`, "hold", "4000");
     const [s, ...rest] = await exactly(t, server.port, 1);
     expect(rest).toHaveLength(0);
     expect(s!.attributes).toMatchObject({ "url.path": "/hang", "ebpf.http2.incomplete": true, "ebpf.http2.end_reason": "max_age", "ebpf.partial": true });
