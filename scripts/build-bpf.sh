@@ -68,7 +68,7 @@ if [[ ! -s "$OUT/vmlinux.h" ]]; then
   fi
   mv "$OUT/vmlinux.h.tmp" "$OUT/vmlinux.h"
 fi
-clang -g -O2 -target bpf -D__TARGET_ARCH_$TARGET -I"$OUT" -Ibpf \
+clang -g -O2 -target bpf -D__TARGET_ARCH_$TARGET -I"$OUT" -Ibpf/include -Ibpf \
   -Wall -Wextra -Wpadded -Werror -Wno-unused-parameter \
   -c bpf/tracer.bpf.c -o "$OUT/tracer.bpf.o.tmp"
 # Drop DWARF (keeps .BTF and .BTF.ext, which CO-RE needs) so the embedded object stays small.

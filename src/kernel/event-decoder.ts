@@ -15,11 +15,15 @@ export interface EventBase {
 export interface ConnEvent extends EventBase {
   kind: "open" | "close" | "listen";
   connId: number;
+  /** On close: final socket-layer positions (bytes sent / received on the socket); 0 otherwise. */
   sent: number;
   recv: number;
-  /** on close: final TLS-layer positions (plaintext sent / received), 0 when none */
+  /** On close: final TLS-layer positions (plaintext bytes through the TLS library); 0 otherwise. */
   tlsSent: number;
   tlsRecv: number;
+  /** On close: CONN_F_* of the connection (CONN_F_TLS when its socket carried TLS). */
+  flags: number;
+  /** fd of the call that opened/closed it; -1 when the socket itself went away (no syscall). */
   fd: number;
   family: number;
   localPort: number;
@@ -40,9 +44,10 @@ export interface DataEvent extends EventBase {
   fd: number;
   dir: number;
   syscall: number;
+  /** DATA_FLAG_* */
   flags: number;
   role: number;
-  /** LAYER_* the bytes belong to: socket payload (0) or TLS plaintext (1) */
+  /** LAYER_SOCKET or LAYER_TLS: which stream (of this direction) `pos` counts in */
   layer: number;
   data: Uint8Array;
 }
@@ -106,7 +111,7 @@ function decodeData(rec: Uint8Array, dv: DataView): DataEvent {
     syscall: rec[D.syscall]!,
     flags: rec[D.flags]!,
     role: rec[D.role]!,
-    layer: 0,
+    layer: rec[D.layer]!,
     data: rec.subarray(D.data, D.data + len),
   };
 }
@@ -120,8 +125,9 @@ function decodeConn(rec: Uint8Array, dv: DataView, type: number): ConnEvent {
     connId: u64(dv, C.conn_id),
     sent: u64(dv, C.sent),
     recv: u64(dv, C.recv),
-    tlsSent: 0,
-    tlsRecv: 0,
+    tlsSent: u64(dv, C.tls_sent),
+    tlsRecv: u64(dv, C.tls_recv),
+    flags: dv.getUint32(C.flags, true),
     fd: dv.getInt32(C.fd, true),
     family: dv.getUint16(C.family, true),
     localPort: dv.getUint16(C.local_port, true),

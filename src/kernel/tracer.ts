@@ -46,6 +46,16 @@ export interface KernelCounters {
   truncatedBytes: number;
   activeFull: number;
   connFull: number;
+  /** socket bytes of TLS connections, counted and never copied */
+  tlsSkippedBytes: number;
+  /** bytes of connections user space set CONN_F_NOCOPY on, counted and not copied */
+  noCopyBytes: number;
+  /** recv calls with MSG_PEEK, skipped */
+  peekSkipped: number;
+  /** sendmmsg/recvmmsg calls with more messages than the kernel's msg_len sum walks (never expected) */
+  mmsgOverflow: number;
+  /** connections ended because their TCP socket reached TCP_CLOSE without close(2) (exit, kill, RST) */
+  sockClosed: number;
   /** syscall name → [entries, exits] seen for selected processes */
   probes: Record<string, [number, number]>;
 }
@@ -139,7 +149,7 @@ export class KernelTracer {
     perfPages: number,
     private readonly tracefs: string,
   ) {
-    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "events", "events_perf"]) {
+    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "conn_ctl", "events", "events_perf"]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
@@ -350,6 +360,22 @@ export class KernelTracer {
     mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */);
   }
 
+  /**
+   * Sets CONN_F_* bits (CONN_F_NOCOPY: stop copying payload, keep counting positions; CONN_F_TLS:
+   * treat the socket layer as ciphertext) on connection `connId`, on top of those set before.
+   * Goes through the `conn_ctl` map, not the `conns` value, so no kernel position update is lost.
+   * The kernel forgets the entry when the connection ends. Returns 0 or a negative errno.
+   */
+  setConnFlags(connId: number, flags: number): number {
+    const key = new Uint8Array(8);
+    new DataView(key.buffer).setBigUint64(0, BigInt(connId), true);
+    const val = new Uint8Array(4);
+    mapLookup(this.fds.conn_ctl!, key, val);
+    const dv = new DataView(val.buffer);
+    dv.setUint32(0, dv.getUint32(0, true) | flags, true);
+    return mapUpdate(this.fds.conn_ctl!, key, val);
+  }
+
   counters(): KernelCounters {
     const fd = this.fds.counters!;
     const vals = new Uint8Array(8 * this.ncpu);
@@ -370,6 +396,11 @@ export class KernelTracer {
       truncatedBytes: sum(CNT.TRUNCATED_BYTES),
       activeFull: sum(CNT.ACTIVE_FULL),
       connFull: sum(CNT.CONN_FULL),
+      tlsSkippedBytes: sum(CNT.TLS_SKIPPED_BYTES),
+      noCopyBytes: sum(CNT.NOCOPY_BYTES),
+      peekSkipped: sum(CNT.PEEK_SKIPPED),
+      mmsgOverflow: sum(CNT.MMSG_OVERFLOW),
+      sockClosed: sum(CNT.SOCK_CLOSED),
       probes,
     };
   }

@@ -40,6 +40,9 @@ export class Selector {
   private cgroups = new Map<bigint, number>();
   private ports = new Map<number, number>();
   private logged = new Map<number, SelectedProcess>();
+  /** setPid failures because the kernel's selected_pids map was full (E2BIG), and any other errno. */
+  private pidsFull = 0;
+  private pidErrors = 0;
   private readonly cgPaths: CgroupPaths;
   private readonly v2: boolean;
 
@@ -148,7 +151,7 @@ export class Selector {
       }
     }
     for (const [pid, { mode, d, facts }] of desired) {
-      if (current.get(pid) !== mode) this.maps.setPid(pid, mode);
+      if (current.get(pid) !== mode && !this.setPid(pid, mode)) continue;
       if (mode) this.logAdded(pid, facts, d, mode);
     }
   }
@@ -164,12 +167,12 @@ export class Selector {
     const d = decide(this.rules, facts);
     if (d.selected) {
       const mode = modeBits(d.mode!);
-      if (e.mode !== mode) this.maps.setPid(e.tgid, mode);
+      if (e.mode !== mode && !this.setPid(e.tgid, mode)) return e.mode !== 0;
       this.logAdded(e.tgid, facts, d, mode);
       return true;
     }
     if (d.excluded && e.mode) {
-      this.maps.setPid(e.tgid, 0);
+      this.setPid(e.tgid, 0);
       this.logRemoved(e.tgid, "excluded");
       return false;
     }
@@ -198,14 +201,33 @@ export class Selector {
     const d = decide(this.rules, factsOf(p, [e.localPort]));
     if (!d.selected) {
       // the kernel selected it at listen() for a port rule, but it is excluded by name
-      if (d.excluded && this.ports.has(e.localPort)) this.maps.setPid(p.pid, 0);
+      if (d.excluded && this.ports.has(e.localPort)) this.setPid(p.pid, 0);
       return;
     }
     const mode = modeBits(d.mode!);
     for (const info of [p, ...descendants([p.pid], scanProcs(this.procRoot))]) {
-      this.maps.setPid(info.pid, mode);
-      this.logAdded(info.pid, factsOf(info, []), d, mode);
+      if (this.setPid(info.pid, mode)) this.logAdded(info.pid, factsOf(info, []), d, mode);
     }
+  }
+
+  /**
+   * Writes one pid into the kernel filter. A full map (E2BIG: selected_pids holds 65,536 pids)
+   * means the process is not captured: counted (SelectedPidsFull in stats()) and logged once.
+   */
+  private setPid(pid: number, mode: number): boolean {
+    const r = this.maps.setPid(pid, mode);
+    if (r === 0) return true;
+    if (r === -7 /* E2BIG */) {
+      if (this.pidsFull++ === 0) log.error("the kernel's selected_pids map is full: processes selected from now on are not captured", { Pid: pid });
+    } else if (this.pidErrors++ === 0) {
+      log.error("cannot write a pid into the kernel filter", { Pid: pid, errno: -r });
+    }
+    return false;
+  }
+
+  /** Counters for `status` and the stats line. */
+  stats(): { SelectedPidsFull: number; SelectedPidsErrors: number } {
+    return { SelectedPidsFull: this.pidsFull, SelectedPidsErrors: this.pidErrors };
   }
 
   private logAdded(pid: number, facts: ProcessFacts, d: Decision, mode: number): void {

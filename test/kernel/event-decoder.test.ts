@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { decodeEvent, formatAddress, splitArgs } from "../../src/kernel/event-decoder.ts";
-import { DIR_SEND, ROLE_CLIENT } from "../../src/kernel/event-layout.ts";
+import { CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_SEND, LAYER_SOCKET, LAYER_TLS, ROLE_CLIENT } from "../../src/kernel/event-layout.ts";
 import { connRecord, dataRecord, execRecord } from "../support/records.ts";
 
 describe("event decoder", () => {
@@ -8,9 +8,19 @@ describe("event decoder", () => {
     const e = decodeEvent(connRecord("open", { connId: 7, tgid: 42, role: ROLE_CLIENT, local: [10, 0, 0, 1], localPort: 5555, remote: [127, 0, 0, 1], remotePort: 80, comm: "curl" }));
     expect(e).toMatchObject({ kind: "open", connId: 7, tgid: 42, role: ROLE_CLIENT, localAddr: "10.0.0.1", localPort: 5555, remoteAddr: "127.0.0.1", remotePort: 80, comm: "curl" });
   });
-  test("conn close carries final positions", () => {
+  test("conn close carries final positions of both layers and the connection flags", () => {
     const e = decodeEvent(connRecord("close", { connId: 1, tgid: 1 }, 5, 123, 456));
-    expect(e).toMatchObject({ kind: "close", sent: 123, recv: 456 });
+    expect(e).toMatchObject({ kind: "close", sent: 123, recv: 456, tlsSent: 0, tlsRecv: 0, flags: 0 });
+    const t = decodeEvent(connRecord("close", { connId: 2, tgid: 1 }, 5, 2000, 3000, { sent: 77, recv: 5_000_000_000, flags: CONN_F_TLS }));
+    expect(t).toMatchObject({ kind: "close", sent: 2000, recv: 3000, tlsSent: 77, tlsRecv: 5_000_000_000, flags: CONN_F_TLS });
+  });
+  test("data events say their layer; the TLS marker is a zero-length event with DATA_FLAG_TLS", () => {
+    expect(decodeEvent(dataRecord(1, 1, 0, 0, "x"))).toMatchObject({ layer: LAYER_SOCKET, flags: DATA_FLAG_LAST });
+    expect(decodeEvent(dataRecord(1, 1, 0, 10, "GET / HTTP/1.1\r\n", { layer: LAYER_TLS }))).toMatchObject({ layer: LAYER_TLS, pos: 10 });
+    const m = decodeEvent(dataRecord(1, 1, 0, 0, "", { skipped: 517, flags: DATA_FLAG_TLS }));
+    if (m?.kind !== "data") throw new Error("not data");
+    expect(m.data.length).toBe(0);
+    expect(m).toMatchObject({ layer: LAYER_SOCKET, flags: DATA_FLAG_LAST | DATA_FLAG_TLS, skipped: 517, callBytes: 517 });
   });
   test("data event exposes the payload without copying and its stream position", () => {
     const rec = dataRecord(9, 3, DIR_SEND, 4096, "hello", { skipped: 10 });

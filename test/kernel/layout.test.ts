@@ -1,9 +1,10 @@
 /**
  * src/kernel/event-layout.ts must describe the structs the BPF program was compiled with: every member
  * offset and struct size in LAYOUT (and CONN_INFO) is compared with the BTF of
- * .output/tracer.bpf.o (bpftool -j btf dump file ...). The enums and #defines of bpf/events.h
- * (EV_*, SYS_*, CNT_*, DIR_*, ROLE_*, MODE_*, sizes) are compared with the TypeScript constants:
- * from BTF when the compiler emitted them there, else from the header text.
+ * .output/tracer.bpf.o (bpftool -j btf dump file ...). The enums and #defines of bpf/include/events.h
+ * (EV_*, SYS_*, CNT_*, DIR_*, ROLE_*, MODE_*, LAYER_*, CONN_F_*, sizes) are compared with the
+ * TypeScript constants: from BTF when the compiler emitted them there, else from the header text,
+ * with the syscall X-macro expanded from bpf/include/syscalls.def (whose order is SYSCALLS').
  * Skips, saying why, when the object or bpftool is missing.
  *
  * clang only emits BTF for types the program uses in maps, globals, function signatures or CO-RE
@@ -19,7 +20,8 @@ import * as L from "../../src/kernel/event-layout.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const OBJ = resolve(ROOT, ".output/tracer.bpf.o");
-const HEADER = resolve(ROOT, "bpf/events.h");
+const HEADER = resolve(ROOT, "bpf/include/events.h");
+const SYSCALLS_DEF = resolve(ROOT, "bpf/include/syscalls.def");
 
 function findBpftool(): string | undefined {
   for (const dir of [...(process.env.PATH ?? "").split(":"), "/usr/sbin", "/usr/local/sbin", "/sbin"]) {
@@ -64,7 +66,7 @@ function headerBtf(names: string[]): { types?: BtfType[]; why?: string } {
     const src = join(dir, "probe.c");
     writeFileSync(src, `#include "events.h"\n${names.map((n) => `struct ${n} *btf_anchor_${n};`).join("\n")}\n`);
     const r = Bun.spawnSync(
-      ["clang", "-g", "-O2", "-target", "bpf", "-I", resolve(ROOT, "bpf"), "-I", "/usr/include/x86_64-linux-gnu", "-c", src, "-o", join(dir, "probe.o")],
+      ["clang", "-g", "-O2", "-target", "bpf", "-I", resolve(ROOT, "bpf/include"), "-I", "/usr/include/x86_64-linux-gnu", "-c", src, "-o", join(dir, "probe.o")],
       { stdout: "pipe", stderr: "pipe" },
     );
     if (r.exitCode !== 0) return { why: `clang -target bpf failed: ${r.stderr.toString().slice(0, 500)}` };
@@ -186,7 +188,22 @@ export function compareConstants(what: string, prefix: string, ts: Record<string
   return out;
 }
 
-const header = parseHeaderConstants(readFileSync(HEADER, "utf8"));
+/** The ID column of every X(...) line of syscalls.def, in order. */
+export function syscallIds(def: string): string[] {
+  const noComments = def.replace(/\/\*[\s\S]*?\*\//g, " ");
+  return [...noComments.matchAll(/^\s*X\(\s*([A-Z0-9_]+)\s*,/gm)].map((m) => m[1]!);
+}
+
+/** events.h with its `#define X(id, ...) SYS_##id, #include "syscalls.def" #undef X` block
+ * replaced by the enumerators it expands to; throws when the block is not there. */
+export function expandSyscallEnum(header: string, ids: string[]): string {
+  const re = /#define X\(id, \.\.\.\) SYS_##id,\s*#include "syscalls\.def"\s*#undef X/;
+  if (!re.test(header)) throw new Error("events.h: the SYS_* X-macro block was not found");
+  return header.replace(re, ids.map((id) => `SYS_${id},`).join("\n"));
+}
+
+const sysIds = syscallIds(readFileSync(SYSCALLS_DEF, "utf8"));
+const header = parseHeaderConstants(expandSyscallEnum(readFileSync(HEADER, "utf8"), sysIds));
 
 describe("event-layout helpers", () => {
   test("compareStruct names the struct and the field of every mismatch", () => {
@@ -204,6 +221,11 @@ describe("event-layout helpers", () => {
     expect(compareStruct("t", { $size: 1 }, types)).toEqual(["t: no STRUCT t in the BTF of the object"]);
   });
 
+  test("syscallIds reads the X lines in order, not the comments", () => {
+    expect(syscallIds("/* X(NOT, x) */\nX(READ, read, IO_BUF, DIR_RECV, -1, exit)\n  X(CLOSE, close, IO_CLOSE, DIR_RECV, -1, entry)\n")).toEqual(["READ", "CLOSE"]);
+    expect(() => expandSyscallEnum("enum { SYS_A, };", ["A"])).toThrow(/X-macro/);
+  });
+
   test("parseHeaderConstants follows implicit values and expressions", () => {
     const c = parseHeaderConstants(`#define N 4 /* four */\nenum { A = 0, B, C, D = C + N, E, /* x */ };\nenum named { X = 1 << 3 };`);
     expect(Object.fromEntries(c)).toEqual({ N: 4, A: 0, B: 1, C: 2, D: 6, E: 7, X: 8 });
@@ -215,11 +237,27 @@ describe("bpf/events.h constants = src/kernel/event-layout.ts", () => {
     expect(compareConstants("EV", "EV_", L.EV, header)).toEqual([]);
   });
 
-  test("SYS_* ids are the SYSCALLS order, SYS_COUNT its length", () => {
+  test("syscalls.def lists the SYSCALLS ids in order; SYS_* ids are dense from 0, SYS_COUNT its length", () => {
+    expect(sysIds.map((id) => id.toLowerCase())).toEqual([...L.SYSCALLS]);
     const sys = [...header.entries()].filter(([k]) => k.startsWith("SYS_") && k !== "SYS_COUNT").sort((a, b) => a[1] - b[1]);
     expect(sys.map(([, v]) => v)).toEqual(sys.map((_, i) => i)); // dense from 0
     expect(sys.map(([k]) => k.slice(4).toLowerCase())).toEqual([...L.SYSCALLS]);
     expect(header.get("SYS_COUNT")).toBe(L.SYS_COUNT);
+  });
+
+  test("every syscalls.def line has a tracepoint (and, unless entry-only, an exit) program in the object", () => {
+    if (SKIP) return;
+    const r = Bun.spawnSync(["llvm-objdump", "-h", OBJ], { stdout: "pipe", stderr: "pipe" });
+    if (r.exitCode !== 0) throw new Error(`llvm-objdump -h failed: ${r.stderr.toString()}`);
+    const sections = r.stdout.toString();
+    const def = readFileSync(SYSCALLS_DEF, "utf8").replace(/\/\*[\s\S]*?\*\//g, " ");
+    const missing: string[] = [];
+    for (const m of def.matchAll(/^\s*X\(\s*\w+\s*,\s*(\w+)\s*,[^)]*,\s*(exit|entry)\s*\)/gm)) {
+      const want = [`tracepoint/syscalls/sys_enter_${m[1]}`, `ksyscall/${m[1]}`];
+      if (m[2] === "exit") want.push(`tracepoint/syscalls/sys_exit_${m[1]}`, `kretsyscall/${m[1]}`);
+      for (const w of want) if (!sections.includes(` ${w} `) && !sections.includes(` ${w}\n`)) missing.push(w);
+    }
+    expect(missing).toEqual([]);
   });
 
   test("CNT_* counter indexes", () => {
@@ -230,7 +268,8 @@ describe("bpf/events.h constants = src/kernel/event-layout.ts", () => {
     const ts: Record<string, number> = {
       DIR_RECV: L.DIR_RECV, DIR_SEND: L.DIR_SEND, ROLE_UNKNOWN: L.ROLE_UNKNOWN, ROLE_SERVER: L.ROLE_SERVER,
       ROLE_CLIENT: L.ROLE_CLIENT, MODE_INGRESS: L.MODE_INGRESS, MODE_EGRESS: L.MODE_EGRESS, MODE_BOTH: L.MODE_BOTH,
-      DATA_CHUNK: L.DATA_CHUNK, DATA_FLAG_LAST: L.DATA_FLAG_LAST, COMM_LEN: L.COMM_LEN, PATH_LEN: L.PATH_LEN, ARGS_LEN: L.ARGS_LEN,
+      DATA_CHUNK: L.DATA_CHUNK, DATA_FLAG_LAST: L.DATA_FLAG_LAST, DATA_FLAG_TLS: L.DATA_FLAG_TLS, COMM_LEN: L.COMM_LEN, PATH_LEN: L.PATH_LEN, ARGS_LEN: L.ARGS_LEN,
+      LAYER_SOCKET: L.LAYER_SOCKET, LAYER_TLS: L.LAYER_TLS, LAYER_COUNT: L.LAYER_COUNT, CONN_F_NOCOPY: L.CONN_F_NOCOPY, CONN_F_TLS: L.CONN_F_TLS,
     };
     expect(compareConstants("events.h", "", ts, new Map([...header].filter(([k]) => k in ts)))).toEqual([]);
     expect(header.get("DATA_EVENT_HEADER")).toBe(L.LAYOUT.data_event.data);

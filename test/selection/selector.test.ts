@@ -1,23 +1,34 @@
 /**
- * Selector against the real /proc with a recording stand-in for the kernel maps: the periodic
- * safety-net rescan (proc_fs_scan_period_in_sec) restores what the kernel filter lost.
+ * Selector with a recording stand-in for the kernel maps: the periodic safety-net rescan
+ * (proc_fs_scan_period_in_sec) restores what the kernel filter lost (against the real /proc), and
+ * a full selected_pids map is counted, not reported as selected (against an empty /proc).
  */
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Selector, type SelectorMaps } from "../../src/selection/selector.ts";
 import { ProcessRegistry } from "../../src/selection/process-registry.ts";
 import { compileRules } from "../../src/selection/rules.ts";
-import { defaultConfig } from "../../src/config/config.ts";
+import { defaultConfig, parseConfigText } from "../../src/config/config.ts";
+import type { ProcEvent } from "../../src/kernel/event-decoder.ts";
 
+/** A kernel pid filter that holds `capacity` pids and then answers E2BIG, like a full BPF hash. */
 class Maps implements SelectorMaps {
-  pidMap = new Map<number, number>();
-  setPid(t: number, m: number) { this.pidMap.set(t, m); return 0; }
-  deletePid(t: number) { this.pidMap.delete(t); return 0; }
-  pids() { return new Map(this.pidMap); }
-  setExeName() { return 0; }
-  deleteExeName() { return 0; }
-  setCgroup() { return 0; }
-  deleteCgroup() { return 0; }
-  setFlags() {}
+  readonly pidMap = new Map<number, number>();
+  constructor(private readonly capacity = Infinity) {}
+  setPid(tgid: number, mode: number): number {
+    if (!this.pidMap.has(tgid) && this.pidMap.size >= this.capacity) return -7;
+    this.pidMap.set(tgid, mode);
+    return 0;
+  }
+  deletePid(tgid: number): number { return this.pidMap.delete(tgid) ? 0 : -2; }
+  pids(): Map<number, number> { return new Map(this.pidMap); }
+  setExeName(): number { return 0; }
+  deleteExeName(): number { return 0; }
+  setCgroup(): number { return 0; }
+  deleteCgroup(): number { return 0; }
+  setFlags(): void {}
 }
 
 describe("selector rescan", () => {
@@ -33,5 +44,30 @@ describe("selector rescan", () => {
     const before = new Map(maps.pidMap);
     sel.rescan();
     expect(maps.pidMap).toEqual(before);
+  });
+});
+
+function exec(tgid: number, path: string): ProcEvent {
+  return { kind: "exec", tgid, tid: tgid, tsNs: 1, ppid: 1, mode: 0, cgroupId: 0n, comm: path.slice(path.lastIndexOf("/") + 1), path, args: [path] };
+}
+
+describe("Selector and a full selected_pids map", () => {
+  test("setPid failures are counted, not reported as selected", () => {
+    const proc = mkdtempSync(join(tmpdir(), "et-proc-"));
+    try {
+      const maps = new Maps(2);
+      const sel = new Selector(maps, new ProcessRegistry(), proc, proc);
+      sel.apply(compileRules(parseConfigText("targets:\n  - exe: /usr/bin/app\n", "t.yaml")));
+      expect(sel.onExec(exec(100, "/usr/bin/app"))).toBe(true);
+      expect(sel.onExec(exec(101, "/usr/bin/app"))).toBe(true);
+      expect(sel.stats()).toEqual({ SelectedPidsFull: 0, SelectedPidsErrors: 0 });
+      // the third does not fit: not captured, counted
+      expect(sel.onExec(exec(102, "/usr/bin/app"))).toBe(false);
+      expect(sel.onExec(exec(103, "/usr/bin/app"))).toBe(false);
+      expect(sel.stats()).toEqual({ SelectedPidsFull: 2, SelectedPidsErrors: 0 });
+      expect(sel.selected().map((p) => p.pid).sort()).toEqual([100, 101]);
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Builds ring-buffer records byte for byte as bpf/events.h lays them out, so pipeline tests and
+ * Builds ring-buffer records byte for byte as bpf/include/events.h lays them out, so pipeline tests and
  * the replay benchmark can feed recorded-looking events without a kernel.
  */
 import { EV, LAYOUT, DATA_FLAG_LAST, ROLE_SERVER } from "../../src/kernel/event-layout.ts";
@@ -28,13 +28,19 @@ export interface ConnSpec {
   syscall?: number;
 }
 
-export function connRecord(kind: "open" | "close", c: ConnSpec, tsNs = 1000, sent = 0, recv = 0): Uint8Array {
+export function connRecord(
+  kind: "open" | "close", c: ConnSpec, tsNs = 1000, sent = 0, recv = 0,
+  tls: { sent?: number; recv?: number; flags?: number } = {},
+): Uint8Array {
   const C = LAYOUT.conn_event;
   const buf = new Uint8Array(C.$size);
   const dv = header(buf, kind === "open" ? EV.CONN_OPEN : EV.CONN_CLOSE, c.tgid, tsNs);
   dv.setBigUint64(C.conn_id, BigInt(c.connId), true);
   dv.setBigUint64(C.sent, BigInt(sent), true);
   dv.setBigUint64(C.recv, BigInt(recv), true);
+  dv.setBigUint64(C.tls_sent, BigInt(tls.sent ?? 0), true);
+  dv.setBigUint64(C.tls_recv, BigInt(tls.recv ?? 0), true);
+  dv.setUint32(C.flags, tls.flags ?? 0, true);
   dv.setInt32(C.fd, c.fd ?? 5, true);
   dv.setUint16(C.family, c.family ?? 2, true);
   dv.setUint16(C.local_port, c.localPort ?? 8080, true);
@@ -51,7 +57,7 @@ export function connRecord(kind: "open" | "close", c: ConnSpec, tsNs = 1000, sen
 
 export function dataRecord(
   connId: number, tgid: number, dir: number, pos: number, payload: Uint8Array | string,
-  opts: { tsNs?: number; skipped?: number; last?: boolean; role?: number } = {},
+  opts: { tsNs?: number; skipped?: number; last?: boolean; role?: number; layer?: number; flags?: number } = {},
 ): Uint8Array {
   const D = LAYOUT.data_event;
   const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
@@ -64,7 +70,8 @@ export function dataRecord(
   dv.setUint32(D.call_bytes, bytes.length + (opts.skipped ?? 0), true);
   dv.setInt32(D.fd, 5, true);
   buf[D.dir] = dir;
-  buf[D.flags] = opts.last === false ? 0 : DATA_FLAG_LAST;
+  buf[D.flags] = (opts.last === false ? 0 : DATA_FLAG_LAST) | (opts.flags ?? 0);
+  buf[D.layer] = opts.layer ?? 0;
   buf[D.role] = opts.role ?? ROLE_SERVER;
   buf.set(bytes, D.data);
   return buf;

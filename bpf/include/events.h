@@ -1,7 +1,7 @@
 /* Every struct that crosses from the BPF program to user space, and the maps' key/value
  * layouts that user space writes. Fixed-width fields, explicit padding, the event type first.
- * src/event-layout.ts mirrors these offsets; test/root/layout.test.ts checks the two against the
- * compiled object's BTF. Change both together.
+ * src/kernel/event-layout.ts mirrors these offsets; test/kernel/layout.test.ts checks the two
+ * against the compiled object's BTF. Change both together.
  *
  * Built with -Wpadded -Werror: any implicit padding is a build error. */
 #ifndef EBPF_TRACER_EVENTS_H
@@ -22,29 +22,26 @@ enum {
 	EV_LISTEN = 7,     /* with notify_listen: a process (any) started listening; conn_event with the local port */
 };
 
-/* Syscall ids used for probe stats and in data events. Order is the stats array order. */
+/* Syscall ids used for probe stats and in data events, from syscalls.def. Order is the stats array order. */
 enum {
-	SYS_ACCEPT = 0,
-	SYS_ACCEPT4,
-	SYS_CONNECT,
-	SYS_READ,
-	SYS_WRITE,
-	SYS_READV,
-	SYS_WRITEV,
-	SYS_SENDTO,
-	SYS_RECVFROM,
-	SYS_SENDMSG,
-	SYS_RECVMSG,
-	SYS_SENDMMSG,
-	SYS_RECVMMSG,
-	SYS_CLOSE,
-	SYS_LISTEN,
-	SYS_SENDFILE,  /* sendfile64: bytes moved from a file; counted in the stream, never copied */
+#define X(id, ...) SYS_##id,
+#include "syscalls.def"
+#undef X
 	SYS_COUNT,
 };
 
 /* Directions of data: bytes the process received from the socket, or sent to it. */
 enum { DIR_RECV = 0, DIR_SEND = 1 };
+
+/* Layer of the bytes of a data event: the socket itself (syscalls), or the plaintext of a TLS
+ * library on that socket (uprobes). Each layer has its own stream positions per direction. */
+enum { LAYER_SOCKET = 0, LAYER_TLS = 1, LAYER_COUNT = 2 };
+
+/* Per-connection flags (conn_info.flags, the conn_ctl map, conn_event.flags on close). */
+enum {
+	CONN_F_NOCOPY = 1, /* user space (conn_ctl): copy no payload, emit no data events; positions still advance */
+	CONN_F_TLS = 2,    /* kernel: the socket's first bytes were a TLS record; socket payload is never copied */
+};
 
 /* Role of a connection, from the syscall that created it. */
 enum { ROLE_UNKNOWN = 0, ROLE_SERVER = 1, ROLE_CLIENT = 2 };
@@ -58,6 +55,7 @@ enum { MODE_INGRESS = 1, MODE_EGRESS = 2, MODE_BOTH = 3 };
 #define DATA_CHUNK 8192
 
 #define DATA_FLAG_LAST 1      /* last chunk of this syscall: `skipped` is valid */
+#define DATA_FLAG_TLS 2       /* the socket turned out to carry TLS: one zero-length event, bytes skipped */
 
 #define COMM_LEN 16
 #define PATH_LEN 256
@@ -88,12 +86,14 @@ struct conn_event {
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
 	__u8 comm[COMM_LEN];
-	__u32 _pad0;
+	__u32 flags;      /* on close: CONN_F_* of the connection */
+	__u64 tls_sent;   /* on close: plaintext bytes sent through the TLS layer */
+	__u64 tls_recv;   /* on close: plaintext bytes received through the TLS layer */
 };
-_Static_assert(sizeof(struct conn_event) == 112, "conn_event layout");
+_Static_assert(sizeof(struct conn_event) == 128, "conn_event layout");
 
 /* EV_DATA. Only `len` bytes of data[] are sent. `pos` is the offset of data[0] in this
- * direction's byte stream; the kernel advances the stream by every byte the syscall moved, so
+ * layer's and direction's byte stream; the kernel advances the stream by every byte the syscall moved, so
  * user space sees a gap when events were lost. On the last chunk of a call, `skipped` is the
  * number of bytes the call moved beyond what was copied (the per-call cap, or iovecs past the
  * walk limit). */
@@ -109,7 +109,8 @@ struct data_event {
 	__u8 syscall;     /* SYS_* */
 	__u8 flags;       /* DATA_FLAG_* */
 	__u8 role;        /* ROLE_* of the connection */
-	__u32 _pad0;
+	__u8 layer;       /* LAYER_* */
+	__u8 _pad0[3];
 	__u8 data[DATA_CHUNK];
 };
 _Static_assert(sizeof(struct data_event) == 64 + DATA_CHUNK, "data_event layout");
@@ -149,6 +150,23 @@ struct comm_key {
 	__u8 comm[COMM_LEN];
 };
 
+/* Value of the `conns` map, keyed by struct sock address. One per connection, shared by every fd
+ * that refers to the socket: dup'd fds (inetd-style servers read fd 0 and write fd 1) and fds
+ * inherited across fork continue one byte stream. User space flips `ignored` after classifying
+ * a socket; the other fields are the kernel's (flags it wants set go through conn_ctl, so that
+ * no user-space write races the positions). */
+struct conn_info {
+	__u64 id;
+	__u64 pos[LAYER_COUNT][2]; /* next stream offset per LAYER_*, DIR_* */
+	__u64 tuple;  /* ports and remote address: tells a reused sock address from the same connection */
+	__u32 tgid;   /* process that opened or first used it (close events from softirq context) */
+	__u32 flags;  /* CONN_F_* the kernel set (CONN_F_TLS) */
+	__u8 role;
+	__u8 ignored; /* tracked only to stay quiet (mode excludes this role) */
+	__u8 _pad[6];
+};
+_Static_assert(sizeof(struct conn_info) == 64, "conn_info layout");
+
 /* Indexes of the per-CPU `counters` array. */
 enum {
 	CNT_EVENTS = 0,        /* records written to the ring */
@@ -158,6 +176,11 @@ enum {
 	CNT_PROBE_EXIT_BASE = CNT_PROBE_ENTRY_BASE + SYS_COUNT,
 	CNT_ACTIVE_FULL = CNT_PROBE_EXIT_BASE + SYS_COUNT, /* entry could not be stashed */
 	CNT_CONN_FULL,         /* connection table had no room */
+	CNT_TLS_SKIPPED_BYTES, /* socket bytes of TLS connections, counted and never copied */
+	CNT_MMSG_OVERFLOW,     /* sendmmsg/recvmmsg returned more messages than the sum loop walks */
+	CNT_PEEK_SKIPPED,      /* recv calls with MSG_PEEK, skipped (the real read follows) */
+	CNT_SOCK_CLOSED,       /* connections ended by the socket reaching TCP_CLOSE, not by close(2) */
+	CNT_NOCOPY_BYTES,      /* bytes of CONN_F_NOCOPY connections, counted and not copied */
 	CNT_COUNT,
 };
 

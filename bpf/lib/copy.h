@@ -1,0 +1,257 @@
+/* The payload path shared by every data source: advance a connection's stream in one layer and
+ * direction, apply the connection's flags (no copy, TLS ciphertext), and copy what the per-call
+ * cap allows into DATA_CHUNK-sized data events. Syscall exits call stream_bytes() with the shape
+ * of their arguments; a uprobe on a TLS library calls emit_user_buffer() with the plaintext. */
+#ifndef EBPF_TRACER_COPY_H
+#define EBPF_TRACER_COPY_H
+
+#include "conn.h"
+
+/* Walk limits: one loop step either loads an iovec or mmsghdr, or copies into the staging chunk.
+ * 64 steps carry a 144 KiB call (18 chunks) spread over up to ~40 iovecs. */
+#define MAX_STEPS 64
+#define MAX_IOV 32
+#define DEFAULT_CAP (144 * 1024)
+
+/* Where the bytes of one call are in user memory. */
+struct io_src {
+	__u64 buf;  /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 cnt;  /* IO_BUF: length; IO_IOV: iovec count; IO_MMSG: messages moved */
+	__u8 kind;  /* IO_BUF, IO_IOV, IO_MSG, IO_MMSG or IO_NOCOPY */
+	__u8 _pad[7];
+};
+
+/* Address and length of the first buffer segment of `src`; 0 when there is none. */
+static __always_inline __u64 first_segment(const struct io_src *src, __u64 *len)
+{
+	*len = 0;
+	if (src->kind == IO_BUF) {
+		*len = src->cnt;
+		return src->buf;
+	}
+	__u64 iov = src->buf;
+	if (src->kind == IO_MSG || src->kind == IO_MMSG) {
+		struct user_msghdr mh = {};
+		if (read_user(&mh, sizeof(mh), (void *)src->buf) != 0) /* mmsghdr starts with its msghdr */
+			return 0;
+		if (mh.msg_iovlen == 0)
+			return 0;
+		iov = (__u64)mh.msg_iov;
+	} else if (src->kind != IO_IOV) {
+		return 0;
+	}
+	struct iovec v = {};
+	if (read_user(&v, sizeof(v), (void *)iov) != 0)
+		return 0;
+	*len = v.iov_len;
+	return (__u64)v.iov_base;
+}
+
+/* Whether the call's first bytes are a TLS handshake record header: content type 22, major
+ * version 3, minor 0..4 (SSL 3.0 to TLS 1.3 record versions). */
+static __always_inline int looks_like_tls(const struct io_src *src, __u32 total)
+{
+	if (total < 3)
+		return 0;
+	__u64 len = 0;
+	__u64 base = first_segment(src, &len);
+	if (!base || len < 3)
+		return 0;
+	__u8 h[3] = {};
+	if (read_user(h, sizeof(h), (void *)base) != 0)
+		return 0;
+	return h[0] == 0x16 && h[1] == 0x03 && h[2] <= 0x04;
+}
+
+/* One step of the copy walk: load the next mmsghdr or iovec, or copy the next piece of the
+ * current segment into the staging chunk and emit the chunk when it is full. Returns 0 when
+ * done. The walk only ever copies a prefix of the call's bytes, so positions stay exact. */
+static __always_inline int walk_step(void *ctx, struct data_scratch *s)
+{
+	struct walk *w = &s->w;
+	if (w->done >= w->want)
+		return 0;
+	if (w->seg_rem == 0) {
+		if (w->msg_rem == 0) {
+			/* the current message is complete: the next one (mmsg), else the end */
+			if (!w->msgvec || w->msg_idx >= w->msg_cnt)
+				return 0;
+			struct mmsghdr mm = {};
+			if (read_user(&mm, sizeof(mm), (void *)(w->msgvec + (__u64)w->msg_idx * sizeof(struct mmsghdr))) != 0)
+				return 0;
+			w->msg_idx++;
+			w->iov = (__u64)mm.msg_hdr.msg_iov;
+			w->iovcnt = mm.msg_hdr.msg_iovlen;
+			w->iov_idx = 0;
+			w->msg_rem = mm.msg_len;
+			return 1;
+		}
+		if (w->iov_idx >= w->iovcnt || w->iov_idx >= MAX_IOV)
+			return 0;
+		struct iovec v = {};
+		read_user(&v, sizeof(v), (void *)(w->iov + (__u64)w->iov_idx * sizeof(struct iovec)));
+		w->iov_idx++;
+		w->base = (__u64)v.iov_base;
+		w->seg_rem = v.iov_len;
+		return 1;
+	}
+	__u32 off = w->off;
+	__u64 n = w->want - w->done;
+	if (n > w->seg_rem)
+		n = w->seg_rem;
+	if (n > w->msg_rem)
+		n = w->msg_rem;
+	if (n > DATA_CHUNK - off)
+		n = DATA_CHUNK - off;
+	/* clang may fold these clamps; re-establish bounds the verifier can see. */
+	asm volatile("" : "+r"(n));
+	n &= 2 * DATA_CHUNK - 1;
+	asm volatile("" : "+r"(off));
+	off &= DATA_CHUNK - 1;
+	if (n == 0)
+		return 0;
+	if (read_user(&s->ev.data[off], n, (void *)w->base) != 0)
+		return 0; /* unreadable user memory: the rest is reported as skipped */
+	w->off = off + n;
+	w->done += n;
+	w->base += n;
+	w->seg_rem -= n;
+	w->msg_rem -= n;
+	if (w->msg_rem == 0)
+		w->seg_rem = 0; /* a message's bytes end inside its iovecs: go to the next message */
+	if (w->off >= DATA_CHUNK && w->done < w->want) {
+		s->ev.pos = w->chunk_pos;
+		s->ev.len = DATA_CHUNK;
+		output(ctx, &s->ev, sizeof(s->ev));
+		w->chunk_pos += DATA_CHUNK;
+		w->off = 0;
+	}
+	return 1;
+}
+
+/* Copies up to the per-call cap of the `total` bytes at stream position `pos` (nothing with
+ * `nocopy`) and emits them as chunks. The last chunk carries DATA_FLAG_LAST | `flags` and the
+ * count of bytes not copied. */
+static __always_inline void emit_data(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
+				      __u8 sys, __u8 dir, __u8 layer, __u64 pos, __u32 total, int nocopy, __u8 flags)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	struct settings *st = settings();
+	__u32 cap = st && st->max_capture_per_call ? st->max_capture_per_call : DEFAULT_CAP;
+
+	struct data_event *ev = &s->ev;
+	fill_header(&ev->hdr, EV_DATA, pid_tgid);
+	ev->conn_id = ci->id;
+	ev->call_bytes = total;
+	ev->fd = fd;
+	ev->dir = dir;
+	ev->syscall = sys;
+	ev->role = ci->role;
+	ev->layer = layer;
+	ev->flags = 0;
+	ev->skipped = 0;
+	ev->_pad0[0] = 0;
+	ev->_pad0[1] = 0;
+	ev->_pad0[2] = 0;
+
+	struct walk *w = &s->w;
+	w->want = nocopy ? 0 : total < cap ? total : cap;
+	w->done = 0;
+	w->off = 0;
+	w->iov_idx = 0;
+	w->chunk_pos = pos;
+	w->base = 0;
+	w->seg_rem = 0;
+	w->iov = 0;
+	w->iovcnt = 0;
+	w->msgvec = 0;
+	w->msg_idx = 0;
+	w->msg_cnt = 0;
+	w->msg_rem = total; /* one message, except for mmsg */
+	if (src->kind == IO_BUF) {
+		w->base = src->buf;
+		w->seg_rem = total;
+	} else if (src->kind == IO_IOV) {
+		w->iov = src->buf;
+		w->iovcnt = src->cnt;
+	} else if (src->kind == IO_MSG) {
+		struct user_msghdr mh = {};
+		read_user(&mh, sizeof(mh), (void *)src->buf);
+		w->iov = (__u64)mh.msg_iov;
+		w->iovcnt = mh.msg_iovlen;
+	} else if (src->kind == IO_MMSG) {
+		w->msgvec = src->buf;
+		w->msg_cnt = src->cnt;
+		w->msg_rem = 0;
+	} else {
+		w->want = 0;
+	}
+	for (int i = 0; i < MAX_STEPS; i++) {
+		if (!walk_step(ctx, s))
+			break;
+	}
+	__u32 off = w->off;
+	__u32 done = w->done;
+	if (off > DATA_CHUNK)
+		off = DATA_CHUNK;
+	ev->pos = w->chunk_pos;
+	ev->len = off;
+	ev->skipped = total - done;
+	ev->flags = DATA_FLAG_LAST | flags;
+	if (total > done && !nocopy)
+		count(CNT_TRUNCATED_BYTES, total - done);
+	__u64 size = DATA_EVENT_HEADER + (__u64)off;
+	asm volatile("" : "+r"(size));
+	size &= 2 * DATA_CHUNK - 1;
+	output(ctx, ev, size);
+}
+
+/* `total` bytes moved on connection `ci` in (`layer`, `dir`) by the call described by `src`:
+ * advances the stream and emits what the connection's flags allow.
+ *  - CONN_F_NOCOPY: nothing is emitted; the close event carries the final positions.
+ *  - socket layer of a TLS connection (CONN_F_TLS, or first bytes that are a TLS record): the
+ *    ciphertext is counted, never copied; the call that detects it emits one zero-length event
+ *    with DATA_FLAG_TLS, later calls emit nothing. */
+static __always_inline void stream_bytes(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
+					 __u8 sys, __u8 dir, __u8 layer, __u32 total)
+{
+	/* Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
+	 * writing one socket at the same instant could then see the same position; their bytes
+	 * interleave on the wire anyway, so such a stream is not parseable either way. */
+	__u64 *posp = &ci->pos[layer & 1][dir & 1];
+	__u64 pos = *posp;
+	__sync_fetch_and_add(posp, (__u64)total);
+	__u32 flags = conn_flags(ci);
+	if (flags & CONN_F_NOCOPY) {
+		count(CNT_NOCOPY_BYTES, total);
+		return;
+	}
+	if (layer == LAYER_SOCKET) {
+		if (flags & CONN_F_TLS) {
+			count(CNT_TLS_SKIPPED_BYTES, total);
+			return;
+		}
+		if (pos == 0 && looks_like_tls(src, total)) {
+			ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
+			count(CNT_TLS_SKIPPED_BYTES, total);
+			emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, 1, DATA_FLAG_TLS);
+			return;
+		}
+	}
+	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, src->kind == IO_NOCOPY, 0);
+}
+
+/* For uprobes on TLS libraries: `len` bytes of plaintext at user address `buf` moved in `dir` on
+ * connection `ci` (found through the socket fd of the nested syscall). `sys` says which
+ * library call it was (an id of the caller's choosing, SYS_COUNT and up). */
+static __always_inline void emit_user_buffer(void *ctx, struct conn_info *ci, __u64 pid_tgid, int fd, __u8 sys, __u8 dir,
+					     __u64 buf, __u32 len)
+{
+	struct io_src src = { .buf = buf, .cnt = len, .kind = IO_BUF };
+	stream_bytes(ctx, &src, ci, pid_tgid, fd, sys, dir, LAYER_TLS, len);
+}
+
+#endif

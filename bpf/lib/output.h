@@ -1,0 +1,72 @@
+/* Counters, settings, the process filter, user memory reads and the one path records take to
+ * user space. */
+#ifndef EBPF_TRACER_OUTPUT_H
+#define EBPF_TRACER_OUTPUT_H
+
+#include "maps.h"
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += n;
+}
+
+static __always_inline struct settings *settings(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&settings_map, &zero);
+}
+
+static __always_inline long read_user(void *dst, __u32 size, const void *src)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_probe_read_user))
+		return bpf_probe_read_user(dst, size, src);
+	return bpf_probe_read(dst, size, src);
+}
+
+/* The capture mode of the current process: an explicit pid entry (which may be 0 = excluded)
+ * wins, then its cgroup, then capture-all. 0 means "not captured". */
+static __always_inline __u8 selected_mode(__u32 tgid)
+{
+	__u8 *m = bpf_map_lookup_elem(&selected_pids, &tgid);
+	if (m)
+		return *m;
+	__u64 cg = bpf_get_current_cgroup_id();
+	m = bpf_map_lookup_elem(&selected_cgroups, &cg);
+	if (m)
+		return *m;
+	struct settings *s = settings();
+	return s ? s->capture_all_mode : 0;
+}
+
+/* Writes one record to user space: the ring buffer when the kernel has one (decided at load by
+ * CO-RE, so older kernels never see the ring-buffer helpers) and perf is not forced, else this
+ * CPU's perf buffer. Ring-buffer records wake the reader only once a quarter of the ring is
+ * unread: the reader polls every few ms, and a wakeup per record cost ~8 µs on the traced
+ * process. */
+static __always_inline void output(void *ctx, void *data, __u64 size)
+{
+	struct settings *s = settings();
+	long r;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf)) {
+		__u64 flags = BPF_RB_NO_WAKEUP;
+		if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
+			flags = BPF_RB_FORCE_WAKEUP;
+		r = bpf_ringbuf_output(&events, data, size, flags);
+	} else {
+		r = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
+	}
+	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
+}
+
+static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)
+{
+	h->type = type;
+	h->tgid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts_ns = bpf_ktime_get_ns();
+}
+
+#endif

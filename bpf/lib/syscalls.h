@@ -1,0 +1,193 @@
+/* Syscall entry/exit pairing: the entry probe stashes the arguments of a selected process's call
+ * per thread (`active`), the exit probe takes them back and acts on the result. */
+#ifndef EBPF_TRACER_SYSCALLS_H
+#define EBPF_TRACER_SYSCALLS_H
+
+#include "copy.h"
+
+#define EINPROGRESS 115
+#define MSG_PEEK 2
+#define TCP_CLOSE 7
+/* sendmmsg/recvmmsg move at most UIO_MAXIOV messages per call (the kernel caps vlen), so the
+ * msg_len sum below always covers the whole call; CNT_MMSG_OVERFLOW counts it if not. */
+#define MAX_MMSG 1024
+
+static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u64 buf, __u64 cnt, __u64 flags)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 mode = selected_mode(pid_tgid >> 32);
+	if (!mode)
+		return 0;
+	if (kind <= IO_MMSG || kind == IO_NOCOPY) {
+		struct conn_info *ci = conn_of_fd(fd_key(pid_tgid, fd));
+		if (ci) {
+			if (ci->ignored)
+				return 0;
+		} else if (!stream_socket(fd)) {
+			return 0;
+		}
+	}
+	/* A peek returns bytes the next read returns again: the stream moves at that read. */
+	if (flags & MSG_PEEK) {
+		count(CNT_PEEK_SKIPPED, 1);
+		return 0;
+	}
+	/* Probe stats count the calls that passed the filters: entries stashed, exits matched. */
+	count(CNT_PROBE_ENTRY_BASE + sys, 1);
+	struct active_call a = { .buf = buf, .cnt = cnt, .fd = fd, .sys = sys, .kind = kind, .dir = dir, .mode = mode };
+	if (bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY) != 0)
+		count(CNT_ACTIVE_FULL, 1);
+	return 0;
+}
+
+/* Bytes moved by a sendmmsg/recvmmsg that returned `msgs` messages: the sum of their msg_len. */
+static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs)
+{
+	__u64 sum = 0;
+	if (msgs > MAX_MMSG)
+		count(CNT_MMSG_OVERFLOW, 1);
+	for (int i = 0; i < MAX_MMSG; i++) {
+		if (i >= msgs)
+			break;
+		__u32 len = 0;
+		read_user(&len, sizeof(len), (void *)(msgvec + (__u64)i * sizeof(struct mmsghdr) +
+						      __builtin_offsetof(struct mmsghdr, msg_len)));
+		sum += len;
+	}
+	return sum;
+}
+
+/* `kind` is the exit program's own IO_* (a constant there), so each program keeps only its path. */
+static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
+	if (!ap)
+		return 0;
+	struct active_call a = *ap;
+	bpf_map_delete_elem(&active, &pid_tgid);
+	if (a.sys != sys)
+		return 0; /* an entry whose exit was missed: stale */
+	count(CNT_PROBE_EXIT_BASE + sys, 1);
+
+	if (kind == IO_ACCEPT || kind == IO_CONNECT) {
+		int fd = kind == IO_ACCEPT ? (int)ret : a.fd;
+		if (kind == IO_ACCEPT ? ret < 0 : (ret != 0 && ret != -EINPROGRESS))
+			return 0;
+		struct socket *sock = stream_socket(fd);
+		if (!sock)
+			return 0;
+		__u8 role = kind == IO_ACCEPT ? ROLE_SERVER : ROLE_CLIENT;
+		track(ctx, pid_tgid, fd, sock, role, sys, !role_wanted(role, a.mode), 1);
+		return 0;
+	}
+	if (ret <= 0)
+		return 0;
+	struct io_src src = { .buf = a.buf, .cnt = a.cnt, .kind = kind };
+	__u64 total = ret;
+	if (kind == IO_MMSG) {
+		src.cnt = ret;
+		total = mmsg_bytes(a.buf, ret);
+		if (total == 0)
+			return 0;
+	}
+	struct conn_info *ci = conn_of_fd(fd_key(pid_tgid, a.fd));
+	if (!ci) {
+		struct socket *sock = stream_socket(a.fd);
+		if (!sock)
+			return 0;
+		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
+		if (!ci)
+			return 0;
+	}
+	if (ci->ignored || !role_wanted(ci->role, a.mode))
+		return 0;
+	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total);
+	return 0;
+}
+
+static __always_inline int enter_close(void *ctx, int fd)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u8 mode = selected_mode(pid_tgid >> 32);
+	if (!mode)
+		return 0;
+	__u64 key = fd_key(pid_tgid, fd);
+	__u64 *skp = bpf_map_lookup_elem(&fds, &key);
+	if (!skp)
+		return 0;
+	__u64 skey = *skp;
+	bpf_map_delete_elem(&fds, &key);
+	count(CNT_PROBE_ENTRY_BASE + SYS_CLOSE, 1);
+	count(CNT_PROBE_EXIT_BASE + SYS_CLOSE, 1); /* close is traced at entry only */
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &skey);
+	if (!ci)
+		return 0;
+	/* Another fd (dup, or a forked process) still holds the socket: the connection goes on. */
+	struct file *f = file_of(fd);
+	if (f && file_refs(f) > 1)
+		return 0;
+	end_conn(ctx, skey, ci, pid_tgid, fd, SYS_CLOSE);
+	return 0;
+}
+
+/* listen() of any process, only while port rules exist: user space selects the listener. */
+static __always_inline int enter_listen(int fd)
+{
+	struct settings *s = settings();
+	if (!s || !s->notify_listen)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call a = { .fd = fd, .sys = SYS_LISTEN, .kind = IO_LISTEN };
+	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int exit_listen(void *ctx, long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
+	if (!ap || ap->kind != IO_LISTEN)
+		return 0;
+	int fd = ap->fd;
+	bpf_map_delete_elem(&active, &pid_tgid);
+	if (ret != 0)
+		return 0;
+	struct socket *sock = stream_socket(fd);
+	if (!sock)
+		return 0;
+	struct conn_event *e = conn_event(EV_LISTEN, pid_tgid, fd, SYS_LISTEN);
+	if (!e)
+		return 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	fill_addresses(e, sock);
+	/* Select the listener before listen() returns, so its first accepted connection is
+	 * captured; an existing entry (another rule, or 0 = excluded) is kept. */
+	__u16 lport = e->local_port;
+	__u8 *pm = bpf_map_lookup_elem(&selected_ports, &lport);
+	if (pm && *pm) {
+		__u32 tgid = pid_tgid >> 32;
+		bpf_map_update_elem(&selected_pids, &tgid, pm, BPF_NOEXIST);
+	}
+	output(ctx, e, sizeof(*e));
+	return 0;
+}
+
+/* Entry of any syscall in syscalls.def; `kind` is a constant in each program. */
+static __always_inline int on_enter(void *ctx, __u8 sys, __u8 kind, __u8 dir, long a0, long a1, long a2, long flags)
+{
+	if (kind == IO_CLOSE)
+		return enter_close(ctx, (int)a0);
+	if (kind == IO_LISTEN)
+		return enter_listen((int)a0);
+	return enter_call(sys, kind, dir, (int)a0, (__u64)a1, (__u64)a2, (__u64)flags);
+}
+
+static __always_inline int on_exit(void *ctx, __u8 sys, __u8 kind, long ret)
+{
+	if (kind == IO_LISTEN)
+		return exit_listen(ctx, ret);
+	return exit_call(ctx, sys, kind, ret);
+}
+
+#endif
