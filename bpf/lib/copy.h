@@ -65,8 +65,11 @@ static __always_inline int looks_like_tls(const struct io_src *src, __u32 total)
 
 /* One step of the copy walk: load the next mmsghdr or iovec, or copy the next piece of the
  * current segment into the staging chunk and emit the chunk when it is full. Returns 0 when
- * done. The walk only ever copies a prefix of the call's bytes, so positions stay exact. */
-static __always_inline int walk_step(void *ctx, struct data_scratch *s)
+ * done. The walk only ever copies a prefix of the call's bytes, so positions stay exact.
+ * A BPF subprogram, not inlined: then the walk loop is closed by a jump after the call. Inlined,
+ * clang may let the step's last statement fall through into the loop head, which kernels before
+ * 6.4 reject ("back-edge from insn", test/kernel/bpf-cfg.test.ts). */
+static __noinline int walk_step(void *ctx, struct data_scratch *s)
 {
 	struct walk *w = &s->w;
 	if (w->done >= w->want)

@@ -1,0 +1,84 @@
+/**
+ * Replays the control-flow check of older kernels' BPF verifier over `llvm-objdump -d` output, so
+ * a layout that Linux 5.10 would reject is found without booting it (test/kernel/bpf-cfg.test.ts).
+ */
+export interface Insn { code: number; src: number; off: number; imm: number }
+
+/** Sections of `llvm-objdump -d` output: name → instructions by slot (ld_imm64 takes two), and
+ * the slots where a function symbol starts. */
+export function parseObjdump(text: string): Map<string, { insns: Insn[]; functions: Map<string, number> }> {
+  const out = new Map<string, { insns: Insn[]; functions: Map<string, number> }>();
+  let cur: { insns: Insn[]; functions: Map<string, number> } | undefined;
+  for (const line of text.split("\n")) {
+    const sec = /^Disassembly of section (.+):$/.exec(line);
+    if (sec) {
+      cur = { insns: [], functions: new Map() };
+      out.set(sec[1]!, cur);
+      continue;
+    }
+    const fn = /^[0-9a-f]+ <([^>]+)>:$/.exec(line);
+    if (fn && cur) {
+      cur.functions.set(fn[1]!, cur.insns.length);
+      continue;
+    }
+    const ins = /^\s*(\d+):\s+((?:[0-9a-f]{2} ){7}[0-9a-f]{2}(?: (?:[0-9a-f]{2} ){7}[0-9a-f]{2})?)/.exec(line);
+    if (!ins || !cur) continue;
+    const b = ins[2]!.split(" ").map((h) => parseInt(h, 16));
+    const at = Number(ins[1]);
+    const dv = new DataView(Uint8Array.from(b.slice(0, 8)).buffer);
+    cur.insns[at] = { code: b[0]!, src: b[1]! >> 4, off: dv.getInt16(2, true), imm: dv.getInt32(4, true) };
+    if (b.length === 16) cur.insns[at + 1] = { code: 0, src: 0, off: 0, imm: 0 };
+  }
+  return out;
+}
+
+/**
+ * check_cfg() of Linux 5.10 from `entry`, privileged: undefined when it accepts, else its
+ * message. Pseudo calls into other sections (relocated later) are not followed.
+ */
+export function checkCfg510(insns: Insn[], entry = 0): string | undefined {
+  const DISCOVERED = 0x10, EXPLORED = 0x20, FALL = 1, BRANCH = 2;
+  const state = new Map<number, number>();
+  const stack = [entry];
+  state.set(entry, DISCOVERED);
+  const st = (i: number) => state.get(i) ?? 0;
+  const push = (t: number, w: number, e: number, loopOk: boolean): number | string => {
+    if (e === FALL && st(t) >= (DISCOVERED | FALL)) return 0;
+    if (e === BRANCH && st(t) >= (DISCOVERED | BRANCH)) return 0;
+    if (w < 0 || !insns[w]) return `jump out of range from insn ${t} to ${w}`;
+    if (st(w) === 0) {
+      state.set(t, DISCOVERED | e);
+      state.set(w, DISCOVERED);
+      stack.push(w);
+      return 1;
+    }
+    if ((st(w) & 0xf0) === DISCOVERED) return loopOk ? 0 : `back-edge from insn ${t} to ${w}`;
+    state.set(t, DISCOVERED | e);
+    return 0;
+  };
+  while (stack.length) {
+    const t = stack[stack.length - 1]!;
+    const i = insns[t];
+    if (!i) return `no instruction at ${t}`;
+    const cls = i.code & 7, op = i.code & 0xf0;
+    let r: number | string = 0;
+    if (cls === 5 || cls === 6) {
+      if (op === 0x90) r = 0; // exit
+      else if (op === 0x80) { // call
+        r = push(t, t + 1, FALL, false);
+        if (r === 0 && i.src === 1 && insns[t + i.imm + 1] && i.imm !== -1) r = push(t, t + i.imm + 1, BRANCH, false);
+      } else if (op === 0x00) r = push(t, t + i.off + 1, FALL, true); // ja
+      else {
+        r = push(t, t + 1, FALL, true);
+        if (r === 0) r = push(t, t + i.off + 1, BRANCH, true);
+      }
+    } else {
+      r = push(t, t + 1, FALL, false);
+    }
+    if (typeof r === "string") return r;
+    if (r === 1) continue;
+    state.set(t, EXPLORED);
+    stack.pop();
+  }
+  return undefined;
+}
