@@ -2,15 +2,19 @@
  * Root integration tests of syscalls whose byte counts are not their return value, or that move
  * no bytes: sendmmsg/recvmmsg (a message count; the stream advances by the msg_len sum) and
  * recv with MSG_PEEK (the bytes come again with the real read). Each would shift every later
- * stream position on the connection, so the spans below must be exact, one per request.
+ * stream position on the connection, so the spans below must be exact, one per request. And a
+ * socket whose first bytes are a TLS record: marked in the kernel, its ciphertext never copied.
  */
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ROOT, rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
 import { port, waitForPort } from "../support/servers.ts";
 import { Cleanups, curlOk, exitStats, run } from "../support/http-kit.ts";
+import { makeTestCerts, removeTestCerts } from "../support/certs.ts";
+import { decodeEvent, type ConnEvent, type DataEvent, type TracerEvent } from "../../src/kernel/event-decoder.ts";
+import { CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_RECV, LAYER_SOCKET } from "../../src/kernel/event-layout.ts";
 
 setDefaultTimeout(60_000);
 
@@ -81,3 +85,60 @@ describe.skipIf(!!SKIP)("MSG_PEEK", () => {
     expect(exitStats(t.stderr)).toMatchObject({ ReqParsingErrors: 0, ResParsingErrors: 0, LostBytes: 0, SpansEmitted: 4 });
   });
 });
+
+describe.skipIf(!!SKIP)("TLS on a plain socket", () => {
+  test("the kernel marks the connection TLS at its first bytes: one zero-length DATA_FLAG_TLS event, no ciphertext copied, positions counted", async () => {
+    const certs = c.add(makeTestCerts(), removeTestCerts);
+    const dir = c.add(mkdtempSync(join(tmpdir(), "et-tls-")), (d) => rmSync(d, { recursive: true, force: true }));
+    writeFileSync(join(dir, "hello.txt"), "hello over tls\n");
+    const p = port();
+    const script = [
+      "import http.server, ssl, sys",
+      "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)",
+      `ctx.load_cert_chain(${JSON.stringify(certs.server.cert)}, ${JSON.stringify(certs.server.key)})`,
+      `srv = http.server.HTTPServer(("127.0.0.1", ${p}), http.server.SimpleHTTPRequestHandler)`,
+      "srv.socket = ctx.wrap_socket(srv.socket, server_side=True)",
+      "srv.serve_forever()",
+    ].join("\n");
+    const srv = Bun.spawn(["/usr/bin/python3", "-c", script], { cwd: dir, stdout: "ignore", stderr: "ignore" });
+    c.add(srv, (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    const rec = join(dir, "events.rec");
+    const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--record", rec]), (x) => x.stop());
+    const r = curlOk(["--cacert", certs.ca.cert, `https://127.0.0.1:${p}/hello.txt`]);
+    expect(r.stdout).toBe("hello over tls\n");
+    await Bun.sleep(500);
+    await t.stop();
+
+    const events = decodeRecording(readFileSync(rec));
+    const open = events.filter((e): e is ConnEvent => e.kind === "open" && e.localPort === p);
+    expect(open).toHaveLength(1);
+    const id = open[0]!.connId;
+    const data = events.filter((e): e is DataEvent => e.kind === "data" && e.connId === id);
+    const close = events.filter((e): e is ConnEvent => e.kind === "close" && e.connId === id);
+    // the ClientHello the server read: the only data event, empty, its bytes skipped
+    expect(data).toHaveLength(1);
+    expect(data[0]).toMatchObject({ layer: LAYER_SOCKET, dir: DIR_RECV, pos: 0, flags: DATA_FLAG_LAST | DATA_FLAG_TLS });
+    expect(data[0]!.data.length).toBe(0);
+    expect(data[0]!.skipped).toBe(data[0]!.callBytes);
+    expect(close).toHaveLength(1);
+    expect(close[0]!.flags & CONN_F_TLS).toBe(CONN_F_TLS);
+    // positions still advanced over the whole exchange (handshake and records both ways)
+    expect(close[0]!.recv).toBeGreaterThan(data[0]!.callBytes);
+    expect(close[0]!.sent).toBeGreaterThan(500);
+    expect(close[0]).toMatchObject({ tlsSent: 0, tlsRecv: 0 });
+    expect(t.spans.filter((s) => s.attributes["server.port"] === p)).toEqual([]);
+  });
+});
+
+function decodeRecording(bytes: Uint8Array): TracerEvent[] {
+  const out: TracerEvent[] = [];
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let off = 0; off + 4 <= bytes.length;) {
+    const n = dv.getUint32(off, true);
+    const e = decodeEvent(bytes.slice(off + 4, off + 4 + n));
+    if (e) out.push(e);
+    off += 4 + n;
+  }
+  return out;
+}
