@@ -14,7 +14,9 @@ import { port, waitForPort } from "../support/servers.ts";
 import { Cleanups, curlOk, exitStats, run } from "../support/http-kit.ts";
 import { makeTestCerts, removeTestCerts } from "../support/certs.ts";
 import { decodeEvent, type ConnEvent, type DataEvent, type TracerEvent } from "../../src/kernel/event-decoder.ts";
-import { CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_RECV, LAYER_SOCKET } from "../../src/kernel/event-layout.ts";
+import { CONN_F_NOCOPY, CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_RECV, LAYER_SOCKET, MODE_BOTH } from "../../src/kernel/event-layout.ts";
+import { KernelTracer } from "../../src/kernel/tracer.ts";
+import { connect } from "node:net";
 
 setDefaultTimeout(60_000);
 
@@ -142,3 +144,44 @@ function decodeRecording(bytes: Uint8Array): TracerEvent[] {
   }
   return out;
 }
+
+describe.skipIf(!!SKIP)("per-connection flags from user space", () => {
+  test("CONN_F_NOCOPY through KernelTracer.setConnFlags: no data events, positions still in the close event", async () => {
+    const dir = c.add(mkdtempSync(join(tmpdir(), "et-nocopy-")), (d) => rmSync(d, { recursive: true, force: true }));
+    writeFileSync(join(dir, "hello.json"), '{"hello":"world"}');
+    const p = port();
+    const srv = Bun.spawn(["/usr/bin/python3", "-m", "http.server", String(p), "--bind", "127.0.0.1"], { cwd: dir, stdout: "ignore", stderr: "ignore" });
+    c.add(srv, (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    const k = c.add(await KernelTracer.start({ ringbufBytes: 1 << 22, maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false }), (x) => x.close());
+    expect(k.setPid(srv.pid!, MODE_BOTH)).toBe(0);
+    const events: TracerEvent[] = [];
+    const pump = async (until: () => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!until() && Date.now() < deadline) {
+        k.source.drain((rec) => {
+          const e = decodeEvent(rec);
+          if (e) events.push(e.kind === "data" ? { ...e, data: e.data.slice() } : e);
+        }, 1000);
+        await Bun.sleep(10);
+      }
+    };
+    const sock = connect({ host: "127.0.0.1", port: p });
+    let got = "";
+    sock.on("data", (d) => (got += d.toString("latin1")));
+    const ended = new Promise((res) => sock.on("close", res));
+    await pump(() => events.some((e) => e.kind === "open" && e.localPort === p));
+    const open = events.find((e): e is ConnEvent => e.kind === "open" && e.localPort === p)!;
+    expect(open).toBeDefined();
+    expect(k.setConnFlags(open.connId, CONN_F_NOCOPY)).toBe(0);
+    const req = "GET /hello.json HTTP/1.0\r\nHost: nocopy\r\n\r\n";
+    sock.write(req);
+    await ended;
+    expect(got).toEndWith('{"hello":"world"}');
+    await pump(() => events.some((e) => e.kind === "close" && e.connId === open.connId));
+    const close = events.find((e): e is ConnEvent => e.kind === "close" && e.connId === open.connId);
+    expect(events.filter((e) => e.kind === "data" && e.connId === open.connId)).toEqual([]);
+    expect(close).toMatchObject({ recv: req.length, sent: got.length, flags: CONN_F_NOCOPY, tlsRecv: 0, tlsSent: 0 });
+    expect(k.counters().noCopyBytes).toBe(req.length + got.length);
+  });
+});
