@@ -21,6 +21,12 @@ struct io_src {
 	__u8 _pad[7];
 };
 
+/* User-memory field reads straight into their destination: whole msghdr/mmsghdr/iovec copies
+ * on the stack would push the exit programs past the 512-byte stack that 5.10 counts across the
+ * program and its walk_step subprogram together. */
+#define READ_FIELD(dst, addr, type, member) \
+	read_user(dst, sizeof(*(dst)), (void *)((addr) + __builtin_offsetof(type, member)))
+
 /* Address and length of the first buffer segment of `src`; 0 when there is none. */
 static __always_inline __u64 first_segment(const struct io_src *src, __u64 *len)
 {
@@ -29,22 +35,19 @@ static __always_inline __u64 first_segment(const struct io_src *src, __u64 *len)
 		*len = src->cnt;
 		return src->buf;
 	}
-	__u64 iov = src->buf;
+	__u64 iov = src->buf, iovlen = 1;
 	if (src->kind == IO_MSG || src->kind == IO_MMSG) {
-		struct user_msghdr mh = {};
-		if (read_user(&mh, sizeof(mh), (void *)src->buf) != 0) /* mmsghdr starts with its msghdr */
+		/* an mmsghdr starts with its msghdr */
+		if (READ_FIELD(&iov, src->buf, struct user_msghdr, msg_iov) != 0 ||
+		    READ_FIELD(&iovlen, src->buf, struct user_msghdr, msg_iovlen) != 0)
 			return 0;
-		if (mh.msg_iovlen == 0)
-			return 0;
-		iov = (__u64)mh.msg_iov;
 	} else if (src->kind != IO_IOV) {
 		return 0;
 	}
-	struct iovec v = {};
-	if (read_user(&v, sizeof(v), (void *)iov) != 0)
+	__u64 base = 0;
+	if (iovlen == 0 || READ_FIELD(&base, iov, struct iovec, iov_base) != 0 || READ_FIELD(len, iov, struct iovec, iov_len) != 0)
 		return 0;
-	*len = v.iov_len;
-	return (__u64)v.iov_base;
+	return base;
 }
 
 /* Whether the call's first bytes are a TLS handshake record header: content type 22, major
@@ -79,23 +82,21 @@ static __noinline int walk_step(void *ctx, struct data_scratch *s)
 			/* the current message is complete: the next one (mmsg), else the end */
 			if (!w->msgvec || w->msg_idx >= w->msg_cnt)
 				return 0;
-			struct mmsghdr mm = {};
-			if (read_user(&mm, sizeof(mm), (void *)(w->msgvec + (__u64)w->msg_idx * sizeof(struct mmsghdr))) != 0)
+			__u64 m = w->msgvec + (__u64)w->msg_idx * sizeof(struct mmsghdr);
+			if (READ_FIELD(&w->iov, m, struct mmsghdr, msg_hdr.msg_iov) != 0 ||
+			    READ_FIELD(&w->iovcnt, m, struct mmsghdr, msg_hdr.msg_iovlen) != 0 ||
+			    READ_FIELD(&w->msg_rem, m, struct mmsghdr, msg_len) != 0)
 				return 0;
 			w->msg_idx++;
-			w->iov = (__u64)mm.msg_hdr.msg_iov;
-			w->iovcnt = mm.msg_hdr.msg_iovlen;
 			w->iov_idx = 0;
-			w->msg_rem = mm.msg_len;
 			return 1;
 		}
 		if (w->iov_idx >= w->iovcnt || w->iov_idx >= MAX_IOV)
 			return 0;
-		struct iovec v = {};
-		read_user(&v, sizeof(v), (void *)(w->iov + (__u64)w->iov_idx * sizeof(struct iovec)));
+		__u64 v = w->iov + (__u64)w->iov_idx * sizeof(struct iovec);
 		w->iov_idx++;
-		w->base = (__u64)v.iov_base;
-		w->seg_rem = v.iov_len;
+		if (READ_FIELD(&w->base, v, struct iovec, iov_base) != 0 || READ_FIELD(&w->seg_rem, v, struct iovec, iov_len) != 0)
+			return 0;
 		return 1;
 	}
 	__u32 off = w->off;
@@ -181,10 +182,9 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 		w->iov = src->buf;
 		w->iovcnt = src->cnt;
 	} else if (src->kind == IO_MSG) {
-		struct user_msghdr mh = {};
-		read_user(&mh, sizeof(mh), (void *)src->buf);
-		w->iov = (__u64)mh.msg_iov;
-		w->iovcnt = mh.msg_iovlen;
+		if (READ_FIELD(&w->iov, src->buf, struct user_msghdr, msg_iov) != 0 ||
+		    READ_FIELD(&w->iovcnt, src->buf, struct user_msghdr, msg_iovlen) != 0)
+			w->want = 0;
 	} else if (src->kind == IO_MMSG) {
 		w->msgvec = src->buf;
 		w->msg_cnt = src->cnt;

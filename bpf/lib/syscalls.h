@@ -50,8 +50,7 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs)
 		if (i >= msgs)
 			break;
 		__u32 len = 0;
-		read_user(&len, sizeof(len), (void *)(msgvec + (__u64)i * sizeof(struct mmsghdr) +
-						      __builtin_offsetof(struct mmsghdr, msg_len)));
+		READ_FIELD(&len, msgvec + (__u64)i * sizeof(struct mmsghdr), struct mmsghdr, msg_len);
 		sum += len;
 	}
 	return sum;

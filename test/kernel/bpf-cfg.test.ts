@@ -10,7 +10,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { checkCfg510, parseObjdump, type Insn } from "../support/bpf-cfg.ts";
+import { checkCfg510, parseObjdump, stackDepths, type Insn } from "../support/bpf-cfg.ts";
 
 const OBJ = resolve(import.meta.dir, "../../.output/tracer.bpf.o");
 const OBJDUMP = Bun.which("llvm-objdump");
@@ -46,7 +46,8 @@ describe("checkCfg510", () => {
 
 describe.skipIf(!!SKIP)("every program of .output/tracer.bpf.o passes check_cfg() of Linux 5.10", () => {
   const r = SKIP ? undefined : Bun.spawnSync([OBJDUMP!, "-d", OBJ], { stdout: "pipe", stderr: "pipe" });
-  const sections = r ? parseObjdump(r.stdout.toString()) : new Map();
+  const text = r ? r.stdout.toString() : "";
+  const sections = r ? parseObjdump(text) : new Map();
   const failures = (): string[] => {
     const out: string[] = [];
     for (const [name, s] of sections) {
@@ -61,5 +62,12 @@ describe.skipIf(!!SKIP)("every program of .output/tracer.bpf.o passes check_cfg(
   test("no fall-through back-edges", () => {
     expect(sections.size).toBeGreaterThan(20);
     expect(failures()).toEqual([]);
+  });
+  test("stack: each program's frame plus the deepest subprogram frame fits 512 bytes as 5.10 counts (frames rounded to 32)", () => {
+    const depth = stackDepths(text);
+    const round = (n: number) => Math.ceil(n / 32) * 32;
+    const sub = Math.max(0, ...[...depth].filter(([k]) => k.startsWith(".text")).map(([, v]) => round(v)));
+    const over = [...depth].filter(([k]) => !k.startsWith(".text")).filter(([, v]) => round(v) + sub > 512).map(([k, v]) => `${k}: ${round(v)} + ${sub}`);
+    expect(over).toEqual([]);
   });
 });

@@ -82,3 +82,17 @@ export function checkCfg510(insns: Insn[], entry = 0): string | undefined {
   }
   return undefined;
 }
+
+/** Deepest stack offset (bytes below r10) each section, and each .text function, uses. */
+export function stackDepths(objdumpText: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let name = "";
+  for (const line of objdumpText.split("\n")) {
+    const sec = /^Disassembly of section (.+):$/.exec(line);
+    if (sec) name = sec[1]!;
+    const fn = /^[0-9a-f]+ <([^>]+)>:$/.exec(line);
+    if (fn && name.startsWith(".text")) name = `.text ${fn[1]}`;
+    for (const m of line.matchAll(/r10 - (\d+)/g)) out.set(name, Math.max(out.get(name) ?? 0, Number(m[1])));
+  }
+  return out;
+}
