@@ -50,8 +50,11 @@ static __always_inline __u64 first_segment(const struct io_src *src, __u64 *len)
 	return base;
 }
 
-/* Whether the call's first bytes are a TLS handshake record header: content type 22, major
- * version 3, minor 0..4 (SSL 3.0 to TLS 1.3 record versions). */
+/* Whether the call's first bytes are a TLS record header: content type 20..23 (change cipher
+ * spec, alert, handshake, application data), major version 3, minor 0..4 (SSL 3.0 to TLS 1.3
+ * record versions). A new connection starts with a handshake record (22); the other types
+ * catch a TLS connection first seen in the middle (a socket inherited or already open when the
+ * process was selected). A connection first seen inside a record is not recognised. */
 static __always_inline int looks_like_tls(const struct io_src *src, __u32 total)
 {
 	if (total < 3)
@@ -63,7 +66,7 @@ static __always_inline int looks_like_tls(const struct io_src *src, __u32 total)
 	__u8 h[3] = {};
 	if (read_user(h, sizeof(h), (void *)base) != 0)
 		return 0;
-	return h[0] == 0x16 && h[1] == 0x03 && h[2] <= 0x04;
+	return h[0] >= 0x14 && h[0] <= 0x17 && h[1] == 0x03 && h[2] <= 0x04;
 }
 
 /* One step of the copy walk: load the next mmsghdr or iovec, or copy the next piece of the
@@ -133,11 +136,12 @@ static __noinline int walk_step(void *ctx, struct data_scratch *s)
 	return 1;
 }
 
-/* Copies up to the per-call cap of the `total` bytes at stream position `pos` (nothing with
- * `nocopy`) and emits them as chunks. The last chunk carries DATA_FLAG_LAST | `flags` and the
- * count of bytes not copied. */
+/* Copies up to the per-call cap of the `total` bytes at stream position `pos` and emits them as
+ * chunks. The last chunk carries DATA_FLAG_LAST | `flags` and the count of bytes not copied,
+ * which CNT_TRUNCATED_BYTES counts too. With DATA_FLAG_TLS nothing is copied or counted here
+ * (the caller counts ciphertext in CNT_TLS_SKIPPED_BYTES). */
 static __always_inline void emit_data(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
-				      __u8 sys, __u8 dir, __u8 layer, __u64 pos, __u32 total, int nocopy, __u8 flags)
+				      __u8 sys, __u8 dir, __u8 layer, __u64 pos, __u32 total, __u8 flags)
 {
 	__u32 zero = 0;
 	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
@@ -162,7 +166,7 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 	ev->_pad0[2] = 0;
 
 	struct walk *w = &s->w;
-	w->want = nocopy ? 0 : total < cap ? total : cap;
+	w->want = flags & DATA_FLAG_TLS ? 0 : total < cap ? total : cap;
 	w->done = 0;
 	w->off = 0;
 	w->iov_idx = 0;
@@ -204,7 +208,7 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 	ev->len = off;
 	ev->skipped = total - done;
 	ev->flags = DATA_FLAG_LAST | flags;
-	if (total > done && !nocopy)
+	if (total > done && !(flags & DATA_FLAG_TLS))
 		count(CNT_TRUNCATED_BYTES, total - done);
 	__u64 size = DATA_EVENT_HEADER + (__u64)off;
 	asm volatile("" : "+r"(size));
@@ -240,11 +244,11 @@ static __always_inline void stream_bytes(void *ctx, const struct io_src *src, st
 		if (pos == 0 && looks_like_tls(src, total)) {
 			ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
 			count(CNT_TLS_SKIPPED_BYTES, total);
-			emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, 1, DATA_FLAG_TLS);
+			emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, DATA_FLAG_TLS);
 			return;
 		}
 	}
-	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, src->kind == IO_NOCOPY, 0);
+	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, 0);
 }
 
 /* For uprobes on TLS libraries: `len` bytes of plaintext at user address `buf` moved in `dir` on
