@@ -6,13 +6,13 @@ import f0 from "../../../btf/debian/12/arm64/6.1.0-50-cloud-arm64.btf" with { ty
 // @ts-ignore: .btf files have no type declarations; the value is a path string
 import f1 from "../../../btf/debian/12/x86_64/6.1.0-50-cloud-amd64.btf" with { type: "file" };
 // @ts-ignore: .btf files have no type declarations; the value is a path string
-import f2 from "../../../btf/debian/12/x86_64/6.18.44-fc-v669.btf" with { type: "file" };
+import f2 from "../../../btf/debian/12/x86_64/6.18.44-fc-v595.btf" with { type: "file" };
 // @ts-ignore: .btf files have no type declarations; the value is a path string
 import f3 from "../../../btf/debian/bullseye/x86_64/5.10.0-32-cloud-amd64.btf" with { type: "file" };
 
 export const BUNDLED_BTF: Readonly<Record<string, string>> = {
   "debian/12/arm64/6.1.0-50-cloud-arm64.btf": f0 as string,
   "debian/12/x86_64/6.1.0-50-cloud-amd64.btf": f1 as string,
-  "debian/12/x86_64/6.18.44-fc-v669.btf": f2 as string,
+  "debian/12/x86_64/6.18.44-fc-v595.btf": f2 as string,
   "debian/bullseye/x86_64/5.10.0-32-cloud-amd64.btf": f3 as string,
 };
