@@ -11,7 +11,7 @@ import type { OverheadBudget } from "./budget.ts";
 import type { Exchange, Handoff, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
-import { AF_UNIX, DATA_FLAG_LAST, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN, SYS_COUNT } from "../kernel/event-layout.ts";
+import { AF_UNIX, DATA_FLAG_LAST, DATA_FLAG_TLS, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN, SYS_COUNT } from "../kernel/event-layout.ts";
 import type { SpanSink } from "../spans/span.ts";
 import { clockNs } from "../kernel/libbpf-ffi.ts";
 
@@ -211,6 +211,7 @@ export class Pipeline {
     }
     const ts = BigInt(Math.round(e.tsNs));
     const last = (e.flags & DATA_FLAG_LAST) !== 0;
+    if (e.flags & DATA_FLAG_TLS) c.kernelTls();
     this.counters.LostBytes += c.feed(e.layer, e.dir, e.pos, e.data, ts, last);
     if (last && e.skipped > 0) c.gap(e.layer, e.dir, e.skipped, ts, false);
   }

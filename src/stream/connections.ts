@@ -143,6 +143,14 @@ export class Connection {
     return next;
   }
 
+  /** The kernel found a TLS record at the socket's first bytes (DATA_FLAG_TLS) and copies none
+   * of its payload from now on: as if the detector had seen it. */
+  kernelTls(): void {
+    if (this.appLayer !== LAYER_SOCKET || this.done) return;
+    this.becomeTls();
+    this.hooks.tlsDetected?.(this);
+  }
+
   private becomeTls(): void {
     this.appLayer = LAYER_TLS;
     this.meta.tls = true;
