@@ -9,7 +9,7 @@
  *
  * clang only emits BTF for types the program uses in maps, globals, function signatures or CO-RE
  * relocations; a struct used only as a stack variable (conn_event) is not in the object's BTF.
- * Such structs are checked against the BTF of bpf/events.h compiled on the spot with the same
+ * Such structs are checked against the BTF of bpf/include/events.h compiled on the spot with the same
  * `clang -target bpf` (the test says so), and fail only when that is impossible too.
  */
 import { describe, expect, test } from "bun:test";
@@ -57,7 +57,7 @@ function loadBtf(file: string): BtfType[] {
 const btf: BtfType[] = SKIP ? [] : loadBtf(OBJ);
 
 /**
- * BTF of bpf/events.h alone, compiled for the BPF target with a global pointer to each struct in
+ * BTF of bpf/include/events.h alone, compiled for the BPF target with a global pointer to each struct in
  * `names` so that clang emits them; undefined (with the reason) when clang is unavailable.
  */
 function headerBtf(names: string[]): { types?: BtfType[]; why?: string } {
@@ -72,7 +72,7 @@ function headerBtf(names: string[]): { types?: BtfType[]; why?: string } {
     if (r.exitCode !== 0) return { why: `clang -target bpf failed: ${r.stderr.toString().slice(0, 500)}` };
     return { types: loadBtf(join(dir, "probe.o")) };
   } catch (e) {
-    return { why: `cannot compile bpf/events.h: ${(e as Error).message}` };
+    return { why: `cannot compile bpf/include/events.h: ${(e as Error).message}` };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -82,13 +82,13 @@ const notInObject = SKIP ? [] : Object.keys(L.LAYOUT).filter((n) => !btf.some((t
 const fallback = notInObject.length ? headerBtf(notInObject) : {};
 if (notInObject.length) {
   console.warn(`test/kernel/layout.test.ts: not in the BTF of .output/tracer.bpf.o (used only on the stack): ${notInObject.join(", ")}; ` +
-    (fallback.types ? "checked against bpf/events.h compiled with clang -target bpf instead" : `and no fallback: ${fallback.why}`));
+    (fallback.types ? "checked against bpf/include/events.h compiled with clang -target bpf instead" : `and no fallback: ${fallback.why}`));
 }
 
 /** A note for mismatch messages when the object predates the header (stale build). */
 function staleNote(): string {
   try {
-    return statSync(OBJ).mtimeMs < statSync(HEADER).mtimeMs ? " (note: .output/tracer.bpf.o is older than bpf/events.h; rebuild with bun run build)" : "";
+    return statSync(OBJ).mtimeMs < statSync(HEADER).mtimeMs ? " (note: .output/tracer.bpf.o is older than bpf/include/events.h; rebuild with bun run build)" : "";
   } catch {
     return "";
   }
@@ -232,7 +232,7 @@ describe("event-layout helpers", () => {
   });
 });
 
-describe("bpf/events.h constants = src/kernel/event-layout.ts", () => {
+describe("bpf/include/events.h constants = src/kernel/event-layout.ts", () => {
   test("EV_* record types", () => {
     expect(compareConstants("EV", "EV_", L.EV, header)).toEqual([]);
   });
@@ -281,9 +281,9 @@ describe.skipIf(!!SKIP)("LAYOUT = BTF of .output/tracer.bpf.o", () => {
   test.each(structs)("struct %s: member offsets and size", (name, layout) => {
     const inObject = !notInObject.includes(name);
     const types = inObject ? btf : fallback.types;
-    if (!types) throw new Error(`${name}: not in the BTF of .output/tracer.bpf.o, and bpf/events.h could not be compiled to BTF: ${fallback.why}`);
+    if (!types) throw new Error(`${name}: not in the BTF of .output/tracer.bpf.o, and bpf/include/events.h could not be compiled to BTF: ${fallback.why}`);
     const diff = compareStruct(name, layout, types);
-    if (diff.length) diff[0] += inObject ? staleNote() : " (BTF of bpf/events.h compiled with clang -target bpf)";
+    if (diff.length) diff[0] += inObject ? staleNote() : " (BTF of bpf/include/events.h compiled with clang -target bpf)";
     expect(diff).toEqual([]);
   });
 
@@ -298,7 +298,7 @@ describe.skipIf(!!SKIP)("LAYOUT = BTF of .output/tracer.bpf.o", () => {
     const ours = [...inBtf.keys()].filter((k) => /^(EV|SYS|CNT)_/.test(k));
     // Anonymous enums used only as constants are usually not emitted; then the header text
     // (checked above) is the source. Whatever is in BTF must match it too.
-    const diff = ours.filter((k) => header.get(k) !== inBtf.get(k)).map((k) => `${k}: ${inBtf.get(k)} in BTF, ${header.get(k)} in bpf/events.h`);
+    const diff = ours.filter((k) => header.get(k) !== inBtf.get(k)).map((k) => `${k}: ${inBtf.get(k)} in BTF, ${header.get(k)} in bpf/include/events.h`);
     expect(diff).toEqual([]);
     if (ours.some((k) => k.startsWith("EV_"))) expect(compareConstants("EV (BTF)", "EV_", L.EV, inBtf)).toEqual([]);
     if (ours.some((k) => k.startsWith("CNT_"))) expect(compareConstants("CNT (BTF)", "CNT_", L.CNT, inBtf)).toEqual([]);
