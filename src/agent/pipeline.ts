@@ -127,6 +127,7 @@ export class Pipeline {
         this.counters.ProcessEventReceived++;
         const captured = this.opts.onProcessEvent?.(e);
         if (e.kind !== "exec" || e.mode !== 0 || captured) this.procs.onEvent(e);
+        if (e.kind === "exit") this.endUnixConnections(e.tgid);
       }
     }
   }
@@ -262,6 +263,21 @@ export class Pipeline {
   tick(): void {
     const now = monoNow();
     for (const c of this.conns.values()) c.session?.tick?.(now);
+  }
+
+  /**
+   * A process exited: its Unix-socket connections end here (TCP ones end by the kernel's socket
+   * state event). What they held is emitted flagged, as for a close with no final positions.
+   * A Unix socket shared with a child that lives on would be ended early: rare, and flagged.
+   */
+  private endUnixConnections(tgid: number): void {
+    const now = monoNow();
+    for (const c of [...this.conns.values()]) {
+      if (c.meta.tgid !== tgid || c.meta.family !== AF_UNIX) continue;
+      this.conns.delete(c.meta.id);
+      this.counters.ConnectionsEndedWithoutClose++;
+      c.session?.close(now);
+    }
   }
 
   /** Shutdown: every open connection's session emits what it holds (flagged), nothing vanishes. */

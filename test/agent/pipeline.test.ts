@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { Pipeline, type PipelineOptions } from "../../src/agent/pipeline.ts";
 import type { Span, SpanSink } from "../../src/spans/span.ts";
 import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS } from "../../src/kernel/event-layout.ts";
-import { connRecord, dataRecord, execRecord } from "../support/records.ts";
+import { connRecord, dataRecord, execRecord, exitRecord } from "../support/records.ts";
 import { Http2Session } from "../../src/protocols/http2/session.ts";
 import { concat, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
 import { clockNs } from "../../src/kernel/libbpf-ffi.ts";
@@ -233,6 +233,17 @@ describe("connections dropped without a close event", () => {
     p.handle(connRecord("open", { connId: 41, tgid: 50 }));
     expect(sink.spans.map((s) => [s.name, s.attributes["ebpf.response.missing"], s.attributes["ebpf.partial"]])).toEqual([["GET /waiting", true, true]]);
     expect(p.counters.ConnectionsEndedWithoutClose).toBe(1);
+  });
+});
+
+describe("process exit", () => {
+  test("a Unix-socket connection of an exited process ends: its waiting request is emitted flagged", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 60, tgid: 70, family: 1 }));
+    p.handle(dataRecord(60, 70, DIR_RECV, 0, "GET /unix HTTP/1.1\r\n\r\n"));
+    p.handle(exitRecord(70));
+    expect(sink.spans.map((s) => [s.name, s.attributes["ebpf.response.missing"]])).toEqual([["GET /unix", true]]);
+    expect(p.conns.get(60)).toBeUndefined();
   });
 });
 

@@ -91,3 +91,12 @@ export function execRecord(tgid: number, path: string, args: string[], tsNs = 50
   buf.set(new TextEncoder().encode(path.slice(path.lastIndexOf("/") + 1).slice(0, 15)), P.comm);
   return buf;
 }
+
+/** EV_PROC_EXIT of a selected process (the kernel sends the header, ppid/mode and comm). */
+export function exitRecord(tgid: number, tsNs = 9000): Uint8Array {
+  const P = LAYOUT.process_event;
+  const buf = new Uint8Array(P.path);
+  header(buf, EV.PROC_EXIT, tgid, tsNs);
+  buf[P.mode] = 3;
+  return buf;
+}
