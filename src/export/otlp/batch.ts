@@ -29,7 +29,7 @@ export interface EncodeOptions {
   gzipLevel?: number;
 }
 
-export const GZIP_LEVEL = 1;
+const GZIP_LEVEL = 1;
 
 export function contentTypeOf(encoding: OtlpEncoding): string {
   return encoding === "json" ? "application/json" : "application/x-protobuf";

@@ -8,13 +8,13 @@ import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_C
 
 type JsonAnyValue = { stringValue: string } | { intValue: string } | { doubleValue: number } | { boolValue: boolean };
 
-export function anyValueJson(v: AttrValue): JsonAnyValue {
+function anyValueJson(v: AttrValue): JsonAnyValue {
   if (typeof v === "string") return { stringValue: v };
   if (typeof v === "boolean") return { boolValue: v };
   return Number.isSafeInteger(v) ? { intValue: String(v) } : { doubleValue: v };
 }
 
-export function attributesJson(attrs: Attributes): { key: string; value: JsonAnyValue }[] {
+function attributesJson(attrs: Attributes): { key: string; value: JsonAnyValue }[] {
   const out: { key: string; value: JsonAnyValue }[] = [];
   for (const key in attrs) {
     const v = attrs[key];
@@ -24,7 +24,7 @@ export function attributesJson(attrs: Attributes): { key: string; value: JsonAny
   return out;
 }
 
-export function spanJson(s: Span): Record<string, unknown> {
+function spanJson(s: Span): Record<string, unknown> {
   const out: Record<string, unknown> = {
     traceId: s.traceId.toLowerCase(),
     spanId: s.spanId.toLowerCase(),

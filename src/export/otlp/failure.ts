@@ -32,7 +32,7 @@ interface ErrLike {
 }
 
 /** Errors from the outermost to the innermost cause. */
-export function errorChain(e: unknown): ErrLike[] {
+function errorChain(e: unknown): ErrLike[] {
   const out: ErrLike[] = [];
   let cur: unknown = e;
   while (cur && typeof cur === "object" && out.length < 8) {

@@ -15,7 +15,7 @@ import { ProtoWriter } from "./proto-writer.ts";
 // Histogram: data_points 1, aggregation_temporality 2 (CUMULATIVE = 2)
 // HistogramDataPoint: start_time_unix_nano 2, time_unix_nano 3, count 4 (fixed64), sum 5,
 //   bucket_counts 6 (packed fixed64), explicit_bounds 7 (packed double), attributes 9, min 11, max 12
-export const AGGREGATION_TEMPORALITY_CUMULATIVE = 2;
+const AGGREGATION_TEMPORALITY_CUMULATIVE = 2;
 
 interface Point {
   attributes: Attributes;

@@ -10,7 +10,7 @@ export interface ResourceGroup {
   spans: Span[];
 }
 
-export function resourceKey(r: Attributes): string {
+function resourceKey(r: Attributes): string {
   const keys = Object.keys(r).sort();
   let out = "";
   for (const k of keys) {
@@ -20,7 +20,7 @@ export function resourceKey(r: Attributes): string {
   return out;
 }
 
-export function withServiceName(r: Attributes, fallback: string): Attributes {
+function withServiceName(r: Attributes, fallback: string): Attributes {
   if (typeof r["service.name"] === "string" && r["service.name"] !== "") return r;
   return { ...r, "service.name": fallback || "unknown_service:ebpf-tracer" };
 }

@@ -59,7 +59,7 @@ function readPartial(bytes: Uint8Array): PartialSuccess {
   return out;
 }
 
-export function decodePartialSuccessProto(bytes: Uint8Array): PartialSuccess | undefined {
+function decodePartialSuccessProto(bytes: Uint8Array): PartialSuccess | undefined {
   const r = new Reader(bytes);
   let found: PartialSuccess | undefined;
   while (!r.done) {
@@ -70,7 +70,7 @@ export function decodePartialSuccessProto(bytes: Uint8Array): PartialSuccess | u
   return found;
 }
 
-export function decodePartialSuccessJson(text: string): PartialSuccess | undefined {
+function decodePartialSuccessJson(text: string): PartialSuccess | undefined {
   if (text.trim() === "") return undefined;
   const j = JSON.parse(text) as { partialSuccess?: { rejectedSpans?: string | number; errorMessage?: string } };
   const p = j?.partialSuccess;

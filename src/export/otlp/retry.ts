@@ -3,7 +3,7 @@
  * 503 and 504 are retried with exponential backoff and jitter, or after the server's Retry-After
  * (seconds or an HTTP date); other 4xx and 5xx are final.
  */
-export const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
+const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
 
 export function isRetryableStatus(status: number): boolean {
   return RETRYABLE_STATUS.has(status);

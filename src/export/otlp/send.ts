@@ -24,7 +24,7 @@ export type SendOutcome =
   | { type: "retry"; failure: Failure | HttpFailure; status?: number; retryAfterMs?: number }
   | { type: "reject"; status: number; message: string };
 
-export function batchHeaders(s: OtlpSettings, b: EncodedBatch): Record<string, string> {
+function batchHeaders(s: OtlpSettings, b: EncodedBatch): Record<string, string> {
   const h: Record<string, string> = { ...s.headers, "content-type": contentTypeOf(b.encoding) };
   if (b.gzip) h["content-encoding"] = "gzip";
   return h;

@@ -10,7 +10,7 @@ import { parseEndpoint, type Endpoint } from "./endpoint.ts";
 import type { OtlpEncoding } from "./batch.ts";
 import { USER_AGENT } from "./scope.ts";
 
-export const AGENT_TOKEN_HEADER = "traceableai-agent-token";
+const AGENT_TOKEN_HEADER = "traceableai-agent-token";
 
 export interface TlsMaterial {
   /** PEM texts; ca: the ca_cert_file bundle, else the system's CAs (undefined: the runtime's bundled roots) */
@@ -53,7 +53,7 @@ function readPemFile(path: string, key: string, kind: "CERTIFICATE" | "PRIVATE K
   return text;
 }
 
-export function readTlsMaterial(cfg: Config): TlsMaterial {
+function readTlsMaterial(cfg: Config): TlsMaterial {
   const a = cfg.agent_config;
   const r = a.reporting;
   const out: TlsMaterial = {};
@@ -70,7 +70,7 @@ export function readTlsMaterial(cfg: Config): TlsMaterial {
 }
 
 /** The host's trust store (e.g. /etc/ssl/certs, SSL_CERT_FILE), read again on every reload. */
-export function systemCas(): string[] | undefined {
+function systemCas(): string[] | undefined {
   try {
     const list = (tls as { getCACertificates?: (t: string) => string[] }).getCACertificates?.("system") ?? [];
     return list.length ? [...list] : undefined;

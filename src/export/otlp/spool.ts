@@ -18,7 +18,7 @@ import { TracerError } from "../../errors.ts";
 import type { Logger } from "../../log/log.ts";
 import type { EncodedBatch } from "./batch.ts";
 
-export const SPOOL_MAGIC = "EBTSPOOL";
+const SPOOL_MAGIC = "EBTSPOOL";
 export const SPOOL_HEADER_BYTES = 32;
 const NAME_RE = /^(\d{16})\.otlp$/;
 
@@ -288,7 +288,7 @@ export class Spool {
 }
 
 /** temp file + fsync + rename + directory fsync, off the event loop */
-export async function writeDurablyAsync(dir: string, path: string, data: Uint8Array): Promise<void> {
+async function writeDurablyAsync(dir: string, path: string, data: Uint8Array): Promise<void> {
   const tmp = join(dir, `.${path.slice(dir.length + 1)}.tmp`);
   const fh = await fsp.open(tmp, "w", 0o600);
   try {
