@@ -4,6 +4,7 @@
  * URL parts, headers and captured bodies. Attribute names are listed in docs/spans.md.
  */
 import type { Attributes } from "../spans/span.ts";
+import { decodeContentEncoding } from "./body-decode.ts";
 
 const utf8 = new TextDecoder("utf-8");
 
@@ -56,9 +57,29 @@ export function writeHeaders(attrs: Attributes, prefix: Prefix, headers: readonl
   }
 }
 
-/** A captured body and its real size. `sizeExact` false: the size is an estimate (framing the
- * capture could not see), flagged with `<prefix>.body.size_estimated`. */
-export function writeBody(attrs: Attributes, prefix: "http.request" | "http.response", body: Uint8Array, size: number, truncated: boolean, sizeExact = true): void {
+/**
+ * A captured body and its real size (as transferred: compressed bodies count compressed bytes).
+ * `sizeExact` false: the size is an estimate (framing the capture could not see), flagged with
+ * `<prefix>.body.size_estimated`. With a Content-Encoding the kept text is the DECODED body
+ * (gzip, deflate, br, zstd; at most `maxDecoded` bytes of output — a decompression bomb stops
+ * there and is flagged `<prefix>.body.decompression_limited`); a body that cannot be decoded is
+ * not kept as text (`<prefix>.body.decode_error` says why), never shown as binary garbage.
+ */
+export function writeBody(
+  attrs: Attributes, prefix: "http.request" | "http.response", body: Uint8Array, size: number, truncated: boolean,
+  sizeExact = true, contentEncoding?: string, maxDecoded = 131072,
+): void {
+  if (body.length > 0 && contentEncoding !== undefined) {
+    const d = decodeContentEncoding(body, contentEncoding, maxDecoded, !truncated);
+    if (d.status === "decoded" || d.status === "limit" || d.status === "incomplete") {
+      body = d.body;
+      if (d.status === "limit") attrs[`${prefix}.body.decompression_limited`] = true;
+      if (d.status !== "decoded") truncated = true;
+    } else if (d.status !== "identity") {
+      attrs[`${prefix}.body.decode_error`] = d.detail ?? d.status;
+      body = new Uint8Array(0);
+    }
+  }
   if (body.length > 0) attrs[`${prefix}.body`] = utf8.decode(body);
   attrs[`${prefix}.body.size`] = size;
   if (!sizeExact) attrs[`${prefix}.body.size_estimated`] = true;

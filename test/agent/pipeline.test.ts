@@ -236,6 +236,46 @@ describe("connections dropped without a close event", () => {
   });
 });
 
+describe("API-security signals", () => {
+  test("a malformed request that has a method and target becomes a flagged span, paired with the 400", () => {
+    const { p, sink } = pipeline();
+    p.handle(connRecord("open", { connId: 80, tgid: 90 }));
+    p.handle(dataRecord(80, 90, DIR_RECV, 0, "POST /admin?x=1 HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"));
+    p.handle(dataRecord(80, 90, DIR_SEND, 0, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+    expect(sink.spans.length).toBe(1);
+    const a = sink.spans[0]!.attributes;
+    expect(a).toMatchObject({ "http.request.method": "POST", "url.path": "/admin", "url.query": "x=1", "http.response.status_code": 400, "ebpf.partial": true, "http.request.header.host": "a" });
+    expect(typeof a["ebpf.http.malformed"]).toBe("string");
+    expect(p.counters.ReqParsingErrors).toBe(1);
+  });
+
+  test("a gzip response body is decoded before it is kept; the wire size stays", () => {
+    const { p, sink } = pipeline();
+    const json = JSON.stringify({ items: Array.from({ length: 20 }, (_, i) => ({ id: i })) });
+    const gz = Bun.gzipSync(new TextEncoder().encode(json));
+    const head = `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: ${gz.length}\r\n\r\n`;
+    const res = new Uint8Array([...new TextEncoder().encode(head), ...gz]);
+    p.handle(connRecord("open", { connId: 81, tgid: 91 }));
+    p.handle(dataRecord(81, 91, DIR_RECV, 0, "GET /items HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n"));
+    p.handle(dataRecord(81, 91, DIR_SEND, 0, res));
+    const a = sink.spans[0]!.attributes;
+    expect(a["http.response.body"]).toBe(json);
+    expect(a["http.response.body.size"]).toBe(gz.length);
+    expect(a["http.response.header.content-encoding"]).toBe("gzip");
+  });
+
+  test("a body that does not decode in its declared coding is not kept as text", () => {
+    const { p, sink } = pipeline();
+    const head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\n\r\n";
+    p.handle(connRecord("open", { connId: 82, tgid: 92 }));
+    p.handle(dataRecord(82, 92, DIR_RECV, 0, "GET /x HTTP/1.1\r\n\r\n"));
+    p.handle(dataRecord(82, 92, DIR_SEND, 0, head + "not gzip!!"));
+    const a = sink.spans[0]!.attributes;
+    expect(a["http.response.body"]).toBeUndefined();
+    expect(typeof a["http.response.body.decode_error"]).toBe("string");
+  });
+});
+
 describe("process exit", () => {
   test("a Unix-socket connection of an exited process ends: its waiting request is emitted flagged", () => {
     const { p, sink } = pipeline();

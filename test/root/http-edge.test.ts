@@ -261,6 +261,21 @@ describe.skipIf(!!SKIP)("HTTP/1 edge cases: capture limits and stream reassembly
     });
   });
 
+  test("a gzip-encoded response body is kept decoded; a malformed request with a method and target is a flagged span", async () => {
+    const { server, tracer } = await nodeAndTracer();
+    const r = curlOk(["-s", `http://127.0.0.1:${server.port}/gzip`]);
+    expect(r.code).toBe(0);
+    const bad = await rawExchange("127.0.0.1", server.port, new TextEncoder().encode("GET /probe?id=7 HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n"), () => false);
+    expect(bad.got).toStartWith("HTTP/1.1 400");
+    const spans = await spansOn(tracer, server.port, 2);
+    const gz = spans.find((s) => s.attributes["url.path"] === "/gzip")!;
+    expect(gz.attributes["http.response.header.content-encoding"]).toBe("gzip");
+    expect(JSON.parse(gz.attributes["http.response.body"] as string)).toMatchObject({ compressed: true, items: [1, 2, 3] });
+    const m = spans.find((s) => s.attributes["url.path"] === "/probe")!;
+    expect(m.attributes).toMatchObject({ "http.request.method": "GET", "url.query": "id=7", "http.response.status_code": 400, "ebpf.partial": true });
+    expect(typeof m.attributes["ebpf.http.malformed"]).toBe("string");
+  });
+
   test("a request head written in three pieces is reassembled into one span", async () => {
     const { server, tracer } = await nodeAndTracer();
     const pieces = ["GET /json?sp", "lit=3 HTTP/1.1\r\nHo", "st: split.test\r\nX-Trace-Me: yes\r\n\r\n"];

@@ -16,6 +16,7 @@ import type { SpanJson } from "./tracer.ts";
  * - GET  /status/NNN        status NNN, text/plain "status NNN" (no body for 204/304)
  * - GET  /etag              200 with ETag "v1", or 304 when If-None-Match is "v1"
  * - GET  /big?n=N           200 application/json, a JSON document of exactly N bytes written with one res.end()
+ * - GET  /gzip              200 application/json, gzip-encoded (Content-Encoding: gzip)
  * - GET  /bigchunked?n=N&k=K 200 application/json, the same document as K chunks written at once (chunked)
  * Anything else: 404 text/plain "not found".
  */
@@ -74,6 +75,12 @@ function route(req, res, body) {
     return send(res, 200, "application/json", '{"version":1}', { ETag: '"v1"' });
   }
   if (p === "/big") return send(res, 200, "application/json", jsonOfSize(Number(u.searchParams.get("n"))));
+  if (p === "/gzip") {
+    const doc = JSON.stringify({ compressed: true, items: [1, 2, 3], note: "z".repeat(300) });
+    const gz = require("zlib").gzipSync(doc);
+    res.writeHead(200, { "Content-Type": "application/json", "Content-Encoding": "gzip", "Content-Length": gz.length });
+    return res.end(gz);
+  }
   if (p === "/bigchunked") {
     // one document of exactly n bytes, sent as k chunks in one go (the writes coalesce into
     // large socket writes whose chunk framing falls past the per-call capture cap)

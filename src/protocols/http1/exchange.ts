@@ -84,6 +84,7 @@ export class Http1Connection {
       onHeaders: (m) => this.requestHead(m),
       onMessage: (m) => this.requestDone(m),
       onError: (reason) => { this.noteRequestLoss(false); opts.onRequestError(reason); },
+      onMalformed: (m) => this.requestMalformed(m),
     });
     this.res = new Http1Parser("response", {
       bodyMaxSize: opts.bodyMaxSize,
@@ -144,6 +145,12 @@ export class Http1Connection {
     if (this.slots.length >= MAX_PENDING_REQUESTS) this.evictOldest();
     this.slots.push({ request: m, done: false, response: undefined, abandoned: false, suspect: this.suspectNext, handedOff: false });
     this.suspectNext = false;
+  }
+
+  /** A malformed request with a method and target: it takes a slot (a 400 pairs with it). */
+  private requestMalformed(m: HttpMessage): void {
+    if (this.slotOf(m) === undefined) this.requestHead(m);
+    this.requestDone(m);
   }
 
   private requestDone(m: HttpMessage): void {

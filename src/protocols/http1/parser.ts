@@ -46,6 +46,8 @@ export interface HttpMessage {
   body: Uint8Array;        // captured part of the decoded body, at most bodyMaxSize, empty when keepBody said no
   bodySize: number;        // real decoded body size, counting uncaptured (gap) bytes too
   bodyTruncated: boolean;  // body.length < bodySize
+  /** Requests only: why the message is malformed, when it was handed to onMalformed. */
+  malformed?: string;
   /** false when bodySize counts bytes of a gap over chunk framing: the decoded size is then
    * not computable and bodySize is an upper bound (the framing of the uncaptured chunks). */
   bodySizeExact: boolean;
@@ -65,6 +67,8 @@ export interface ParserOptions {
   keepBody: (contentType: string | undefined) => boolean;
   onMessage: (m: HttpMessage) => void;
   onError: (reason: string) => void;                     // one call per malformed message; parser then resynchronises
+  /** requests only: a malformed request that got as far as a method and target (flagged) */
+  onMalformed?: (m: HttpMessage) => void;
   /** response parsers only: method of the request this response answers (HEAD/CONNECT change body rules). */
   requestMethod?: () => string | undefined;
   /**
@@ -445,10 +449,37 @@ export class Http1Parser {
    */
   private fail(reason: string): void {
     const silent = this.unsynced && !this.startLineDone;
+    if (!silent && this.isRequest && this.opts.onMalformed) this.reportMalformed(reason);
     this.resetMessage();
     this.enterResync();
     this.atLineStart = false;
     if (!silent) this.opts.onError(reason);
+  }
+
+  /**
+   * A request that parsed far enough to have a method and a target is still what an API
+   * security reader wants to see: it goes to onMalformed as a message flagged with the reason
+   * (headers parsed so far, body so far), then the parser resynchronises as usual.
+   */
+  private reportMalformed(reason: string): void {
+    const m = this.msg;
+    if (m !== null) {
+      m.malformed = reason;
+      m.partial = true;
+      m.body = this.bodyLen === 0 ? EMPTY : this.body.slice(0, this.bodyLen);
+      m.bodySize = this.bodySize;
+      m.bodyTruncated = true;
+      m.lastByteNs = this.lastNs;
+      this.opts.onMalformed!(m);
+      return;
+    }
+    if (this.method === "" || this.target === "") return;
+    this.opts.onMalformed!({
+      kind: "request", method: this.method, target: this.target, status: 0, reason: "",
+      version: this.version, headers: this.headers, trailers: [], body: EMPTY, bodySize: 0,
+      bodyTruncated: false, bodySizeExact: true, partial: true, upgrade: false,
+      firstByteNs: this.firstNs, lastByteNs: this.lastNs, malformed: reason,
+    });
   }
 
   // ------------------------------------------------------------------ head

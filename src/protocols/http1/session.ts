@@ -23,7 +23,8 @@ export class Http1Exchange implements Exchange {
   private readonly query: string;
   private readonly userAgent: string | undefined;
 
-  constructor(readonly x: HttpExchange) {
+  /** `bodyMaxSize`: the most decoded bytes kept of a compressed body. */
+  constructor(readonly x: HttpExchange, private readonly bodyMaxSize = 131072) {
     const req = x.request;
     this.startNs = req.firstByteNs;
     this.endNs = x.response ? x.response.lastByteNs : req.lastByteNs;
@@ -66,9 +67,10 @@ export class Http1Exchange implements Exchange {
     writeHeaders(attrs, REQ_HEADER, req.headers);
     if (res) writeHeaders(attrs, RES_HEADER, res.headers);
     if (this.userAgent !== undefined) attrs["user_agent.original"] = this.userAgent;
-    writeBody(attrs, "http.request", req.body, req.bodySize, req.bodyTruncated, req.bodySizeExact);
+    if (req.malformed !== undefined) attrs["ebpf.http.malformed"] = req.malformed;
+    writeBody(attrs, "http.request", req.body, req.bodySize, req.bodyTruncated, req.bodySizeExact, headerValue(req.headers, "content-encoding"), this.bodyMaxSize);
     if (res) {
-      writeBody(attrs, "http.response", res.body, res.bodySize, res.bodyTruncated, res.bodySizeExact);
+      writeBody(attrs, "http.response", res.body, res.bodySize, res.bodyTruncated, res.bodySizeExact, headerValue(res.headers, "content-encoding"), this.bodyMaxSize);
     }
   }
 }
@@ -87,7 +89,7 @@ export class Http1Session implements ProtocolSession {
     this.http = new Http1Connection({
       bodyMaxSize: env.bodyMaxSize,
       keepBody: (ct) => env.keepBody(ct),
-      onExchange: (x) => env.emit(new Http1Exchange(x)),
+      onExchange: (x) => env.emit(new Http1Exchange(x, env.bodyMaxSize)),
       onRequestError: (r) => env.error("client", r),
       onResponseError: (r) => env.error("server", r),
       onUpgrade: (req, res) => this.upgrade(req, res),

@@ -94,9 +94,9 @@ function headerAttrs(attrs: Attributes, prefix: string, list: string[] | undefin
   }
 }
 
-function bodyAttrs(attrs: Attributes, prefix: "http.request" | "http.response", h: Half): void {
+function bodyAttrs(attrs: Attributes, prefix: "http.request" | "http.response", h: Half, maxDecoded: number): void {
   const b = h.body === undefined ? EMPTY : h.body.length === h.bodyLen ? h.body : h.body.subarray(0, h.bodyLen);
-  writeBody(attrs, prefix, b, h.bodySize, h.truncated);
+  writeBody(attrs, prefix, b, h.bodySize, h.truncated, true, b.length > 0 ? h.field("content-encoding") : undefined, maxDecoded);
 }
 
 export class Http2Exchange implements Exchange {
@@ -111,7 +111,8 @@ export class Http2Exchange implements Exchange {
   readonly grpcStatus: number | undefined;
   readonly unresolved: number;
 
-  constructor(readonly s: StreamRecord) {
+  /** `maxDecoded`: the most decoded bytes kept of a compressed body (body_max_size_bytes). */
+  constructor(readonly s: StreamRecord, private readonly maxDecoded = 131072) {
     const { req, res } = s;
     this.startNs = s.startNs;
     this.endNs = res.lastNs > req.lastNs ? res.lastNs : req.lastNs;
@@ -157,8 +158,8 @@ export class Http2Exchange implements Exchange {
     headerAttrs(attrs, RES_PREFIX, res.trailers);
     const ua = attrs[REQ_PREFIX + "user-agent"];
     if (typeof ua === "string") attrs["user_agent.original"] = ua;
-    bodyAttrs(attrs, "http.request", req);
-    if (res.headersSeen || res.bodySize > 0) bodyAttrs(attrs, "http.response", res);
+    bodyAttrs(attrs, "http.request", req, this.maxDecoded);
+    if (res.headersSeen || res.bodySize > 0) bodyAttrs(attrs, "http.response", res, this.maxDecoded);
     attrs["ebpf.http2.stream_id"] = s.id;
     if (this.unresolved > 0 || req.lostBlocks > 0 || res.lostBlocks > 0 || req.corrupt || res.corrupt) {
       attrs["ebpf.http2.headers_incomplete"] = true;

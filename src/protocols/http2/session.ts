@@ -469,7 +469,7 @@ export class Http2Session implements ProtocolSession {
     st.end = end;
     this.bodyBytes -= st.req.bodyLen + st.res.bodyLen;
     if (end !== "complete" && st.req.lastNs === 0n) st.req.lastNs = ts;
-    const x: Exchange = new Http2Exchange(st);
+    const x: Exchange = new Http2Exchange(st, this.env.bodyMaxSize);
     this.env.emit(x);
   }
 
