@@ -160,7 +160,7 @@ if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: 
 console.log(`Node keep-alive server pid ${server.pid}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${modes.join(" / ")}`);
 await wrk(2);
 
-interface Row { mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; top?: string }
+interface Row { mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; delivered?: string; top?: string }
 const rows: Row[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
   for (const mode of modes) {
@@ -199,8 +199,10 @@ for (let round = 1; round <= ROUNDS; round++) {
         await a.proc.exited;
         await Bun.sleep(50);
         const st = lastStats(a.stderr());
-        // run: what the receiver decoded (the agent flushes on SIGINT); capture: spans printed
-        row.seen = mode === "run" ? (rx.spans.length - spansBefore) / w.requests : (st?.SpansEmitted ?? 0) / w.requests;
+        // spans the agent made; for run also what the receiver decoded by the time the agent
+        // exited (the rest is in its spool, sent at its next start, or counted as dropped)
+        row.seen = (st?.SpansEmitted ?? 0) / w.requests;
+        if (mode === "run") row.delivered = `delivered ${(((rx.spans.length - spansBefore) / w.requests) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
       }
       await a.proc.exited;
     }
@@ -213,6 +215,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
       (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
       (row.seen !== undefined ? `  seen ${(row.seen * 100).toFixed(1)}%` : "") +
+      (row.delivered ? ` (${row.delivered})` : "") +
       (row.top ? `\n    top BPF programs: ${row.top}` : ""),
     );
   }
