@@ -156,6 +156,33 @@ const utf8Slice: Slice = bufferProto?.utf8Slice ?? function (this: Uint8Array, s
   return utf8Decoder.decode(this.subarray(s, e));
 };
 /** Decodes header bytes: ASCII/latin1 fast path, UTF-8 when the bytes hold obs-text. */
+/**
+ * Header names and short ASCII values repeat across messages (Host, Content-Type,
+ * "application/json", "keep-alive"): a small direct-mapped cache returns the same string for the
+ * same bytes instead of building a new one each time. The slot is chosen by a hash over the
+ * bytes; a hit is verified byte for byte, so a collision only costs a miss.
+ */
+const INTERN_SLOTS = 2048;
+const INTERN_MAX = 40;
+const internTable: string[] = new Array<string>(INTERN_SLOTS).fill("");
+
+function intern(src: Uint8Array, s: number, e: number): string {
+  const n = e - s;
+  if (n > INTERN_MAX || n === 0) return latin1Slice.call(src, s, e);
+  let h = n;
+  for (let k = s; k < e; k++) h = (Math.imul(h, 31) + src[k]!) | 0;
+  const slot = (h ^ (h >>> 11)) & (INTERN_SLOTS - 1);
+  const c = internTable[slot]!;
+  if (c.length === n) {
+    let k = 0;
+    while (k < n && c.charCodeAt(k) === src[s + k]) k++;
+    if (k === n) return c;
+  }
+  const str = latin1Slice.call(src, s, e);
+  internTable[slot] = str;
+  return str;
+}
+
 function decode(src: Uint8Array, s: number, e: number, utf8: boolean): string {
   return utf8 ? utf8Slice.call(src, s, e) : latin1Slice.call(src, s, e);
 }
@@ -690,7 +717,7 @@ export class Http1Parser {
           while (i < stop && TCHAR[src[i]] === 1) i++;
           if (i === stop) break;
           if (src[i] !== COLON) { this.fail("invalid character in header field name"); return i; }
-          this.fieldName = latin1Slice.call(src, this.tok, i);
+          this.fieldName = intern(src, this.tok, i);
           i++;
           hs = H_OWS;
           break;
