@@ -9,7 +9,7 @@
  * One object, built from: include/events.h (the ABI), include/syscalls.def (the syscall list),
  * lib/maps.h, lib/output.h (records, counters, filter), lib/conn.h (fd key, sockets,
  * open/close), lib/copy.h (payload walk and the emit path a uprobe can reuse), lib/syscalls.h
- * (entry/exit pairing). */
+ * (entry/exit pairing), lib/tls.h (uprobes on TLS libraries: plaintext as the TLS layer). */
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wpadded"
 #include "vmlinux.h"
@@ -147,6 +147,17 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 			selected = 1;
 		}
 	}
+	if (mode) {
+		/* A selected process is TLS-probed from its first instruction (a client may make its
+		 * first TLS call before user space has read this event); user space removes it again
+		 * when an exclusion rule matches. */
+		__u32 zero = 0;
+		__u32 *on = bpf_map_lookup_elem(&tls_enabled, &zero);
+		if (on && *on) {
+			__u8 one = 1;
+			bpf_map_update_elem(&tls_procs, &tgid, &one, BPF_ANY);
+		}
+	}
 	struct settings *s = settings();
 	if (!mode && !(s && s->notify_all_exec))
 		return 0;
@@ -188,6 +199,11 @@ int rtp_fork(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	__u8 mode = *m;
 	bpf_map_update_elem(&selected_pids, &child_tgid, &mode, BPF_ANY);
+	/* TLS probing follows the fork too (nginx workers): user space learns of the child from the
+	 * fork event, which may come after its first TLS call. */
+	__u8 *tls = bpf_map_lookup_elem(&tls_procs, &parent_tgid);
+	if (tls)
+		bpf_map_update_elem(&tls_procs, &child_tgid, tls, BPF_ANY);
 	if (!mode)
 		return 0;
 	struct process_event *e = proc_event(EV_PROC_FORK, ((__u64)child_tgid << 32) | child_tgid, mode);
@@ -218,7 +234,3 @@ int tp_exit(void *ctx)
 	return 0;
 }
 
-/* TLS uprobes (docs/tls.md): off until the data-layer ABI and the attach plan are in (see bpf/lib/tls.h). */
-#ifdef TLS_UPROBES
-#include "lib/tls.h"
-#endif

@@ -20,6 +20,7 @@ enum {
 	EV_PROC_FORK = 5,  /* a selected process forked a child, which inherits the selection */
 	EV_PROC_EXIT = 6,  /* a selected process exited; its pid was removed from the filter */
 	EV_LISTEN = 7,     /* with notify_listen: a process (any) started listening; conn_event with the local port */
+	EV_TLS_MAP_EXEC = 8, /* a TLS-probed process mapped a file executable that user space has not classified */
 };
 
 /* Syscall ids used for probe stats and in data events, from syscalls.def. Order is the stats array order. */
@@ -56,6 +57,7 @@ enum { MODE_INGRESS = 1, MODE_EGRESS = 2, MODE_BOTH = 3 };
 
 #define DATA_FLAG_LAST 1      /* last chunk of this syscall: `skipped` is valid */
 #define DATA_FLAG_TLS 2       /* the socket turned out to carry TLS: one zero-length event, bytes skipped */
+#define DATA_FLAG_TLS_INFERRED 4 /* LAYER_TLS: the connection was inferred (thread's last socket), not exact */
 
 #define COMM_LEN 16
 #define PATH_LEN 256
@@ -132,6 +134,16 @@ struct process_event {
 	__u8 args[ARGS_LEN];
 };
 _Static_assert(sizeof(struct process_event) == 48 + COMM_LEN + PATH_LEN + ARGS_LEN, "proc_event layout");
+
+/* EV_TLS_MAP_EXEC: a selected process maps a file executable (late library load, e.g. Python's
+ * `import ssl`) whose (dev, inode) is not in tls_known_files as "not TLS". */
+struct tls_map_event {
+	struct event_header hdr;
+	__u64 ino;
+	__u32 dev;   /* kernel dev_t (MKDEV: major << 20 | minor), as /proc/PID/maps parsing computes it */
+	__s32 fd;    /* the mapped fd, open while the loader maps: /proc/PID/fd/FD reaches the file */
+};
+_Static_assert(sizeof(struct tls_map_event) == 40, "tls_map_event layout");
 
 /* Value of the `settings` array map (key 0), written by user space after load. */
 struct settings {

@@ -221,9 +221,11 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
  *  - CONN_F_NOCOPY: nothing is emitted; the close event carries the final positions.
  *  - socket layer of a TLS connection (CONN_F_TLS, or first bytes that are a TLS record): the
  *    ciphertext is counted, never copied; the call that detects it emits one zero-length event
- *    with DATA_FLAG_TLS, later calls emit nothing. */
+ *    with DATA_FLAG_TLS, later calls emit nothing. `ciphertext`: the caller knows the bytes are
+ *    TLS records (a socket syscall made inside a probed TLS call), whatever their position.
+ *  `data_flags`: DATA_FLAG_* added to the last chunk (DATA_FLAG_TLS_INFERRED from uprobes). */
 static __always_inline void stream_bytes(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
-					 __u8 sys, __u8 dir, __u8 layer, __u32 total)
+					 __u8 sys, __u8 dir, __u8 layer, __u32 total, __u8 ciphertext, __u8 data_flags)
 {
 	/* Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
 	 * writing one socket at the same instant could then see the same position; their bytes
@@ -241,24 +243,25 @@ static __always_inline void stream_bytes(void *ctx, const struct io_src *src, st
 			count(CNT_TLS_SKIPPED_BYTES, total);
 			return;
 		}
-		if (pos == 0 && looks_like_tls(src, total)) {
+		if (ciphertext || (pos == 0 && looks_like_tls(src, total))) {
 			ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
 			count(CNT_TLS_SKIPPED_BYTES, total);
 			emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, DATA_FLAG_TLS);
 			return;
 		}
 	}
-	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, 0);
+	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, data_flags);
 }
 
 /* For uprobes on TLS libraries: `len` bytes of plaintext at user address `buf` moved in `dir` on
  * connection `ci` (found through the socket fd of the nested syscall). `sys` says which
- * library call it was (an id of the caller's choosing, SYS_COUNT and up). */
+ * library call it was (an id of the caller's choosing, SYS_COUNT and up); `flags` go on the
+ * last chunk (DATA_FLAG_TLS_INFERRED). */
 static __always_inline void emit_user_buffer(void *ctx, struct conn_info *ci, __u64 pid_tgid, int fd, __u8 sys, __u8 dir,
-					     __u64 buf, __u32 len)
+					     __u64 buf, __u32 len, __u8 flags)
 {
 	struct io_src src = { .buf = buf, .cnt = len, .kind = IO_BUF };
-	stream_bytes(ctx, &src, ci, pid_tgid, fd, sys, dir, LAYER_TLS, len);
+	stream_bytes(ctx, &src, ci, pid_tgid, fd, sys, dir, LAYER_TLS, len, 0, flags);
 }
 
 #endif

@@ -4,6 +4,7 @@
 #define EBPF_TRACER_SYSCALLS_H
 
 #include "copy.h"
+#include "tls.h"
 
 #define EINPROGRESS 115
 #define MSG_PEEK 2
@@ -99,9 +100,11 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
 		if (!ci)
 			return 0;
 	}
+	/* before the role check: a TLS call's socket is remembered even on a connection not copied */
+	__u8 ciphertext = tls_note_socket(pid_tgid, fd_key(pid_tgid, a.fd));
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
-	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total);
+	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total, ciphertext, 0);
 	return 0;
 }
 

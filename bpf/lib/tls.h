@@ -3,37 +3,15 @@
  * Design: docs/tls.md. Which program goes on which function: src/kernel/tls/discover.ts
  * (TlsProbe.program).
  *
- * Included at the END of tracer.bpf.c (it uses its maps and helpers: selected_mode, conns, fds,
- * scratch, settings, output, fill_header, read_user, role_wanted, stream_socket, track).
- *
- * What this file expects from the kernel ABI, which another branch is changing (data layer):
- *   - LAYER_TLS and a `layer` field in struct data_event: TLS_MARK_EVENT below sets it. Until
- *     events.h defines LAYER_TLS, the events are marked with syscall = SYS_COUNT only, which user
- *     space cannot tell from socket data: do not attach these programs before the layer ABI exists.
- *   - DATA_FLAG_TLS_INFERRED: the connection was inferred (thread's last socket), not exact.
- *   - Per-layer stream positions: until conn_info has pos[LAYER_TLS][dir], the TLS-layer positions
- *     live in this file's `tls_pos` map, keyed like `conns`.
- *   - The socket syscall exit path calls tls_note_socket(pid_tgid, fdkey) once it knows the
- *     connection (exit_call in tracer.bpf.c); a return of 1 means "ciphertext of an active TLS call:
- *     count, do not copy". Not wired yet: that edit belongs with the data-layer change.
- *   - A new event type for executable file mappings (late library loads): EV_TLS_MAP_EXEC and
- *     struct tls_map_event below, to move into events.h with the next free EV_* number. */
+ * Included by lib/syscalls.h after lib/copy.h: the socket syscall exit path calls
+ * tls_note_socket() once it knows the connection (a return of 1: the syscall moves ciphertext of
+ * an active TLS call, counted and never copied). Plaintext goes out as LAYER_TLS data events on
+ * the connection's TLS-layer positions (conn_info.pos[LAYER_TLS][dir]), with
+ * DATA_FLAG_TLS_INFERRED when the connection was inferred from the thread's last socket, or with
+ * conn_id 0 when no connection is known (never dropped). */
 #ifndef EBPF_TRACER_TLS_H
 #define EBPF_TRACER_TLS_H
 
-#ifdef LAYER_TLS
-#define TLS_MARK_EVENT(ev, inferred)                                                               \
-	do {                                                                                       \
-		(ev)->layer = LAYER_TLS;                                                           \
-		if (inferred)                                                                      \
-			(ev)->flags |= DATA_FLAG_TLS_INFERRED;                                     \
-	} while (0)
-#else
-#define TLS_MARK_EVENT(ev, inferred) ((ev)->syscall = SYS_COUNT)
-#endif
-
-/* Chunks per TLS call: DEFAULT_CAP / DATA_CHUNK. */
-#define TLS_MAX_CHUNKS 18
 
 /* Which function an entry record belongs to, so a library whose SSL_write calls SSL_write_ex
  * internally keeps the outer call (entries use BPF_NOEXIST). */
@@ -75,9 +53,6 @@ struct go_tls_offsets {
 };
 _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
 
-struct tls_stream_pos {
-	__u64 pos[2];  /* next TLS-layer offset per DIR_* */
-};
 
 /* C calls in flight, per thread. */
 struct {
@@ -128,26 +103,10 @@ struct {
 	__type(value, struct go_tls_offsets);
 } go_tls_offsets SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock *, as conns */
-	__type(value, struct tls_stream_pos);
-} tls_pos SEC(".maps");
 
 /* ---- library loads after start (Python maps libssl at `import ssl`) -------------------------- */
 
-#define EV_TLS_MAP_EXEC 100 /* provisional number: takes the next free EV_* when merged into events.h */
 #define PROT_EXEC 0x4
-
-/* A selected process maps a file executable that user space has not classified as "not TLS". */
-struct tls_map_event {
-	struct event_header hdr;
-	__u64 ino;
-	__u32 dev;   /* kernel dev_t (MKDEV major << 20 | minor), as parseMaps computes it */
-	__s32 fd;    /* the mapped fd, open while the loader maps: /proc/PID/fd/FD reaches the file */
-};
-_Static_assert(sizeof(struct tls_map_event) == 40, "tls_map_event layout");
 
 struct tls_file_key {
 	__u32 dev;
@@ -184,7 +143,8 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 	if (!on || !*on)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!selected_mode(pid_tgid >> 32))
+	__u32 tgid = pid_tgid >> 32;
+	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
 		return 0;
 	struct file *f = file_of(fd);
 	if (!f)
@@ -207,7 +167,7 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 
 /* Records the socket behind `fdkey` in the thread's active TLS call and as the thread's last
  * socket. Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. */
-static __always_inline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
+static __noinline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
 {
 	__u32 tgid = pid_tgid >> 32;
 	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
@@ -226,81 +186,19 @@ static __always_inline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
 
 /* ---- emission ------------------------------------------------------------------------------ */
 
-/* Advances the TLS-layer position of connection `sk` in `dir` by `n`; returns the old position. */
-static __always_inline __u64 tls_advance(__u64 sk, __u8 dir, __u32 n)
+/* `total` plaintext bytes at user address `buf` moved in `dir`. With a connection: on its
+ * TLS-layer stream (emit_user_buffer). Without one: conn_id 0, position 0, no peers — user space
+ * still parses and reports them. */
+static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info *ci, __u64 buf, __u32 total, __u8 dir,
+				     __u8 inferred, __s32 fd)
 {
-	struct tls_stream_pos *p = bpf_map_lookup_elem(&tls_pos, &sk);
-	if (!p) {
-		struct tls_stream_pos z = {};
-		bpf_map_update_elem(&tls_pos, &sk, &z, BPF_NOEXIST);
-		p = bpf_map_lookup_elem(&tls_pos, &sk);
-		if (!p)
-			return 0;
-	}
-	__u64 *pp = &p->pos[dir & 1];
-	__u64 old = *pp;
-	__sync_fetch_and_add(pp, (__u64)n);
-	return old;
-}
-
-/* Copies up to the per-call cap of `total` plaintext bytes at `buf` and emits them as TLS-layer
- * data events on connection `ci` (NULL: emitted with conn_id 0, never dropped). */
-static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info *ci, __u64 sk, __u64 buf,
-				     __u32 total, __u8 dir, __u8 inferred, __s32 fd)
-{
-	__u32 zero = 0;
-	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
+	if (ci) {
+		emit_user_buffer(ctx, ci, pid_tgid, fd, SYS_COUNT, dir, buf, total, inferred ? DATA_FLAG_TLS_INFERRED : 0);
 		return;
-	struct settings *st = settings();
-	__u32 cap = st && st->max_capture_per_call ? st->max_capture_per_call : DEFAULT_CAP;
-	__u32 want = total < cap ? total : cap;
-	__u64 pos = sk ? tls_advance(sk, dir, total) : 0;
-
-	struct data_event *ev = &s->ev;
-	fill_header(&ev->hdr, EV_DATA, pid_tgid);
-	ev->conn_id = ci ? ci->id : 0;
-	ev->call_bytes = total;
-	ev->fd = fd;
-	ev->dir = dir;
-	ev->role = ci ? ci->role : ROLE_UNKNOWN;
-	ev->skipped = 0;
-	ev->_pad0 = 0;
-	ev->flags = 0;
-	TLS_MARK_EVENT(ev, inferred);
-
-	__u32 done = 0;
-	for (int i = 0; i < TLS_MAX_CHUNKS; i++) {
-		__u32 n = want - done;
-		if (n > DATA_CHUNK)
-			n = DATA_CHUNK;
-		asm volatile("" : "+r"(n));
-		n &= 2 * DATA_CHUNK - 1; /* the scratch spill makes any n below 2*DATA_CHUNK safe */
-		if (n == 0)
-			break;
-		if (read_user(ev->data, n, (void *)(buf + done)) != 0)
-			break;
-		ev->pos = pos + done;
-		ev->len = n;
-		done += n;
-		if (done >= want) {
-			ev->flags |= DATA_FLAG_LAST;
-			ev->skipped = total - done;
-		}
-		__u64 size = DATA_EVENT_HEADER + (__u64)n;
-		asm volatile("" : "+r"(size));
-		size &= 2 * DATA_CHUNK - 1;
-		output(ctx, ev, size);
-		if (done >= want)
-			return;
 	}
-	/* Unreadable buffer or loop limit: a last, empty chunk says how much was not copied. */
-	ev->pos = pos + done;
-	ev->len = 0;
-	ev->flags |= DATA_FLAG_LAST;
-	ev->skipped = total - done;
-	count(CNT_TRUNCATED_BYTES, total - done);
-	output(ctx, ev, DATA_EVENT_HEADER);
+	struct conn_info none = {};
+	struct io_src src = { .buf = buf, .cnt = total, .kind = IO_BUF };
+	emit_data(ctx, &src, &none, pid_tgid, fd, SYS_COUNT, dir, LAYER_TLS, 0, total, DATA_FLAG_TLS_INFERRED);
 }
 
 /* ---- C libraries: OpenSSL, BoringSSL, GnuTLS -------------------------------------------------- */
@@ -362,7 +260,7 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
 	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
 	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
 		return 0;
-	tls_emit(ctx, pid_tgid, ci, ci ? sk : 0, c.buf, (__u32)bytes, c.dir, inferred, -1);
+	tls_emit(ctx, pid_tgid, ci, c.buf, (__u32)bytes, c.dir, inferred, -1);
 	return 0;
 }
 
@@ -435,11 +333,13 @@ int BPF_KPROBE(tls_free_entry, void *ssl)
 #define GO_ARG2(r) ((r)->cx)
 #define GO_RET0(r) ((r)->ax)
 #elif defined(__TARGET_ARCH_arm64)
-#define GO_G(r) ((r)->regs[28])
-#define GO_ARG0(r) ((r)->regs[0])
-#define GO_ARG1(r) ((r)->regs[1])
-#define GO_ARG2(r) ((r)->regs[2])
-#define GO_RET0(r) ((r)->regs[0])
+/* arm64's kernel pt_regs starts with the user_pt_regs the uprobe sees (as bpf_tracing.h reads it) */
+#define GO_REGS(r) ((const struct user_pt_regs *)(r))
+#define GO_G(r) (GO_REGS(r)->regs[28])
+#define GO_ARG0(r) (GO_REGS(r)->regs[0])
+#define GO_ARG1(r) (GO_REGS(r)->regs[1])
+#define GO_ARG2(r) (GO_REGS(r)->regs[2])
+#define GO_RET0(r) (GO_REGS(r)->regs[0])
 #endif
 
 static __always_inline int go_key(struct pt_regs *regs, struct go_tls_offsets *o, struct tls_go_key *k)
@@ -506,24 +406,17 @@ static __always_inline int go_ret(struct pt_regs *regs, __u8 fn)
 
 	int fd = go_conn_fd(c.ssl, o);
 	struct conn_info *ci = NULL;
-	__u64 sk = 0;
 	if (fd >= 0) {
-		__u64 fdkey = (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
-		__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
-		if (skp) {
-			sk = *skp;
-			ci = bpf_map_lookup_elem(&conns, &sk);
-		} else {
+		ci = conn_of_fd(fd_key(pid_tgid, fd));
+		if (!ci) {
 			struct socket *sock = stream_socket(fd);
-			if (sock) {
+			if (sock)
 				ci = track(regs, pid_tgid, fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
-				sk = ci ? (__u64)BPF_CORE_READ(sock, sk) : 0;
-			}
 		}
 	}
 	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
 		return 0;
-	tls_emit(regs, pid_tgid, ci, ci ? sk : 0, c.buf, (__u32)n, c.dir, 0, fd);
+	tls_emit(regs, pid_tgid, ci, c.buf, (__u32)n, c.dir, 0, fd);
 	return 0;
 }
 

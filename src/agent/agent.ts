@@ -19,6 +19,8 @@ import { ROLE_CLIENT, ROLE_SERVER } from "../kernel/event-layout.ts";
 import { log } from "../log/log.ts";
 import type { Config } from "../config/config.ts";
 import type { SpanSink } from "../spans/span.ts";
+import { TlsCapture } from "../kernel/tls/manager.ts";
+import type { TlsHooks } from "./pipeline.ts";
 
 export interface AgentOptions {
   cfg: Config;
@@ -50,6 +52,8 @@ export class Agent {
   readonly startedAt = Date.now();
 
   selector!: Selector;
+  /** TLS plaintext capture and its coverage report */
+  tls!: TlsCapture;
   private cfg: Config;
 
   private constructor(
@@ -76,6 +80,7 @@ export class Agent {
     });
     const clock = new MonoClock();
     const budget = Agent.makeBudget(cfg);
+    const tls = new TlsCapture(kernel, Agent.tlsOptions(cfg));
     const classifier = new SocketClassifier();
     let agent: Agent | undefined;
     const pipeline = new Pipeline(
@@ -87,17 +92,26 @@ export class Agent {
         onProcessEvent: (e) => {
           if (!agent) return e.mode !== 0;
           if (e.kind === "exec") return agent.selector.onExec(e);
-          if (e.kind === "fork") agent.selector.onFork(e);
-          else agent.selector.onExit(e);
+          if (e.kind === "fork") {
+            agent.selector.onFork(e);
+            if (e.mode) tls.addProcess(e.tgid, e.comm);
+          } else {
+            agent.selector.onExit(e);
+            tls.removeProcess(e.tgid);
+          }
           return true;
         },
         onListen: (e) => agent?.selector.onListen(e),
+        tls: Agent.tlsHooks(tls),
         budget,
       },
       opts.sink,
     );
     agent = new Agent(kernel, pipeline, opts, clock);
+    agent.tls = tls;
     agent.selector = new Selector(kernel, pipeline.procs);
+    tls.start();
+    agent.selector.listener = { selected: (pid, comm) => tls.addProcess(pid, comm), deselected: (pid) => tls.removeProcess(pid) };
     agent.selector.apply(compileRules(cfg, opts.extraTargets));
     log.info("capture started", {
       attachMode: kernel.attachMode,
@@ -129,6 +143,30 @@ export class Agent {
       pipeline.applySampling();
     }, 1000);
     return agent;
+  }
+
+  /** TLS capture: discovery options from the config (docs/tls.md §6). */
+  private static tlsOptions(cfg: Config) {
+    return {
+      enabled: cfg.enable_uprobes,
+      libsslPrefixes: cfg.libssl_prefixes,
+      exclusionRules: cfg.uprobe_attach_exclusion_rules.map((r) => ({ exe: r.exe, cmdline: r.cmdline })),
+      customSslAddress: cfg.custom_ssl_address.map((c) => ({ binary: c.binary!, sslRead: c.ssl_read!, sslWrite: c.ssl_write!, sslFree: c.ssl_free })),
+    };
+  }
+
+  /** The pipeline's view of TLS capture; coverage changes become one log line per process. */
+  private static tlsHooks(tls: TlsCapture): TlsHooks {
+    const say = (line: string | undefined, pid: number) => {
+      if (line) log.info(line, { Pid: pid });
+    };
+    return {
+      library: (tgid) => tls.library(tgid),
+      flagged: (tgid, comm, id) => say(tls.coverage.tlsConnection(tgid, comm, BigInt(id)), tgid),
+      plaintext: (tgid, comm, id, inferred) => say(tls.coverage.plaintext(tgid, comm, BigInt(id), inferred), tgid),
+      closed: (tgid, id) => say(tls.coverage.closed(tgid, BigInt(id)), tgid),
+      mapped: (e) => tls.mapped(e.tgid, e.dev, e.ino),
+    };
   }
 
   private static pipelineSettings(cfg: Config, clock: MonoClock) {
@@ -253,6 +291,7 @@ export class Agent {
       KprobeEventMaxQueueSizeTillNow: this.queueHighWater,
       TotalEventsDroppedAtEventQueueLimit: k.lost + k.activeFull + k.connFull,
       TlsCiphertextBytesNotCopied: k.tlsSkippedBytes,
+      ...this.tls.stats(),
       NoCopyBytes: k.noCopyBytes,
       PeekCallsSkipped: k.peekSkipped,
       MmsgOverflow: k.mmsgOverflow,
@@ -283,6 +322,7 @@ export class Agent {
     this.drainNow();
     this.pipeline.flushAll();
     this.finalKernelCounters = this.kernel.counters();
+    this.tls.stop();
     this.kernel.close();
     await this.opts.sink.shutdown(timeoutMs);
   }

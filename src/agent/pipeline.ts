@@ -3,7 +3,7 @@
  * tables, reassembles each direction by stream position, and hands finished exchanges to the
  * span builder and the sink. Never throws on input: everything odd is counted.
  */
-import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent } from "../kernel/event-decoder.ts";
+import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent, type TlsMapEvent } from "../kernel/event-decoder.ts";
 import { Connection, ConnectionTable, type ConnectionMeta, type SessionInit } from "../stream/connections.ts";
 import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
 import { Http1Session } from "../protocols/http1/session.ts";
@@ -11,7 +11,10 @@ import type { OverheadBudget } from "./budget.ts";
 import type { Exchange, Handoff, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
-import { AF_UNIX, DATA_FLAG_LAST, DATA_FLAG_TLS, MODE_EGRESS, MODE_INGRESS, ROLE_SERVER, ROLE_UNKNOWN, SYS_COUNT } from "../kernel/event-layout.ts";
+import {
+  AF_UNIX, DATA_FLAG_LAST, DATA_FLAG_TLS, DATA_FLAG_TLS_INFERRED, DIR_RECV, LAYER_TLS, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER,
+  ROLE_UNKNOWN, SYS_COUNT,
+} from "../kernel/event-layout.ts";
 import type { SpanSink } from "../spans/span.ts";
 import { clockNs } from "../kernel/libbpf-ffi.ts";
 
@@ -45,6 +48,8 @@ export class PipelineCounters {
   UnsupportedProtocolConnections = 0;
   /** connections that turned out to carry TLS records */
   TlsConnections = 0;
+  /** per-thread streams of TLS plaintext that came without a known connection (conn_id 0) */
+  TlsConnectionless = 0;
   /** connections left to the kernel to skip by the overhead budget or a rate limit */
   ShedConnections = 0;
   /** connections dropped without a close event (table full, idle): their pending exchanges are emitted flagged */
@@ -69,9 +74,28 @@ export interface PipelineOptions {
   onListen?: (e: ConnEvent) => void;
   /** the overhead budget and rate limits: decides at a connection's open whether it is captured */
   budget?: OverheadBudget;
+  /** TLS uprobes: library names for spans, coverage bookkeeping, late library loads */
+  tls?: TlsHooks;
   /** sessions of protocols beyond HTTP/1 (HTTP/2); undefined: that protocol is not captured */
   protocols?: Partial<Record<Exclude<ProtocolName, "http1">, (env: SessionEnv, init: SessionInit) => ProtocolSession>>;
 }
+
+/** What the TLS capture (src/kernel/tls/manager.ts) learns from the event stream. */
+export interface TlsHooks {
+  /** the TLS library a process's plaintext comes from ("openssl", "go", …) */
+  library(tgid: number): string | undefined;
+  /** the kernel flagged connection `connId` as TLS (ciphertext on the socket) */
+  flagged(tgid: number, comm: string, connId: number): void;
+  /** TLS-layer plaintext arrived on `connId` (0: no connection known) */
+  plaintext(tgid: number, comm: string, connId: number, inferred: boolean): void;
+  closed(tgid: number, connId: number): void;
+  /** EV_TLS_MAP_EXEC: a probed process mapped an executable file not classified yet */
+  mapped(e: TlsMapEvent): void;
+}
+
+/** HTTP request methods (and the HTTP/2 preface) that open a request: which side a
+ * connection-less plaintext stream is on. */
+const REQUEST_START = /^(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PRI) /;
 
 export class Pipeline {
   readonly counters = new PipelineCounters();
@@ -122,6 +146,10 @@ export class Pipeline {
       case "listen":
         this.counters.ControlEventReceived++;
         this.opts.onListen?.(e);
+        break;
+      case "tlsmap":
+        this.counters.ControlEventReceived++;
+        this.opts.tls?.mapped(e);
         break;
       default: {
         this.counters.ProcessEventReceived++;
@@ -205,23 +233,68 @@ export class Pipeline {
   }
 
   private onData(e: DataEvent): void {
-    const c = this.conns.get(e.connId);
+    let c = this.conns.get(e.connId);
+    let pos = e.pos;
+    if (!c && e.connId === 0 && e.layer === LAYER_TLS) {
+      // TLS plaintext with no connection known: its own per-thread stream, never dropped.
+      c = this.connlessTls(e);
+      pos = c.next[LAYER_TLS]![e.dir & 1]!;
+    }
     if (!c) {
       this.counters.TotalEventsDroppedAtParsing++;
       return;
     }
     const ts = BigInt(Math.round(e.tsNs));
     const last = (e.flags & DATA_FLAG_LAST) !== 0;
-    if (e.flags & DATA_FLAG_TLS) c.kernelTls();
-    this.counters.LostBytes += c.feed(e.layer, e.dir, e.pos, e.data, ts, last);
+    if (e.flags & DATA_FLAG_TLS) {
+      c.kernelTls();
+      this.opts.tls?.flagged(c.meta.tgid, c.meta.comm, c.meta.id);
+    }
+    if (e.layer === LAYER_TLS) this.noteTlsData(c, e);
+    this.counters.LostBytes += c.feed(e.layer, e.dir, pos, e.data, ts, last);
     if (last && e.skipped > 0) c.gap(e.layer, e.dir, e.skipped, ts, false);
   }
 
   private onClose(e: ConnEvent): void {
     const c = this.conns.get(e.connId);
     if (!c) return;
+    this.opts.tls?.closed(c.meta.tgid, c.meta.id);
     this.counters.LostBytes += c.close([[e.recv, e.sent], [e.tlsRecv, e.tlsSent]], BigInt(Math.round(e.tsNs)));
     this.conns.delete(e.connId);
+  }
+
+  /** TLS-layer bytes on `c`: its library and correlation for spans, and the coverage report. */
+  private noteTlsData(c: Connection, e: DataEvent): void {
+    const m = c.meta;
+    if (e.flags & DATA_FLAG_LAST) {
+      const inferred = e.connId === 0 || (e.flags & DATA_FLAG_TLS_INFERRED) !== 0;
+      if (e.connId === 0) m.tlsCorrelation = "none";
+      else if (!inferred) m.tlsCorrelation = "exact";
+      else if (m.tlsCorrelation !== "exact") m.tlsCorrelation = "inferred";
+      this.opts.tls?.plaintext(m.tgid, m.comm, e.connId, inferred);
+    }
+    m.tlsLibrary ??= this.opts.tls?.library(m.tgid);
+  }
+
+  /**
+   * The stream of TLS plaintext that came without a connection (conn_id 0), one per thread: its
+   * side is read from the first bytes (a request received: server), and it has no peer addresses.
+   */
+  private connlessTls(e: DataEvent): Connection {
+    const id = -(e.tgid * 4194304 + (e.tid % 4194304));
+    let c = this.conns.get(id);
+    if (c) return c;
+    const head = String.fromCharCode(...e.data.subarray(0, 8));
+    const isRequest = REQUEST_START.test(head);
+    const role = isRequest === (e.dir === DIR_RECV) ? ROLE_SERVER : ROLE_CLIENT;
+    this.counters.TlsConnectionless++;
+    const proc = this.procs.get(e.tgid);
+    c = new Connection({
+      id, tgid: e.tgid, fd: e.fd, role, family: 0, localAddr: "", localPort: 0, remoteAddr: "", remotePort: 0,
+      comm: proc.name, tlsCorrelation: "none",
+    }, this.hooks, { midstream: !isRequest && !head.startsWith("HTTP/") });
+    this.conns.add(c);
+    return c;
   }
 
   private onExchange(x: Exchange, c: Connection): void {

@@ -61,6 +61,10 @@ export interface Config {
   http2: { stream_max_age: number; max_streams_per_connection: number };
   bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
   enable_tracepoints: boolean;
+  enable_uprobes: boolean;
+  libssl_prefixes: string[];
+  uprobe_attach_exclusion_rules: { exe?: string; cmdline?: string; line?: number }[];
+  custom_ssl_address: { binary?: string; ssl_read?: number; ssl_write?: number; ssl_free?: number; line?: number }[];
   max_active_ret_probe: number;
   perfmap_queue_size: number;
   btf: { path: string; download_url: string; download_storage_path: string; download_timeout: number };
@@ -286,6 +290,14 @@ function crossChecks(cfg: Config, fail: Fail): void {
   });
   redactChecks(cfg.data_capture.redact, fail);
   adminChecks(cfg.admin, fail);
+  cfg.custom_ssl_address.forEach((c, i) => {
+    if (!c.binary || !c.binary.startsWith("/")) fail(`custom_ssl_address[${i}].binary`, "give the absolute path of the binary as the process maps it");
+    if (c.ssl_read === undefined) fail(`custom_ssl_address[${i}].ssl_read`, "is required (the address of SSL_read, as nm prints it)");
+    if (c.ssl_write === undefined) fail(`custom_ssl_address[${i}].ssl_write`, "is required (the address of SSL_write, as nm prints it)");
+  });
+  cfg.uprobe_attach_exclusion_rules.forEach((r, i) => {
+    if (r.exe !== undefined && !r.exe.startsWith("/")) fail(`uprobe_attach_exclusion_rules[${i}].exe`, `must be an absolute executable path, got "${r.exe}"`);
+  });
   cfg.targets.forEach((t, i) => {
     if (t.cmdline !== undefined) {
       try {

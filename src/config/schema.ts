@@ -131,6 +131,14 @@ export const SCHEMA: Record<string, FieldSpec> = {
     },
   },
   enable_tracepoints: { t: "bool", def: true },
+  /** TLS plaintext through uprobes on TLS libraries (docs/tls.md); false: TLS connections are reported, not decrypted */
+  enable_uprobes: { t: "bool", def: true },
+  /** file-name prefixes of shared libraries analysed for TLS stacks (e.g. libssl.so); empty: every mapped library */
+  libssl_prefixes: { t: "string[]", def: [] },
+  /** processes whose TLS is not probed: exact executable path and/or command-line substring */
+  uprobe_attach_exclusion_rules: { t: "list", item: { exe: { t: "string" }, cmdline: { t: "string" } } },
+  /** stripped static TLS libraries: virtual addresses (as nm prints them) of SSL_read/SSL_write/SSL_free per binary */
+  custom_ssl_address: { t: "list", item: { binary: { t: "string" }, ssl_read: { t: "int", min: 1 }, ssl_write: { t: "int", min: 1 }, ssl_free: { t: "int", min: 1 } } },
   max_active_ret_probe: { t: "int", def: 0, min: 0 }, // 0 = 10 x CPUs
   perfmap_queue_size: { t: "int", def: 1024, min: 1 },
   btf: {

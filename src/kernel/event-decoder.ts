@@ -62,11 +62,22 @@ export interface ProcEvent extends EventBase {
   args: string[];
 }
 
-export type TracerEvent = ConnEvent | DataEvent | ProcEvent;
+/** EV_TLS_MAP_EXEC: a TLS-probed process mapped an executable file not yet classified. */
+export interface TlsMapEvent extends EventBase {
+  kind: "tlsmap";
+  /** kernel dev_t (MKDEV) and inode of the mapped file */
+  dev: number;
+  ino: number;
+  /** the mapped fd (open while the loader maps it) */
+  fd: number;
+}
+
+export type TracerEvent = ConnEvent | DataEvent | ProcEvent | TlsMapEvent;
 
 const C = LAYOUT.conn_event;
 const D = LAYOUT.data_event;
 const P = LAYOUT.process_event;
+const M = LAYOUT.tls_map_event;
 const latin1 = new TextDecoder("latin1");
 const utf8 = new TextDecoder("utf-8");
 
@@ -92,6 +103,10 @@ export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
   if (type === EV.DATA) return rec.length >= D.data ? decodeData(rec, dv) : undefined;
   if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE || type === EV.LISTEN) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
   if (type === EV.PROC_EXEC || type === EV.PROC_FORK || type === EV.PROC_EXIT) return rec.length >= P.path ? decodeProc(rec, dv, type) : undefined;
+  if (type === EV.TLS_MAP_EXEC) {
+    if (rec.length < M.$size) return undefined;
+    return { kind: "tlsmap", tgid: dv.getUint32(4, true), tid: dv.getUint32(8, true), tsNs: u64(dv, 16), ino: u64(dv, M.ino), dev: dv.getUint32(M.dev, true), fd: dv.getInt32(M.fd, true) };
+  }
   return undefined;
 }
 

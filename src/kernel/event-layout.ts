@@ -3,7 +3,7 @@
  * the ring buffer or that user space writes into maps. test/kernel/layout.test.ts checks these
  * numbers against the BTF of the compiled object; change both files together.
  */
-export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6, LISTEN: 7 } as const;
+export const EV = { CONN_OPEN: 1, CONN_CLOSE: 2, DATA: 3, PROC_EXEC: 4, PROC_FORK: 5, PROC_EXIT: 6, LISTEN: 7, TLS_MAP_EXEC: 8 } as const;
 
 /** The ids of bpf/include/syscalls.def (SYS_<ID> lowercased), in its order. */
 export const SYSCALLS = [
@@ -31,6 +31,9 @@ export const DATA_CHUNK = 8192;
 export const DATA_FLAG_LAST = 1;
 /** The socket's first bytes were a TLS record: one zero-length event; its socket payload is never copied. */
 export const DATA_FLAG_TLS = 2;
+/** LAYER_TLS data whose connection was inferred (the thread's last socket: memory-BIO stacks), or
+ * unknown (conn_id 0), rather than named by a socket syscall inside the TLS call. */
+export const DATA_FLAG_TLS_INFERRED = 4;
 export const COMM_LEN = 16;
 export const PATH_LEN = 256;
 export const ARGS_LEN = 256;
@@ -59,6 +62,7 @@ export const LAYOUT = {
     _pad1: 12, $size: 16,
   },
   comm_key: { comm: 0, $size: 16 },
+  tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },
 } as const;
 
 /** Indexes of the per-CPU `counters` map (enum in events.h). */

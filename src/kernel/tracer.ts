@@ -149,7 +149,10 @@ export class KernelTracer {
     perfPages: number,
     private readonly tracefs: string,
   ) {
-    for (const m of ["selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "conn_ctl", "events", "events_perf"]) {
+    for (const m of [
+      "selected_pids", "selected_cgroups", "exe_names", "selected_ports", "settings_map", "counters", "conns", "fds", "conn_ctl", "events", "events_perf",
+      "tls_procs", "go_tls_offsets", "tls_known_files", "tls_enabled",
+    ]) {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
@@ -374,6 +377,37 @@ export class KernelTracer {
     const dv = new DataView(val.buffer);
     dv.setUint32(0, dv.getUint32(0, true) | flags, true);
     return mapUpdate(this.fds.conn_ctl!, key, val);
+  }
+
+  // ---- TLS uprobes (bpf/lib/tls.h): filter and per-process maps, written by TlsCapture ----------
+
+  /** tls_enabled[0]: config enable_uprobes (the kernel also selects new execs for TLS with it). */
+  setTlsEnabled(on: boolean): number {
+    return mapUpdate(this.fds.tls_enabled!, u32(0), u32(on ? 1 : 0));
+  }
+
+  /** tls_procs: whether the TLS probes act for process `tgid`. */
+  setTlsProc(tgid: number, on: boolean): number {
+    return on ? mapUpdate(this.fds.tls_procs!, u32(tgid), Uint8Array.of(1)) : mapDelete(this.fds.tls_procs!, u32(tgid));
+  }
+
+  /** go_tls_offsets: the 32-byte value of go-offsets.ts for a Go process, or none. */
+  setGoTlsOffsets(tgid: number, value: Uint8Array | undefined): number {
+    return value ? mapUpdate(this.fds.go_tls_offsets!, u32(tgid), value) : mapDelete(this.fds.go_tls_offsets!, u32(tgid));
+  }
+
+  /** tls_known_files: a file (kernel dev_t, inode) user space has classified (tls: holds a stack). */
+  setTlsKnownFile(dev: number, ino: number, tls: boolean): number {
+    const k = new Uint8Array(16);
+    const dv = new DataView(k.buffer);
+    dv.setUint32(0, dev, true);
+    dv.setBigUint64(8, BigInt(ino), true);
+    return mapUpdate(this.fds.tls_known_files!, k, Uint8Array.of(tls ? 1 : 0));
+  }
+
+  /** Number of uprobe/uretprobe links attached now. */
+  get uprobeLinks(): number {
+    return (this.probes?.links().length ?? 0) - this.attached.length;
   }
 
   counters(): KernelCounters {

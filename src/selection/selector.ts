@@ -34,8 +34,16 @@ export interface SelectedProcess {
   service?: string;
 }
 
+/** Told when a process becomes captured (again: rescans repeat it) or stops being captured. */
+export interface SelectionListener {
+  selected(pid: number, comm: string): void;
+  deselected(pid: number): void;
+}
+
 export class Selector {
   private rules!: Rules;
+  /** TLS capture follows the selection (src/kernel/tls/manager.ts) */
+  listener?: SelectionListener;
   private exeNames = new Map<string, number>();
   private cgroups = new Map<bigint, number>();
   private ports = new Map<number, number>();
@@ -234,6 +242,7 @@ export class Selector {
     const service = serviceNameFor(d, facts) ?? this.logged.get(pid)?.service;
     const entry: SelectedProcess = { pid, name: facts.exe ? baseName(facts.exe) : facts.comm, exe: facts.exe, mode: modeName(mode), service };
     const prev = this.logged.get(pid);
+    this.listener?.selected(pid, facts.comm || entry.name);
     this.registry.setServiceName(pid, service);
     this.registry.get(pid).maxSpansPerSecond = d.target?.source.max_spans_per_second;
     this.registry.setCgroup(pid, facts.cgroup, containerIdOf(facts.cgroup), systemdUnitOf(facts.cgroup));
@@ -245,6 +254,7 @@ export class Selector {
   private logRemoved(pid: number, reason: string): void {
     const prev = this.logged.get(pid);
     this.logged.delete(pid);
+    this.listener?.deselected(pid);
     log.info("Removed process from maps", { Pid: pid, Name: prev?.name ?? "", Exe: prev?.exe ?? "", Reason: reason, Enabled: false });
   }
 

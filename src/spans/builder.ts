@@ -49,6 +49,7 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
   x.writeAttributes(attrs, client);
   attrs["url.scheme"] = conn.tls ? "https" : "http";
   if (conn.tls && conn.tlsLibrary) attrs["ebpf.tls.library"] = conn.tlsLibrary;
+  if (conn.tls && conn.tlsCorrelation) attrs["ebpf.tls.correlation"] = conn.tlsCorrelation === "exact" ? "exact" : "inferred";
   attrs["network.transport"] = conn.family === 1 ? "unix" : "tcp";
 
   const hp = x.authority ? splitHostPort(x.authority) : undefined;

@@ -17,4 +17,8 @@ export interface ConnectionMeta {
   samplingRatio?: number;
   /** Which TLS library gave the plaintext ("openssl", "boringssl", "gnutls", "go"). */
   tlsLibrary?: string;
+  /** How the TLS plaintext was joined to this connection: "exact" (a socket syscall inside the TLS
+   * call, or the socket that SSL* last used), "inferred" (the thread's last socket: memory-BIO
+   * stacks), "none" (no connection known: no peer addresses). Exact wins once seen. */
+  tlsCorrelation?: "exact" | "inferred" | "none";
 }
