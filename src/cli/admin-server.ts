@@ -260,6 +260,8 @@ export interface AgentView {
   readonly selector: { selected(): { pid: number; name: string; exe: string; mode: string; service?: string }[] };
   readonly kernel: { readonly attachMode: string; readonly buffer: string; readonly libbpfVersion: string; readonly attached: string[] };
   readonly currentConfig: { exporter: string; agent_config: { reporting: { endpoint: string } } };
+  /** TLS capture: the per-process coverage report (src/kernel/tls/coverage.ts) */
+  readonly tls?: { snapshot(): object[]; readonly coverage: { prometheus(): string[] } };
 }
 
 export interface AgentInfo {
@@ -305,8 +307,14 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
     if (failingSince) return { state: "failing", failingForMs: t - failingSince };
     return { state: ok > 0 ? "ok" : "idle", failingForMs: 0 };
   };
+  const tlsMetrics = (): string => {
+    const lines = agent.tls?.coverage.prometheus() ?? [];
+    if (!lines.length) return "";
+    const types = ["# TYPE ebpf_tracer_tls_stacks gauge", "# TYPE ebpf_tracer_tls_probes_attached gauge", "# TYPE ebpf_tracer_tls_connections_total counter"];
+    return [...types, ...lines].join("\n") + "\n";
+  };
   return {
-    extraMetrics: info.extraMetrics,
+    extraMetrics: () => (info.extraMetrics?.() ?? "") + tlsMetrics(),
     health() {
       const reasons: string[] = [];
       const e = exporterState(agent.stats());
@@ -342,6 +350,7 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
         probes_attached: agent.kernel.attached.length,
         libbpf: agent.kernel.libbpfVersion,
         selected_processes: agent.selector.selected().map((p) => ({ pid: p.pid, name: p.name, exe: p.exe, mode: p.mode, ...(p.service ? { service: p.service } : {}) })),
+        tls_capture: agent.tls?.snapshot() ?? [],
         exporter: {
           kind: cfg.exporter,
           ...(cfg.exporter === "otlp" ? { endpoint: publicEndpoint(cfg.agent_config.reporting.endpoint) } : {}),

@@ -2,6 +2,9 @@
  * `ebpf-tracer check` and the start of `run`: can capture work on this host, and how. Each row
  * is ok / warn / fail with a reason; any fail means capture cannot work.
  */
+import { analyzeElf } from "../kernel/tls/discover.ts";
+import { ElfFile } from "../kernel/tls/elf.ts";
+import { readLdCache, tlsLibraryCandidates } from "../kernel/tls/ldcache.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { release } from "node:os";
 import type { Config } from "../config/config.ts";
@@ -82,6 +85,34 @@ function cgroupRow(): CheckRow {
   return { check: "cgroup", verdict: "ok", detail: `v2 at ${root}${root.endsWith("/unified") ? " (hybrid)" : ""}` };
 }
 
+/** Uprobes for TLS plaintext: the kernel's uprobe PMU, the config switch, and the host's TLS
+ * libraries (the loader cache's, classified by their exported symbols as the agent will). */
+function uprobesRow(cfg: Config): CheckRow {
+  if (!existsSync("/sys/bus/event_source/devices/uprobe/type")) {
+    return { check: "uprobes", verdict: "warn", detail: "not available (no uprobe PMU): TLS plaintext capture will not work" };
+  }
+  if (!cfg.enable_uprobes) return { check: "uprobes", verdict: "warn", detail: "available, but enable_uprobes is false: TLS connections are reported, not decrypted" };
+  const libs: string[] = [];
+  try {
+    for (const path of tlsLibraryCandidates(readLdCache(), cfg.libssl_prefixes)) {
+      try {
+        const elf = ElfFile.open(path);
+        try {
+          const st = analyzeElf(elf, false).stack;
+          if (st) libs.push(`${path.slice(path.lastIndexOf("/") + 1)} (${st.kind}${st.decryptable ? "" : ", not decryptable"})`);
+        } finally {
+          elf.close();
+        }
+      } catch {
+        /* unreadable: not listed */
+      }
+    }
+  } catch {
+    /* no loader cache */
+  }
+  return { check: "uprobes", verdict: "ok", detail: `available (TLS capture); host TLS libraries: ${libs.length ? libs.join(", ") : "none in /etc/ld.so.cache"}` };
+}
+
 export async function preflight(cfg: Config): Promise<PreflightResult> {
   const rows: CheckRow[] = [];
   rows.push(kernelRow(release()));
@@ -118,8 +149,7 @@ export async function preflight(cfg: Config): Promise<PreflightResult> {
   } catch (e) {
     rows.push({ check: "libbpf", verdict: "fail", detail: (e as Error).message });
   }
-  const uprobes = existsSync("/sys/bus/event_source/devices/uprobe/type");
-  rows.push({ check: "uprobes", verdict: uprobes ? "ok" : "warn", detail: uprobes ? "available (TLS capture)" : "not available: TLS plaintext capture will not work" });
+  rows.push(uprobesRow(cfg));
   rows.push({ check: "kprobes", verdict: kprobesAvailable(tracefs) ? "ok" : "warn", detail: kprobesAvailable(tracefs) ? "available" : "not available (CONFIG_KPROBES off): syscall tracepoints are required" });
   rows.push(cgroupRow());
   return { rows, ok: rows.every((r) => r.verdict !== "fail"), btf };

@@ -351,6 +351,11 @@ export class TlsDiscovery {
       opensslVersion ??= a.opensslVersion;
       if (a.stack) out.stacks.push({ ...a.stack, path: f.path, dev: f.dev, ino: f.ino });
     }
+    // An executable that names an OpenSSL release (nginx prints "built with OpenSSL 3.0.x") but
+    // uses a shared libssl the process maps: that library is its TLS stack, not a static copy.
+    if (out.stacks.some((s) => (s.kind === "openssl" || s.kind === "boringssl") && s.decryptable)) {
+      out.stacks = out.stacks.filter((s) => !(s.kind === "openssl" && !s.decryptable && s.reason?.startsWith("OpenSSL linked statically")));
+    }
     // libssl.so.3 names only its major version; libcrypto in the same process names the release.
     for (const s of out.stacks) if (s.kind === "openssl" && opensslVersion && (!s.version || !s.version.includes("."))) s.version = opensslVersion;
     if (out.excludedBy) {

@@ -1,0 +1,313 @@
+/**
+ * Root integration tests of TLS plaintext capture (issue 10, docs/tls.md) through the compiled
+ * binary: real TLS servers and clients on loopback, the agent started before each server unless a
+ * test says otherwise. Each test checks exact method, path, status and body; that no span holds
+ * TLS record bytes; that ciphertext was counted and not copied (TlsCiphertextBytesNotCopied); and,
+ * after the agent stopped, that none of its uprobe programs or links remain.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
+import { port, startNginx, waitForPort } from "../support/servers.ts";
+import { CHUNKED_BODY, Cleanups, curlLocalPorts, curlOk, exitStats, logRecords, NODE_APP, onPort, run, stopNginx } from "../support/http-kit.ts";
+import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
+import { buildGo, goSkipReason } from "../fixtures/go/build.ts";
+
+const SKIP = rootSkipReason();
+if (SKIP) console.warn(`test/root/tls.test.ts skipped: ${SKIP}`);
+
+const c = new Cleanups();
+afterEach(() => c.run());
+let certs: TestCerts;
+let work: string;
+beforeAll(() => {
+  if (SKIP) return;
+  certs = makeTestCerts();
+  work = mkdtempSync(join(tmpdir(), "et-tls-"));
+  writeFileSync(join(work, "post.bin"), "p".repeat(65536));
+});
+afterAll(() => {
+  if (certs) removeTestCerts(certs);
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+const LP = "<lp:%{local_port}>";
+const PY = "/usr/bin/python3";
+/** TLS record headers (handshake / application data): never in a span. */
+const CIPHERTEXT = [/\u0016\u0003[\u0000-\u0004]/, /\u0017\u0003[\u0000-\u0004]/];
+
+async function agent(args: string[]): Promise<TracerProcess> {
+  return c.add(await TracerProcess.capture([...args, "--mode", "ingress_and_egress", "--log-level", "info"]), (t) => t.stop());
+}
+
+/** Stops the agent, then checks the kernel counters and that no TLS program or link is left. */
+async function stopAndCheck(t: TracerProcess): Promise<Record<string, number>> {
+  expect(await t.stop()).toBe(0);
+  const stats = exitStats(t.stderr);
+  expect(stats).toBeDefined();
+  expect(stats!.TlsCiphertextBytesNotCopied).toBeGreaterThan(0);
+  for (const s of t.spans) {
+    const text = JSON.stringify(s.attributes);
+    for (const re of CIPHERTEXT) expect(re.test(text)).toBe(false);
+  }
+  // Programs named tls_* / go_tls_* belong only to this branch's object (bpftool cuts names at 15).
+  // capture hands the last detach to a background process (KernelTracer.handOffLinks): wait for it.
+  const ours = /name (tls_ssl_|tls_free_entry|go_tls_|tls_enter_mmap)/;
+  let progs = "";
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline; await Bun.sleep(200)) {
+    progs = run(["bpftool", "prog", "show"]).stdout;
+    if (!ours.test(progs)) break;
+  }
+  expect(progs).not.toMatch(ours);
+  expect(run(["bpftool", "link", "show"]).stdout).not.toMatch(ours);
+  const events = existsSync("/sys/kernel/tracing/uprobe_events") ? readFileSync("/sys/kernel/tracing/uprobe_events", "utf8") : "";
+  expect(events).not.toContain("ebpf_tracer");
+  return stats!;
+}
+
+/** The spans of `port`, of one kind, by name. */
+function byName(spans: SpanJson[], kind: string): Map<string, SpanJson[]> {
+  const m = new Map<string, SpanJson[]>();
+  for (const s of spans) if (s.kind === kind) m.set(s.name, [...(m.get(s.name) ?? []), s]);
+  return m;
+}
+
+/**
+ * The standard exchange set on one server: two keep-alive GETs of `getPath` (one connection), a
+ * 64 KiB POST to `postPath`, a chunked GET of `chunkPath`; checks the spans of `kind`.
+ */
+function expectStandard(spans: SpanJson[], kind: "server" | "client", o: { getPath: string; getBody: string; postPath: string; postStatus: number; postBody?: string; chunkPath: string; chunkBody: string; library?: string; correlation?: string }): void {
+  const m = byName(spans, kind);
+  const gets = m.get(`GET ${o.getPath}`) ?? [];
+  expect(gets.length).toBeGreaterThanOrEqual(2);
+  for (const s of gets) {
+    expect(s.attributes).toMatchObject({ "http.request.method": "GET", "url.path": o.getPath, "http.response.status_code": 200, "url.scheme": "https", "http.response.body": o.getBody });
+    if (o.library) expect(s.attributes["ebpf.tls.library"]).toBe(o.library);
+    if (o.correlation) expect(s.attributes["ebpf.tls.correlation"]).toBe(o.correlation);
+  }
+  const [post] = m.get(`POST ${o.postPath}`) ?? [];
+  expect(post?.attributes).toMatchObject({ "http.request.method": "POST", "http.response.status_code": o.postStatus, "http.request.body.size": 65536 });
+  if (o.postBody !== undefined) expect(post!.attributes["http.response.body"]).toBe(o.postBody);
+  const [chunk] = m.get(`GET ${o.chunkPath}`) ?? [];
+  expect(chunk?.attributes).toMatchObject({ "http.response.status_code": 200, "http.response.body": o.chunkBody, "http.response.header.transfer-encoding": "chunked" });
+}
+
+/** curl against `base`: keep-alive GETs and the chunked GET on one connection, then the POST. */
+function curlStandard(base: string, getPath: string, chunkPath: string, postPath: string): void {
+  const r = curlOk(["-k", "-w", LP, `${base}${getPath}`, `${base}${getPath}`, `${base}${chunkPath}`]);
+  expect(new Set(curlLocalPorts(r)).size).toBe(1); // keep-alive: one connection
+  curlOk(["-k", "--data-binary", `@${join(work, "post.bin")}`, "-H", "Content-Type: text/plain", `${base}${postPath}`]);
+}
+
+const PY_SERVER = String.raw`
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, status, body, chunked=False):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked"); self.end_headers()
+            for part in (b'{"items":[', b'1,2,', b'3,4', b']}'):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part)); self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/chunked": return self.reply(200, b"", True)
+        self.reply(200, b'{"hello":"tls"}')
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0)); d = self.rfile.read(n)
+        self.reply(201, ('{"received":%d}' % len(d)).encode())
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+`;
+
+async function startPyTls(): Promise<{ pid: number; port: number }> {
+  const p = port();
+  writeFileSync(join(work, "srv.py"), PY_SERVER);
+  const proc = c.add(Bun.spawn([PY, join(work, "srv.py"), String(p), certs.server.cert, certs.server.key], { stdout: "ignore", stderr: "inherit" }), (x) => x.kill("SIGKILL"));
+  await waitForPort(p);
+  return { pid: proc.pid, port: p };
+}
+
+const PY_STANDARD = { getPath: "/a", getBody: '{"hello":"tls"}', postPath: "/upload", postStatus: 201, postBody: '{"received":65536}', chunkPath: "/chunked", chunkBody: CHUNKED_BODY };
+
+describe.skipIf(!!SKIP)("TLS capture (uprobes)", () => {
+  test("nginx HTTPS driven by curl: nginx server spans and curl client spans (OpenSSL, exact)", async () => {
+    const t = await agent(["--exe", "nginx", "--exe", "curl"]);
+    const ng = c.add(await startNginx((p, dir) => {
+      writeFileSync(join(dir, "www", "chunked.json"), CHUNKED_BODY);
+      return `server {
+    listen 127.0.0.1:${p} ssl;
+    ssl_certificate ${certs.server.cert};
+    ssl_certificate_key ${certs.server.key};
+    keepalive_requests 100;
+    location / { root ${dir}/www; }
+    location = /chunked.json { root ${dir}/www; sub_filter 'NEVER' 'never'; sub_filter_types application/json; }
+    location = /upload { client_max_body_size 1m; client_body_buffer_size 128k; default_type application/json; return 201 '{"ok":true}'; }
+  }`;
+    }), stopNginx);
+    curlStandard(`https://127.0.0.1:${ng.port}`, "/data.json", "/chunked.json", "/upload");
+    const want = { getPath: "/data.json", getBody: JSON.stringify({ items: [1, 2, 3] }), postPath: "/upload", postStatus: 201, postBody: '{"ok":true}', chunkPath: "/chunked.json", chunkBody: CHUNKED_BODY, library: "openssl", correlation: "exact" };
+    await t.waitForSpans(8, onPort(ng.port), 15_000);
+    const spans = t.spans.filter(onPort(ng.port));
+    expectStandard(spans, "server", want);
+    expectStandard(spans, "client", want);
+    const server = spans.find((s) => s.kind === "server")!;
+    expect(server.attributes["client.address"]).toBe("127.0.0.1");
+    expect(server.attributes["process.executable.name"]).toBe("nginx");
+    await stopAndCheck(t);
+    // the coverage log line of an nginx process
+    expect(logRecords(t.stderr).some((r) => /^TLS capture for nginx\[\d+\]: openssl .*libssl\.so\.3, decrypting/.test(String(r.msg)))).toBe(true);
+  }, 60_000);
+
+  test("Python http.server wrapped in ssl, driven by curl (server spans)", async () => {
+    const t = await agent(["--exe", "python3"]);
+    const py = await startPyTls();
+    curlStandard(`https://127.0.0.1:${py.port}`, "/a", "/chunked", "/upload");
+    await t.waitForSpans(4, onPort(py.port), 15_000);
+    expectStandard(t.spans.filter(onPort(py.port)), "server", { ...PY_STANDARD, library: "openssl", correlation: "exact" });
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test("a Python client that imports ssl only after the agent started (egress)", async () => {
+    const py = await startPyTls(); // not selected: only the client is
+    const t = await agent(["--exe", "python3.11", "--exe", "python3"]);
+    writeFileSync(join(work, "client.py"), String.raw`
+import sys, time
+time.sleep(0.5)
+import ssl, http.client
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx)
+for path in ("/a", "/a", "/chunked"):
+    c.request("GET", path); r = c.getresponse(); print(r.status, r.read().decode())
+c.request("POST", "/upload", body=b"p" * 65536, headers={"Content-Type": "text/plain"}); r = c.getresponse(); print(r.status, r.read().decode())
+`);
+    const r = run([PY, join(work, "client.py"), String(py.port)]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('201 {"received":65536}');
+    await t.waitForSpans(4, (s) => onPort(py.port)(s) && s.kind === "client", 15_000);
+    expectStandard(t.spans.filter(onPort(py.port)), "client", { ...PY_STANDARD, library: "openssl", correlation: "exact" });
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test("Python asyncio TLS server (memory BIO): spans with correlation inferred", async () => {
+    const t = await agent(["--exe", "python3"]);
+    const p = port();
+    writeFileSync(join(work, "aio.py"), String.raw`
+import asyncio, ssl, sys
+async def handle(r, w):
+    while True:
+        head = await r.readuntil(b"\r\n\r\n")
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"): n = int(line.split(b":")[1])
+        body = await r.readexactly(n) if n else b""
+        msg = b'{"aio":%d}' % len(body)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(msg), msg))
+        await w.drain()
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    s = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), ssl=ctx)
+    async with s: await s.serve_forever()
+asyncio.run(main())
+`);
+    c.add(Bun.spawn([PY, join(work, "aio.py"), String(p), certs.server.cert, certs.server.key], { stdout: "ignore", stderr: "inherit" }), (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    curlOk(["-k", `https://127.0.0.1:${p}/x`, `https://127.0.0.1:${p}/x`]);
+    const got = await t.waitForSpans(2, (s) => onPort(p)(s) && s.kind === "server", 15_000);
+    expect(got.length).toBe(2);
+    for (const s of got) {
+      expect(s.attributes).toMatchObject({ "http.request.method": "GET", "url.path": "/x", "http.response.status_code": 200, "http.response.body": '{"aio":0}', "url.scheme": "https" });
+      expect(["inferred", "exact"]).toContain(s.attributes["ebpf.tls.correlation"] as string);
+    }
+    expect(got.some((s) => s.attributes["ebpf.tls.correlation"] === "inferred")).toBe(true);
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test("Node https server and client (OpenSSL linked statically, exported SSL_*)", async () => {
+    const t = await agent(["--exe", "node"]);
+    const p = port();
+    const app = NODE_APP.replace('const http = require("http");', `const http = require("https"); const fs = require("fs");`)
+      .replace("http.createServer((req, res) =>", `http.createServer({ key: fs.readFileSync(${JSON.stringify(certs.server.key)}), cert: fs.readFileSync(${JSON.stringify(certs.server.cert)}) }, (req, res) =>`);
+    writeFileSync(join(work, "server.js"), app);
+    c.add(Bun.spawn(["/usr/bin/node", join(work, "server.js")], { env: { ...process.env, PORT: String(p) }, stdout: "ignore", stderr: "inherit" }), (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    writeFileSync(join(work, "client.js"), String.raw`
+const https = require("https");
+const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+function req(method, path, body) {
+  return new Promise((ok, fail) => {
+    const r = https.request({ host: "127.0.0.1", port: Number(process.argv[2]), method, path, agent, headers: body ? { "Content-Type": "text/plain", "Content-Length": body.length } : {} }, (res) => {
+      const parts = []; res.on("data", (d) => parts.push(d)); res.on("end", () => ok(res.statusCode + " " + Buffer.concat(parts)));
+    });
+    r.on("error", fail); if (body) r.write(body); r.end();
+  });
+}
+(async () => {
+  for (const [m, p, b] of [["GET", "/json"], ["GET", "/json"], ["GET", "/chunked"], ["POST", "/upload", "p".repeat(65536)]]) console.log(await req(m, p, b));
+  agent.destroy();
+})();
+`);
+    const r = run(["/usr/bin/node", join(work, "client.js"), String(p)]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('200 {"received":65536}');
+    await t.waitForSpans(8, onPort(p), 15_000);
+    const spans = t.spans.filter(onPort(p));
+    const want = { getPath: "/json", getBody: JSON.stringify({ path: "/json", query: "" }), postPath: "/upload", postStatus: 200, postBody: '{"received":65536}', chunkPath: "/chunked", chunkBody: CHUNKED_BODY, library: "openssl" };
+    expectStandard(spans, "server", want);
+    expectStandard(spans, "client", want);
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test.skipIf(!!goSkipReason())("Go 1.19 net/http TLS server and client: 10,000 requests, no crash (uprobes at RETs)", async () => {
+    const bin = buildGo("httpsecho");
+    const t = await agent(["--exe", "httpsecho"]);
+    const r = Bun.spawnSync([bin, "-n", "10000"], { stdout: "pipe", stderr: "pipe" });
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.toString()).toContain("ok 10000");
+    const p = Number(/listening (\d+)/.exec(r.stdout.toString())![1]);
+    await t.waitForSpans(20000, onPort(p), 60_000);
+    const spans = t.spans.filter(onPort(p));
+    const m = byName(spans, "server");
+    expect(m.get("GET /echo")?.length).toBe(5000);
+    expect(m.get("POST /echo")?.length).toBe(5000);
+    expect(m.get("POST /echo")![0]!.attributes).toMatchObject({ "http.request.body.size": 65536, "http.response.body": "POST /echo 65536", "ebpf.tls.library": "go", "ebpf.tls.correlation": "exact" });
+    expect(byName(spans, "client").get("GET /echo")?.[0]?.attributes).toMatchObject({ "http.response.body": "GET /echo 0", "http.response.status_code": 200 });
+    await stopAndCheck(t);
+  }, 150_000);
+
+  test("wget (GnuTLS) as the captured client", async () => {
+    const py = await startPyTls();
+    const t = await agent(["--exe", "wget"]);
+    const r = run(["wget", "-q", "-O", "-", "--no-check-certificate", `https://127.0.0.1:${py.port}/a`, `https://127.0.0.1:${py.port}/chunked`]);
+    expect(r.code).toBe(0);
+    const got = await t.waitForSpans(2, (s) => onPort(py.port)(s) && s.kind === "client", 15_000);
+    expect(got.map((s) => [s.name, s.attributes["http.response.status_code"], s.attributes["http.response.body"], s.attributes["ebpf.tls.library"]])).toEqual([
+      ["GET /a", 200, '{"hello":"tls"}', "gnutls"],
+      ["GET /chunked", 200, CHUNKED_BODY, "gnutls"],
+    ]);
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test("a Bun TLS server (BoringSSL without symbols) is reported as not decrypted", async () => {
+    const p = port();
+    writeFileSync(join(work, "bunsrv.ts"), `Bun.serve({ port: ${p}, hostname: "127.0.0.1", tls: { cert: Bun.file(${JSON.stringify(certs.server.cert)}), key: Bun.file(${JSON.stringify(certs.server.key)}) }, fetch: () => new Response("bun") });`);
+    const srv = c.add(Bun.spawn(["/usr/bin/bun", join(work, "bunsrv.ts")], { stdout: "ignore", stderr: "inherit" }), (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    const t = await agent(["--pid", String(srv.pid)]);
+    curlOk(["-k", `https://127.0.0.1:${p}/`]);
+    await Bun.sleep(500);
+    expect(t.spans.filter(onPort(p))).toEqual([]);
+    await stopAndCheck(t);
+    const lines = logRecords(t.stderr).map((r) => String(r.msg)).filter((m) => m.startsWith(`TLS capture for bun[${srv.pid}]`));
+    expect(lines.some((l) => /boringssl .*BoringSSL linked without exported symbols.*not decrypting/.test(l))).toBe(true);
+  }, 60_000);
+});
