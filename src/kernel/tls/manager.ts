@@ -91,7 +91,7 @@ export class TlsCapture {
     try {
       paths = tlsLibraryCandidates(readLdCache(this.opts.ldCachePath), this.opts.libsslPrefixes);
     } catch (e) {
-      log.warn("TLS: cannot read the loader cache; libraries are probed when a selected process maps them", { reason: (e as Error).message });
+      log.info("TLS: cannot read the loader cache; libraries are probed when a selected process maps them", { reason: (e as Error).message });
       return;
     }
     for (const path of paths) {
