@@ -1,0 +1,111 @@
+/**
+ * TlsCapture (src/kernel/tls/manager.ts) against a fake kernel and live processes of our own
+ * (python3 that has imported ssl): one attach per file however many processes map it, the kernel
+ * maps written per process, release when the last user is gone, exclusion rules and
+ * enable_uprobes: false honoured. No root needed (our own children's /proc entries).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { TlsCapture, type TlsKernel } from "../../src/kernel/tls/manager.ts";
+import type { FileIdentity, UprobeTarget } from "../../src/kernel/attach-plan.ts";
+
+const PY = "/usr/bin/python3";
+const SKIP = existsSync(PY) ? undefined : `${PY} missing`;
+if (SKIP) console.warn(`test/kernel/tls-manager.test.ts skipped: ${SKIP}`);
+
+class FakeKernel implements TlsKernel {
+  attached: { file: string; targets: UprobeTarget[] }[] = [];
+  released: FileIdentity[] = [];
+  procs = new Map<number, boolean>();
+  go = new Map<number, Uint8Array | undefined>();
+  known = new Map<string, boolean>();
+  enabled?: boolean;
+  attachUprobes(file: string | FileIdentity, targets: UprobeTarget[]): FileIdentity {
+    const path = typeof file === "string" ? file : file.path;
+    this.attached.push({ file: path, targets });
+    return { dev: 1n, ino: BigInt(this.attached.length), path };
+  }
+  releaseUprobes(file: string | FileIdentity): void {
+    this.released.push(file as FileIdentity);
+  }
+  setTlsEnabled(on: boolean): number {
+    this.enabled = on;
+    return 0;
+  }
+  setTlsProc(tgid: number, on: boolean): number {
+    this.procs.set(tgid, on);
+    return 0;
+  }
+  setGoTlsOffsets(tgid: number, value: Uint8Array | undefined): number {
+    this.go.set(tgid, value);
+    return 0;
+  }
+  setTlsKnownFile(dev: number, ino: number, tls: boolean): number {
+    this.known.set(`${dev}:${ino}`, tls);
+    return 0;
+  }
+}
+
+const kids: ReturnType<typeof Bun.spawn>[] = [];
+afterAll(() => {
+  for (const k of kids) k.kill("SIGKILL");
+});
+
+/** A python3 that has mapped libssl (import ssl) and waits; resolves once it has. */
+async function pythonWithSsl(tag = ""): Promise<number> {
+  const p = Bun.spawn([PY, "-c", `import ssl, sys, time\nprint("ready", flush=True)\ntime.sleep(60) # ${tag}`], { stdout: "pipe", stderr: "ignore" });
+  kids.push(p);
+  const reader = p.stdout.getReader();
+  await reader.read();
+  return p.pid;
+}
+
+describe.skipIf(!!SKIP)("TlsCapture", () => {
+  test("two processes mapping one libssl: one attach, maps per process, one release after both", async () => {
+    const k = new FakeKernel();
+    const tls = new TlsCapture(k, { enabled: true, probeLdCache: false });
+    tls.start();
+    expect(k.enabled).toBe(true);
+    const a = await pythonWithSsl();
+    const b = await pythonWithSsl();
+    tls.addProcess(a, "python3");
+    tls.addProcess(b, "python3");
+    tls.addProcess(a, "python3"); // a rescan: nothing new
+    const ssl = k.attached.filter((x) => /libssl\.so/.test(x.file));
+    expect(ssl).toHaveLength(1);
+    expect(ssl[0]!.file).toStartWith(`/proc/${a}/root/`);
+    expect(ssl[0]!.targets.map((t) => t.program)).toEqual(expect.arrayContaining(["tls_ssl_read_entry", "tls_ssl_read_return", "tls_ssl_write_entry", "tls_ssl_write_return", "tls_free_entry"]));
+    expect(k.procs.get(a)).toBe(true);
+    expect(k.procs.get(b)).toBe(true);
+    expect([...k.known.values()]).toContain(true); // libssl marked TLS
+    expect([...k.known.values()]).toContain(false); // libc and the rest: not TLS
+    expect(tls.library(a)).toBe("openssl");
+    const cov = tls.snapshot().find((c) => c.pid === a)!;
+    expect(cov.state).toBe("decrypting");
+    expect(cov.stacks.find((s) => s.kind === "openssl")!.probes.attached).toBe(ssl[0]!.targets.length);
+    tls.removeProcess(a);
+    expect(k.released).toHaveLength(0);
+    expect(k.procs.get(a)).toBe(false);
+    tls.removeProcess(b);
+    expect(k.released).toHaveLength(k.attached.length);
+  });
+
+  test("an exclusion rule keeps the process out of tls_procs and attaches nothing for it", async () => {
+    const k = new FakeKernel();
+    const tls = new TlsCapture(k, { enabled: true, probeLdCache: false, exclusionRules: [{ cmdline: "no-tls-here" }] });
+    const pid = await pythonWithSsl("no-tls-here");
+    tls.addProcess(pid, "python3");
+    expect(k.procs.get(pid)).toBe(false);
+    expect(k.attached).toHaveLength(0);
+    expect(tls.snapshot()[0]!.state).toBe("excluded");
+  });
+
+  test("enable_uprobes false: the kernel switch is off and nothing is attached", async () => {
+    const k = new FakeKernel();
+    const tls = new TlsCapture(k, { enabled: false });
+    tls.start();
+    expect(k.enabled).toBe(false);
+    tls.addProcess(await pythonWithSsl(), "python3");
+    expect(k.attached).toHaveLength(0);
+  });
+});
