@@ -176,7 +176,12 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
 	if (!skp)
 		return 0;
 	__u64 sk = *skp;
-	bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
+	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
+	 * that logs to a stdout socketpair between two requests must not have its next request
+	 * inferred onto that socket. */
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &sk);
+	if (ci && (ci->flags & CONN_F_TLS))
+		bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
 	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 	if (!c)
 		return 0;
