@@ -258,7 +258,7 @@ export interface AgentView {
   stats(): Record<string, number>;
   kernelCounters(): { probes: Record<string, [number, number]> };
   readonly selector: { selected(): { pid: number; name: string; exe: string; mode: string; service?: string }[] };
-  readonly kernel: { readonly attachMode: string; readonly buffer: string; readonly libbpfVersion: string; readonly attached: string[] };
+  readonly kernel: { readonly attachMode: string; readonly buffer: string; readonly libbpfVersion: string; readonly attached: string[]; readonly audit?: { list(): ProbeInfo[] } };
   readonly currentConfig: { exporter: string; agent_config: { reporting: { endpoint: string } } };
   /** TLS capture: the per-process coverage report (src/kernel/tls/coverage.ts) */
   readonly tls?: { snapshot(): object[]; readonly coverage: { prometheus(): string[] } };
@@ -333,7 +333,7 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
     },
     probes() {
       if (info.probes) return info.probes();
-      return agent.kernel.attached.map((section) => probeFromSection(section));
+      return agent.kernel.audit?.list() ?? agent.kernel.attached.map((section) => probeFromSection(section));
     },
     status() {
       const cfg = agent.currentConfig;

@@ -18,6 +18,7 @@ import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
 import { TracerError } from "../errors.ts";
 import { planAttach, probeOf, ProbeLinks, type FileIdentity, type Probe, type SyscallFlavour, type UprobeTarget } from "./attach-plan.ts";
 import { log } from "../log/log.ts";
+import { ProbeAudit } from "./bpf-audit.ts";
 
 export type AttachMode = "tracepoints" | "kprobes";
 export type BufferKind = "ringbuf" | "perf";
@@ -138,6 +139,8 @@ export class KernelTracer {
   private readonly fds: Record<string, number> = {};
   private readonly ncpu: number;
   private probes: ProbeLinks<Link> | undefined;
+  /** What was loaded and is attached, with the object's SHA-256 (log lines, GET /probes). */
+  audit: ProbeAudit | undefined;
   private kprobeEvents: string[] = [];
   private maxactive = 0;
 
@@ -169,7 +172,9 @@ export class KernelTracer {
     const want = opts.buffer ?? "auto";
     if (want === "ringbuf" && !ringbufOk) throw new TracerError("UNSUPPORTED", "bpf.buffer is ringbuf but this kernel has no BPF ring buffer (5.8+); use auto or perf");
     const buffer: BufferKind = want === "perf" || !ringbufOk ? "perf" : "ringbuf";
-    const obj = BpfObject.open(await bpfObjectBytes(), { name: "ebpf_tracer", btfCustomPath: opts.btfCustomPath });
+    const objectBytes = await bpfObjectBytes();
+    const audit = new ProbeAudit(objectBytes);
+    const obj = BpfObject.open(objectBytes, { name: "ebpf_tracer", btfCustomPath: opts.btfCustomPath });
     let tracer: KernelTracer | undefined;
     try {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
@@ -181,15 +186,40 @@ export class KernelTracer {
       if (mode === "tracepoints" && onKprobes.length) log.info("syscalls without tracepoints are probed with kprobes", { syscalls: onKprobes });
       for (const name of plan.unload) obj.setAutoload(name, false);
       obj.load();
+      const unloaded = new Set(plan.unload);
+      for (const p of obj.programs()) if (!unloaded.has(p.name)) audit.loaded(p.name, p.section);
       tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024, tracefs);
+      tracer.audit = audit;
       tracer.skipped.push(...plan.skipped);
       tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
       tracer.maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
       const t = tracer;
+      // Every link attached or detached is one audit line (program, attach point, file for
+      // uprobes, the object's SHA-256); `linkInfo` remembers what each link is for the detach.
+      const linkInfo = new Map<unknown, [string, string, string | undefined]>();
       tracer.probes = new ProbeLinks(plan, {
-        attach: (p) => t.attachProbe(p),
-        attachUprobe: (p, file, offset) => obj.attachUprobe(p.program, p.kind === "uretprobe", file, offset),
-        detach: (links, wait) => obj.detach(links, wait),
+        attach: (p) => {
+          const l = t.attachProbe(p);
+          linkInfo.set(l, [p.program, p.section, undefined]);
+          audit.attached(p.program, p.section);
+          return l;
+        },
+        attachUprobe: (p, file, offset) => {
+          const l = obj.attachUprobe(p.program, p.kind === "uretprobe", file, offset);
+          const target = `${file}+0x${offset.toString(16)}`;
+          linkInfo.set(l, [p.program, p.section, target]);
+          audit.attached(p.program, p.section, target);
+          return l;
+        },
+        detach: (links, wait) => {
+          obj.detach(links, wait);
+          for (const l of links) {
+            const i = linkInfo.get(l);
+            if (!i) continue;
+            linkInfo.delete(l);
+            audit.detached(i[0], i[1], i[2]);
+          }
+        },
       });
       tracer.probes.attachStart();
       log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped: plan.skipped });
