@@ -9,7 +9,7 @@
  * BPF run time per request (kernel.bpf_stats_enabled; every program the agent loaded, and the
  * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans.
  *
- *   sudo bun bench/overhead.ts [--rounds 3] [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
+ *   sudo bun bench/overhead.ts [--rounds 3] [--duration 10] [--connections 16] [--modes off,capture,run,tshark] [--tls]
  */
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -82,20 +82,25 @@ function bpfStats(pid: number): Map<string, [number, number]> {
 }
 
 // ------------------------------------------------------------------ the traced server
+// --tls: the same server over HTTPS (nodesource's node exports OpenSSL's SSL_* symbols, so the
+// agent decrypts it through uprobes); wrk speaks TLS too. Compare BPF ns/request with a plain run.
+const TLS = process.argv.includes("--tls");
+const certs = makeTestCerts();
 const port = 18500 + (process.pid % 400);
 writeFileSync(join(dir, "server.js"), `
-const http = require("http");
+const ${TLS ? "https" : "http"} = require("${TLS ? "https" : "http"}");
+const fs = require("fs");
 const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
-http.createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); })
+const handler = (req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); };
+${TLS ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.server.cert)}), key: fs.readFileSync(${JSON.stringify(certs.server.key)}) }, handler)` : "http.createServer(handler)"}
   .listen(${port}, "127.0.0.1");
 `);
 const server = Bun.spawn(["node", join(dir, "server.js")], { stdout: "ignore", stderr: "inherit" });
 children.push(server);
 await Bun.sleep(500);
-const URL = `http://127.0.0.1:${port}/api/items?id=1`;
+const URL = `${TLS ? "https" : "http"}://127.0.0.1:${port}/api/items?id=1`;
 
 // ------------------------------------------------------------------ the OTLP receiver for `run`
-const certs = makeTestCerts();
 const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
 const runCfg = join(dir, "run.yaml");
 writeFileSync(runCfg, [
@@ -157,7 +162,7 @@ Bun.spawnSync(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
 const hasTshark = Bun.which("tshark") !== null;
 const modes = MODES.filter((m) => m !== "tshark" || hasTshark);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
-console.log(`Node keep-alive server pid ${server.pid}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${modes.join(" / ")}`);
+console.log(`Node keep-alive ${TLS ? "HTTPS" : "HTTP"} server pid ${server.pid}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${modes.join(" / ")}`);
 await wrk(2);
 
 interface Row { mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; delivered?: string; top?: string }
