@@ -322,7 +322,7 @@ export class Agent {
     this.drainNow();
     this.pipeline.flushAll();
     this.finalKernelCounters = this.kernel.counters();
-    this.tls.stop();
+    this.tls.stop(!this.kernel.closeInBackground);
     this.kernel.close();
     await this.opts.sink.shutdown(timeoutMs);
   }
