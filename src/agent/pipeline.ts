@@ -8,7 +8,7 @@ import { Connection, ConnectionTable, type ConnectionMeta, type SessionInit } fr
 import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
 import { Http1Session } from "../protocols/http1/session.ts";
 import type { OverheadBudget } from "./budget.ts";
-import type { Exchange, Handoff, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
+import type { Exchange, ProtocolName, ProtocolSession, SessionEnv } from "../protocols/session.ts";
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
 import {

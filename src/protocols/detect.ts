@@ -12,24 +12,16 @@
  * - "more": the bytes so far are a prefix of a possible match; wait for more.
  */
 import type { Sender } from "./session.ts";
-import { detectHttp2Frames } from "./http2/frames.ts";
+import { detectHttp2Frames, isHttp2Preface, prefaceMatch } from "./http2/frames.ts";
+import { TCHAR } from "./http1/parser.ts";
 
 export type Detected = "http1" | "http2" | "tls" | "unknown" | "more";
-
-export const HTTP2_PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /** The bytes begin with the whole client connection preface. HPACK tables and frame sync start
  * there, so a connection first seen mid-stream (its accept or connect not observed, e.g. a blocking
  * accept entered before capture started) is in fact seen from its HTTP/2 start. */
 export function startsWithClientPreface(bytes: Uint8Array): boolean {
-  return prefixOf(bytes, HTTP2_PREFACE) === "yes";
-}
-
-/** RFC 9110 tchar. */
-const TCHAR = new Uint8Array(256);
-for (let c = 0; c < 256; c++) {
-  const alnum = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
-  TCHAR[c] = alnum || "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c)) ? 1 : 0;
+  return isHttp2Preface(bytes);
 }
 
 /** Longest method token considered (real ones are ≤ 16; odd ones are what security wants). */
@@ -117,9 +109,9 @@ export function detect(bytes: Uint8Array, from: Sender | undefined, midstream?: 
   const t = tls(bytes);
   if (t) return t;
   if (from !== "server") {
-    const p = prefixOf(bytes, HTTP2_PREFACE);
-    if (p === "yes") return "http2";
-    if (p === "short") return "more";
+    const p = prefaceMatch(bytes);
+    if (p === 2) return "http2";
+    if (p === 1) return "more";
   }
   if (from === "server") {
     // An HTTP/2 server may speak first: its connection preface is a SETTINGS frame.

@@ -57,6 +57,16 @@ export function writeHeaders(attrs: Attributes, prefix: Prefix, headers: readonl
   }
 }
 
+/** The same for a flat [name, value, name, value, …] list (HTTP/2's decoded header blocks). */
+export function writeHeaderList(attrs: Attributes, prefix: Prefix, list: readonly string[] | undefined): void {
+  if (list === undefined) return;
+  for (let i = 0; i < list.length; i += 2) {
+    const k = attrKey(prefix, list[i]!);
+    const prev = attrs[k];
+    attrs[k] = prev === undefined ? list[i + 1]! : `${prev},${list[i + 1]!}`;
+  }
+}
+
 /**
  * A captured body and its real size (as transferred: compressed bodies count compressed bytes).
  * `sizeExact` false: the size is an estimate (framing the capture could not see), flagged with
@@ -99,14 +109,6 @@ export function splitTarget(target: string): { host?: string; path: string; quer
   if (hash >= 0) rest = rest.slice(0, hash);
   const q = rest.indexOf("?");
   return q < 0 ? { host, path: rest, query: "" } : { host, path: rest.slice(0, q), query: rest.slice(q + 1) };
-}
-
-/** Writes url.path and url.query of a request-target; returns the path and absolute-form host. */
-export function writeTarget(attrs: Attributes, target: string): { host?: string; path: string } {
-  const t = splitTarget(target);
-  attrs["url.path"] = t.path;
-  if (t.query) attrs["url.query"] = t.query;
-  return t;
 }
 
 /** The first value of a header (case-insensitive name given in lower case). */

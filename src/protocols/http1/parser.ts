@@ -129,7 +129,7 @@ function charTable(pred: (c: number) => number): Uint8Array {
 const isAlnum = (c: number): boolean =>
   (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 /** RFC 9110 tchar. */
-const TCHAR = charTable((c) => (isAlnum(c) || "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c)) ? 1 : 0));
+export const TCHAR = charTable((c) => (isAlnum(c) || "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c)) ? 1 : 0));
 /** Method tokens are upper-case letters, '-' and '_' (M-SEARCH, GET_PARAMETER). */
 const METHOD_CHAR = charTable((c) => ((c >= 65 && c <= 90) || c === 45 || c === 95 ? 1 : 0));
 /** Strict request-target bytes: visible ASCII. */

@@ -7,7 +7,7 @@ import type { Attributes } from "../../spans/span.ts";
 import type { Exchange } from "../session.ts";
 import { decodeGrpcMessage, GRPC_CODE_NAMES, grpcIsError, GrpcMessageCounter, parseGrpcStatus, splitGrpcPath } from "../grpc/grpc.ts";
 import { errorCodeName } from "./frames.ts";
-import { REQ_HEADER, RES_HEADER, spanName, writeBody, writeMethod } from "../http-attributes.ts";
+import { REQ_HEADER, RES_HEADER, spanName, writeBody, writeHeaderList, writeMethod } from "../http-attributes.ts";
 
 /** One direction of a stream. Fields are flat [name, value, name, value, …] lists. */
 export class Half {
@@ -67,33 +67,7 @@ export interface StreamRecord {
   grpc: boolean;
 }
 
-const REQ_PREFIX = REQ_HEADER;
-const RES_PREFIX = RES_HEADER;
 const EMPTY = new Uint8Array(0);
-/** Attribute keys by header name, per prefix (names repeat across streams; bounded). */
-const keyCaches: Record<string, Map<string, string>> = { [REQ_PREFIX]: new Map(), [RES_PREFIX]: new Map() };
-function key(prefix: string, name: string): string {
-  const cache = keyCaches[prefix]!;
-  let k = cache.get(name);
-  if (k === undefined) {
-    if (cache.size >= 4096) cache.clear();
-    k = prefix + name;
-    cache.set(name, k);
-  }
-  return k;
-}
-
-function headerAttrs(attrs: Attributes, prefix: string, list: string[] | undefined): void {
-  if (list === undefined) return;
-  const cache = keyCaches[prefix]!;
-  for (let i = 0; i < list.length; i += 2) {
-    const name = list[i]!;
-    const k = cache.get(name) ?? key(prefix, name);
-    const prev = attrs[k];
-    attrs[k] = prev === undefined ? list[i + 1]! : `${prev},${list[i + 1]!}`;
-  }
-}
-
 function bodyAttrs(attrs: Attributes, prefix: "http.request" | "http.response", h: Half, maxDecoded: number): void {
   const b = h.body === undefined ? EMPTY : h.body.length === h.bodyLen ? h.body : h.body.subarray(0, h.bodyLen);
   writeBody(attrs, prefix, b, h.bodySize, h.truncated, true, b.length > 0 ? h.field("content-encoding") : undefined, maxDecoded);
@@ -152,11 +126,11 @@ export class Http2Exchange implements Exchange {
     }
     if (req.scheme !== undefined) attrs["url.scheme"] = req.scheme;
     if (res.status !== undefined) attrs["http.response.status_code"] = res.status;
-    headerAttrs(attrs, REQ_PREFIX, req.fields);
-    headerAttrs(attrs, REQ_PREFIX, req.trailers);
-    headerAttrs(attrs, RES_PREFIX, res.fields);
-    headerAttrs(attrs, RES_PREFIX, res.trailers);
-    const ua = attrs[REQ_PREFIX + "user-agent"];
+    writeHeaderList(attrs, REQ_HEADER, req.fields);
+    writeHeaderList(attrs, REQ_HEADER, req.trailers);
+    writeHeaderList(attrs, RES_HEADER, res.fields);
+    writeHeaderList(attrs, RES_HEADER, res.trailers);
+    const ua = attrs[REQ_HEADER + "user-agent"];
     if (typeof ua === "string") attrs["user_agent.original"] = ua;
     bodyAttrs(attrs, "http.request", req, this.maxDecoded);
     if (res.headersSeen || res.bodySize > 0) bodyAttrs(attrs, "http.response", res, this.maxDecoded);
