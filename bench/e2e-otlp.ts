@@ -10,6 +10,7 @@
  * --delay-ms N paces each wrk connection (a Lua delay per request) for a steady rate below max.
  */
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, chmodSync } from "node:fs";
+import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { makeTestCerts } from "../test/support/certs.ts";
@@ -23,7 +24,6 @@ const SECONDS = opt("seconds", 10);
 const CONNS = opt("connections", 50);
 const DELAY = opt("delay-ms", 0);
 const BIN = resolve(import.meta.dir, "../dist/ebpf-tracer");
-const CLK_TCK = 100;
 
 const dir = mkdtempSync(join(tmpdir(), "et-e2e-"));
 chmodSync(dir, 0o755);
@@ -82,13 +82,6 @@ while (!err.includes("capture started")) {
   await Bun.sleep(20);
 }
 
-function cpuTicks(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
-function status(pid: number, key: string): number {
-  return Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
-}
 
 const lua = join(dir, "pace.lua");
 writeFileSync(lua, `function delay() return ${DELAY} end\n`);
@@ -110,7 +103,7 @@ while (still < 50) {
 }
 const wall = (performance.now() - t0) / 1000;
 const cpu = ((cpuTicks(agent.pid) - c0) / CLK_TCK / wall) * 100;
-const rss = status(agent.pid, "VmRSS"), hwm = status(agent.pid, "VmHWM");
+const rss = statusMb(agent.pid, "VmRSS"), hwm = statusMb(agent.pid, "VmHWM");
 const s = lastStats();
 agent.kill("SIGTERM");
 await agent.exited;

@@ -11,6 +11,7 @@
  * agent logs every second: the exit line reads the kernel counters after the maps are closed).
  */
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -27,7 +28,6 @@ const PORT = Number(arg("--port", "18490"));
 
 if (process.getuid?.() !== 0) throw new Error("live-h2: needs root (the agent loads BPF programs)");
 for (const f of [BIN, "/usr/sbin/nginx", "/usr/bin/h2load"]) if (!existsSync(f)) throw new Error(`live-h2: ${f} is missing`);
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 
 const dir = mkdtempSync(join(tmpdir(), "et-bench-h2-"));
 chmodSync(dir, 0o755);
@@ -73,14 +73,6 @@ for (let i = 0; ; i++) {
 }
 workerPid = Number(Bun.spawnSync(["pgrep", "-P", String(nginx.pid)]).stdout.toString().trim().split("\n")[0]);
 
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
-function hwmMb(pid: number): number {
-  return Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]) / 1024;
-}
 
 function h2load(n: number): { rps: number; ok: number; raw: string } {
   const r = Bun.spawnSync(["h2load", "-n", String(n), "-c", String(CLIENTS), "-m", String(STREAMS), URL], { stdout: "pipe", stderr: "pipe" });
@@ -122,7 +114,7 @@ try {
         const cpuS = (cpuTicks(agent.pid) - a0) / CLK_TCK;
         run.agentMsPer1k = (cpuS * 1000) / (h.ok / 1000);
         run.agentCpu = (cpuS / (wallS + 1.5)) * 100;
-        run.hwm = hwmMb(agent.pid);
+        run.hwm = statusMb(agent.pid, "VmHWM");
         agent.kill("SIGINT");
         await agent.exited;
         await Bun.sleep(50);

@@ -25,6 +25,7 @@
  * on an idle machine, and the table shows the CPU and latency cost at that rate.
  */
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -52,7 +53,6 @@ function die(msg: string): never {
 if (process.getuid?.() !== 0) die("needs root (the agent loads BPF programs)");
 for (const f of [BIN, "/usr/sbin/nginx", "/usr/bin/wrk"]) if (!existsSync(f)) die(`${f} is missing`);
 
-const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
 const NCPU = navigator.hardwareConcurrency;
 
 // ------------------------------------------------------------------ nginx
@@ -124,16 +124,7 @@ workerPid = Number(Bun.spawnSync(["pgrep", "-P", String(nginx.pid)]).stdout.toSt
 
 // ------------------------------------------------------------------ helpers
 
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]); // utime, stime (fields 14, 15)
-}
 
-function statusKb(pid: number, key: string): number {
-  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) : NaN;
-}
 
 function toMs(v: string): number {
   const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
@@ -240,8 +231,8 @@ for (let round = 1; round <= ROUNDS; round++) {
     const run: Run = { mode, round, wrk: res, nginxCpu: ((cpuTicks(workerPid) - n0) / CLK_TCK / wallS) * 100 };
     if (agent) {
       run.agentCpu = ((cpuTicks(agent.proc.pid) - a0) / CLK_TCK / wallS) * 100;
-      run.rssMb = statusKb(agent.proc.pid, "VmRSS") / 1024;
-      run.hwmMb = statusKb(agent.proc.pid, "VmHWM") / 1024;
+      run.rssMb = statusMb(agent.proc.pid, "VmRSS");
+      run.hwmMb = statusMb(agent.proc.pid, "VmHWM");
       await Bun.sleep(1500); // one more periodic stats line after the load
       await stopAgent(agent);
       const lines = statsLines(agent.stderr());

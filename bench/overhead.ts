@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
+import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -28,7 +29,6 @@ const ROUNDS = Number(arg("--rounds", "3"));
 const DURATION = Number(arg("--duration", "10"));
 const CONNS = Number(arg("--connections", "16"));
 const MODES = arg("--modes", "off,capture,run,tshark").split(",");
-const CLK_TCK = 100;
 
 if (process.getuid?.() !== 0) {
   console.error("bench/overhead.ts needs root (BPF, tshark)");
@@ -42,15 +42,6 @@ const cleanup = () => {
 };
 process.on("exit", cleanup);
 
-function cpuTicks(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]);
-}
-function hwmMb(pid: number): number {
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 /** Ids of the BPF programs `pid` holds open (its fds to "anon_inode:bpf-prog"). */
 function ownedProgIds(pid: number): Set<number> {
@@ -181,7 +172,7 @@ for (let round = 1; round <= ROUNDS; round++) {
     if (a) {
       const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
       row.cpuPer1k = cpu / (w.rps / 1000);
-      row.hwm = hwmMb(a.proc.pid);
+      row.hwm = statusMb(a.proc.pid, "VmHWM");
       if (bpf0) {
         const bpf1 = bpfStats(a.proc.pid);
         let ns = 0;
