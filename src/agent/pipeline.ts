@@ -247,7 +247,7 @@ export class Pipeline {
     const ts = BigInt(Math.round(e.tsNs));
     const last = (e.flags & DATA_FLAG_LAST) !== 0;
     if (e.flags & DATA_FLAG_TLS) {
-      c.kernelTls();
+      c.markTls();
       this.opts.tls?.flagged(c.meta.tgid, c.meta.comm, c.meta.id);
     }
     if (e.layer === LAYER_TLS) this.noteTlsData(c, e);
@@ -314,7 +314,8 @@ export class Pipeline {
    */
   applySampling(): void {
     const budget = this.opts.budget;
-    if (!budget) return;
+    // Nothing to shed while every ratio is 1 (the common case): no walk over the connections.
+    if (!budget || !budget.shedding) return;
     for (const c of [...this.conns.values()]) {
       const had = c.meta.samplingRatio ?? 1;
       const now = budget.ratioFor(c.meta.tgid);

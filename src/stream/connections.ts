@@ -13,15 +13,14 @@
  * in the middle (open before capture started, or after a loss) may start inside a message, so it
  * gets up to DETECT_TRIES syscall starts per direction before it is called unsupported.
  */
-import { DIR_RECV, DIR_SEND, ROLE_CLIENT } from "../kernel/event-layout.ts";
+import { DIR_RECV, DIR_SEND, LAYER_SOCKET, LAYER_TLS, ROLE_CLIENT } from "../kernel/event-layout.ts";
 import { detect, startsWithClientPreface } from "../protocols/detect.ts";
 import type { Handoff, ProtocolName, ProtocolSession, Sender } from "../protocols/session.ts";
 import type { ConnectionMeta } from "./meta.ts";
 
 export type { ConnectionMeta };
 
-export const LAYER_SOCKET = 0;
-export const LAYER_TLS = 1;
+export { LAYER_SOCKET, LAYER_TLS };
 
 /** Syscall starts per direction a mid-stream connection may try before it is unsupported. */
 const DETECT_TRIES = 8;
@@ -145,7 +144,9 @@ export class Connection {
 
   /** The kernel found a TLS record at the socket's first bytes (DATA_FLAG_TLS) and copies none
    * of its payload from now on: as if the detector had seen it. */
-  kernelTls(): void {
+  /** The socket carries TLS records (the kernel's DATA_FLAG_TLS, or the detector): from now on
+   * the application bytes are the TLS layer's. */
+  markTls(): void {
     if (this.appLayer !== LAYER_SOCKET || this.done) return;
     this.becomeTls();
     this.hooks.tlsDetected?.(this);
@@ -178,8 +179,7 @@ export class Connection {
       return;
     }
     if (verdict === "tls" && this.appLayer === LAYER_SOCKET) {
-      this.becomeTls();
-      this.hooks.tlsDetected?.(this);
+      this.markTls();
       return;
     }
     if (verdict === "http1" || verdict === "http2") {
