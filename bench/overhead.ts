@@ -11,12 +11,13 @@
  *
  *   sudo bun bench/overhead.ts [--rounds 3] [--duration 10] [--connections 16] [--modes off,capture,run,tshark] [--tls]
  */
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
+import { bpfStats } from "./bpfstats.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -42,35 +43,6 @@ const cleanup = () => {
 };
 process.on("exit", cleanup);
 
-
-/** Ids of the BPF programs `pid` holds open (its fds to "anon_inode:bpf-prog"). */
-function ownedProgIds(pid: number): Set<number> {
-  const ids = new Set<number>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (!readlinkSync(`/proc/${pid}/fd/${fd}`).includes("bpf-prog")) continue;
-      const m = /^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"));
-      if (m) ids.add(Number(m[1]));
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  return ids;
-}
-
-/** BPF programs owned by `pid`: name → [run_time_ns, run_cnt] (kernel.bpf_stats_enabled). */
-function bpfStats(pid: number): Map<string, [number, number]> {
-  const owned = ownedProgIds(pid);
-  const r = Bun.spawnSync(["bpftool", "-j", "prog", "show"], { stdout: "pipe", stderr: "ignore" });
-  const out = new Map<string, [number, number]>();
-  if (r.exitCode !== 0) return out;
-  for (const p of JSON.parse(r.stdout.toString()) as { id: number; name?: string; run_time_ns?: number; run_cnt?: number }[]) {
-    if (!owned.has(p.id)) continue;
-    const prev = out.get(p.name ?? "?") ?? [0, 0];
-    out.set(p.name ?? "?", [prev[0] + (p.run_time_ns ?? 0), prev[1] + (p.run_cnt ?? 0)]);
-  }
-  return out;
-}
 
 // ------------------------------------------------------------------ the traced server
 // --tls: the same server over HTTPS (nodesource's node exports OpenSSL's SSL_* symbols, so the

@@ -153,7 +153,8 @@ struct settings {
 	__u8 notify_listen;         /* 1: emit EV_LISTEN for every successful listen(), for port rules */
 	__u8 use_perf;              /* 1: write events to the perf event array even if ring buffers exist */
 	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
-	__u32 _pad1;
+	__u8 has_cgroups;           /* 1: selected_cgroups has entries (else unselected processes skip its lookup) */
+	__u8 _pad1[3];
 };
 _Static_assert(sizeof(struct settings) == 16, "settings layout");
 
@@ -193,6 +194,7 @@ enum {
 	CNT_PEEK_SKIPPED,      /* recv calls with MSG_PEEK, skipped (the real read follows) */
 	CNT_SOCK_CLOSED,       /* connections ended by the socket reaching TCP_CLOSE, not by close(2) */
 	CNT_NOCOPY_BYTES,      /* bytes of CONN_F_NOCOPY connections, counted and not copied */
+	CNT_TLS_GO_SHORT_WRITES, /* Go (*tls.Conn).Write calls that sent less than the plaintext emitted at entry */
 	CNT_COUNT,
 };
 

@@ -32,12 +32,19 @@ static __always_inline __u8 selected_mode(__u32 tgid)
 	__u8 *m = bpf_map_lookup_elem(&selected_pids, &tgid);
 	if (m)
 		return *m;
-	__u64 cg = bpf_get_current_cgroup_id();
-	m = bpf_map_lookup_elem(&selected_cgroups, &cg);
-	if (m)
-		return *m;
+	/* Every syscall of every process on the host comes here: without cgroup rules an unselected
+	 * process costs one hash miss and one (inlined) array lookup, not a helper call and a
+	 * second hash miss too. */
 	struct settings *s = settings();
-	return s ? s->capture_all_mode : 0;
+	if (!s)
+		return 0;
+	if (s->has_cgroups) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		m = bpf_map_lookup_elem(&selected_cgroups, &cg);
+		if (m)
+			return *m;
+	}
+	return s->capture_all_mode;
 }
 
 /* Writes one record to user space: the ring buffer when the kernel has one (decided at load by

@@ -20,7 +20,7 @@ enum { TLS_FN_READ = 1, TLS_FN_WRITE, TLS_FN_READ_EX, TLS_FN_WRITE_EX, TLS_FN_GO
 struct tls_call {
 	__u64 ssl;     /* SSL* / gnutls_session_t / *tls.Conn */
 	__u64 buf;     /* plaintext buffer (user space) */
-	__u64 lenp;    /* _ex: size_t *readbytes / *written; else 0 */
+	__u64 lenp;    /* _ex: size_t *readbytes / *written; Go writes: len(b); else 0 */
 	__u64 sk;      /* struct sock * seen by a nested socket syscall; 0 = none yet */
 	__u8 fn;       /* TLS_FN_* */
 	__u8 dir;      /* DIR_* */
@@ -371,6 +371,36 @@ static __always_inline int go_conn_fd(__u64 conn, struct go_tls_offsets *o)
 	return fd < 0 || fd > 0x7fffffff ? -1 : (int)fd;
 }
 
+/* The connection of *tls.Conn `conn` (tracked now if the socket predates the agent), or NULL;
+ * NULL too when the process's mode does not want this connection's role (then *skip is set). */
+static __always_inline struct conn_info *go_conn(struct pt_regs *regs, __u64 pid_tgid, struct go_tls_offsets *o, __u64 conn,
+						 __u8 mode, int *fdp, int *skip)
+{
+	int fd = go_conn_fd(conn, o);
+	*fdp = fd;
+	*skip = 0;
+	if (fd < 0)
+		return NULL;
+	struct conn_info *ci = conn_of_fd(fd_key(pid_tgid, fd));
+	if (!ci) {
+		struct socket *sock = stream_socket(fd);
+		if (sock)
+			ci = track(regs, pid_tgid, fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
+	}
+	if (ci && (ci->ignored || !role_wanted(ci->role, mode))) {
+		*skip = 1;
+		return NULL;
+	}
+	return ci;
+}
+
+/* Reads are emitted at a RET (the plaintext exists only then). Writes are emitted at entry:
+ * Go's HTTP/1 client writes from one goroutine and reads from another, and a writer descheduled
+ * between its socket write and its RET would otherwise put a request behind its own response in
+ * the ring. At entry the bytes provably precede anything the peer answers. (*Conn).Write sends
+ * all of b or fails, and a failed Write breaks the connection's write side for good: the RET
+ * compares n with len(b) and counts a shortfall (CNT_TLS_GO_SHORT_WRITES), whose unsent tail was
+ * already emitted. Reads and writes are keyed by goroutine (g is in a fixed register). */
 static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -385,6 +415,17 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir)
 	if (go_key(regs, o, &k) != 0)
 		return 0;
 	struct tls_call c = { .ssl = GO_ARG0(regs), .buf = GO_ARG1(regs), .fn = fn, .dir = dir, .mode = mode };
+	if (fn == TLS_FN_GO_WRITE) {
+		__u64 len = GO_ARG2(regs);
+		if (len == 0 || len > 0x7fffffff)
+			return 0;
+		c.lenp = len; /* for the RET's shortfall check */
+		int fd, skip;
+		struct conn_info *ci = go_conn(regs, pid_tgid, o, c.ssl, mode, &fd, &skip);
+		if (skip)
+			return 0;
+		tls_emit(regs, pid_tgid, ci, c.buf, (__u32)len, dir, 0, fd);
+	}
 	bpf_map_update_elem(&tls_go_calls, &k, &c, BPF_ANY);
 	return 0;
 }
@@ -406,20 +447,16 @@ static __always_inline int go_ret(struct pt_regs *regs, __u8 fn)
 	struct tls_call c = *cp;
 	bpf_map_delete_elem(&tls_go_calls, &k);
 	__s64 n = (__s64)GO_RET0(regs);
+	if (fn == TLS_FN_GO_WRITE) {
+		if (n != (__s64)c.lenp)
+			count(CNT_TLS_GO_SHORT_WRITES, 1);
+		return 0;
+	}
 	if (n <= 0 || n > 0x7fffffff)
 		return 0;
-
-	int fd = go_conn_fd(c.ssl, o);
-	struct conn_info *ci = NULL;
-	if (fd >= 0) {
-		ci = conn_of_fd(fd_key(pid_tgid, fd));
-		if (!ci) {
-			struct socket *sock = stream_socket(fd);
-			if (sock)
-				ci = track(regs, pid_tgid, fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
-		}
-	}
-	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
+	int fd, skip;
+	struct conn_info *ci = go_conn(regs, pid_tgid, o, c.ssl, c.mode, &fd, &skip);
+	if (skip)
 		return 0;
 	tls_emit(regs, pid_tgid, ci, c.buf, (__u32)n, c.dir, 0, fd);
 	return 0;

@@ -293,6 +293,7 @@ export class Agent {
       TlsCiphertextBytesNotCopied: k.tlsSkippedBytes,
       ...this.tls.stats(),
       NoCopyBytes: k.noCopyBytes,
+      TlsGoShortWrites: k.tlsGoShortWrites,
       PeekCallsSkipped: k.peekSkipped,
       MmsgOverflow: k.mmsgOverflow,
       SocketsClosedByKernel: k.sockClosed,

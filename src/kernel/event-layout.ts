@@ -59,7 +59,7 @@ export const LAYOUT = {
   },
   settings: {
     max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7, wakeup_threshold: 8,
-    _pad1: 12, $size: 16,
+    has_cgroups: 12, _pad1: 13, $size: 16,
   },
   comm_key: { comm: 0, $size: 16 },
   tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },
@@ -79,7 +79,8 @@ export const CNT = {
   PEEK_SKIPPED: 7 + 2 * SYS_COUNT,
   SOCK_CLOSED: 8 + 2 * SYS_COUNT,
   NOCOPY_BYTES: 9 + 2 * SYS_COUNT,
-  COUNT: 10 + 2 * SYS_COUNT,
+  TLS_GO_SHORT_WRITES: 10 + 2 * SYS_COUNT,
+  COUNT: 11 + 2 * SYS_COUNT,
 } as const;
 
 /** BPF map value for `conns` (keyed by struct sock address; the `fds` map leads from

@@ -39,7 +39,7 @@ export interface KernelOptions {
   notifyListen?: boolean;
 }
 
-type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean };
+type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean; hasCgroups?: boolean };
 
 export interface KernelCounters {
   events: number;
@@ -51,6 +51,8 @@ export interface KernelCounters {
   tlsSkippedBytes: number;
   /** bytes of connections user space set CONN_F_NOCOPY on, counted and not copied */
   noCopyBytes: number;
+  /** Go TLS writes that sent less than the plaintext already emitted at their entry. */
+  tlsGoShortWrites: number;
   /** recv calls with MSG_PEEK, skipped */
   peekSkipped: number;
   /** sendmmsg/recvmmsg calls with more messages than the kernel's msg_len sum walks (never expected) */
@@ -300,7 +302,7 @@ export class KernelTracer {
   }
 
   writeSettings(o: Settings): void {
-    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf };
+    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf, hasCgroups: o.hasCgroups };
     const S = LAYOUT.settings;
     const v = new Uint8Array(S.$size);
     const dv = new DataView(v.buffer);
@@ -309,6 +311,7 @@ export class KernelTracer {
     v[S.notify_all_exec] = o.notifyAllExec ? 1 : 0;
     v[S.notify_listen] = o.notifyListen ? 1 : 0;
     v[S.use_perf] = o.usePerf ? 1 : 0;
+    v[S.has_cgroups] = o.hasCgroups ? 1 : 0;
     // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
     dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
@@ -345,15 +348,25 @@ export class KernelTracer {
     return out;
   }
 
+  /** Cgroup ids in selected_cgroups: the kernel consults that map only while it has entries. */
+  private readonly cgroupIds = new Set<bigint>();
+
   setCgroup(id: bigint, mode: number): number {
     const k = new Uint8Array(8);
     new DataView(k.buffer).setBigUint64(0, id, true);
-    return mapUpdate(this.fds.selected_cgroups!, k, Uint8Array.of(mode));
+    const r = mapUpdate(this.fds.selected_cgroups!, k, Uint8Array.of(mode));
+    if (r === 0 && !this.cgroupIds.has(id)) {
+      this.cgroupIds.add(id);
+      // entry first, flag second: a process of that cgroup is never looked up in an empty map
+      if (this.cgroupIds.size === 1) this.writeSettings({ ...this.current, hasCgroups: true });
+    }
+    return r;
   }
 
   deleteCgroup(id: bigint): number {
     const k = new Uint8Array(8);
     new DataView(k.buffer).setBigUint64(0, id, true);
+    if (this.cgroupIds.delete(id) && this.cgroupIds.size === 0) this.writeSettings({ ...this.current, hasCgroups: false });
     return mapDelete(this.fds.selected_cgroups!, k);
   }
 
@@ -462,6 +475,7 @@ export class KernelTracer {
       connFull: sum(CNT.CONN_FULL),
       tlsSkippedBytes: sum(CNT.TLS_SKIPPED_BYTES),
       noCopyBytes: sum(CNT.NOCOPY_BYTES),
+      tlsGoShortWrites: sum(CNT.TLS_GO_SHORT_WRITES),
       peekSkipped: sum(CNT.PEEK_SKIPPED),
       mmsgOverflow: sum(CNT.MMSG_OVERFLOW),
       sockClosed: sum(CNT.SOCK_CLOSED),

@@ -115,7 +115,9 @@ describe.skipIf(!!SKIP)("HTTP/2 capture: nginx h2c (prior knowledge)", () => {
   test("agent started while h2load's connections are busy: every value emitted is one that was sent", async () => {
     const ng = c.add(await startNginx((p) => NGINX_H2C(p).replace("root www;", "root www; keepalive_requests 100000000;")), stopNginx);
     const base = `http://127.0.0.1:${ng.port}`;
-    const load = Bun.spawn(["timeout", "30", "h2load", "-D", "5", "-c", "2", "-m", "10", "-H", "x-req: abc", `${base}/data.json`, `${base}/teapot`], { stdout: "pipe", stderr: "ignore" });
+    // -D 10: the load outlasts the agent's start by seconds even on a loaded machine (with -D 5 a
+    // slow start once left no load to see).
+    const load = Bun.spawn(["timeout", "40", "h2load", "-D", "10", "-c", "2", "-m", "10", "-H", "x-req: abc", `${base}/data.json`, `${base}/teapot`], { stdout: "pipe", stderr: "ignore" });
     c.add(load, (p) => p.kill());
     await Bun.sleep(2000); // the HPACK tables of both connections are filled before the agent starts
     const t = c.add(await TracerProcess.capture(["--pid", String(ng.pid), "--log-level", "info"]), (x) => x.stop());

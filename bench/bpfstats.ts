@@ -1,0 +1,32 @@
+/** BPF run time of the programs a process holds open (kernel.bpf_stats_enabled must be 1). */
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+
+/** Ids of the BPF programs `pid` holds open (its fds to "anon_inode:bpf-prog"). */
+export function ownedProgIds(pid: number): Set<number> {
+  const ids = new Set<number>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (!readlinkSync(`/proc/${pid}/fd/${fd}`).includes("bpf-prog")) continue;
+      const m = /^prog_id:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return ids;
+}
+
+/** BPF programs owned by `pid`: name → [run_time_ns, run_cnt] (kernel.bpf_stats_enabled). */
+export function bpfStats(pid: number): Map<string, [number, number]> {
+  const owned = ownedProgIds(pid);
+  const r = Bun.spawnSync(["bpftool", "-j", "prog", "show"], { stdout: "pipe", stderr: "ignore" });
+  const out = new Map<string, [number, number]>();
+  if (r.exitCode !== 0) return out;
+  for (const p of JSON.parse(r.stdout.toString()) as { id: number; name?: string; run_time_ns?: number; run_cnt?: number }[]) {
+    if (!owned.has(p.id)) continue;
+    const prev = out.get(p.name ?? "?") ?? [0, 0];
+    out.set(p.name ?? "?", [prev[0] + (p.run_time_ns ?? 0), prev[1] + (p.run_cnt ?? 0)]);
+  }
+  return out;
+}
+
