@@ -6,7 +6,7 @@
  * printing per round dd's wall time per syscall, and with the agent the BPF run time per call of
  * each program that ran (kernel.bpf_stats_enabled; bpftool).
  *
- *   sudo bun bench/unselected.ts [--rounds 3] [--count 2000000] [--cgroup]
+ *   sudo bun bench/unselected.ts [--rounds 3] [--count 2000000] [--cgroup] [--bin dist/ebpf-tracer]
  *
  * --cgroup: the agent also selects a cgroup (an empty one made for the run), so the kernel
  * consults the cgroup map for unselected processes too.
@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { bpfStats } from "./bpfstats.ts";
 
-const BIN = resolve(import.meta.dir, "..", "dist/ebpf-tracer");
+const BIN = resolve(process.argv.includes("--bin") ? process.argv[process.argv.indexOf("--bin") + 1]! : resolve(import.meta.dir, "..", "dist/ebpf-tracer"));
 const arg = (n: string, d: string): string => {
   const i = process.argv.indexOf(n);
   return i >= 0 ? process.argv[i + 1]! : d;
