@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  btfhubArch, btfhubDirs, btfhubVersions, locateBtf, parseOsRelease, vmlinuxPaths, KERNEL_BTF_SYSFS,
+  btfhubArch, btfhubDirs, btfKey, safeSegment, btfhubVersions, locateBtf, parseOsRelease, vmlinuxPaths, KERNEL_BTF_SYSFS,
   type LocateInput, type OsRelease,
 } from "../../src/kernel/btf/locate.ts";
 
@@ -151,6 +151,22 @@ describe("locateBtf", () => {
       "bundled:rhel/7/x86_64/3.10.0-1.el7.x86_64.btf", "bundled:fedora/7/x86_64/3.10.0-1.el7.x86_64.btf",
     ]);
     expect(r.downloadDirs[0]).toEqual({ id: "centos", version: "7" });
+  });
+
+  test("os-release values or a release that could leave the cache directory give no BTFHub path", () => {
+    const evil = os('ID="../../etc"\nVERSION_ID="12"\nID_LIKE="debian"\nVERSION_CODENAME=bookworm\n');
+    const r = locateBtf(input({ os: evil }));
+    // the hostile ID is dropped; the Debian it names through ID_LIKE and its codename still counts
+    expect(r.downloadDirs).toEqual([{ id: "debian", version: "12" }, { id: "debian", version: "bookworm" }]);
+    for (const v of ["12/../../x", "a/b", "..", ".hidden", "x?y", "x#y", "%2e%2e", ""]) {
+      expect(locateBtf(input({ os: os(`ID=debian\nVERSION_ID="${v}"\n`) })).downloadDirs.some((d) => d.version === v)).toBe(false);
+    }
+    const badRelease = locateBtf(input({ release: "6.1.0/../../../tmp/x" }));
+    expect(badRelease.downloadDirs).toEqual([]);
+    expect(badRelease.candidates.every((c) => c.source !== "bundled")).toBe(true);
+    expect(() => btfKey({ id: "debian", version: ".." }, "x86_64", "6.1.0")).toThrow(/path segment/);
+    expect(safeSegment("6.1.0-28-amd64")).toBe(true);
+    expect(safeSegment("5.15.0-1019-aws+")).toBe(true);
   });
 
   test("an architecture BTFHub lacks yields no bundled or download candidates", () => {

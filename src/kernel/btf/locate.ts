@@ -24,6 +24,8 @@
  * Architecture directories are "x86_64" and "arm64" (uname -m "aarch64" and Node's "x64" map to them).
  */
 
+import { TracerError } from "../../errors.ts";
+
 export const KERNEL_BTF_SYSFS = "/sys/kernel/btf/vmlinux";
 
 export interface OsRelease {
@@ -161,7 +163,10 @@ export function btfhubVersions(id: string, versionId: string, codename = ""): st
 export function btfhubDirs(os: OsRelease): BtfhubDir[] {
   const dirs: BtfhubDir[] = [];
   const push = (id: string, versions: string[]) => {
-    for (const version of versions) if (!dirs.some((d) => d.id === id && d.version === version)) dirs.push({ id, version });
+    for (const version of versions) {
+      if (!safeSegment(id) || !safeSegment(version)) continue;
+      if (!dirs.some((d) => d.id === id && d.version === version)) dirs.push({ id, version });
+    }
   };
   if (os.id) push(os.id, btfhubVersions(os.id, os.versionId, os.versionCodename));
   for (const like of os.idLike) {
@@ -180,8 +185,21 @@ export function btfhubDirs(os: OsRelease): BtfhubDir[] {
   return dirs;
 }
 
-/** Bundled-index / cache key in BTFHub layout. */
+/**
+ * Whether `v` may be one path segment of a cache file or download URL. os-release values and
+ * the kernel release name files under btf.download_storage_path and parts of a URL: anything
+ * that could climb out of that directory (`..`, `/`) or change a URL's meaning (`?`, `#`, `%`)
+ * is refused, so such an os-release yields no BTFHub directory instead of a path elsewhere.
+ */
+export function safeSegment(v: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$/.test(v) && !v.includes("..");
+}
+
+/** Bundled-index / cache key in BTFHub layout; throws on a segment safeSegment refuses. */
 export function btfKey(dir: BtfhubDir, arch: string, release: string): string {
+  for (const v of [dir.id, dir.version, arch, release]) {
+    if (!safeSegment(v)) throw new TracerError("INTERNAL", `refusing ${JSON.stringify(v)} as a BTF path segment (from os-release or uname)`);
+  }
   return `${dir.id}/${dir.version}/${arch}/${release}.btf`;
 }
 
@@ -206,7 +224,8 @@ export function locateBtf(input: LocateInput): LocateResult {
   file("kernel", KERNEL_BTF_SYSFS, "kernel's own BTF (CONFIG_DEBUG_INFO_BTF)");
   for (const p of vmlinuxPaths(input.release)) file("kernel", p, "vmlinux image with a .BTF section");
   const arch = btfhubArch(input.arch);
-  const downloadDirs = arch ? btfhubDirs(input.os) : [];
+  // a release name that is no safe path segment gets no bundled, cached or downloaded file
+  const downloadDirs = arch && safeSegment(input.release) ? btfhubDirs(input.os) : [];
   const bundled = new Set(input.bundled);
   for (const dir of downloadDirs) {
     const key = btfKey(dir, arch!, input.release);
