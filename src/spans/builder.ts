@@ -21,10 +21,17 @@ export interface SpanContext {
 
 const hex = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
+/** Random bytes drawn 4 KiB at a time: one getRandomValues call per ~170 spans, not two per span. */
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+
 export function randomHex(bytes: number): string {
-  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  if (poolAt + bytes > pool.length) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
   let s = "";
-  for (let i = 0; i < bytes; i++) s += hex[b[i]!];
+  for (let i = 0; i < bytes; i++) s += hex[pool[poolAt++]!];
   return s;
 }
 
@@ -38,10 +45,16 @@ export function parseTraceparent(v: string | undefined): { traceId: string; pare
 
 /** "host:port" / "[v6]:port" / "host" → parts. */
 export function splitHostPort(h: string): { host: string; port?: number } {
+  if (h === lastAuthority) return lastHostPort;
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(h) ?? /^([^:]+)(?::(\d+))?$/.exec(h);
-  if (!m) return { host: h };
-  return { host: m[1]!, port: m[2] ? Number(m[2]) : undefined };
+  const r = !m ? { host: h } : { host: m[1]!, port: m[2] ? Number(m[2]) : undefined };
+  // a connection's requests name the same authority: the last answer is usually this one
+  lastAuthority = h;
+  lastHostPort = r;
+  return r;
 }
+let lastAuthority = "";
+let lastHostPort: { host: string; port?: number } = { host: "" };
 
 export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetails, ctx: SpanContext): Span {
   const client = conn.role === ROLE_CLIENT;

@@ -49,7 +49,14 @@ export function spanToJson(s: Span): Record<string, unknown> {
 }
 
 export function nanosToIso(ns: bigint): string {
-  const ms = Number(ns / 1_000_000n);
-  const frac = Number(ns % 1_000_000_000n).toString().padStart(9, "0");
-  return new Date(ms).toISOString().slice(0, 19) + "." + frac + "Z";
+  const sec = ns / 1_000_000_000n;
+  const secN = Number(sec);
+  // spans arrive in time order, many per second: the "YYYY-MM-DDTHH:MM:SS" part is reused
+  if (secN !== isoSec) {
+    isoSec = secN;
+    isoPrefix = new Date(secN * 1000).toISOString().slice(0, 19);
+  }
+  return isoPrefix + "." + Number(ns - sec * 1_000_000_000n).toString().padStart(9, "0") + "Z";
 }
+let isoSec = NaN;
+let isoPrefix = "";
