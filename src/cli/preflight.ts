@@ -10,7 +10,7 @@ import { release } from "node:os";
 import type { Config } from "../config/config.ts";
 import { resolveBtf, type BtfResolution } from "../kernel/btf/resolve.ts";
 import { effectiveCaps, missingCaps, hasCap } from "./privileges.ts";
-import { loadLibbpf, libbpfVersion, probeMapType } from "../kernel/libbpf-ffi.ts";
+import { loadLibbpf, libbpfVersion, probeMapType, probeUprobe } from "../kernel/libbpf-ffi.ts";
 import { libbpfBytes } from "../kernel/embedded.ts";
 import { chooseAttachMode, ensureTracefs, kprobesAvailable } from "../kernel/tracer.ts";
 import { findCgroup2Root } from "../selection/cgroups.ts";
@@ -87,12 +87,14 @@ function cgroupRow(): CheckRow {
 
 /** Uprobes for TLS plaintext: the kernel's uprobe PMU, the config switch, and the host's TLS
  * libraries (the loader cache's, classified by their exported symbols as the agent will). */
-function uprobesRow(cfg: Config): CheckRow {
-  if (!existsSync("/sys/bus/event_source/devices/uprobe/type")) {
+function uprobesRow(cfg: Config, libbpfLoaded: boolean): CheckRow {
+  const PMU = "/sys/bus/event_source/devices/uprobe/type";
+  if (!existsSync(PMU)) {
     return { check: "uprobes", verdict: "warn", detail: "not available (no uprobe PMU): TLS plaintext capture will not work" };
   }
   if (!cfg.enable_uprobes) return { check: "uprobes", verdict: "warn", detail: "available, but enable_uprobes is false: TLS connections are reported, not decrypted" };
   const libs: string[] = [];
+  let trial: { path: string; symbol: string; offset: number } | undefined;
   try {
     for (const path of tlsLibraryCandidates(readLdCache(), cfg.libssl_prefixes)) {
       try {
@@ -100,6 +102,8 @@ function uprobesRow(cfg: Config): CheckRow {
         try {
           const st = analyzeElf(elf, false).stack;
           if (st) libs.push(`${path.slice(path.lastIndexOf("/") + 1)} (${st.kind}${st.decryptable ? "" : ", not decryptable"})`);
+          const p = st?.decryptable ? st.probes.find((x) => x.offset > 0) : undefined;
+          if (p && !trial) trial = { path, symbol: p.symbol, offset: p.offset };
         } finally {
           elf.close();
         }
@@ -110,7 +114,14 @@ function uprobesRow(cfg: Config): CheckRow {
   } catch {
     /* no loader cache */
   }
-  return { check: "uprobes", verdict: "ok", detail: `available (TLS capture); host TLS libraries: ${libs.length ? libs.join(", ") : "none in /etc/ld.so.cache"}` };
+  const found = `host TLS libraries: ${libs.length ? libs.join(", ") : "none in /etc/ld.so.cache"}`;
+  // A uprobe made for real, on the first TLS function capture would probe, for this process only.
+  if (trial && libbpfLoaded) {
+    const r = probeUprobe(Number(readFileSync(PMU, "utf8").trim()), trial.path, trial.offset);
+    if (r !== 0) return { check: "uprobes", verdict: "warn", detail: `the kernel refused a uprobe on ${trial.symbol} in ${trial.path} (errno ${-r}): TLS plaintext capture will not work; ${found}` };
+    return { check: "uprobes", verdict: "ok", detail: `work (a uprobe on ${trial.symbol} in ${trial.path} was created and removed); ${found}` };
+  }
+  return { check: "uprobes", verdict: "ok", detail: `available (not tried: no TLS library to probe, or libbpf not loaded); ${found}` };
 }
 
 export async function preflight(cfg: Config): Promise<PreflightResult> {
@@ -127,6 +138,7 @@ export async function preflight(cfg: Config): Promise<PreflightResult> {
     rows.push({ check: "tracefs", verdict: "warn", detail: (e as Error).message });
   }
   let btf: BtfResolution | undefined;
+  let libbpfLoaded = false;
   try {
     btf = await resolveBtf(cfg.btf);
     rows.push({ check: "BTF", verdict: "ok", detail: `${btf.source}${btf.path ? `: ${btf.path}` : ": /sys/kernel/btf/vmlinux"}` });
@@ -142,6 +154,7 @@ export async function preflight(cfg: Config): Promise<PreflightResult> {
   try {
     loadLibbpf(await libbpfBytes());
     rows.push({ check: "libbpf", verdict: "ok", detail: `${libbpfVersion()} (embedded)` });
+    libbpfLoaded = true;
     const ring = probeMapType(27) === 1;
     const forced = cfg.bpf.buffer;
     if (forced === "ringbuf" && !ring) rows.push({ check: "buffer", verdict: "fail", detail: "bpf.buffer: ringbuf but the kernel has no BPF ring buffer" });
@@ -149,7 +162,7 @@ export async function preflight(cfg: Config): Promise<PreflightResult> {
   } catch (e) {
     rows.push({ check: "libbpf", verdict: "fail", detail: (e as Error).message });
   }
-  rows.push(uprobesRow(cfg));
+  rows.push(uprobesRow(cfg, libbpfLoaded));
   rows.push({ check: "kprobes", verdict: kprobesAvailable(tracefs) ? "ok" : "warn", detail: kprobesAvailable(tracefs) ? "available" : "not available (CONFIG_KPROBES off): syscall tracepoints are required" });
   rows.push(cgroupRow());
   return { rows, ok: rows.every((r) => r.verdict !== "fail"), btf };

@@ -70,7 +70,7 @@ const LIBBPF_SYMBOLS = {
  */
 export const STRUCT_LAYOUT = {
   bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
-  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48 },
+  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48, config1: 56, config2: 64 },
 } as const;
 
 /**
@@ -417,6 +417,26 @@ function destroyLinksConcurrently(links: Pointer[], wait: boolean): void {
     }
   }
   for (const id of started) t!.pthread_join(id, null);
+}
+
+/**
+ * Whether the kernel creates a uprobe at file offset `offset` of `path`: a uprobe perf event
+ * (PMU type `pmuType`, from /sys/bus/event_source/devices/uprobe/type) scoped to this process
+ * alone, opened and closed at once, no BPF program involved. 0 on success, else -errno.
+ */
+export function probeUprobe(pmuType: number, path: string, offset: number): number {
+  const A = STRUCT_LAYOUT.perf_event_attr;
+  const attr = new Uint8Array(A.$size);
+  const dv = new DataView(attr.buffer);
+  const file = cstr(path);
+  dv.setUint32(A.type, pmuType, true);
+  dv.setUint32(A.size, A.$size, true);
+  dv.setBigUint64(A.config1, BigInt(ptr(file)), true); // uprobe_path
+  dv.setBigUint64(A.config2, BigInt(offset), true); // probe_offset
+  const fd = Number(c().syscall(K.__NR_perf_event_open, ptr(attr), process.pid, -1, -1, K.PERF_FLAG_FD_CLOEXEC));
+  if (fd < 0) return -errno();
+  c().close(fd);
+  return 0;
 }
 
 /** 1 when the kernel supports the BPF map type, 0 when not, <0 when it cannot tell. */

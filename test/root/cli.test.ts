@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BIN, rootSkipReason } from "../support/tracer.ts";
@@ -52,6 +52,10 @@ describe.skipIf(!!skip)("command line of the compiled binary", () => {
       expect(r.out).toMatch(new RegExp(`^(ok|warn) +${row} `, "m"));
     }
     expect(r.out).toContain("capture can work on this host");
+    // uprobes are tried for real on the host's libssl (Debian 12: libssl3 is installed), and
+    // nothing of the trial is left behind
+    expect(r.out).toMatch(/^ok +uprobes +work \(a uprobe on SSL_\w+ in \S+libssl\.so\.3 was created and removed\)/m);
+    if (existsSync("/sys/kernel/tracing/uprobe_events")) expect(readFileSync("/sys/kernel/tracing/uprobe_events", "utf8")).not.toContain("libssl");
   });
 
   test("check fails with 69 when the configuration makes capture impossible", () => {
