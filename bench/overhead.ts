@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
-import { bpfStats } from "./bpfstats.ts";
+import { bpfStats } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 
 const ROOT = resolve(import.meta.dir, "..");

@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { bpfStats } from "./bpfstats.ts";
+import { bpfStats } from "../test/support/bpf-progs.ts";
 
 const BIN = resolve(process.argv.includes("--bin") ? process.argv[process.argv.indexOf("--bin") + 1]! : resolve(import.meta.dir, "..", "dist/ebpf-tracer"));
 const arg = (n: string, d: string): string => {

@@ -5,8 +5,9 @@
  * enable_uprobes: false honoured. No root needed (our own children's /proc entries).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { TlsCapture, type TlsKernel } from "../../src/kernel/tls/manager.ts";
+import { parseMaps } from "../../src/kernel/tls/discover.ts";
 import type { FileIdentity, UprobeTarget } from "../../src/kernel/attach-plan.ts";
 
 const PY = "/usr/bin/python3";
@@ -107,5 +108,38 @@ describe.skipIf(!!SKIP)("TlsCapture", () => {
     expect(k.enabled).toBe(false);
     tls.addProcess(await pythonWithSsl(), "python3");
     expect(k.attached).toHaveLength(0);
+  });
+
+  test("a process mapping an already probed libssl is credited with it at the mmap event, before /proc shows the mapping", async () => {
+    const k = new FakeKernel();
+    const tls = new TlsCapture(k, { enabled: true, probeLdCache: false });
+    tls.start();
+    const py = await pythonWithSsl("probed");
+    tls.addProcess(py, "python3"); // libssl is probed now
+    const ssl = parseMaps(readFileSync(`/proc/${py}/maps`, "utf8")).find((f) => /libssl\.so/.test(f.path))!;
+    expect(ssl).toBeDefined();
+    // a process that has not mapped libssl (yet): a curl between its mmap and its first TLS call
+    const sleeper = Bun.spawn(["sleep", "60"]);
+    kids.push(sleeper);
+    tls.addProcess(sleeper.pid, "curl");
+    expect(tls.library(sleeper.pid)).toBeUndefined();
+    tls.mapped(sleeper.pid, ssl.dev, ssl.ino);
+    expect(tls.library(sleeper.pid)).toBe("openssl");
+    // the mmap event before the exec is handled: credited, and kept when the process is added
+    const early = Bun.spawn(["sleep", "60"]);
+    kids.push(early);
+    tls.mapped(early.pid, ssl.dev, ssl.ino);
+    expect(tls.library(early.pid)).toBe("openssl");
+    tls.addProcess(early.pid, "curl");
+    expect(tls.library(early.pid)).toBe("openssl");
+    tls.removeProcess(early.pid);
+    expect(tls.library(early.pid)).toBeUndefined();
+    // a file nobody probed credits nothing
+    const other = Bun.spawn(["sleep", "60"]);
+    kids.push(other);
+    tls.addProcess(other.pid, "x");
+    tls.mapped(other.pid, 1, 1);
+    expect(tls.library(other.pid)).toBeUndefined();
+    tls.stop();
   });
 });

@@ -5,7 +5,7 @@
  * TLS record bytes; that ciphertext was counted and not copied (TlsCiphertextBytesNotCopied); and,
  * after the agent stopped, that none of its uprobe programs or links remain.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
@@ -13,6 +13,7 @@ import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.
 import { port, startNginx, waitForPort } from "../support/servers.ts";
 import { CHUNKED_BODY, Cleanups, curlLocalPorts, curlOk, exitStats, logRecords, NODE_APP, onPort, run, stopNginx } from "../support/http-kit.ts";
 import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
+import { loadedProgIds, ownedProgIds } from "../support/bpf-progs.ts";
 import { buildGo, goSkipReason } from "../fixtures/go/build.ts";
 
 const SKIP = rootSkipReason();
@@ -44,6 +45,10 @@ async function agent(args: string[]): Promise<TracerProcess> {
 
 /** Stops the agent, then checks the kernel counters and that no TLS program or link is left. */
 async function stopAndCheck(t: TracerProcess): Promise<Record<string, number>> {
+  // The agent's own programs, by id: other agents on the machine (a second test run) load
+  // programs of the same names, so names alone cannot say whether this one cleaned up.
+  const ours = ownedProgIds(t.proc.pid);
+  expect(ours.size).toBeGreaterThan(0);
   expect(await t.stop()).toBe(0);
   const stats = exitStats(t.stderr);
   expect(stats).toBeDefined();
@@ -52,16 +57,13 @@ async function stopAndCheck(t: TracerProcess): Promise<Record<string, number>> {
     const text = JSON.stringify(s.attributes);
     for (const re of CIPHERTEXT) expect(re.test(text)).toBe(false);
   }
-  // Programs named tls_* / go_tls_* belong only to this branch's object (bpftool cuts names at 15).
   // capture hands the last detach to a background process (KernelTracer.handOffLinks): wait for it.
-  const ours = /name (tls_ssl_|tls_free_entry|go_tls_|tls_enter_mmap)/;
-  let progs = "";
+  let left: number[] = [];
   for (const deadline = Date.now() + 20_000; Date.now() < deadline; await Bun.sleep(200)) {
-    progs = run(["bpftool", "prog", "show"]).stdout;
-    if (!ours.test(progs)) break;
+    left = loadedProgIds(ours);
+    if (left.length === 0) break;
   }
-  expect(progs).not.toMatch(ours);
-  expect(run(["bpftool", "link", "show"]).stdout).not.toMatch(ours);
+  expect(left).toEqual([]);
   const events = existsSync("/sys/kernel/tracing/uprobe_events") ? readFileSync("/sys/kernel/tracing/uprobe_events", "utf8") : "";
   expect(events).not.toContain("ebpf_tracer");
   return stats!;
@@ -105,6 +107,8 @@ function expectStandard(spans: SpanJson[], kind: "server" | "client", o: { getPa
   if (o.postBody !== undefined) expect(post!.attributes["http.response.body"]).toBe(o.postBody);
   const [chunk] = m.get(`GET ${o.chunkPath}`) ?? [];
   expect(chunk?.attributes).toMatchObject({ "http.response.status_code": 200, "http.response.body": o.chunkBody, "http.response.header.transfer-encoding": "chunked" });
+  // every span of the set names its library, a short-lived client's too (credited at its mmap)
+  if (o.library) expect([post, chunk].map((s) => s!.attributes["ebpf.tls.library"])).toEqual([o.library, o.library]);
 }
 
 /** curl against `base`: keep-alive GETs and the chunked GET on one connection, then the POST. */
@@ -337,6 +341,80 @@ function req(method, path, body) {
       ["GET /chunked", 200, CHUNKED_BODY, "gnutls"],
     ]);
     await stopAndCheck(t);
+  }, 60_000);
+
+  test("HTTP/2 over TLS (ALPN h2): nginx `listen ssl http2` and curl --http2, server and client spans", async () => {
+    const t = await agent(["--exe", "nginx", "--exe", "curl"]);
+    const ng = c.add(await startNginx((p, dir) => {
+      mkdirSync(join(dir, "www", "up"), { recursive: true });
+      chmodSync(join(dir, "www", "up"), 0o777); // the workers (nobody) write the PUT there
+      return `server {
+    listen 127.0.0.1:${p} ssl http2;
+    ssl_certificate ${certs.server.cert};
+    ssl_certificate_key ${certs.server.key};
+    location / { root www; }
+    # WebDAV PUT reads the whole body before answering (a bare "return" answers at once and
+    # resets the stream, which the agent reports as such)
+    location /up/ { root www; dav_methods PUT; client_max_body_size 1m; client_body_buffer_size 128k; }
+  }`;
+    }), stopNginx);
+    const base = `https://127.0.0.1:${ng.port}`;
+    const r = curlOk(["-k", "--http2", "-v", "-w", LP, `${base}/data.json`, `${base}/data.json?x=2`]);
+    expect(r.stderr).toContain("ALPN: server accepted h2"); // premise: HTTP/2 was negotiated
+    expect(new Set(curlLocalPorts(r)).size).toBe(1);
+    curlOk(["-k", "--http2", "-T", join(work, "post.bin"), "-H", "Content-Type: text/plain", `${base}/up/p.bin`]);
+    await t.waitForSpans(6, onPort(ng.port), 15_000);
+    const spans = t.spans.filter(onPort(ng.port));
+    for (const kind of ["server", "client"] as const) {
+      const mine = spans.filter((s) => s.kind === kind);
+      expect(mine.map((s) => [s.attributes["http.request.method"], s.attributes["url.path"], s.attributes["http.response.status_code"]])).toEqual([
+        ["GET", "/data.json", 200], ["GET", "/data.json", 200], ["PUT", "/up/p.bin", 201],
+      ]);
+      for (const s of mine) {
+        expect(s.attributes).toMatchObject({ "network.protocol.version": "2", "url.scheme": "https", "ebpf.tls.library": "openssl", "ebpf.tls.correlation": "exact" });
+        expect(Number(s.attributes["ebpf.http2.stream_id"]) % 2).toBe(1);
+      }
+      expect(mine[0]!.attributes["http.response.body"]).toBe(JSON.stringify({ items: [1, 2, 3] }));
+      expect(mine[1]!.attributes["url.query"]).toBe("x=2");
+      expect(mine[2]!.attributes).toMatchObject({ "http.request.body.size": 65536, "http.request.body": "p".repeat(65536).slice(0, 65536) });
+      expect(mine[2]!.attributes["ebpf.http2.rst_stream"]).toBeUndefined();
+    }
+    await stopAndCheck(t);
+  }, 60_000);
+
+  test("a libssl outside the loader cache, loaded after the agent started, is probed through the mmap event in time", async () => {
+    // A copy of libssl.so.3 is a file the agent did not probe at start (another inode, not in
+    // ld.so.cache). Python loads it only at `import ssl` (LD_LIBRARY_PATH), then waits 1 s — the
+    // bound this path promises — before its first TLS call.
+    const py = await startPyTls(); // not selected: only the client is
+    const libdir = mkdtempSync(join(tmpdir(), "et-libssl-"));
+    c.add(libdir, (d) => rmSync(d, { recursive: true, force: true }));
+    Bun.spawnSync(["cp", "/usr/lib/x86_64-linux-gnu/libssl.so.3", join(libdir, "libssl.so.3")]);
+    if (process.arch === "arm64") Bun.spawnSync(["cp", "/usr/lib/aarch64-linux-gnu/libssl.so.3", join(libdir, "libssl.so.3")]);
+    const t = await agent(["--exe", "python3.11", "--exe", "python3"]);
+    writeFileSync(join(work, "late.py"), String.raw`
+import sys, time
+time.sleep(0.3)
+import ssl, http.client
+maps = open("/proc/self/maps").read()
+assert sys.argv[2] + "/libssl.so.3" in maps, "the copied libssl was not loaded"
+time.sleep(1.0)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx)
+for path in ("/a", "/chunked"):
+    c.request("GET", path); r = c.getresponse(); print(r.status, r.read().decode())
+`);
+    const r = Bun.spawnSync([PY, join(work, "late.py"), String(py.port), libdir], { env: { ...process.env, LD_LIBRARY_PATH: libdir }, stdout: "pipe", stderr: "pipe" });
+    expect(r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+    const got = await t.waitForSpans(2, (s) => onPort(py.port)(s) && s.kind === "client", 15_000);
+    expect(got.map((s) => [s.name, s.attributes["http.response.status_code"], s.attributes["http.response.body"], s.attributes["ebpf.tls.library"]])).toEqual([
+      ["GET /a", 200, '{"hello":"tls"}', "openssl"],
+      ["GET /chunked", 200, CHUNKED_BODY, "openssl"],
+    ]);
+    await stopAndCheck(t);
+    // the copy was probed as its own file
+    expect(logRecords(t.stderr).some((l) => JSON.stringify(l).includes(`${libdir}/libssl.so.3`))).toBe(true);
   }, 60_000);
 
   test("a Bun TLS server (BoringSSL without symbols) is reported as not decrypted", async () => {

@@ -76,6 +76,8 @@ export class TlsCapture {
   private readonly retries = new Map<number, ReturnType<typeof setTimeout>>();
   /** files analysed and marked in tls_known_files */
   private readonly known = new Set<string>();
+  /** library kinds of probed files mapped by processes not added yet (see mapped) */
+  private readonly earlyLibrary = new Map<number, string>();
   private attachErrors = 0;
 
   constructor(private readonly kernel: TlsKernel, private readonly opts: TlsCaptureOptions) {
@@ -129,7 +131,8 @@ export class TlsCapture {
       log.debug("TLS discovery failed", { Pid: pid, reason: (e as Error).message });
       return; // gone: its exit follows
     }
-    const p = this.procs.get(pid) ?? { comm, files: new Set<string>() };
+    const p = this.procs.get(pid) ?? { comm, files: new Set<string>(), library: this.earlyLibrary.get(pid) };
+    this.earlyLibrary.delete(pid);
     p.comm = comm || p.comm;
     this.procs.set(pid, p);
     if (d.excludedBy) {
@@ -175,6 +178,7 @@ export class TlsCapture {
     this.retries.delete(pid);
     const p = this.procs.get(pid);
     this.procs.delete(pid);
+    this.earlyLibrary.delete(pid);
     this.coverage.processGone(pid);
     this.kernel.setTlsProc(pid, false);
     this.kernel.setGoTlsOffsets(pid, undefined);
@@ -188,7 +192,22 @@ export class TlsCapture {
    */
   mapped(pid: number, dev: number, ino: number, attempt = 0): void {
     const p = this.procs.get(pid);
-    if (!p) return; // not (or no longer) a process of ours
+    // A file already probed (the loader cache's libssl): its kind is known now, before this
+    // process's plaintext (later in the ring) is read — a short-lived curl may be gone before
+    // /proc/PID/maps shows the mapping, or before its exec is handled (the kernel reports maps
+    // only of processes in tls_procs, which it sets at exec for selected ones).
+    const probed = attempt === 0 ? this.files.get(`${dev}:${ino}`) : undefined;
+    if (probed && !probed.error) {
+      const had = p ? p.library : this.earlyLibrary.get(pid);
+      if (!had || (had === "gnutls" && probed.kind !== "gnutls")) {
+        if (p) p.library = probed.kind;
+        else {
+          if (this.earlyLibrary.size >= 65536) this.earlyLibrary.clear();
+          this.earlyLibrary.set(pid, probed.kind);
+        }
+      }
+    }
+    if (!p) return; // not (yet) a process of ours
     this.addProcess(pid, p.comm);
     if (this.known.has(`${dev}:${ino}`) || attempt >= 5) return;
     const prev = this.retries.get(pid);
@@ -201,7 +220,7 @@ export class TlsCapture {
 
   /** The TLS library a process's plaintext comes from (for spans). */
   library(pid: number): string | undefined {
-    return this.procs.get(pid)?.library;
+    return this.procs.get(pid)?.library ?? this.earlyLibrary.get(pid);
   }
 
   snapshot(): TlsCoverage[] {

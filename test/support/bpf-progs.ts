@@ -1,4 +1,4 @@
-/** BPF run time of the programs a process holds open (kernel.bpf_stats_enabled must be 1). */
+/** The BPF programs a process holds open, and their run time (kernel.bpf_stats_enabled must be 1 for it). */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
 /** Ids of the BPF programs `pid` holds open (its fds to "anon_inode:bpf-prog"). */
@@ -30,3 +30,10 @@ export function bpfStats(pid: number): Map<string, [number, number]> {
   return out;
 }
 
+
+/** Which of `ids` the kernel still has loaded (bpftool). */
+export function loadedProgIds(ids: Set<number>): number[] {
+  const r = Bun.spawnSync(["bpftool", "-j", "prog", "show"], { stdout: "pipe", stderr: "ignore" });
+  if (r.exitCode !== 0) return [];
+  return (JSON.parse(r.stdout.toString()) as { id: number }[]).map((p) => p.id).filter((id) => ids.has(id));
+}
