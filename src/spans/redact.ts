@@ -40,9 +40,11 @@ export function normalizeField(name: string): string {
 }
 
 /**
- * A regular expression source matching any of `words` with an optional separator between
- * letters, factored as a trie (p(?:ass…|wd)…): a backtracking engine then tries each text
- * position against a handful of first letters instead of every word.
+ * A regular expression source matching any of `words` with any run of separators between
+ * letters (normalizeField removes them all: pass--word is password), factored as a trie
+ * (p(?:ass…|wd)…): a backtracking engine then tries each text position against a handful of
+ * first letters instead of every word. Meant for the "i" flag; "k" and "i" also take U+212A and
+ * U+0130, the only characters outside ASCII that lower-case to ASCII letters (test/spans/redact-hint.test.ts).
  */
 function trieSource(words: string[]): string {
   interface Node { end?: boolean; next: Map<string, Node> }
@@ -58,11 +60,14 @@ function trieSource(words: string[]): string {
   }
   const emit = (n: Node, first: boolean): string => {
     if (n.end) return ""; // a shorter word already matches: the hint needs no more
-    const alts = [...n.next].map(([ch, m]) => (first ? "" : "[-_.]?") + ch.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&") + emit(m, false));
+    const alts = [...n.next].map(([ch, m]) => (first ? "" : "[-_.]*") + (NON_ASCII_LOWER[ch] ?? ch.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")) + emit(m, false));
     return alts.length === 1 ? alts[0]! : `(?:${alts.join("|")})`;
   };
   return emit(root, true);
 }
+
+/** Letters that a character outside ASCII lower-cases to, as a class holding both (İ gives "i\u0307"). */
+const NON_ASCII_LOWER: Record<string, string> = { k: "[k\\u212a]", i: "[i\\u0130]" };
 
 /** A set of exact names plus one regular expression for the wildcard ones; results cached. */
 class NameMatcher {
@@ -83,13 +88,18 @@ class NameMatcher {
    * A case-insensitive test that is true for every text containing a name this matcher could
    * match (each literal part, separators allowed between letters). Cheaper than scanning the text
    * name by name, so texts without a candidate are skipped whole. Percent- or \u-escaped names
-   * are not seen by it: callers scan texts holding "%" or "\\u" regardless.
+   * are not seen by it: callers scan texts holding "%" or "\\u" regardless; `also` are more
+   * alternatives (those escapes, so one pass answers "anything to look at?"). When a literal holds
+   * a character outside ASCII, any such character in the text is a candidate (lower-casing outside
+   * ASCII is not what the "i" flag does).
    */
-  hint(patterns: string[]): RegExp {
+  hint(patterns: string[], also: string[] = []): RegExp {
     const parts = new Set<string>();
     for (const p of patterns) for (const seg of this.norm(p).split("*")) if (seg) parts.add(seg);
-    if (!parts.size) return /(?!)/;
-    return new RegExp(trieSource([...parts]), "i");
+    const alts = [...also];
+    if (parts.size) alts.unshift(trieSource([...parts]));
+    if ([...parts].some((p) => /[^\x00-\x7f]/.test(p))) alts.push("[^\\x00-\\x7f]");
+    return alts.length ? new RegExp(alts.join("|"), "i") : /(?!)/;
   }
   matches(name: string): boolean {
     let r = this.cache[name];
@@ -154,11 +164,14 @@ function cardCandidate(m: string): boolean {
   return scheme && luhnOk(d);
 }
 
+/** Key id prefixes of AWS access keys: the pattern and its trigger. */
+const AWS_KEY_PREFIXES = "AKIA|ASIA|ABIA|ACCA|AIDA|AROA|ANPA|ANVA|AIPA|APKA";
+
 /** The built-in patterns by config name (data_capture.redact.value_patterns). */
 export const BUILTIN_PATTERNS: Record<string, () => ValuePattern> = {
   jwt: () => ({ name: "jwt", re: /\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g }),
   card_number: () => ({ name: "card_number", re: /(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w.-])/g, accept: cardCandidate }),
-  aws_access_key: () => ({ name: "aws_access_key", re: /\b(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|ANPA|ANVA|AIPA|APKA)[A-Z0-9]{16}\b/g }),
+  aws_access_key: () => ({ name: "aws_access_key", re: new RegExp(`\\b(?:${AWS_KEY_PREFIXES})[A-Z0-9]{16}\\b`, "g") }),
   url_credentials: () => ({ name: "url_credentials", re: /\b[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:@/?#"']*:([^\s@/?#"']+)@/g, group: 1 }),
   private_key: () => ({ name: "private_key", re: /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/g }),
 };
@@ -222,7 +235,14 @@ export interface RedactionCounters {
   RedactedPatterns: number;
 }
 
+/** Command lines by value; the last one is compared first (most often the very same string: no hashing). */
+class CmdCache {
+  readonly map = new Map<string, CmdEntry>();
+  last: CmdEntry | undefined;
+}
+
 interface CmdEntry {
+  in: string;
   out: string;
   names: string[];
   fields: number;
@@ -241,6 +261,18 @@ const A_BODY = 7;
 const A_CMDLINE = 8;
 const A_PATH = 9; // patterns; the span name follows
 const A_VALUE = 10; // patterns only
+
+/** A key in Redactor.plan: `next` the keys seen after it, `alt` the other keys seen at its place. */
+interface PlanNode {
+  key: string;
+  action: number;
+  next: PlanNode | undefined;
+  alt: PlanNode | undefined;
+}
+/** plan size before it is rebuilt (about 100 distinct attribute orders of 40 keys) */
+const PLAN_NODES = 4096;
+/** keys compared at one place before a lookup by name is cheaper */
+const PLAN_ALTS = 8;
 
 const REQ_H = "http.request.header.";
 const RES_H = "http.response.header.";
@@ -261,15 +293,28 @@ export class Redactor {
   readonly counters: RedactionCounters = { RedactedSpans: 0, RedactedHeaders: 0, RedactedFields: 0, RedactedPatterns: 0 };
   private readonly headers: NameMatcher;
   private readonly fields: NameMatcher;
+  /** a field literal (any case, any separators): the text may hold a field name */
   private readonly fieldHint: RegExp;
+  /** fieldHint, or "%" or "\\u" that could hide a name: whether a query or body needs a closer look */
+  private readonly escapeHint: RegExp;
   /** command lines repeat per process: redacted once */
-  private readonly cmdCache = new Map<string, CmdEntry>();
-  private readonly resCmdCache = new Map<string, CmdEntry>();
-  /** field hint or pattern trigger in one case-insensitive pass (a false positive only costs time) */
-  private readonly anyRule: RegExp;
+  private readonly cmdCache = new CmdCache();
+  private readonly resCmdCache = new CmdCache();
   private readonly patterns: ValuePattern[];
-  /** one cheap test before any pattern runs: the union of what every pattern needs */
+  /**
+   * one cheap test before any pattern runs: the union of what every pattern needs. Kept apart
+   * from the field hint: case-sensitive literals (eyJ, ://, AKIA…) let the engine skip ahead,
+   * which the case-insensitive field hint does not (one pass with both cost more than the two).
+   */
   private readonly trigger: RegExp | undefined;
+  /**
+   * the action of each attribute key, by the order keys come in: spans from the same code path
+   * have their attributes in the same order, so the next key is most often the one seen after
+   * the previous key last time, and its action is found by comparing one interned string
+   * instead of a lookup by name (see redact()). Bounded: rebuilt past PLAN_NODES nodes.
+   */
+  private plan: PlanNode = { key: "", action: A_NONE, next: undefined, alt: undefined };
+  private planNodes = 0;
   /**
    * action by attribute key. A null-prototype object rather than a Map: keys are the same
    * interned strings span after span, and property lookup on them measured 4x faster.
@@ -279,6 +324,8 @@ export class Redactor {
   private readonly key: Buffer | undefined;
   private readonly hashCache = new Map<string, string>();
   private readonly authCache = new Map<string, string>();
+  private lastAuth = "";
+  private lastAuthOut = "";
   /** names redacted in the span being processed */
   private readonly names: string[] = [];
 
@@ -286,6 +333,7 @@ export class Redactor {
     this.headers = new NameMatcher(settings.headers, (s) => s.toLowerCase());
     this.fields = new NameMatcher(settings.fields, normalizeField);
     this.fieldHint = this.fields.hint(settings.fields);
+    this.escapeHint = this.fields.hint(settings.fields, ["%", "\\\\u"]);
     this.patterns = settings.value_patterns.map((n) => {
       const make = BUILTIN_PATTERNS[n];
       if (!make) throw new TracerError("CONFIG", `key "data_capture.redact.value_patterns": unknown pattern ${JSON.stringify(n)}`, { key: "data_capture.redact.value_patterns" });
@@ -306,7 +354,7 @@ export class Redactor {
       switch (p.name) {
         case "jwt": return "eyJ";
         case "card_number": return "\\d{4}[ -]?\\d{4}[ -]?\\d{4}|\\d{4}[ -]?\\d{6}[ -]?\\d{4}";
-        case "aws_access_key": return "A[SKBCIRNP][A-Z]A[A-Z0-9]{16}";
+        case "aws_access_key": return AWS_KEY_PREFIXES;
         case "url_credentials": return ":\\/\\/";
         case "private_key": return "-----BEGIN";
         default: return `(?:${p.re.source})`;
@@ -320,15 +368,15 @@ export class Redactor {
     }
     const MIN_LENGTH: Record<string, number> = { jwt: 17, card_number: 13, aws_access_key: 20, url_credentials: 8, private_key: 30 };
     this.minPatternLength = settings.custom_patterns.length ? 1 : Math.min(Infinity, ...settings.value_patterns.map((n) => MIN_LENGTH[n] ?? 1));
-    try {
-      this.anyRule = new RegExp(`${this.fieldHint.source}${this.trigger ? `|${this.trigger.source}` : ""}`, "i");
-    } catch {
-      this.anyRule = /[\s\S]/;
-    }
     if (settings.mode === "hash") this.key = loadOrCreateKey(settings.key_file);
   }
 
   private readonly minPatternLength: number;
+
+  /** Whether a value pattern may match in `s`. */
+  private triggered(s: string): boolean {
+    return this.trigger !== undefined && this.trigger.test(s);
+  }
 
   /** Whether `s` may hold a field name worth a full scan. */
   private mayHoldField(s: string, escapes: string): boolean {
@@ -384,12 +432,36 @@ export class Redactor {
     this.names.length = 0;
     const attrs = span.attributes;
     let pathChanged = false;
+    let node = this.plan;
     for (const key in attrs) {
+      // the action first, the value only when there is one: most attributes need none, and
+      // reading every value cost more than the lookup
+      let n = node.next;
+      let alts = 0;
+      while (n !== undefined && n.key !== key) {
+        n = n.alt;
+        alts++;
+      }
+      let a: number;
+      if (n !== undefined) {
+        a = n.action;
+        node = n;
+      } else {
+        const known = this.actions[key];
+        a = known === undefined ? this.classify(key) : known;
+        if (alts < PLAN_ALTS) {
+          if (++this.planNodes > PLAN_NODES) {
+            this.plan = { key: "", action: A_NONE, next: undefined, alt: undefined };
+            this.planNodes = 1;
+            node = this.plan;
+          }
+          node = node.next = { key, action: a, next: undefined, alt: node.next };
+        }
+        // else: a key after many different ones (varied headers) is looked up, not added
+      }
+      if (a === A_NONE) continue;
       const v = attrs[key];
       if (typeof v !== "string" || v.length === 0) continue;
-      const known = this.actions[key];
-      const a = known === undefined ? this.classify(key) : known;
-      if (a === A_NONE) continue;
       const out = this.redactValue(a, key, v, attrs);
       if (out !== v) {
         attrs[key] = out;
@@ -405,7 +477,7 @@ export class Redactor {
       span.name = `${sp < 0 ? span.name : span.name.slice(0, sp)} ${attrs["url.path"]}`;
     }
     if (this.names.length) {
-      attrs[REDACTED_ATTR] = this.names.join(",");
+      attrs[REDACTED_ATTR] = this.names.length === 1 ? this.names[0]! : this.names.join(",");
       this.counters.RedactedSpans++;
     }
   }
@@ -419,7 +491,9 @@ export class Redactor {
       case A_AUTH_HEADER: {
         this.counters.RedactedHeaders++;
         this.note(key);
-        // clients send the same credential again and again: one parse per distinct value
+        // clients send the same credential again and again: one parse per distinct value, and
+        // the last one compared first (equal strings compare faster than one is hashed)
+        if (v === this.lastAuth) return this.lastAuthOut;
         let out = this.authCache.get(v);
         if (out === undefined) {
           const m = /^\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)\s+(\S[\s\S]*)$/.exec(v);
@@ -427,6 +501,8 @@ export class Redactor {
           if (this.authCache.size >= 1024) this.authCache.clear();
           this.authCache.set(v, out);
         }
+        this.lastAuth = v;
+        this.lastAuthOut = out;
         return out;
       }
       case A_COOKIE:
@@ -439,20 +515,25 @@ export class Redactor {
         const out = q < 0 ? v : v.slice(0, q + 1) + this.pairs(v.slice(q + 1), key);
         return this.valuePatterns(out, key, false);
       }
-      case A_QUERY:
-        if (!this.anyRule.test(v) && !v.includes("%")) return v;
-        return this.valuePatterns(this.mayHoldField(v, "%") ? this.pairs(v, key) : v, key, false);
+      case A_QUERY: {
+        // one pass for names, one for patterns; each most often finds nothing
+        const out = this.escapeHint.test(v) && this.mayHoldField(v, "%") ? this.pairs(v, key) : v;
+        return this.valuePatterns(out, key, false, out === v ? this.triggered(v) : undefined);
+      }
       case A_BODY: {
-        // one pass decides whether the body needs any work (most do not)
-        if (!this.anyRule.test(v) && !v.includes("%") && !v.includes("\\u")) return v;
+        const hint = this.escapeHint.test(v);
+        const triggered = this.triggered(v);
+        if (!hint && !triggered) return v; // most bodies
         const json = this.looksJson(key, v, attrs);
         let out = v;
-        if (json) {
+        if (!hint) {
+          // patterns only
+        } else if (json) {
           if (this.mayHoldField(v, "\\u")) out = this.json(v, key);
         } else if (this.formLike(key, v, attrs) && this.mayHoldField(v, "%")) {
           out = this.pairs(v, key);
         }
-        return this.valuePatterns(out, key, json);
+        return this.valuePatterns(out, key, json, out === v ? triggered : undefined);
       }
       case A_CMDLINE:
         return this.cachedCommandLine(v, key === "process.command_line" ? this.cmdCache : this.resCmdCache, key);
@@ -601,18 +682,21 @@ export class Redactor {
     return last === 0 ? s : out + s.slice(last);
   }
 
-  private cachedCommandLine(v: string, cache: Map<string, CmdEntry>, key: string): string {
-    let c = cache.get(v);
+  private cachedCommandLine(v: string, cache: CmdCache, key: string): string {
+    let c = cache.last;
+    if (c === undefined || c.in !== v) c = cache.map.get(v);
     if (c === undefined) {
       const before = this.names.length;
       const f0 = this.counters.RedactedFields;
       const p0 = this.counters.RedactedPatterns;
       const out = this.valuePatterns(this.mayHoldField(v, "\u0000") ? this.commandLine(v, key) : v, key, false);
-      c = { out, names: this.names.slice(before), fields: this.counters.RedactedFields - f0, patterns: this.counters.RedactedPatterns - p0 };
-      if (cache.size >= 256) cache.clear();
-      cache.set(v, c);
+      c = { in: v, out, names: this.names.slice(before), fields: this.counters.RedactedFields - f0, patterns: this.counters.RedactedPatterns - p0 };
+      if (cache.map.size >= 256) cache.map.clear();
+      cache.map.set(v, c);
+      cache.last = c;
       return out;
     }
+    cache.last = c;
     for (const n of c.names) this.note(n);
     this.counters.RedactedFields += c.fields;
     this.counters.RedactedPatterns += c.patterns;
@@ -650,10 +734,11 @@ export class Redactor {
 
   /**
    * Built-in and custom patterns. Markers already written are skipped; in JSON a card number
-   * outside a string becomes a JSON string so the document stays valid.
+   * outside a string becomes a JSON string so the document stays valid. `triggered`: what
+   * triggered(s) gave, when the caller has asked already.
    */
-  private valuePatterns(s: string, key: string, json: boolean): string {
-    if (this.trigger === undefined || !this.trigger.test(s)) return s;
+  private valuePatterns(s: string, key: string, json: boolean, triggered = this.triggered(s)): string {
+    if (!triggered) return s;
     let out = s;
     for (const p of this.patterns) {
       p.re.lastIndex = 0;
