@@ -44,7 +44,7 @@ export function normalizeField(name: string): string {
  * letters (normalizeField removes them all: pass--word is password), factored as a trie
  * (p(?:ass…|wd)…): a backtracking engine then tries each text position against a handful of
  * first letters instead of every word. Meant for the "i" flag; "k" and "i" also take U+212A and
- * U+0130, the only characters outside ASCII that lower-case to ASCII letters (test/spans/redact-hint.test.ts).
+ * U+0130, the only characters outside ASCII that lower-case to ASCII letters (test/spans/redact.test.ts).
  */
 function trieSource(words: string[]): string {
   interface Node { end?: boolean; next: Map<string, Node> }
@@ -164,14 +164,14 @@ function cardCandidate(m: string): boolean {
   return scheme && luhnOk(d);
 }
 
-/** Key id prefixes of AWS access keys: the pattern and its trigger. */
-const AWS_KEY_PREFIXES = "AKIA|ASIA|ABIA|ACCA|AIDA|AROA|ANPA|ANVA|AIPA|APKA";
+/** Key id prefixes of AWS access keys (the pattern and its trigger), each "A" + 3 letters. */
+const AWS_KEY_PREFIXES = ["AKIA", "ASIA", "ABIA", "ACCA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "APKA"];
 
 /** The built-in patterns by config name (data_capture.redact.value_patterns). */
 export const BUILTIN_PATTERNS: Record<string, () => ValuePattern> = {
   jwt: () => ({ name: "jwt", re: /\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g }),
   card_number: () => ({ name: "card_number", re: /(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w.-])/g, accept: cardCandidate }),
-  aws_access_key: () => ({ name: "aws_access_key", re: new RegExp(`\\b(?:${AWS_KEY_PREFIXES})[A-Z0-9]{16}\\b`, "g") }),
+  aws_access_key: () => ({ name: "aws_access_key", re: new RegExp(`\\b(?:${AWS_KEY_PREFIXES.join("|")})[A-Z0-9]{16}\\b`, "g") }),
   url_credentials: () => ({ name: "url_credentials", re: /\b[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:@/?#"']*:([^\s@/?#"']+)@/g, group: 1 }),
   private_key: () => ({ name: "private_key", re: /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/g }),
 };
@@ -354,7 +354,7 @@ export class Redactor {
       switch (p.name) {
         case "jwt": return "eyJ";
         case "card_number": return "\\d{4}[ -]?\\d{4}[ -]?\\d{4}|\\d{4}[ -]?\\d{6}[ -]?\\d{4}";
-        case "aws_access_key": return AWS_KEY_PREFIXES;
+        case "aws_access_key": return `A(?:${AWS_KEY_PREFIXES.map((p) => p.slice(1)).join("|")})`;
         case "url_credentials": return ":\\/\\/";
         case "private_key": return "-----BEGIN";
         default: return `(?:${p.re.source})`;
