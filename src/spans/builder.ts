@@ -38,9 +38,27 @@ export function randomHex(bytes: number): string {
 /** W3C traceparent "00-<trace>-<span>-<flags>" → ids, when valid. */
 export function parseTraceparent(v: string | undefined): { traceId: string; parentId: string } | undefined {
   if (!v) return undefined;
-  const m = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}/.exec(v.trim());
-  if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
-  return { traceId: m[1]!, parentId: m[2]! };
+  // "vv-" 32 hex "-" 16 hex "-ff" (lowercase hex only, W3C Trace Context); trace and parent ids
+  // of all zeros are invalid. A character loop: the regex this replaces was 3 % of a replay.
+  let s = 0;
+  while (s < v.length && (v.charCodeAt(s) === 32 || v.charCodeAt(s) === 9)) s++;
+  if (v.length - s < 55) return undefined;
+  let traceZero = true;
+  let parentZero = true;
+  for (let i = 0; i < 55; i++) {
+    const c = v.charCodeAt(s + i);
+    if (i === 2 || i === 35 || i === 52) {
+      if (c !== 45) return undefined; // "-"
+      continue;
+    }
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return undefined;
+    if (c !== 48) {
+      if (i > 2 && i < 35) traceZero = false;
+      else if (i > 35 && i < 52) parentZero = false;
+    }
+  }
+  if (traceZero || parentZero) return undefined;
+  return { traceId: v.slice(s + 3, s + 35), parentId: v.slice(s + 36, s + 52) };
 }
 
 /** "host:port" / "[v6]:port" / "host" → parts. */

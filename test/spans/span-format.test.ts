@@ -1,6 +1,6 @@
 /** The small formatters every span goes through: timestamps, ids, authorities. */
 import { describe, expect, test } from "bun:test";
-import { randomHex, splitHostPort } from "../../src/spans/builder.ts";
+import { parseTraceparent, randomHex, splitHostPort } from "../../src/spans/builder.ts";
 import { nanosToIso } from "../../src/spans/span.ts";
 
 describe("nanosToIso", () => {
@@ -42,5 +42,38 @@ describe("splitHostPort", () => {
     expect(splitHostPort("[::1]")).toEqual({ host: "::1", port: undefined });
     expect(splitHostPort("example")).toEqual({ host: "example", port: undefined });
     expect(splitHostPort("a:b:c")).toEqual({ host: "a:b:c" });
+  });
+});
+
+describe("parseTraceparent", () => {
+  const old = (v: string | undefined) => {
+    if (!v) return undefined;
+    const m = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}/.exec(v.trim());
+    if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
+    return { traceId: m[1]!, parentId: m[2]! };
+  };
+  const T = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const P = "00f067aa0ba902b7";
+
+  test("valid, invalid, zero ids, uppercase, short, surrounding blanks, trailing fields", () => {
+    expect(parseTraceparent(`00-${T}-${P}-01`)).toEqual({ traceId: T, parentId: P });
+    expect(parseTraceparent(` \t00-${T}-${P}-01 `)).toEqual({ traceId: T, parentId: P });
+    expect(parseTraceparent(`01-${T}-${P}-00-extra`)).toEqual({ traceId: T, parentId: P });
+    for (const bad of [undefined, "", `00-${T.toUpperCase()}-${P}-01`, `00-${"0".repeat(32)}-${P}-01`, `00-${T}-${"0".repeat(16)}-01`, `00-${T}-${P}-0`, `00_${T}-${P}-01`, `00-${T}x${P}-01`, `0g-${T}-${P}-01`]) {
+      expect(parseTraceparent(bad)).toBeUndefined();
+    }
+  });
+
+  test("agrees with the W3C regex on mutated headers", () => {
+    const alphabet = "0123456789abcdefABCDEF- xg";
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+    for (let k = 0; k < 20000; k++) {
+      const chars = [...`00-${T}-${P}-01`];
+      for (let m = rnd(3); m >= 0; m--) chars[rnd(chars.length)] = alphabet[rnd(alphabet.length)]!;
+      if (rnd(10) === 0) chars.splice(rnd(chars.length), 1);
+      const v = chars.join("");
+      expect(parseTraceparent(v)).toEqual(old(v));
+    }
   });
 });
