@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { decodeEvent, formatAddress, splitArgs } from "../../src/kernel/event-decoder.ts";
-import { CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_SEND, LAYER_SOCKET, LAYER_TLS, ROLE_CLIENT } from "../../src/kernel/event-layout.ts";
+import { CONN_F_TLS, DATA_FLAG_LAST, DATA_FLAG_TLS, DIR_SEND, LAYER_SOCKET, LAYER_TLS, LAYOUT, ROLE_CLIENT } from "../../src/kernel/event-layout.ts";
 import { connRecord, dataRecord, execRecord } from "../support/records.ts";
 
 describe("event decoder", () => {
@@ -29,6 +29,23 @@ describe("event decoder", () => {
     expect(new TextDecoder().decode(e.data)).toBe("hello");
     expect(e.data.buffer).toBe(rec.buffer);
     expect(e).toMatchObject({ connId: 9, pos: 4096, skipped: 10, callBytes: 15, dir: DIR_SEND });
+  });
+  test("data fields at their full widths: u64 above 2^32, u32 above 2^31, a negative fd", () => {
+    const rec = dataRecord(1, 1, 0, 0, "x");
+    const dv = new DataView(rec.buffer);
+    const D = LAYOUT.data_event;
+    dv.setUint32(4, 0xfffffffe, true); // tgid
+    dv.setUint32(8, 0x80000001, true); // tid
+    dv.setBigUint64(16, 0x1234_5678_9abcn * 1000n, true); // ts
+    dv.setBigUint64(D.conn_id, 0x1f_ffff_ffff_fffen, true); // 2^53 - 2
+    dv.setBigUint64(D.pos, 5_000_000_000n, true);
+    dv.setUint32(D.skipped, 0xffffffff, true);
+    dv.setUint32(D.call_bytes, 0x80000000, true);
+    dv.setInt32(D.fd, -1, true);
+    expect(decodeEvent(rec)).toMatchObject({
+      tgid: 0xfffffffe, tid: 0x80000001, tsNs: 0x1234_5678_9abc * 1000, connId: 2 ** 53 - 2, pos: 5_000_000_000,
+      skipped: 0xffffffff, callBytes: 0x80000000, fd: -1,
+    });
   });
   test("data length is clamped to the record", () => {
     const rec = dataRecord(1, 1, 0, 0, "abc");
