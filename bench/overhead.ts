@@ -1,17 +1,24 @@
 /**
  * What the agent costs per request, interleaved with runs without it (the machine is noisy):
- * a keep-alive Node http server under `wrk -t1 -cN`, in rounds of
+ * a keep-alive server (Node, or nginx with one worker serving a static JSON) over HTTP and/or
+ * HTTPS under `wrk -t1 -cN`, in rounds of
  *   off      — no agent
  *   capture  — `ebpf-tracer capture --json --pid PID > /dev/null`
  *   run      — `ebpf-tracer run` exporting OTLP (protobuf + gzip) over HTTPS to a loopback receiver
  *   tshark   — tshark capturing the same port (a packet-capture peer), when installed
  * printing per run: requests/s and its ratio to the median "off" run, agent CPU per 1k req/s,
  * BPF run time per request (kernel.bpf_stats_enabled; every program the agent loaded, and the
- * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans.
+ * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans;
+ * at the end the medians, and per BPF program its ns/call and calls/request.
  *
- *   sudo bun bench/overhead.ts [--rounds 3] [--duration 10] [--connections 16] [--modes off,capture,run,tshark] [--tls]
+ *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
+ *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
+ *
+ * --schemes http,https runs both in every round (plain, then TLS): the TLS path's extra BPF time
+ * per request is the difference of the two BPF ns/req medians. E.g. the issue's Speed check:
+ *   sudo bun bench/overhead.ts --server nginx --schemes http,https --modes off,capture --rounds 3 --duration 5
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -37,48 +44,133 @@ if (process.getuid?.() !== 0) {
 }
 const dir = mkdtempSync(join(tmpdir(), "et-overhead-"));
 const children: Subprocess[] = [];
+let nginxProc: Subprocess | undefined;
 const cleanup = () => {
   for (const c of children) c.kill("SIGKILL");
+  if (nginxProc?.exitCode === null) nginxProc.kill("SIGTERM"); // SIGKILL would leave its worker
   rmSync(dir, { recursive: true, force: true });
 };
 process.on("exit", cleanup);
 
 
-// ------------------------------------------------------------------ the traced server
-// --tls: the same server over HTTPS (nodesource's node exports OpenSSL's SSL_* symbols, so the
-// agent decrypts it through uprobes); wrk speaks TLS too. Compare BPF ns/request with a plain run.
-const TLS = process.argv.includes("--tls");
+// ------------------------------------------------------------------ the traced servers
+// --server node: a keep-alive Node http/https server per scheme (nodesource's node exports
+// OpenSSL's SSL_* symbols, so the agent decrypts it through uprobes).
+// --server nginx: one nginx (1 worker, its own config in the temp dir, access_log and sendfile off)
+// serving a small static JSON with keep-alive on a plain and an HTTPS port; the agent selects its
+// master by pid (workers are its children). wrk speaks TLS to the https ones.
+// --tls runs only https; --schemes http,https interleaves both in every round, so BPF ns/request
+// of the plain and the TLS path are compared under the same machine load.
+const SERVER = arg("--server", "node");
+if (SERVER !== "node" && SERVER !== "nginx") {
+  console.error("--server is node or nginx");
+  process.exit(2);
+}
+const SCHEMES = arg("--schemes", process.argv.includes("--tls") ? "https" : "http").split(",");
+if (SCHEMES.some((s) => s !== "http" && s !== "https")) {
+  console.error("--schemes takes http and/or https");
+  process.exit(2);
+}
 const certs = makeTestCerts();
-const port = 18500 + (process.pid % 400);
-writeFileSync(join(dir, "server.js"), `
-const ${TLS ? "https" : "http"} = require("${TLS ? "https" : "http"}");
-const fs = require("fs");
+const basePort = 18500 + (process.pid % 400) * 2;
 const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
+
+interface Target { scheme: string; port: number; pid: number; url: string }
+const targets = new Map<string, Target>();
+
+if (SERVER === "node") {
+  for (const [i, scheme] of SCHEMES.entries()) {
+    const tls = scheme === "https";
+    const port = basePort + i;
+    const js = join(dir, `server-${scheme}.js`);
+    writeFileSync(js, `
+const ${scheme} = require("${scheme}");
+const fs = require("fs");
+const body = ${JSON.stringify(body)};
 const handler = (req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); };
-${TLS ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.server.cert)}), key: fs.readFileSync(${JSON.stringify(certs.server.key)}) }, handler)` : "http.createServer(handler)"}
+${tls ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.server.cert)}), key: fs.readFileSync(${JSON.stringify(certs.server.key)}) }, handler)` : "http.createServer(handler)"}
   .listen(${port}, "127.0.0.1");
 `);
-const server = Bun.spawn(["node", join(dir, "server.js")], { stdout: "ignore", stderr: "inherit" });
-children.push(server);
-await Bun.sleep(500);
-const URL = `${TLS ? "https" : "http"}://127.0.0.1:${port}/api/items?id=1`;
+    const p = Bun.spawn(["node", js], { stdout: "ignore", stderr: "inherit" });
+    children.push(p);
+    targets.set(scheme, { scheme, port, pid: p.pid, url: `${scheme}://127.0.0.1:${port}/api/items?id=1` });
+  }
+} else {
+  chmodSync(dir, 0o755); // the worker runs as nobody
+  mkdirSync(join(dir, "www"));
+  writeFileSync(join(dir, "www", "items.json"), body);
+  const servers = SCHEMES.map((scheme, i) => {
+    const port = basePort + i;
+    const ssl = scheme === "https" ? ` ssl;\n    ssl_certificate ${certs.server.cert};\n    ssl_certificate_key ${certs.server.key}` : "";
+    return `  server {\n    listen 127.0.0.1:${port}${ssl};\n    root ${dir}/www;\n  }`;
+  });
+  writeFileSync(join(dir, "nginx.conf"), `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  types { application/json json; }
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+${servers.join("\n")}
+}
+`);
+  nginxProc = Bun.spawn(["nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });
+  for (const [i, scheme] of SCHEMES.entries()) {
+    const port = basePort + i;
+    targets.set(scheme, { scheme, port, pid: nginxProc.pid, url: `${scheme}://127.0.0.1:${port}/items.json` });
+  }
+}
+for (const t of targets.values()) {
+  for (let i = 0; ; i++) {
+    const r = Bun.spawnSync(["curl", "-skf", t.url], { stdout: "pipe" });
+    if (r.exitCode === 0 && r.stdout.toString() === body) break;
+    if (i > 100) {
+      console.error(`${SERVER} did not serve ${t.url}`);
+      await stopServers();
+      process.exit(1);
+    }
+    await Bun.sleep(50);
+  }
+}
+
+/** nginx gets SIGTERM: a SIGKILLed master leaves its worker running. */
+async function stopServers(): Promise<void> {
+  if (!nginxProc || nginxProc.exitCode !== null) return;
+  nginxProc.kill("SIGTERM");
+  const t = setTimeout(() => nginxProc!.kill("SIGKILL"), 3000);
+  await nginxProc.exited;
+  clearTimeout(t);
+}
 
 // ------------------------------------------------------------------ the OTLP receiver for `run`
 const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
-const runCfg = join(dir, "run.yaml");
-writeFileSync(runCfg, [
-  `agent_config:`,
-  `  ca_cert_file: ${certs.ca.cert}`,
-  `  reporting:`,
-  `    endpoint: ${rx.endpoint}`,
-  `capture:`,
-  `  pids: [${server.pid}]`,
-  `spool:`,
-  `  path: ${join(dir, "spool")}`,
-  `stats_interval: 1s`,
-  `logging:`,
-  `  level: info`,
-].join("\n"));
+/** The `run` config selecting `pid` (and its children). */
+function runConfig(pid: number): string {
+  const path = join(dir, `run-${pid}.yaml`);
+  writeFileSync(path, [
+    `agent_config:`,
+    `  ca_cert_file: ${certs.ca.cert}`,
+    `  reporting:`,
+    `    endpoint: ${rx.endpoint}`,
+    `capture:`,
+    `  pids: [${pid}]`,
+    `spool:`,
+    `  path: ${join(dir, "spool")}`,
+    `stats_interval: 1s`,
+    `logging:`,
+    `  level: info`,
+  ].join("\n"));
+  return path;
+}
 const capCfg = join(dir, "capture.yaml");
 writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n");
 
@@ -87,11 +179,11 @@ interface Started {
   stderr: () => string;
 }
 
-async function startAgent(mode: string): Promise<Started | undefined> {
+async function startAgent(mode: string, t: Target): Promise<Started | undefined> {
   let cmd: string[];
-  if (mode === "capture") cmd = [BIN, "capture", "-c", capCfg, "--pid", String(server.pid), "--json"];
-  else if (mode === "run") cmd = [BIN, "run", "-c", runCfg];
-  else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
+  if (mode === "capture") cmd = [BIN, "capture", "-c", capCfg, "--pid", String(t.pid), "--json"];
+  else if (mode === "run") cmd = [BIN, "run", "-c", runConfig(t.pid)];
+  else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
   const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe" });
   children.push(proc);
@@ -109,8 +201,8 @@ async function startAgent(mode: string): Promise<Started | undefined> {
   return { proc, stderr: () => err };
 }
 
-async function wrk(seconds: number): Promise<{ rps: number; requests: number }> {
-  const p = Bun.spawn(["wrk", "-t1", `-c${CONNS}`, `-d${seconds}s`, URL], { stdout: "pipe", stderr: "pipe" });
+async function wrk(url: string, seconds: number): Promise<{ rps: number; requests: number }> {
+  const p = Bun.spawn(["wrk", "-t1", `-c${CONNS}`, `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe" });
   const out = await new Response(p.stdout).text();
   await p.exited;
   return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), requests: Number(/(\d+) requests in/.exec(out)?.[1]) };
@@ -125,79 +217,104 @@ Bun.spawnSync(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
 const hasTshark = Bun.which("tshark") !== null;
 const modes = MODES.filter((m) => m !== "tshark" || hasTshark);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
-console.log(`Node keep-alive ${TLS ? "HTTPS" : "HTTP"} server pid ${server.pid}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${modes.join(" / ")}`);
-await wrk(2);
+console.log(`${SERVER === "node" ? "Node" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
+for (const t of targets.values()) await wrk(t.url, 2);
 
-interface Row { mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; delivered?: string; top?: string }
+/** One program's share of a run: run time per request, per call, and calls per request. */
+interface Prog { name: string; nsPerReq: number; nsPerCall: number; callsPerReq: number }
+interface Row { scheme: string; mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; delivered?: string; progs?: Prog[] }
 const rows: Row[] = [];
+const fmtProg = (p: Prog) => `${p.name} ${p.nsPerReq.toFixed(0)} ns/req (${p.nsPerCall.toFixed(0)} ns/call x ${p.callsPerReq.toFixed(2)})`;
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const mode of modes) {
-    const a = await startAgent(mode);
-    if (a) await Bun.sleep(1200);
-    const bpf0 = a && mode !== "tshark" ? bpfStats(a.proc.pid) : undefined;
-    const c0 = a ? cpuTicks(a.proc.pid) : 0;
-    const t0 = performance.now();
-    const spansBefore = rx.spans.length;
-    const w = await wrk(DURATION);
-    const wall = (performance.now() - t0) / 1000;
-    const row: Row = { mode, rps: w.rps };
-    if (a) {
-      const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
-      row.cpuPer1k = cpu / (w.rps / 1000);
-      row.hwm = statusMb(a.proc.pid, "VmHWM");
-      if (bpf0) {
-        const bpf1 = bpfStats(a.proc.pid);
-        let ns = 0;
-        const per: [string, number, number][] = [];
-        for (const [name, [t, n]] of bpf1) {
-          const [t0_, n0] = bpf0.get(name) ?? [0, 0];
-          ns += t - t0_;
-          if (n - n0 > 0) per.push([name, (t - t0_) / w.requests, (t - t0_) / (n - n0)]);
+  for (const t of targets.values()) {
+    for (const mode of modes) {
+      const a = await startAgent(mode, t);
+      if (a) await Bun.sleep(1200);
+      const bpf0 = a && mode !== "tshark" ? bpfStats(a.proc.pid) : undefined;
+      const c0 = a ? cpuTicks(a.proc.pid) : 0;
+      const t0 = performance.now();
+      const spansBefore = rx.spans.length;
+      const w = await wrk(t.url, DURATION);
+      const wall = (performance.now() - t0) / 1000;
+      const row: Row = { scheme: t.scheme, mode, rps: w.rps };
+      if (a) {
+        const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
+        row.cpuPer1k = cpu / (w.rps / 1000);
+        row.hwm = statusMb(a.proc.pid, "VmHWM");
+        if (bpf0) {
+          const bpf1 = bpfStats(a.proc.pid);
+          let ns = 0;
+          row.progs = [];
+          for (const [name, [t1, n1]] of bpf1) {
+            const [t0_, n0] = bpf0.get(name) ?? [0, 0];
+            ns += t1 - t0_;
+            if (n1 - n0 > 0) row.progs.push({ name, nsPerReq: (t1 - t0_) / w.requests, nsPerCall: (t1 - t0_) / (n1 - n0), callsPerReq: (n1 - n0) / w.requests });
+          }
+          row.bpfNsPerReq = ns / w.requests;
+          row.progs.sort((x, y) => y.nsPerReq - x.nsPerReq);
         }
-        row.bpfNsPerReq = ns / w.requests;
-        row.top = per.sort((x, y) => y[1] - x[1]).slice(0, 4).map(([n, perReq, perCall]) => `${n} ${perReq.toFixed(0)} ns/req (${perCall.toFixed(0)} ns/call)`).join(", ");
-      }
-      await Bun.sleep(1200);
-      if (mode === "tshark") {
-        a.proc.kill("SIGINT");
-        const out = await new Response(a.proc.stdout as ReadableStream).text();
-        row.seen = out.split("\n").filter((l) => l.includes("/api/items")).length / w.requests;
-      } else {
-        a.proc.kill("SIGINT");
+        await Bun.sleep(1200);
+        if (mode === "tshark") {
+          a.proc.kill("SIGINT");
+          const out = await new Response(a.proc.stdout as ReadableStream).text();
+          row.seen = out.split("\n").filter((l) => l.includes(new URL(t.url).pathname)).length / w.requests;
+        } else {
+          a.proc.kill("SIGINT");
+          await a.proc.exited;
+          await Bun.sleep(50);
+          const st = lastStats(a.stderr());
+          // spans the agent made; for run also what the receiver decoded by the time the agent
+          // exited (the rest is in its spool, sent at its next start, or counted as dropped)
+          row.seen = (st?.SpansEmitted ?? 0) / w.requests;
+          if (mode === "run") row.delivered = `delivered ${(((rx.spans.length - spansBefore) / w.requests) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
+        }
         await a.proc.exited;
-        await Bun.sleep(50);
-        const st = lastStats(a.stderr());
-        // spans the agent made; for run also what the receiver decoded by the time the agent
-        // exited (the rest is in its spool, sent at its next start, or counted as dropped)
-        row.seen = (st?.SpansEmitted ?? 0) / w.requests;
-        if (mode === "run") row.delivered = `delivered ${(((rx.spans.length - spansBefore) / w.requests) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
       }
-      await a.proc.exited;
+      rows.push(row);
+      const off = rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps).sort((x, y) => x - y);
+      const base = off[Math.floor(off.length / 2)] ?? row.rps;
+      console.log(
+        `round ${round} ${t.scheme.padEnd(5)} ${mode.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s  ratio ${(row.rps / base).toFixed(2)}` +
+        (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
+        (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
+        (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
+        (row.seen !== undefined ? `  seen ${(row.seen * 100).toFixed(1)}%` : "") +
+        (row.delivered ? ` (${row.delivered})` : "") +
+        (row.progs?.length ? `\n    top BPF programs: ${row.progs.slice(0, 4).map(fmtProg).join(", ")}` : ""),
+      );
     }
-    rows.push(row);
-    const off = rows.filter((r) => r.mode === "off").map((r) => r.rps).sort((x, y) => x - y);
-    const base = off[Math.floor(off.length / 2)] ?? row.rps;
-    console.log(
-      `round ${round} ${mode.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s  ratio ${(row.rps / base).toFixed(2)}` +
-      (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
-      (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
-      (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
-      (row.seen !== undefined ? `  seen ${(row.seen * 100).toFixed(1)}%` : "") +
-      (row.delivered ? ` (${row.delivered})` : "") +
-      (row.top ? `\n    top BPF programs: ${row.top}` : ""),
-    );
   }
 }
 
 const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-const offMed = med(rows.filter((r) => r.mode === "off").map((r) => r.rps));
 console.log("\nmedians:");
-for (const m of modes) {
-  const rs = rows.filter((r) => r.mode === m);
-  console.log(`  ${m.padEnd(8)} ${med(rs.map((r) => r.rps)).toFixed(0).padStart(7)} req/s  ratio ${(med(rs.map((r) => r.rps)) / offMed).toFixed(2)}` +
-    (m !== "off" ? `  CPU ${med(rs.map((r) => r.cpuPer1k!)).toFixed(2)} %/1k req/s  peak RSS ${med(rs.map((r) => r.hwm!)).toFixed(0)} MB  seen ${(med(rs.map((r) => r.seen!)) * 100).toFixed(1)}%` : "") +
-    (m === "capture" || m === "run" ? `  BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req` : ""));
+for (const t of targets.values()) {
+  const offMed = med(rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps));
+  for (const m of modes) {
+    const rs = rows.filter((r) => r.mode === m && r.scheme === t.scheme);
+    console.log(`  ${t.scheme.padEnd(5)} ${m.padEnd(8)} ${med(rs.map((r) => r.rps)).toFixed(0).padStart(7)} req/s  ratio ${(med(rs.map((r) => r.rps)) / offMed).toFixed(2)}` +
+      (m !== "off" ? `  CPU ${med(rs.map((r) => r.cpuPer1k!)).toFixed(2)} %/1k req/s  peak RSS ${med(rs.map((r) => r.hwm!)).toFixed(0)} MB  seen ${(med(rs.map((r) => r.seen!)) * 100).toFixed(1)}%` : "") +
+      (m === "capture" || m === "run" ? `  BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req` : ""));
+  }
+}
+// Per program, for the first BPF mode: median ns/call and calls/request over the rounds.
+const bpfMode = modes.find((m) => m === "capture" || m === "run");
+if (bpfMode) {
+  console.log(`\nBPF programs (${bpfMode}, medians over rounds; ns/call x calls/request = ns/request):`);
+  for (const t of targets.values()) {
+    const rs = rows.filter((r) => r.mode === bpfMode && r.scheme === t.scheme && r.progs);
+    const names = new Set(rs.flatMap((r) => r.progs!.map((p) => p.name)));
+    const progs = [...names].map((name) => {
+      const ps = rs.map((r) => r.progs!.find((p) => p.name === name) ?? { name, nsPerReq: 0, nsPerCall: 0, callsPerReq: 0 });
+      return { name, nsPerReq: med(ps.map((p) => p.nsPerReq)), nsPerCall: med(ps.map((p) => p.nsPerCall)), callsPerReq: med(ps.map((p) => p.callsPerReq)) };
+    }).sort((x, y) => y.nsPerReq - x.nsPerReq);
+    console.log(`  ${t.scheme}: BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req`);
+    for (const p of progs.filter((p) => p.nsPerReq >= 1)) {
+      console.log(`    ${p.name.padEnd(16)} ${p.nsPerReq.toFixed(0).padStart(6)} ns/req  ${p.nsPerCall.toFixed(0).padStart(5)} ns/call  x ${p.callsPerReq.toFixed(2)}`);
+    }
+  }
 }
 await rx.close();
+await stopServers();
 cleanup();
 process.exit(0);

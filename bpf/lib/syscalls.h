@@ -91,17 +91,26 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
 		if (total == 0)
 			return 0;
 	}
-	struct conn_info *ci = conn_of_fd(fd_key(pid_tgid, a.fd));
-	if (!ci) {
+	__u64 fdkey = fd_key(pid_tgid, a.fd);
+	__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+	struct conn_info *ci = skp ? bpf_map_lookup_elem(&conns, skp) : NULL;
+	__u64 sk;
+	if (ci) {
+		sk = *skp;
+	} else {
 		struct socket *sock = stream_socket(a.fd);
 		if (!sock)
 			return 0;
 		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
 		if (!ci)
 			return 0;
+		skp = bpf_map_lookup_elem(&fds, &fdkey);
+		if (!skp)
+			return 0;
+		sk = *skp;
 	}
 	/* before the role check: a TLS call's socket is remembered even on a connection not copied */
-	__u8 ciphertext = tls_note_socket(pid_tgid, fd_key(pid_tgid, a.fd));
+	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci);
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
 	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total, ciphertext, 0);

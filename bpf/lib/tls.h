@@ -22,7 +22,7 @@ struct tls_call {
 	__u64 buf;     /* plaintext buffer (user space) */
 	__u64 lenp;    /* _ex: size_t *readbytes / *written; Go writes: len(b); else 0 */
 	__u64 sk;      /* struct sock * seen by a nested socket syscall; 0 = none yet */
-	__u8 fn;       /* TLS_FN_* */
+	__u8 fn;       /* TLS_FN_*; 0 = no call in flight (a tls_calls slot between calls) */
 	__u8 dir;      /* DIR_* */
 	__u8 mode;     /* the process's MODE_* at entry */
 	__u8 _pad[5];
@@ -54,7 +54,9 @@ struct go_tls_offsets {
 _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
 
 
-/* C calls in flight, per thread. */
+/* C calls in flight, per thread. A thread's slot stays between calls with fn = 0: the entry and
+ * return probes then write it in place instead of inserting and deleting an LRU element on every
+ * SSL_read/SSL_write (most of their cost). Slots of threads that exited age out by LRU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -165,25 +167,28 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 
 /* ---- nested-syscall hook (called from the socket syscall exit path) --------------------------- */
 
-/* Records the socket behind `fdkey` in the thread's active TLS call and as the thread's last
- * socket. Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. */
-static __noinline int tls_note_socket(__u64 pid_tgid, __u64 fdkey)
+/* Records socket `sk` (connection `ci`, or NULL when untracked) in the thread's active TLS call
+ * and, when it carries TLS records, as the thread's last socket. Returns 1 when a TLS call is
+ * active on this thread: the syscall's payload is ciphertext. Both are written in place when the
+ * thread already has an entry: a socket syscall of a TLS connection costs lookups, not LRU
+ * updates. */
+static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
 {
 	__u32 tgid = pid_tgid >> 32;
 	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
 		return 0;
-	__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
-	if (!skp)
-		return 0;
-	__u64 sk = *skp;
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
 	 * inferred onto that socket. */
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &sk);
-	if (ci && (ci->flags & CONN_F_TLS))
-		bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
+	if (ci && (ci->flags & CONN_F_TLS)) {
+		__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
+		if (!last)
+			bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
+		else if (*last != sk)
+			*last = sk;
+	}
 	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (!c)
+	if (!c || !c->fn)
 		return 0;
 	c->sk = sk;
 	return 1;
@@ -219,9 +224,34 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	__u8 mode = selected_mode(tgid);
 	if (!mode)
 		return 0;
-	struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir, .mode = mode };
-	bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_NOEXIST);
+	struct tls_call *slot = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (!slot) {
+		struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir, .mode = mode };
+		bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_NOEXIST);
+		return 0;
+	}
+	/* A call in flight is the outer one (SSL_write → SSL_write_ex): it keeps the slot. */
+	if (slot->fn)
+		return 0;
+	slot->ssl = ssl;
+	slot->buf = buf;
+	slot->lenp = lenp;
+	slot->sk = 0;
+	slot->dir = dir;
+	slot->mode = mode;
+	slot->fn = fn;
 	return 0;
+}
+
+/* The socket SSL* `ssl` of process `tgid` last used is `sk`: written in place when known. */
+static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 sk)
+{
+	struct tls_ssl_key key = { .tgid = tgid, .ssl = ssl };
+	__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
+	if (!p)
+		bpf_map_update_elem(&tls_ssl_sock, &key, &sk, BPF_ANY);
+	else if (*p != sk)
+		*p = sk;
 }
 
 static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
@@ -230,27 +260,30 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
 	struct tls_call *cp = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 	if (!cp || cp->fn != fn)
 		return 0;
-	struct tls_call c = *cp;
-	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+	cp->fn = 0; /* the slot is free again; what follows reads its fields */
+	/* SSL_read/SSL_write returning <= 0 (WANT_READ, WANT_WRITE, errors) and _ex returning 0
+	 * moved nothing: out before any other work. */
+	if ((int)ret <= 0)
+		return 0;
 
 	__u64 bytes = 0;
-	if (c.lenp) {
-		if ((int)ret != 1 || read_user(&bytes, sizeof(bytes), (void *)c.lenp) != 0)
+	__u64 lenp = cp->lenp;
+	if (lenp) {
+		if ((int)ret != 1 || read_user(&bytes, sizeof(bytes), (void *)lenp) != 0)
 			return 0;
 	} else {
-		if ((int)ret <= 0)
-			return 0;
 		bytes = (__u32)(int)ret;
 	}
 	if (bytes == 0 || bytes > 0x7fffffff)
 		return 0;
 
-	struct tls_ssl_key key = { .tgid = pid_tgid >> 32, .ssl = c.ssl };
-	__u64 sk = c.sk;
+	__u64 ssl = cp->ssl, buf = cp->buf, sk = cp->sk;
+	__u8 dir = cp->dir, mode = cp->mode;
 	__u8 inferred = 0;
 	if (sk) {
-		bpf_map_update_elem(&tls_ssl_sock, &key, &sk, BPF_ANY);
+		tls_remember_ssl_sock(pid_tgid >> 32, ssl, sk);
 	} else {
+		struct tls_ssl_key key = { .tgid = pid_tgid >> 32, .ssl = ssl };
 		__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
 		if (p) {
 			sk = *p;
@@ -263,9 +296,9 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
 		}
 	}
 	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
-	if (ci && (ci->ignored || !role_wanted(ci->role, c.mode)))
+	if (ci && (ci->ignored || !role_wanted(ci->role, mode)))
 		return 0;
-	tls_emit(ctx, pid_tgid, ci, c.buf, (__u32)bytes, c.dir, inferred, -1);
+	tls_emit(ctx, pid_tgid, ci, buf, (__u32)bytes, dir, inferred, -1);
 	return 0;
 }
 
