@@ -13,6 +13,7 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
+ *                              [--bins base=PATH,new=PATH]
  *
  * --schemes http,https runs both in every round (plain, then TLS): the TLS path's extra BPF time
  * per request is the difference of the two BPF ns/req medians. E.g. the issue's Speed check:
@@ -28,11 +29,16 @@ import { bpfStats } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const BIN = resolve(ROOT, "dist/ebpf-tracer");
 const arg = (n: string, d: string): string => {
   const i = process.argv.indexOf(n);
   return i >= 0 ? process.argv[i + 1]! : d;
 };
+/** --bins base=PATH,new=PATH: every agent mode runs once per binary in each round (labels in
+ * the table), to compare two builds under the same load; default the checkout's build. */
+const BINS: [string, string][] = arg("--bins", `=${resolve(ROOT, "dist/ebpf-tracer")}`).split(",").map((b) => {
+  const i = b.indexOf("=");
+  return [b.slice(0, i), resolve(b.slice(i + 1))];
+});
 const ROUNDS = Number(arg("--rounds", "3"));
 const DURATION = Number(arg("--duration", "10"));
 const CONNS = Number(arg("--connections", "16"));
@@ -179,10 +185,10 @@ interface Started {
   stderr: () => string;
 }
 
-async function startAgent(mode: string, t: Target): Promise<Started | undefined> {
+async function startAgent(mode: string, bin: string, t: Target): Promise<Started | undefined> {
   let cmd: string[];
-  if (mode === "capture") cmd = [BIN, "capture", "-c", capCfg, "--pid", String(t.pid), "--json"];
-  else if (mode === "run") cmd = [BIN, "run", "-c", runConfig(t.pid)];
+  if (mode === "capture") cmd = [bin, "capture", "-c", capCfg, "--pid", String(t.pid), "--json"];
+  else if (mode === "run") cmd = [bin, "run", "-c", runConfig(t.pid)];
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
   const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe" });
@@ -215,7 +221,11 @@ function lastStats(err: string): Record<string, number> | undefined {
 
 Bun.spawnSync(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
 const hasTshark = Bun.which("tshark") !== null;
-const modes = MODES.filter((m) => m !== "tshark" || hasTshark);
+/** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
+interface Variant { mode: string; label: string; bin: string }
+const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).flatMap((mode) =>
+  mode === "capture" || mode === "run" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
+const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
 console.log(`${SERVER === "node" ? "Node" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
 for (const t of targets.values()) await wrk(t.url, 2);
@@ -227,8 +237,8 @@ const rows: Row[] = [];
 const fmtProg = (p: Prog) => `${p.name} ${p.nsPerReq.toFixed(0)} ns/req (${p.nsPerCall.toFixed(0)} ns/call x ${p.callsPerReq.toFixed(2)})`;
 for (let round = 1; round <= ROUNDS; round++) {
   for (const t of targets.values()) {
-    for (const mode of modes) {
-      const a = await startAgent(mode, t);
+    for (const { mode, label, bin } of variants) {
+      const a = await startAgent(mode, bin, t);
       if (a) await Bun.sleep(1200);
       const bpf0 = a && mode !== "tshark" ? bpfStats(a.proc.pid) : undefined;
       const c0 = a ? cpuTicks(a.proc.pid) : 0;
@@ -236,7 +246,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       const spansBefore = rx.spans.length;
       const w = await wrk(t.url, DURATION);
       const wall = (performance.now() - t0) / 1000;
-      const row: Row = { scheme: t.scheme, mode, rps: w.rps };
+      const row: Row = { scheme: t.scheme, mode: label, rps: w.rps };
       if (a) {
         const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
         row.cpuPer1k = cpu / (w.rps / 1000);
@@ -274,7 +284,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       const off = rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps).sort((x, y) => x - y);
       const base = off[Math.floor(off.length / 2)] ?? row.rps;
       console.log(
-        `round ${round} ${t.scheme.padEnd(5)} ${mode.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s  ratio ${(row.rps / base).toFixed(2)}` +
+        `round ${round} ${t.scheme.padEnd(5)} ${label.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s  ratio ${(row.rps / base).toFixed(2)}` +
         (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
         (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
         (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
@@ -294,12 +304,11 @@ for (const t of targets.values()) {
     const rs = rows.filter((r) => r.mode === m && r.scheme === t.scheme);
     console.log(`  ${t.scheme.padEnd(5)} ${m.padEnd(8)} ${med(rs.map((r) => r.rps)).toFixed(0).padStart(7)} req/s  ratio ${(med(rs.map((r) => r.rps)) / offMed).toFixed(2)}` +
       (m !== "off" ? `  CPU ${med(rs.map((r) => r.cpuPer1k!)).toFixed(2)} %/1k req/s  peak RSS ${med(rs.map((r) => r.hwm!)).toFixed(0)} MB  seen ${(med(rs.map((r) => r.seen!)) * 100).toFixed(1)}%` : "") +
-      (m === "capture" || m === "run" ? `  BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req` : ""));
+      (/^(capture|run)\b/.test(m) ? `  BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req` : ""));
   }
 }
-// Per program, for the first BPF mode: median ns/call and calls/request over the rounds.
-const bpfMode = modes.find((m) => m === "capture" || m === "run");
-if (bpfMode) {
+// Per program, for each BPF mode: median ns/call and calls/request over the rounds.
+for (const bpfMode of modes.filter((m) => /^(capture|run)\b/.test(m))) {
   console.log(`\nBPF programs (${bpfMode}, medians over rounds; ns/call x calls/request = ns/request):`);
   for (const t of targets.values()) {
     const rs = rows.filter((r) => r.mode === bpfMode && r.scheme === t.scheme && r.progs);

@@ -196,9 +196,21 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 	} else {
 		w->want = 0;
 	}
-	for (int i = 0; i < MAX_STEPS; i++) {
-		if (!walk_step(ctx, s))
-			break;
+	if (src->kind == IO_BUF && w->want <= DATA_CHUNK) {
+		/* one buffer that fits one chunk (every TLS record's plaintext, most small calls):
+		 * a single copy, no walk */
+		__u64 n = w->want;
+		asm volatile("" : "+r"(n));
+		n &= 2 * DATA_CHUNK - 1;
+		if (n && read_user(ev->data, n, (void *)src->buf) == 0) {
+			w->off = n;
+			w->done = n;
+		}
+	} else {
+		for (int i = 0; i < MAX_STEPS; i++) {
+			if (!walk_step(ctx, s))
+				break;
+		}
 	}
 	__u32 off = w->off;
 	__u32 done = w->done;
@@ -218,7 +230,8 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 
 /* `total` bytes moved on connection `ci` in (`layer`, `dir`) by the call described by `src`:
  * advances the stream and emits what the connection's flags allow.
- *  - CONN_F_NOCOPY: nothing is emitted; the close event carries the final positions.
+ *  - CONN_F_NOCOPY: nothing is emitted; the close event carries the final positions (a
+ *    connection the kernel already marked TLS counts its ciphertext as TLS-skipped instead).
  *  - socket layer of a TLS connection (CONN_F_TLS, or first bytes that are a TLS record): the
  *    ciphertext is counted, never copied; the call that detects it emits one zero-length event
  *    with DATA_FLAG_TLS, later calls emit nothing. `ciphertext`: the caller knows the bytes are
@@ -233,6 +246,12 @@ static __always_inline void stream_bytes(void *ctx, const struct io_src *src, st
 	__u64 *posp = &ci->pos[layer & 1][dir & 1];
 	__u64 pos = *posp;
 	__sync_fetch_and_add(posp, (__u64)total);
+	/* Ciphertext of a connection the kernel knows is TLS: counted before the conn_ctl lookup
+	 * (every socket syscall of a TLS connection comes here), also when user space set NOCOPY. */
+	if (layer == LAYER_SOCKET && (ci->flags & CONN_F_TLS)) {
+		count(CNT_TLS_SKIPPED_BYTES, total);
+		return;
+	}
 	__u32 flags = conn_flags(ci);
 	if (flags & CONN_F_NOCOPY) {
 		count(CNT_NOCOPY_BYTES, total);

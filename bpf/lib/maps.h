@@ -21,11 +21,12 @@ struct active_call {
 	__u64 buf;     /* buffer, iovec array, msghdr or mmsghdr pointer (user space) */
 	__u64 cnt;     /* buffer length, iovec count or mmsg vlen */
 	__s32 fd;
-	__u8 sys;
+	__u8 sys;      /* SYS_*; ACTIVE_FREE: no call in flight */
 	__u8 kind;     /* IO_* */
 	__u8 dir;      /* DIR_* */
 	__u8 mode;     /* the process's MODE_* at entry */
 };
+#define ACTIVE_FREE 0xff
 
 /* Progress of one copy walk (copy.h). It lives in the per-CPU scratch value rather than in
  * registers: the verifier treats values loaded from a map as unknown scalars, so every loop
@@ -135,8 +136,11 @@ struct {
 	__type(value, __u32); /* CONN_F_* */
 } conn_ctl SEC(".maps");
 
+/* One slot per thread of a selected process, kept between calls (sys = ACTIVE_FREE): entry and
+ * exit write it in place instead of inserting and deleting an element per syscall. Slots of
+ * threads that exited age out by LRU. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);   /* pid_tgid of the thread inside the syscall */
 	__type(value, struct active_call);

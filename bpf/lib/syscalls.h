@@ -13,6 +13,27 @@
  * msg_len sum below always covers the whole call; CNT_MMSG_OVERFLOW counts it if not. */
 #define MAX_MMSG 1024
 
+/* Stashes the thread's call in its `active` slot (written in place when it has one). */
+static __always_inline void stash_call(__u64 pid_tgid, const struct active_call *a)
+{
+	struct active_call *slot = bpf_map_lookup_elem(&active, &pid_tgid);
+	if (slot)
+		*slot = *a;
+	else if (bpf_map_update_elem(&active, &pid_tgid, a, BPF_ANY) != 0)
+		count(CNT_ACTIVE_FULL, 1);
+}
+
+/* Takes the thread's stashed call back into *a and frees the slot; 0 when none is in flight. */
+static __always_inline int take_call(__u64 pid_tgid, struct active_call *a)
+{
+	struct active_call *slot = bpf_map_lookup_elem(&active, &pid_tgid);
+	if (!slot || slot->sys == ACTIVE_FREE)
+		return 0;
+	*a = *slot;
+	slot->sys = ACTIVE_FREE;
+	return 1;
+}
+
 static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u64 buf, __u64 cnt, __u64 flags)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -36,8 +57,7 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 	/* Probe stats count the calls that passed the filters: entries stashed, exits matched. */
 	count(CNT_PROBE_ENTRY_BASE + sys, 1);
 	struct active_call a = { .buf = buf, .cnt = cnt, .fd = fd, .sys = sys, .kind = kind, .dir = dir, .mode = mode };
-	if (bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY) != 0)
-		count(CNT_ACTIVE_FULL, 1);
+	stash_call(pid_tgid, &a);
 	return 0;
 }
 
@@ -61,11 +81,9 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs)
 static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
-	if (!ap)
+	struct active_call a;
+	if (!take_call(pid_tgid, &a))
 		return 0;
-	struct active_call a = *ap;
-	bpf_map_delete_elem(&active, &pid_tgid);
 	if (a.sys != sys)
 		return 0; /* an entry whose exit was missed: stale */
 	count(CNT_PROBE_EXIT_BASE + sys, 1);
@@ -150,18 +168,17 @@ static __always_inline int enter_listen(int fd)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct active_call a = { .fd = fd, .sys = SYS_LISTEN, .kind = IO_LISTEN };
-	bpf_map_update_elem(&active, &pid_tgid, &a, BPF_ANY);
+	stash_call(pid_tgid, &a);
 	return 0;
 }
 
 static __always_inline int exit_listen(void *ctx, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call *ap = bpf_map_lookup_elem(&active, &pid_tgid);
-	if (!ap || ap->kind != IO_LISTEN)
+	struct active_call a;
+	if (!take_call(pid_tgid, &a) || a.sys != SYS_LISTEN)
 		return 0;
-	int fd = ap->fd;
-	bpf_map_delete_elem(&active, &pid_tgid);
+	int fd = a.fd;
 	if (ret != 0)
 		return 0;
 	struct socket *sock = stream_socket(fd);

@@ -24,7 +24,7 @@ struct tls_call {
 	__u64 sk;      /* struct sock * seen by a nested socket syscall; 0 = none yet */
 	__u8 fn;       /* TLS_FN_*; 0 = no call in flight (a tls_calls slot between calls) */
 	__u8 dir;      /* DIR_* */
-	__u8 mode;     /* the process's MODE_* at entry */
+	__u8 mode;     /* Go: the process's MODE_* at entry (C calls read it at return) */
 	__u8 _pad[5];
 };
 
@@ -80,7 +80,8 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } tls_ssl_sock SEC(".maps");
 
-/* The socket a thread of a TLS-probed process last did socket I/O on (memory-BIO fallback). */
+/* The TLS socket a thread of a selected process last did socket I/O on (memory-BIO fallback;
+ * read for TLS-probed processes only). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -174,12 +175,11 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
  * updates. */
 static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
 {
-	__u32 tgid = pid_tgid >> 32;
-	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
-		return 0;
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
-	 * inferred onto that socket. */
+	 * inferred onto that socket. Kept for any selected process (only TLS-probed ones read it):
+	 * that saves a tls_procs lookup on every socket syscall. A thread has a TLS call in flight
+	 * only in a TLS-probed process (tls_enter checks tls_procs). */
 	if (ci && (ci->flags & CONN_F_TLS)) {
 		__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
 		if (!last)
@@ -221,12 +221,9 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	 * (selected, not excluded by rule) go on. */
 	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
 		return 0;
-	__u8 mode = selected_mode(tgid);
-	if (!mode)
-		return 0;
 	struct tls_call *slot = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 	if (!slot) {
-		struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir, .mode = mode };
+		struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir };
 		bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_NOEXIST);
 		return 0;
 	}
@@ -238,7 +235,6 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	slot->lenp = lenp;
 	slot->sk = 0;
 	slot->dir = dir;
-	slot->mode = mode;
 	slot->fn = fn;
 	return 0;
 }
@@ -278,7 +274,11 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
 		return 0;
 
 	__u64 ssl = cp->ssl, buf = cp->buf, sk = cp->sk;
-	__u8 dir = cp->dir, mode = cp->mode;
+	__u8 dir = cp->dir;
+	/* the mode is read here rather than at entry: calls that move nothing never need it */
+	__u8 mode = selected_mode(pid_tgid >> 32);
+	if (!mode)
+		return 0;
 	__u8 inferred = 0;
 	if (sk) {
 		tls_remember_ssl_sock(pid_tgid >> 32, ssl, sk);
