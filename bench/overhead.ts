@@ -282,9 +282,9 @@ for (let round = 1; round <= ROUNDS; round++) {
       }
       rows.push(row);
       const off = rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps).sort((x, y) => x - y);
-      const base = off[Math.floor(off.length / 2)] ?? row.rps;
+      const base = off[Math.floor(off.length / 2)];
       console.log(
-        `round ${round} ${t.scheme.padEnd(5)} ${label.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s  ratio ${(row.rps / base).toFixed(2)}` +
+        `round ${round} ${t.scheme.padEnd(5)} ${label.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s` + (base ? `  ratio ${(row.rps / base).toFixed(2)}` : "") +
         (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
         (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
         (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
@@ -302,7 +302,7 @@ for (const t of targets.values()) {
   const offMed = med(rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps));
   for (const m of modes) {
     const rs = rows.filter((r) => r.mode === m && r.scheme === t.scheme);
-    console.log(`  ${t.scheme.padEnd(5)} ${m.padEnd(8)} ${med(rs.map((r) => r.rps)).toFixed(0).padStart(7)} req/s  ratio ${(med(rs.map((r) => r.rps)) / offMed).toFixed(2)}` +
+    console.log(`  ${t.scheme.padEnd(5)} ${m.padEnd(8)} ${med(rs.map((r) => r.rps)).toFixed(0).padStart(7)} req/s` + (offMed ? `  ratio ${(med(rs.map((r) => r.rps)) / offMed).toFixed(2)}` : "") +
       (m !== "off" ? `  CPU ${med(rs.map((r) => r.cpuPer1k!)).toFixed(2)} %/1k req/s  peak RSS ${med(rs.map((r) => r.hwm!)).toFixed(0)} MB  seen ${(med(rs.map((r) => r.seen!)) * 100).toFixed(1)}%` : "") +
       (/^(capture|run)\b/.test(m) ? `  BPF ${med(rs.map((r) => r.bpfNsPerReq!)).toFixed(0)} ns/req` : ""));
   }
