@@ -13,15 +13,15 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
- *                              [--bins base=PATH,new=PATH]
+ *                              [--bins base=PATH,new=PATH] [--private-client-ssl]
  *
  * --schemes http,https runs both in every round (plain, then TLS): the TLS path's extra BPF time
  * per request is the difference of the two BPF ns/req medians. E.g. the issue's Speed check:
  *   sudo bun bench/overhead.ts --server nginx --schemes http,https --modes off,capture --rounds 3 --duration 5
  */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
@@ -207,8 +207,24 @@ async function startAgent(mode: string, bin: string, t: Target): Promise<Started
   return { proc, stderr: () => err };
 }
 
+// --private-client-ssl: wrk loads a copy of the system's libssl (another inode), so the agent's
+// uprobes, which sit on the file nginx/node map, do not fire in the load generator: BPF ns/request
+// is then the server's alone, as with a client on another host. Without it, wrk's own
+// SSL_read/SSL_write run the TLS programs too (they leave at the tls_procs check).
+const clientEnv: Record<string, string> = { ...process.env } as Record<string, string>;
+if (process.argv.includes("--private-client-ssl")) {
+  const lib = Bun.spawnSync(["sh", "-c", "ldd \"$(command -v wrk)\" | awk '/libssl/ {print $3}'"]).stdout.toString().trim();
+  if (!lib) {
+    console.error("--private-client-ssl: wrk links no libssl");
+    process.exit(2);
+  }
+  mkdirSync(join(dir, "client-lib"));
+  copyFileSync(lib, join(dir, "client-lib", basename(lib)));
+  clientEnv.LD_LIBRARY_PATH = join(dir, "client-lib");
+}
+
 async function wrk(url: string, seconds: number): Promise<{ rps: number; requests: number }> {
-  const p = Bun.spawn(["wrk", "-t1", `-c${CONNS}`, `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn(["wrk", "-t1", `-c${CONNS}`, `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe", env: clientEnv });
   const out = await new Response(p.stdout).text();
   await p.exited;
   return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), requests: Number(/(\d+) requests in/.exec(out)?.[1]) };
