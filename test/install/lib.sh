@@ -102,8 +102,13 @@ boot() {
     done
     sleep 0.2
   done
-  local state
-  state=$(timeout 60 nsenter -t "$LEADER" -a -- systemctl is-system-running --wait 2>/dev/null || true)
+  # systemctl answers nothing until the container's manager listens on its bus (an early
+  # nsenter can come before that): ask again until it says something, within the deadline.
+  local state="" until=$((SECONDS + 60))
+  while [[ -z $state ]] && ((SECONDS < until)); do
+    state=$(timeout 60 nsenter -t "$LEADER" -a -- systemctl is-system-running --wait 2>/dev/null || true)
+    [[ -n $state ]] || sleep 0.5
+  done
   [[ $state == running || $state == degraded ]] || fatal "container did not boot: is-system-running says '$state'"
   log "container up (leader pid $LEADER, state $state)"
 }
