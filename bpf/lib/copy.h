@@ -136,6 +136,50 @@ static __noinline int walk_step(void *ctx, struct data_scratch *s)
 	return 1;
 }
 
+/* A writev/readv of at most FAST_IOV segments whose copied bytes fit one chunk (an HTTP
+ * response head and body, most small calls): the iovec array in one user read, then one copy
+ * per segment, no walk steps. Stops at the first unreadable segment: a prefix, as the walk. The
+ * array is staged at the end of `spill`, past anything a chunk of at most DATA_CHUNK bytes
+ * reaches. */
+#define FAST_IOV 8
+/* struct iovec as user space lays it out on LP64 (a UAPI layout: no CO-RE relocation needed) */
+struct user_iov {
+	__u64 base;
+	__u64 len;
+};
+_Static_assert(sizeof(struct user_iov) == sizeof(struct iovec), "iovec layout");
+static __always_inline void copy_iov_fast(struct data_scratch *s, __u64 iov, __u64 cnt)
+{
+	struct walk *w = &s->w;
+	struct user_iov *v = (struct user_iov *)&s->spill[sizeof(s->spill) - FAST_IOV * sizeof(struct user_iov)];
+	__u64 bytes = cnt * sizeof(struct user_iov);
+	if (bytes == 0 || bytes > FAST_IOV * sizeof(struct user_iov))
+		return;
+	if (read_user(v, bytes, (void *)iov) != 0)
+		return;
+	__u32 want = w->want;
+	__u32 off = 0;
+	for (int i = 0; i < FAST_IOV; i++) {
+		if ((__u64)i >= cnt || off >= want)
+			break;
+		__u64 n = v[i].len;
+		if (n > want - off)
+			n = want - off;
+		asm volatile("" : "+r"(n));
+		n &= 2 * DATA_CHUNK - 1;
+		__u32 o = off;
+		asm volatile("" : "+r"(o));
+		o &= DATA_CHUNK - 1;
+		if (n == 0)
+			continue;
+		if (read_user(&s->ev.data[o], n, (void *)v[i].base) != 0)
+			break;
+		off = o + n;
+	}
+	w->off = off;
+	w->done = off;
+}
+
 /* Copies up to the per-call cap of the `total` bytes at stream position `pos` and emits them as
  * chunks. The last chunk carries DATA_FLAG_LAST | `flags` and the count of bytes not copied,
  * which CNT_TRUNCATED_BYTES counts too. With DATA_FLAG_TLS nothing is copied or counted here
@@ -206,6 +250,8 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 			w->off = n;
 			w->done = n;
 		}
+	} else if (src->kind == IO_IOV && w->want <= DATA_CHUNK && src->cnt && src->cnt <= FAST_IOV) {
+		copy_iov_fast(s, src->buf, src->cnt);
 	} else {
 		for (int i = 0; i < MAX_STEPS; i++) {
 			if (!walk_step(ctx, s))

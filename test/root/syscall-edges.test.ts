@@ -64,6 +64,30 @@ describe.skipIf(!!SKIP)("sendmmsg / recvmmsg", () => {
   });
 });
 
+describe.skipIf(!!SKIP)("readv / writev", () => {
+  test("requests read with readv into small buffers, responses written with writev of 3, 8 and 12 segments and one past a chunk: every body exact", async () => {
+    const p = port();
+    const srv = Bun.spawn(["/usr/bin/python3", resolve(ROOT, "test/fixtures/servers/iov-server.py"), String(p)], { stdout: "ignore", stderr: "pipe" });
+    c.add(srv, (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--log-level", "info"]), (x) => x.stop());
+    const paths = ["/few", "/eight", "/many", "/big", "/few"];
+    const digits = (n: number) => Array.from({ length: n }, (_, i) => String(i % 10)).join("");
+    const want: Record<string, string> = { "/few": digits(5), "/eight": digits(40), "/many": digits(60), "/big": digits(20000) };
+    const r = curlOk(paths.map((u) => `http://127.0.0.1:${p}${u}?q=${u.slice(1)}`));
+    expect(r.stdout).toBe(paths.map((u) => want[u]).join(""));
+    await t.waitForSpans(5, (s) => s.attributes["server.port"] === p);
+    await Bun.sleep(300);
+    const spans = t.spans.filter((s) => s.attributes["server.port"] === p);
+    expect(spans.map((s) => [s.name, s.attributes["url.query"], s.attributes["http.response.status_code"], s.attributes["http.response.body"], s.attributes["http.response.body.size"]])).toEqual(
+      paths.map((u) => [`GET ${u}`, `q=${u.slice(1)}`, 200, want[u], want[u]!.length]),
+    );
+    for (const s of spans) expect(s.attributes["ebpf.partial"]).toBeUndefined();
+    await t.stop();
+    expect(exitStats(t.stderr)).toMatchObject({ ReqParsingErrors: 0, ResParsingErrors: 0, LostBytes: 0, TruncatedBytes: 0 });
+  });
+});
+
 describe.skipIf(!!SKIP)("MSG_PEEK", () => {
   test("a server that peeks (recv and recvmsg) before each read: one span per request, no bytes twice", async () => {
     const p = port();
