@@ -153,6 +153,9 @@ static __always_inline void copy_iov_fast(struct data_scratch *s, __u64 iov, __u
 	struct walk *w = &s->w;
 	struct user_iov *v = (struct user_iov *)&s->spill[sizeof(s->spill) - FAST_IOV * sizeof(struct user_iov)];
 	__u64 bytes = cnt * sizeof(struct user_iov);
+	/* the bound must be checked on the register passed as the size: clang would otherwise
+	 * test cnt - 1 in a copy, which 5.10's verifier does not relate to this one */
+	asm volatile("" : "+r"(bytes));
 	if (bytes == 0 || bytes > FAST_IOV * sizeof(struct user_iov))
 		return;
 	if (read_user(v, bytes, (void *)iov) != 0)
