@@ -68,7 +68,9 @@ async function startAgent(extra: Record<string, unknown>, opts: { cfgPath?: (dir
 async function rewrite(r: Run, extra: Record<string, unknown>, path = r.cfgPath): Promise<void> {
   const before = countMsg(r.t, "config reloaded");
   writeFileSync(path, yaml(baseConfig(r.dir, extra)));
-  await until(() => countMsg(r.t, "config reloaded") > before, 5000, "config reloaded");
+  // The agent reloads ~300 ms after the change; under wrk load on 2 shared cores the line once
+  // took over 5 s to be seen. The tests check what the reload changes, not how fast.
+  await until(() => countMsg(r.t, "config reloaded") > before, 15_000, "config reloaded");
 }
 
 function countMsg(t: TracerProcess, msg: string): number {
