@@ -535,7 +535,8 @@ describe.skipIf(!!SKIP)("selection: reload", () => {
     const a = c.add(await startNode(NODE_APP), (s) => s.stop());
     const b = c.add(await startNode(NODE_APP), (s) => s.stop());
     const r = await startAgent({ targets: [{ port: a.port }] });
-    const wrk = (p: number) => c.add(Bun.spawn(["wrk", "-t1", "-c2", "-d6s", `http://127.0.0.1:${p}/json?wrk=1`], { stdout: "pipe", stderr: "pipe" }), (x) => { x.kill(); return x.exited; });
+    // -d12s: B's load must outlast the reload, which took seconds on a CPU-starved CI machine
+    const wrk = (p: number) => c.add(Bun.spawn(["wrk", "-t1", "-c2", "-d12s", `http://127.0.0.1:${p}/json?wrk=1`], { stdout: "pipe", stderr: "pipe" }), (x) => { x.kill(); return x.exited; });
     const wa = wrk(a.port);
     const wb = wrk(b.port);
     await r.spans.wait(serverOn(a.port), 50);
