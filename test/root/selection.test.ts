@@ -553,7 +553,9 @@ describe.skipIf(!!SKIP)("selection: reload", () => {
     const aBefore = spans.filter((s) => serverOn(a.port)(s) && at(s) < tReload);
     const aAfter = spans.filter((s) => serverOn(a.port)(s) && at(s) > reloadedAt + 100);
     const bBefore = spans.filter((s) => serverOn(b.port)(s) && at(s) < tReload);
-    const bAfter = spans.filter((s) => serverOn(b.port)(s) && at(s) > reloadedAt + 100);
+    // B from the write on: the reload takes effect at the agent, which can be well before this
+    // process sees the "config reloaded" line on a loaded machine (B had none before the write)
+    const bAfter = spans.filter((s) => serverOn(b.port)(s) && at(s) > tReload);
     console.log(`wrk reload: A spans before/after ${aBefore.length}/${aAfter.length}, B spans before/after ${bBefore.length}/${bAfter.length}`);
     expect(aBefore.length).toBeGreaterThan(50);
     expect(bBefore.length).toBe(0);
