@@ -14,6 +14,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { benchNginxConf } from "./nginx-conf.ts";
 
 const BIN = resolve(import.meta.dir, "../dist/ebpf-tracer");
 function arg(name: string, def: string): string {
@@ -35,24 +36,7 @@ mkdirSync(join(dir, "www"));
 mkdirSync(join(dir, "logs"));
 const json = JSON.stringify({ id: 12345, name: "widget", price: 9.99, tags: ["a", "b", "c"], stock: { warehouse: "north", count: 42 } });
 writeFileSync(join(dir, "www", "item.json"), json);
-writeFileSync(join(dir, "nginx.conf"), `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile off;
-  keepalive_requests 1000000;
-  types { application/json json; }
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server { listen 127.0.0.1:${PORT} http2; root ${dir}/www; }
-}
-`);
+writeFileSync(join(dir, "nginx.conf"), benchNginxConf(dir, [`  server { listen 127.0.0.1:${PORT} http2; root ${dir}/www; }`]));
 writeFileSync(join(dir, "agent.yaml"), "stats_interval: 1s\nlogging:\n  level: info\n");
 
 const nginx = Bun.spawn(["/usr/sbin/nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });

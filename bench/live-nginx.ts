@@ -27,6 +27,7 @@
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { tmpdir } from "node:os";
+import { benchNginxConf } from "./nginx-conf.ts";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -63,25 +64,7 @@ mkdirSync(join(dir, "www"));
 mkdirSync(join(dir, "logs"));
 const json = JSON.stringify({ id: 12345, name: "widget", price: 9.99, tags: ["a", "b", "c"], stock: { warehouse: "north", count: 42 } });
 writeFileSync(join(dir, "www", "item.json"), json);
-writeFileSync(join(dir, "nginx.conf"), `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile off;            # with sendfile the agent cannot see file bodies (see bench/README.md)
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  types { application/json json; }
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server { listen 127.0.0.1:${PORT}; root ${dir}/www; }
-}
-`);
+writeFileSync(join(dir, "nginx.conf"), benchNginxConf(dir, [`  server { listen 127.0.0.1:${PORT}; root ${dir}/www; }`]));
 
 const children: Subprocess[] = [];
 let workerPid = 0;

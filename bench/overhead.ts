@@ -27,6 +27,7 @@ import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { bpfStats } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
+import { benchNginxConf } from "./nginx-conf.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const arg = (n: string, d: string): string => {
@@ -104,31 +105,14 @@ ${tls ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.serve
 } else {
   chmodSync(dir, 0o755); // the worker runs as nobody
   mkdirSync(join(dir, "www"));
+  mkdirSync(join(dir, "logs"));
   writeFileSync(join(dir, "www", "items.json"), body);
   const servers = SCHEMES.map((scheme, i) => {
     const port = basePort + i;
     const ssl = scheme === "https" ? ` ssl;\n    ssl_certificate ${certs.server.cert};\n    ssl_certificate_key ${certs.server.key}` : "";
     return `  server {\n    listen 127.0.0.1:${port}${ssl};\n    root ${dir}/www;\n  }`;
   });
-  writeFileSync(join(dir, "nginx.conf"), `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile off;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  types { application/json json; }
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-${servers.join("\n")}
-}
-`);
+  writeFileSync(join(dir, "nginx.conf"), benchNginxConf(dir, servers));
   nginxProc = Bun.spawn(["nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });
   for (const [i, scheme] of SCHEMES.entries()) {
     const port = basePort + i;

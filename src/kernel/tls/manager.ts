@@ -51,6 +51,15 @@ interface ProcEntry {
   library?: string;
 }
 
+/**
+ * The library a process's spans name when it maps `kind` and was credited `had` so far. The
+ * kernel does not say which library a plaintext event came from: a process mapping several (curl
+ * maps libssl, and libgnutls through librtmp) is credited to OpenSSL first.
+ */
+function creditedLibrary(had: string | undefined, kind: string): string {
+  return !had || (had === "gnutls" && kind !== "gnutls") ? kind : had;
+}
+
 /** The uprobe targets of a stack: one per entry/return, one per RET for Go. */
 export function uprobeTargets(s: TlsStack): UprobeTarget[] {
   const out: UprobeTarget[] = [];
@@ -147,9 +156,7 @@ export class TlsCapture {
       if (!s.decryptable) continue;
       const key = `${s.dev}:${s.ino}`;
       wanted.add(key);
-      // The kernel does not say which library a plaintext event came from: a process mapping
-      // several (curl maps libssl, and libgnutls through librtmp) is credited to OpenSSL first.
-      if (!p.library || (p.library === "gnutls" && s.kind !== "gnutls")) p.library = s.kind;
+      p.library = creditedLibrary(p.library, s.kind);
       if (s.kind === "go" && s.go) go = s.go.mapValue;
       if (!p.files.has(key)) {
         p.files.add(key);
@@ -198,13 +205,10 @@ export class TlsCapture {
     // only of processes in tls_procs, which it sets at exec for selected ones).
     const probed = attempt === 0 ? this.files.get(`${dev}:${ino}`) : undefined;
     if (probed && !probed.error) {
-      const had = p ? p.library : this.earlyLibrary.get(pid);
-      if (!had || (had === "gnutls" && probed.kind !== "gnutls")) {
-        if (p) p.library = probed.kind;
-        else {
-          if (this.earlyLibrary.size >= 65536) this.earlyLibrary.clear();
-          this.earlyLibrary.set(pid, probed.kind);
-        }
+      if (p) p.library = creditedLibrary(p.library, probed.kind);
+      else {
+        if (this.earlyLibrary.size >= 65536) this.earlyLibrary.clear();
+        this.earlyLibrary.set(pid, creditedLibrary(this.earlyLibrary.get(pid), probed.kind));
       }
     }
     if (!p) return; // not (yet) a process of ours
