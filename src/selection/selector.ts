@@ -162,6 +162,34 @@ export class Selector {
       if (current.get(pid) !== mode && !this.setPid(pid, mode)) continue;
       if (mode) this.logAdded(pid, facts, d, mode);
     }
+    this.adoptLateChildren(desired, scanned);
+  }
+
+  /**
+   * A child forked after the scan but before its parent was written to the kernel map was
+   * neither in the scan nor selected by the fork probe (the parent was not selected yet when it
+   * forked): nginx forking its workers while the agent starts. Every fork after a parent's
+   * write is the kernel's, so scanning again after the writes finds the rest; children written
+   * here may themselves have forked meanwhile, hence a few rounds.
+   */
+  private adoptLateChildren(desired: Map<number, { mode: number; d: Decision; facts: ProcessFacts }>, scanned: Set<number>): void {
+    for (let round = 0; round < 3; round++) {
+      const procs = scanProcs(this.procRoot);
+      const current = this.maps.pids();
+      const roots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
+      let adopted = 0;
+      for (const p of descendants(roots, procs)) {
+        if (scanned.has(p.pid) || desired.has(p.pid) || current.has(p.pid)) continue;
+        const parent = desired.get(p.ppid);
+        if (!parent || parent.mode === 0) continue;
+        const facts = factsOf(p, []);
+        desired.set(p.pid, { mode: parent.mode, d: parent.d, facts });
+        if (!this.setPid(p.pid, parent.mode)) continue;
+        this.logAdded(p.pid, facts, parent.d, parent.mode);
+        adopted++;
+      }
+      if (adopted === 0) return;
+    }
   }
 
   /** A process called execve: the kernel reports selected ones, and every one when rules need it.

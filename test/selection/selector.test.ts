@@ -4,7 +4,7 @@
  * a full selected_pids map is counted, not reported as selected (against an empty /proc).
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Selector, type SelectorMaps } from "../../src/selection/selector.ts";
@@ -66,6 +66,44 @@ describe("Selector and a full selected_pids map", () => {
       expect(sel.onExec(exec(103, "/usr/bin/app"))).toBe(false);
       expect(sel.stats()).toEqual({ SelectedPidsFull: 2, SelectedPidsErrors: 0 });
       expect(sel.selected().map((p) => p.pid).sort()).toEqual([100, 101]);
+    } finally {
+      rmSync(proc, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A fake /proc entry: enough for scanProcs (stat with comm and ppid, cmdline). */
+function fakeProc(root: string, pid: number, ppid: number, comm: string): void {
+  mkdirSync(join(root, String(pid)));
+  writeFileSync(join(root, String(pid), "stat"), `${pid} (${comm}) S ${ppid} ${pid} ${pid} 0 -1\n`);
+  writeFileSync(join(root, String(pid), "cmdline"), `${comm}\0`);
+}
+
+describe("a child forked while the selection is written", () => {
+  test("a worker forked after the scan but before its parent reached the kernel map is selected (and its own child)", () => {
+    const proc = mkdtempSync(join(tmpdir(), "et-proc-"));
+    try {
+      fakeProc(proc, 100, 1, "nginx");
+      // The fork probe cannot see these: each appears after the scan, as its parent is written.
+      const forks = new Map([[100, [101, "nginx-worker"]], [101, [102, "helper"]]] as const);
+      const maps = new (class extends Maps {
+        override setPid(tgid: number, mode: number): number {
+          const r = super.setPid(tgid, mode);
+          const f = forks.get(tgid as 100 | 101);
+          if (f) fakeProc(proc, f[0], tgid, f[1]);
+          return r;
+        }
+      })();
+      const sel = new Selector(maps, new ProcessRegistry(), proc, proc);
+      sel.apply(compileRules(defaultConfig(), [{ pid: 100 }]));
+      const mode = maps.pidMap.get(100);
+      expect(mode).toBeGreaterThan(0);
+      expect([...maps.pidMap].sort()).toEqual([[100, mode!], [101, mode!], [102, mode!]]);
+      expect(sel.selected().map((p) => p.pid).sort()).toEqual([100, 101, 102]);
+      // an unrelated process that appears later is not adopted
+      fakeProc(proc, 200, 1, "other");
+      sel.rescan();
+      expect(maps.pidMap.has(200)).toBe(false);
     } finally {
       rmSync(proc, { recursive: true, force: true });
     }
