@@ -28,11 +28,20 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* The flags argument of a syscall (FLAGS_ARG column), or 0 where it has none. */
 #define FLAGS_OF(i, a2, a3) ((i) == 2 ? (long)(a2) : (i) == 3 ? (long)(a3) : 0)
 
+/* Each exit twice: the plain program, and its loop variant (`_lp`: copies through bpf_loop,
+ * 5.17+) that user space loads instead where the kernel has bpf_loop and the ring buffer is in
+ * use (src/kernel/attach-plan.ts). A kernel without bpf_loop never loads a variant: 5.10 rejects
+ * a program that names a callback even in a branch it would never take. */
 #define TP_EXIT_exit(ID, probe, KIND)                                                              \
 	SEC("tracepoint/syscalls/sys_exit_" #probe)                                                \
 	int tp_exit_##probe(struct trace_event_raw_sys_exit *ctx)                                  \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ctx->ret);                                     \
+		return on_exit(ctx, SYS_##ID, KIND, ctx->ret, 0);                                  \
+	}                                                                                          \
+	SEC("tracepoint/syscalls/sys_exit_" #probe)                                                \
+	int tp_exit_##probe##_lp(struct trace_event_raw_sys_exit *ctx)                             \
+	{                                                                                          \
+		return on_exit(ctx, SYS_##ID, KIND, ctx->ret, 1);                                  \
 	}
 #define TP_EXIT_entry(ID, probe, KIND)
 
@@ -56,7 +65,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 	SEC("kretsyscall/" #probe)                                                                 \
 	int BPF_KRETPROBE(kp_exit_##probe, long ret)                                               \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ret);                                          \
+		return on_exit(ctx, SYS_##ID, KIND, ret, 0);                                       \
+	}                                                                                          \
+	SEC("kretsyscall/" #probe)                                                                 \
+	int BPF_KRETPROBE(kp_exit_##probe##_lp, long ret)                                          \
+	{                                                                                          \
+		return on_exit(ctx, SYS_##ID, KIND, ret, 1);                                       \
 	}
 #define KP_EXIT_entry(ID, probe, KIND)
 

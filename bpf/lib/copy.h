@@ -1,7 +1,8 @@
 /* The payload path shared by every data source: advance a connection's stream in one layer and
  * direction, apply the connection's flags (no copy, TLS ciphertext), and copy what the per-call
  * cap allows into DATA_CHUNK-sized data events. Syscall exits call stream_bytes() with the shape
- * of their arguments; a uprobe on a TLS library calls emit_user_buffer() with the plaintext. */
+ * of their arguments; a uprobe on a TLS library calls tls_layer_bytes() and emit_data() with the
+ * plaintext. */
 #ifndef EBPF_TRACER_COPY_H
 #define EBPF_TRACER_COPY_H
 
@@ -69,13 +70,28 @@ static __always_inline int looks_like_tls(const struct io_src *src, __u32 total)
 	return h[0] >= 0x14 && h[0] <= 0x17 && h[1] == 0x03 && h[2] <= 0x04;
 }
 
+/* A step filled the staging chunk and more bytes follow: the chunk goes out (through output(),
+ * or output_rb() from a bpf_loop callback) and the next one starts at its end. */
+static __always_inline void flush_chunk(void *ctx, struct data_scratch *s, const int rb)
+{
+	struct walk *w = &s->w;
+	s->ev.pos = w->chunk_pos;
+	s->ev.len = DATA_CHUNK;
+	if (rb)
+		output_rb(&s->ev, sizeof(s->ev));
+	else
+		output(ctx, &s->ev, sizeof(s->ev));
+	w->chunk_pos += DATA_CHUNK;
+	w->off = 0;
+}
+
 /* One step of the copy walk: load the next mmsghdr or iovec, or copy the next piece of the
  * current segment into the staging chunk and emit the chunk when it is full. Returns 0 when
  * done. The walk only ever copies a prefix of the call's bytes, so positions stay exact.
  * A BPF subprogram, not inlined: then the walk loop is closed by a jump after the call. Inlined,
  * clang may let the step's last statement fall through into the loop head, which kernels before
  * 6.4 reject ("back-edge from insn", test/kernel/bpf-cfg.test.ts). */
-static __noinline int walk_step(void *ctx, struct data_scratch *s)
+static __always_inline int walk_step_do(void *ctx, struct data_scratch *s, const int rb)
 {
 	struct walk *w = &s->w;
 	if (w->done >= w->want)
@@ -126,14 +142,61 @@ static __noinline int walk_step(void *ctx, struct data_scratch *s)
 	w->msg_rem -= n;
 	if (w->msg_rem == 0)
 		w->seg_rem = 0; /* a message's bytes end inside its iovecs: go to the next message */
-	if (w->off >= DATA_CHUNK && w->done < w->want) {
-		s->ev.pos = w->chunk_pos;
-		s->ev.len = DATA_CHUNK;
-		output(ctx, &s->ev, sizeof(s->ev));
-		w->chunk_pos += DATA_CHUNK;
-		w->off = 0;
-	}
+	if (w->off >= DATA_CHUNK && w->done < w->want)
+		flush_chunk(ctx, s, rb);
 	return 1;
+}
+
+static __noinline int walk_step(void *ctx, struct data_scratch *s)
+{
+	return walk_step_do(ctx, s, 0);
+}
+
+/* One step of copying one contiguous buffer (IO_BUF past one chunk): the next chunk, emitted when
+ * more bytes follow. The walk's step would do, but its iovec and message branches make the
+ * verifier go through four paths per step in every program that copies a buffer (TLS return
+ * probes, read/write exits); this one has one. A subprogram for the reason walk_step is. */
+static __always_inline int buf_step_do(void *ctx, struct data_scratch *s, const int rb)
+{
+	struct walk *w = &s->w;
+	if (w->done >= w->want)
+		return 0;
+	__u64 n = w->want - w->done;
+	if (n > DATA_CHUNK)
+		n = DATA_CHUNK;
+	asm volatile("" : "+r"(n));
+	n &= 2 * DATA_CHUNK - 1;
+	if (n == 0 || n > DATA_CHUNK)
+		return 0;
+	if (read_user(s->ev.data, n, (void *)(w->base + w->done)) != 0)
+		return 0; /* unreadable user memory: the rest is reported as skipped */
+	w->off = n;
+	w->done += n;
+	if (w->done < w->want)
+		flush_chunk(ctx, s, rb);
+	return 1;
+}
+
+static __noinline int buf_step(void *ctx, struct data_scratch *s)
+{
+	return buf_step_do(ctx, s, 0);
+}
+
+/* bpf_loop callbacks (0: go on, 1: stop). The loop variants of the copying programs run the
+ * steps through bpf_loop, whose callback the verifier goes through once instead of once per
+ * step of an unrolled loop: their load takes a fraction of the time. */
+static long buf_step_cb(__u32 i, void *unused)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	return s && buf_step_do(NULL, s, 1) ? 0 : 1;
+}
+
+static long walk_step_cb(__u32 i, void *unused)
+{
+	__u32 zero = 0;
+	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	return s && walk_step_do(NULL, s, 1) ? 0 : 1;
 }
 
 /* A writev/readv of at most FAST_IOV segments whose copied bytes fit one chunk (an HTTP
@@ -187,8 +250,8 @@ static __always_inline void copy_iov_fast(struct data_scratch *s, __u64 iov, __u
  * chunks. The last chunk carries DATA_FLAG_LAST | `flags` and the count of bytes not copied,
  * which CNT_TRUNCATED_BYTES counts too. With DATA_FLAG_TLS nothing is copied or counted here
  * (the caller counts ciphertext in CNT_TLS_SKIPPED_BYTES). */
-static __always_inline void emit_data(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
-				      __u8 sys, __u8 dir, __u8 layer, __u64 pos, __u32 total, __u8 flags)
+static __always_inline void emit_data(void *ctx, const struct io_src *src, __u64 conn_id, __u8 role, __u64 pid_tgid, int fd,
+				      __u8 sys, __u8 dir, __u8 layer, __u64 pos, __u32 total, __u8 flags, const int lp)
 {
 	__u32 zero = 0;
 	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
@@ -199,12 +262,12 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 
 	struct data_event *ev = &s->ev;
 	fill_header(&ev->hdr, EV_DATA, pid_tgid);
-	ev->conn_id = ci->id;
+	ev->conn_id = conn_id;
 	ev->call_bytes = total;
 	ev->fd = fd;
 	ev->dir = dir;
 	ev->syscall = sys;
-	ev->role = ci->role;
+	ev->role = role;
 	ev->layer = layer;
 	ev->flags = 0;
 	ev->skipped = 0;
@@ -213,7 +276,20 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 	ev->_pad0[2] = 0;
 
 	struct walk *w = &s->w;
-	w->want = flags & DATA_FLAG_TLS ? 0 : total < cap ? total : cap;
+	if ((flags & DATA_FLAG_TLS) || src->kind == IO_NOCOPY) {
+		/* nothing to copy: one header-only record saying how many bytes moved. Kept out of
+		 * the walk's path, so an exit program whose kind is IO_NOCOPY and the TLS-detection
+		 * branch of every exit carry no copy of the walk for the verifier to go through. */
+		ev->pos = pos;
+		ev->len = 0;
+		ev->skipped = total;
+		ev->flags = DATA_FLAG_LAST | flags;
+		if (!(flags & DATA_FLAG_TLS))
+			count(CNT_TRUNCATED_BYTES, total);
+		output(ctx, ev, DATA_EVENT_HEADER);
+		return;
+	}
+	w->want = total < cap ? total : cap;
 	w->done = 0;
 	w->off = 0;
 	w->iov_idx = 0;
@@ -253,8 +329,19 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
 			w->off = n;
 			w->done = n;
 		}
+	} else if (src->kind == IO_BUF) {
+		if (lp) {
+			bpf_loop(MAX_STEPS, buf_step_cb, NULL, 0);
+		} else {
+			for (int i = 0; i < MAX_STEPS; i++) {
+				if (!buf_step(ctx, s))
+					break;
+			}
+		}
 	} else if (src->kind == IO_IOV && w->want <= DATA_CHUNK && src->cnt && src->cnt <= FAST_IOV) {
 		copy_iov_fast(s, src->buf, src->cnt);
+	} else if (lp) {
+		bpf_loop(MAX_STEPS, walk_step_cb, NULL, 0);
 	} else {
 		for (int i = 0; i < MAX_STEPS; i++) {
 			if (!walk_step(ctx, s))
@@ -287,7 +374,7 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, struc
  *    TLS records (a socket syscall made inside a probed TLS call), whatever their position.
  *  `data_flags`: DATA_FLAG_* added to the last chunk (DATA_FLAG_TLS_INFERRED from uprobes). */
 static __always_inline void stream_bytes(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
-					 __u8 sys, __u8 dir, __u8 layer, __u32 total, __u8 ciphertext, __u8 data_flags)
+					 __u8 sys, __u8 dir, __u8 layer, __u32 total, __u8 ciphertext, __u8 data_flags, const int lp)
 {
 	/* Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
 	 * writing one socket at the same instant could then see the same position; their bytes
@@ -314,22 +401,26 @@ static __always_inline void stream_bytes(void *ctx, const struct io_src *src, st
 		if (ciphertext || (pos == 0 && looks_like_tls(src, total))) {
 			ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
 			count(CNT_TLS_SKIPPED_BYTES, total);
-			emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, DATA_FLAG_TLS);
+			emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, layer, pos, total, DATA_FLAG_TLS, lp);
 			return;
 		}
 	}
-	emit_data(ctx, src, ci, pid_tgid, fd, sys, dir, layer, pos, total, data_flags);
+	emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, layer, pos, total, data_flags, lp);
 }
 
-/* For uprobes on TLS libraries: `len` bytes of plaintext at user address `buf` moved in `dir` on
- * connection `ci` (found through the socket fd of the nested syscall). `sys` says which
- * library call it was (an id of the caller's choosing, SYS_COUNT and up); `flags` go on the
- * last chunk (DATA_FLAG_TLS_INFERRED). */
-static __always_inline void emit_user_buffer(void *ctx, struct conn_info *ci, __u64 pid_tgid, int fd, __u8 sys, __u8 dir,
-					     __u64 buf, __u32 len, __u8 flags)
+/* For uprobes on TLS libraries: `len` plaintext bytes moved in `dir` on connection `ci`'s TLS
+ * layer. Advances that stream; *pos gets the bytes' position. 0 when the connection's payload
+ * is not to be copied (NOCOPY, counted). The caller emits with emit_data(). */
+static __always_inline int tls_layer_bytes(struct conn_info *ci, __u8 dir, __u32 len, __u64 *pos)
 {
-	struct io_src src = { .buf = buf, .cnt = len, .kind = IO_BUF };
-	stream_bytes(ctx, &src, ci, pid_tgid, fd, sys, dir, LAYER_TLS, len, 0, flags);
+	__u64 *posp = &ci->pos[LAYER_TLS][dir & 1];
+	*pos = *posp;
+	__sync_fetch_and_add(posp, (__u64)len);
+	if (conn_flags(ci) & CONN_F_NOCOPY) {
+		count(CNT_NOCOPY_BYTES, len);
+		return 0;
+	}
+	return 1;
 }
 
 #endif

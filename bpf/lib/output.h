@@ -67,6 +67,19 @@ static __always_inline void output(void *ctx, void *data, __u64 size)
 	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
+/* output() for bpf_loop callbacks, which have no program context to give the perf helper: the
+ * ring buffer only. The loop variants that call it are loaded only where the kernel has
+ * bpf_loop (5.17+, so ring buffers too) and the ring buffer is in use. */
+static __always_inline void output_rb(void *data, __u64 size)
+{
+	struct settings *s = settings();
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
+		flags = BPF_RB_FORCE_WAKEUP;
+	long r = bpf_ringbuf_output(&events, data, size, flags);
+	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
+}
+
 static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)
 {
 	h->type = type;

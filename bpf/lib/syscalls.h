@@ -61,12 +61,34 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 	return 0;
 }
 
+struct mmsg_sum {
+	__u64 msgvec;
+	__u64 msgs;
+	__u64 sum;
+};
+
+static long mmsg_sum_cb(__u32 i, void *data)
+{
+	struct mmsg_sum *m = data;
+	if (i >= m->msgs)
+		return 1;
+	__u32 len = 0;
+	READ_FIELD(&len, m->msgvec + (__u64)i * sizeof(struct mmsghdr), struct mmsghdr, msg_len);
+	m->sum += len;
+	return 0;
+}
+
 /* Bytes moved by a sendmmsg/recvmmsg that returned `msgs` messages: the sum of their msg_len. */
-static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs)
+static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs, const int lp)
 {
 	__u64 sum = 0;
 	if (msgs > MAX_MMSG)
 		count(CNT_MMSG_OVERFLOW, 1);
+	if (lp) {
+		struct mmsg_sum m = { .msgvec = msgvec, .msgs = (__u64)msgs, .sum = 0 };
+		bpf_loop(MAX_MMSG, mmsg_sum_cb, &m, 0);
+		return m.sum;
+	}
 	for (int i = 0; i < MAX_MMSG; i++) {
 		if (i >= msgs)
 			break;
@@ -78,7 +100,7 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs)
 }
 
 /* `kind` is the exit program's own IO_* (a constant there), so each program keeps only its path. */
-static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
+static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct active_call a;
@@ -105,7 +127,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
 	__u64 total = ret;
 	if (kind == IO_MMSG) {
 		src.cnt = ret;
-		total = mmsg_bytes(a.buf, ret);
+		total = mmsg_bytes(a.buf, ret, lp);
 		if (total == 0)
 			return 0;
 	}
@@ -131,7 +153,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret)
 	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci);
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
-	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total, ciphertext, 0);
+	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total, ciphertext, 0, lp);
 	return 0;
 }
 
@@ -211,11 +233,12 @@ static __always_inline int on_enter(void *ctx, __u8 sys, __u8 kind, __u8 dir, lo
 	return enter_call(sys, kind, dir, (int)a0, (__u64)a1, (__u64)a2, (__u64)flags);
 }
 
-static __always_inline int on_exit(void *ctx, __u8 sys, __u8 kind, long ret)
+/* `lp`: the program is a loop variant (copies through bpf_loop), a constant in each program. */
+static __always_inline int on_exit(void *ctx, __u8 sys, __u8 kind, long ret, const int lp)
 {
 	if (kind == IO_LISTEN)
 		return exit_listen(ctx, ret);
-	return exit_call(ctx, sys, kind, ret);
+	return exit_call(ctx, sys, kind, ret, lp);
 }
 
 #endif

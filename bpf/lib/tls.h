@@ -197,18 +197,23 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 /* ---- emission ------------------------------------------------------------------------------ */
 
 /* `total` plaintext bytes at user address `buf` moved in `dir`. With a connection: on its
- * TLS-layer stream (emit_user_buffer). Without one: conn_id 0, position 0, no peers — user space
- * still parses and reports them. */
+ * TLS-layer stream. Without one: conn_id 0, position 0, no peers — user space still parses and
+ * reports them. One emit_data() for both: the verifier goes through its copy loop once per
+ * program, not once per case. */
 static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info *ci, __u64 buf, __u32 total, __u8 dir,
-				     __u8 inferred, __s32 fd)
+				     __u8 inferred, __s32 fd, const int lp)
 {
-	if (ci) {
-		emit_user_buffer(ctx, ci, pid_tgid, fd, SYS_COUNT, dir, buf, total, inferred ? DATA_FLAG_TLS_INFERRED : 0);
-		return;
-	}
-	struct conn_info none = {};
 	struct io_src src = { .buf = buf, .cnt = total, .kind = IO_BUF };
-	emit_data(ctx, &src, &none, pid_tgid, fd, SYS_COUNT, dir, LAYER_TLS, 0, total, DATA_FLAG_TLS_INFERRED);
+	__u64 id = 0, pos = 0;
+	__u8 role = 0, flags = DATA_FLAG_TLS_INFERRED;
+	if (ci) {
+		if (!tls_layer_bytes(ci, dir, total, &pos))
+			return;
+		id = ci->id;
+		role = ci->role;
+		flags = inferred ? DATA_FLAG_TLS_INFERRED : 0;
+	}
+	emit_data(ctx, &src, id, role, pid_tgid, fd, SYS_COUNT, dir, LAYER_TLS, pos, total, flags, lp);
 }
 
 /* ---- C libraries: OpenSSL, BoringSSL, GnuTLS -------------------------------------------------- */
@@ -250,7 +255,7 @@ static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 s
 		*p = sk;
 }
 
-static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
+static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tls_call *cp = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
@@ -298,7 +303,7 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret)
 	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
 	if (ci && (ci->ignored || !role_wanted(ci->role, mode)))
 		return 0;
-	tls_emit(ctx, pid_tgid, ci, buf, (__u32)bytes, dir, inferred, -1);
+	tls_emit(ctx, pid_tgid, ci, buf, (__u32)bytes, dir, inferred, -1, lp);
 	return 0;
 }
 
@@ -311,7 +316,13 @@ int BPF_KPROBE(tls_ssl_read_entry, void *ssl, void *buf)
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_ssl_read_return, long ret)
 {
-	return tls_exit(ctx, TLS_FN_READ, ret);
+	return tls_exit(ctx, TLS_FN_READ, ret, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_read_return_lp, long ret)
+{
+	return tls_exit(ctx, TLS_FN_READ, ret, 1);
 }
 
 SEC("uprobe")
@@ -323,7 +334,13 @@ int BPF_KPROBE(tls_ssl_write_entry, void *ssl, void *buf)
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_ssl_write_return, long ret)
 {
-	return tls_exit(ctx, TLS_FN_WRITE, ret);
+	return tls_exit(ctx, TLS_FN_WRITE, ret, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_write_return_lp, long ret)
+{
+	return tls_exit(ctx, TLS_FN_WRITE, ret, 1);
 }
 
 /* SSL_read_ex(ssl, buf, num, size_t *readbytes) → 1 on success */
@@ -336,7 +353,13 @@ int BPF_KPROBE(tls_ssl_read_ex_entry, void *ssl, void *buf, __u64 num, void *rea
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_ssl_read_ex_return, long ret)
 {
-	return tls_exit(ctx, TLS_FN_READ_EX, ret);
+	return tls_exit(ctx, TLS_FN_READ_EX, ret, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_read_ex_return_lp, long ret)
+{
+	return tls_exit(ctx, TLS_FN_READ_EX, ret, 1);
 }
 
 SEC("uprobe")
@@ -348,7 +371,13 @@ int BPF_KPROBE(tls_ssl_write_ex_entry, void *ssl, void *buf, __u64 num, void *wr
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_ssl_write_ex_return, long ret)
 {
-	return tls_exit(ctx, TLS_FN_WRITE_EX, ret);
+	return tls_exit(ctx, TLS_FN_WRITE_EX, ret, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_ssl_write_ex_return_lp, long ret)
+{
+	return tls_exit(ctx, TLS_FN_WRITE_EX, ret, 1);
 }
 
 /* SSL_free / gnutls_deinit */
@@ -434,7 +463,7 @@ static __always_inline struct conn_info *go_conn(struct pt_regs *regs, __u64 pid
  * all of b or fails, and a failed Write breaks the connection's write side for good: the RET
  * compares n with len(b) and counts a shortfall (CNT_TLS_GO_SHORT_WRITES), whose unsent tail was
  * already emitted. Reads and writes are keyed by goroutine (g is in a fixed register). */
-static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir)
+static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -457,14 +486,14 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir)
 		struct conn_info *ci = go_conn(regs, pid_tgid, o, c.ssl, mode, &fd, &skip);
 		if (skip)
 			return 0;
-		tls_emit(regs, pid_tgid, ci, c.buf, (__u32)len, dir, 0, fd);
+		tls_emit(regs, pid_tgid, ci, c.buf, (__u32)len, dir, 0, fd, lp);
 	}
 	bpf_map_update_elem(&tls_go_calls, &k, &c, BPF_ANY);
 	return 0;
 }
 
 /* At a RET of (*Conn).Read/Write: n in the first result register. */
-static __always_inline int go_ret(struct pt_regs *regs, __u8 fn)
+static __always_inline int go_ret(struct pt_regs *regs, __u8 fn, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -491,32 +520,44 @@ static __always_inline int go_ret(struct pt_regs *regs, __u8 fn)
 	struct conn_info *ci = go_conn(regs, pid_tgid, o, c.ssl, c.mode, &fd, &skip);
 	if (skip)
 		return 0;
-	tls_emit(regs, pid_tgid, ci, c.buf, (__u32)n, c.dir, 0, fd);
+	tls_emit(regs, pid_tgid, ci, c.buf, (__u32)n, c.dir, 0, fd, lp);
 	return 0;
 }
 
 SEC("uprobe")
 int go_tls_read_entry(struct pt_regs *ctx)
 {
-	return go_enter(ctx, TLS_FN_GO_READ, DIR_RECV);
+	return go_enter(ctx, TLS_FN_GO_READ, DIR_RECV, 0);
 }
 
 SEC("uprobe")
 int go_tls_read_ret(struct pt_regs *ctx)
 {
-	return go_ret(ctx, TLS_FN_GO_READ);
+	return go_ret(ctx, TLS_FN_GO_READ, 0);
+}
+
+SEC("uprobe")
+int go_tls_read_ret_lp(struct pt_regs *ctx)
+{
+	return go_ret(ctx, TLS_FN_GO_READ, 1);
 }
 
 SEC("uprobe")
 int go_tls_write_entry(struct pt_regs *ctx)
 {
-	return go_enter(ctx, TLS_FN_GO_WRITE, DIR_SEND);
+	return go_enter(ctx, TLS_FN_GO_WRITE, DIR_SEND, 0);
+}
+
+SEC("uprobe")
+int go_tls_write_entry_lp(struct pt_regs *ctx)
+{
+	return go_enter(ctx, TLS_FN_GO_WRITE, DIR_SEND, 1);
 }
 
 SEC("uprobe")
 int go_tls_write_ret(struct pt_regs *ctx)
 {
-	return go_ret(ctx, TLS_FN_GO_WRITE);
+	return go_ret(ctx, TLS_FN_GO_WRITE, 0);
 }
 
 #endif

@@ -31,6 +31,20 @@ export interface Probe {
   syscall?: string;
   /** optional probes whose attach point is missing are skipped; required ones fail the start */
   optional: boolean;
+  /**
+   * The object's program that runs for this probe when it is not `program`: its loop variant
+   * (`program` + LOOP_VARIANT), chosen by planAttach. `program` stays the probe's name
+   * everywhere else (uprobe targets name it).
+   */
+  loads?: string;
+}
+
+/** Suffix of a program's loop variant: the same probe, copying through bpf_loop (5.17+). */
+export const LOOP_VARIANT = "_lp";
+
+/** The object program that runs for `p`. */
+export function loadedProgram(p: Probe): string {
+  return p.loads ?? p.program;
 }
 
 /**
@@ -72,6 +86,9 @@ export interface PlanEnv {
   flavours: SyscallFlavour[];
   /** whether the probe's attach point exists on this kernel (tracepoint, kernel symbol) */
   exists(p: Probe): boolean;
+  /** load loop variants instead of their programs: the kernel has bpf_loop and the ring buffer
+   * is in use (a variant's copy loop writes to the ring only) */
+  loopVariants?: boolean;
 }
 
 export interface AttachPlan {
@@ -87,8 +104,24 @@ export interface AttachPlan {
   flavour: Record<string, SyscallFlavour>;
 }
 
-export function planAttach(probes: Probe[], env: PlanEnv): AttachPlan {
+export function planAttach(all: Probe[], env: PlanEnv): AttachPlan {
   const plan: AttachPlan = { start: [], uprobes: [], unload: [], skipped: [], flavour: {} };
+  // A program with a loop variant is one probe: the variant is loaded in its place, or never.
+  const names = new Set(all.map((p) => p.program));
+  const probes: Probe[] = [];
+  for (const p of all) {
+    if (p.program.endsWith(LOOP_VARIANT) && names.has(p.program.slice(0, -LOOP_VARIANT.length))) {
+      if (!env.loopVariants) plan.unload.push(p.program);
+      continue;
+    }
+    const variant = p.program + LOOP_VARIANT;
+    if (env.loopVariants && names.has(variant)) {
+      plan.unload.push(p.program);
+      probes.push({ ...p, loads: variant });
+    } else {
+      probes.push(p);
+    }
+  }
   const bySyscall = new Map<string, Probe[]>();
   for (const p of probes) if (p.syscall) bySyscall.set(p.syscall, [...(bySyscall.get(p.syscall) ?? []), p]);
   const unattachable = new Set<Probe>();
@@ -116,7 +149,7 @@ export function planAttach(probes: Probe[], env: PlanEnv): AttachPlan {
         plan.start.push(p);
         continue;
       }
-      plan.unload.push(p.program);
+      plan.unload.push(loadedProgram(p));
       if (unattachable.has(p)) {
         if (!p.optional) throw missing(p);
         plan.skipped.push(p.section);
@@ -124,7 +157,7 @@ export function planAttach(probes: Probe[], env: PlanEnv): AttachPlan {
     } else if (env.exists(p)) {
       plan.start.push(p);
     } else if (p.optional) {
-      plan.unload.push(p.program);
+      plan.unload.push(loadedProgram(p));
       plan.skipped.push(p.section);
     } else {
       throw missing(p);

@@ -54,6 +54,7 @@ const LIBBPF_SYMBOLS = {
   bpf_map__set_key_size: { args: [P, u32], returns: i32 },
   bpf_map__set_value_size: { args: [P, u32], returns: i32 },
   libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
+  libbpf_probe_bpf_helper: { args: [u32, u32, P], returns: i32 },
   perf_buffer__new: { args: [i32, u64, P, P, P, P], returns: P },
   perf_buffer__consume: { args: [P], returns: i32 },
   perf_buffer__free: { args: [P], returns: VOID },
@@ -442,6 +443,11 @@ export function probeUprobe(pmuType: number, path: string, offset: number): numb
 /** 1 when the kernel supports the BPF map type, 0 when not, <0 when it cannot tell. */
 export function probeMapType(type: number): number {
   return b().libbpf_probe_bpf_map_type(type, null);
+}
+
+/** 1 when programs of `progType` may call helper `helper` on this kernel, 0 when not, < 0 on error. */
+export function probeHelper(progType: number, helper: number): number {
+  return b().libbpf_probe_bpf_helper(progType, helper, null);
 }
 
 /**

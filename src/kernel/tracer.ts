@@ -8,7 +8,7 @@ import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import {
   BpfObject, type Link, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
-  pageSize, probeMapType,
+  pageSize, probeHelper, probeMapType,
 } from "./libbpf-ffi.ts";
 import { PerfBufferReader } from "./perfbuf-reader.ts";
 import type { EventSource } from "./event-source.ts";
@@ -16,7 +16,7 @@ import { bpfObjectBytes, libbpfBytes } from "./embedded.ts";
 import { RingBufferReader } from "./ringbuf-reader.ts";
 import { CNT, CONN_INFO, LAYOUT, SYSCALLS } from "./event-layout.ts";
 import { TracerError } from "../errors.ts";
-import { planAttach, probeOf, ProbeLinks, type FileIdentity, type Probe, type SyscallFlavour, type UprobeTarget } from "./attach-plan.ts";
+import { loadedProgram, planAttach, probeOf, ProbeLinks, type FileIdentity, type Probe, type SyscallFlavour, type UprobeTarget } from "./attach-plan.ts";
 import { log } from "../log/log.ts";
 import { ProbeAudit } from "./bpf-audit.ts";
 
@@ -78,6 +78,9 @@ export function ensureTracefs(): string {
 
 const BPF_MAP_TYPE_ARRAY = 2;
 const BPF_MAP_TYPE_RINGBUF = 27;
+const BPF_PROG_TYPE_KPROBE = 2;
+const BPF_PROG_TYPE_TRACEPOINT = 5;
+const BPF_FUNC_loop = 181;
 
 export function kprobesAvailable(tracefs: string | undefined): boolean {
   return existsSync("/sys/bus/event_source/devices/kprobe/type") || (!!tracefs && existsSync(`${tracefs}/kprobe_events`));
@@ -183,7 +186,8 @@ export class KernelTracer {
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
       const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
-      const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p) });
+      const loopVariants = buffer === "ringbuf" && probeHelper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_loop) === 1 && probeHelper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop) === 1;
+      const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p), loopVariants });
       const onKprobes = Object.keys(plan.flavour).filter((sc) => plan.flavour[sc] === "kprobe");
       if (mode === "tracepoints" && onKprobes.length) log.info("syscalls without tracepoints are probed with kprobes", { syscalls: onKprobes });
       for (const name of plan.unload) obj.setAutoload(name, false);
@@ -202,15 +206,15 @@ export class KernelTracer {
       tracer.probes = new ProbeLinks(plan, {
         attach: (p) => {
           const l = t.attachProbe(p);
-          linkInfo.set(l, [p.program, p.section, undefined]);
-          audit.attached(p.program, p.section);
+          linkInfo.set(l, [loadedProgram(p), p.section, undefined]);
+          audit.attached(loadedProgram(p), p.section);
           return l;
         },
         attachUprobe: (p, file, offset) => {
-          const l = obj.attachUprobe(p.program, p.kind === "uretprobe", file, offset);
+          const l = obj.attachUprobe(loadedProgram(p), p.kind === "uretprobe", file, offset);
           const target = `${file}+0x${offset.toString(16)}`;
-          linkInfo.set(l, [p.program, p.section, target]);
-          audit.attached(p.program, p.section, target);
+          linkInfo.set(l, [loadedProgram(p), p.section, target]);
+          audit.attached(loadedProgram(p), p.section, target);
           return l;
         },
         detach: (links, wait) => {
@@ -239,17 +243,18 @@ export class KernelTracer {
   }
 
   private attachProbe(p: Probe): Link {
+    const prog = loadedProgram(p);
     switch (p.kind) {
       case "tracepoint": {
         const at = p.target.indexOf("/");
-        return this.obj.attachTracepoint(p.program, p.target.slice(0, at), p.target.slice(at + 1));
+        return this.obj.attachTracepoint(prog, p.target.slice(0, at), p.target.slice(at + 1));
       }
       case "raw_tracepoint":
-        return this.obj.attachRawTracepoint(p.program, p.target);
+        return this.obj.attachRawTracepoint(prog, p.target);
       case "kprobe":
-        return this.obj.attachKprobe(p.program, false, p.syscall ? syscallSymbol(p.syscall) : p.target);
+        return this.obj.attachKprobe(prog, false, p.syscall ? syscallSymbol(p.syscall) : p.target);
       case "kretprobe":
-        return this.attachKretprobe(p.program, p.syscall ? syscallSymbol(p.syscall) : p.target);
+        return this.attachKretprobe(prog, p.syscall ? syscallSymbol(p.syscall) : p.target);
       default:
         throw new TracerError("INTERNAL", `${p.kind} ${p.program} is attached per file, not at start`);
     }

@@ -212,3 +212,40 @@ describe("ProbeLinks", () => {
     expect(() => links.attachUprobes("/usr/lib/libssl.so.3", [{ program: "tp_exec", offset: 16 }])).toThrow("BPF program tp_exec is not a uprobe program of the object");
   });
 });
+
+describe("loop variants", () => {
+  const WITH_VARIANTS = [
+    ...PROBES,
+    probeOf("tp_exit_read_lp", "tracepoint/syscalls/sys_exit_read"),
+    probeOf("krp_read_lp", "kretsyscall/read"),
+    probeOf("urp_ssl_read_lp", "uretprobe/SSL_read"),
+  ];
+  const variantPlan = (loopVariants: boolean, flavours: SyscallFlavour[] = ["tracepoint", "kprobe"]) =>
+    planAttach(WITH_VARIANTS, { flavours, exists: () => true, loopVariants });
+
+  test("with bpf_loop: the variant is loaded and attached under its program's name; the program is not loaded", () => {
+    const p = variantPlan(true);
+    const read = p.start.find((x) => x.program === "tp_exit_read")!;
+    expect(read.loads).toBe("tp_exit_read_lp");
+    expect(p.start.filter((x) => x.program.endsWith("_lp"))).toEqual([]);
+    expect(p.uprobes.find((x) => x.program === "urp_ssl_read")!.loads).toBe("urp_ssl_read_lp");
+    // the plain programs that have a variant, and the kprobe flavour (its variant, not its plain program)
+    expect(p.unload.sort()).toEqual(["kp_close", "kp_read", "kp_sendmmsg", "krp_read_lp", "krp_sendmmsg", "tp_exit_read", "urp_ssl_read", "krp_read"].sort());
+    // programs without a variant load as themselves
+    expect(p.start.find((x) => x.program === "tp_exit_sendmmsg")!.loads).toBeUndefined();
+  });
+
+  test("without bpf_loop: no variant is loaded, every program runs as itself", () => {
+    const p = variantPlan(false);
+    expect([...p.start, ...p.uprobes].every((x) => x.loads === undefined)).toBe(true);
+    expect(p.unload.filter((n) => n.endsWith("_lp")).sort()).toEqual(["krp_read_lp", "tp_exit_read_lp", "urp_ssl_read_lp"]);
+    expect(programs(p.start)).toEqual(programs(plan(["tracepoint", "kprobe"]).start));
+  });
+
+  test("kprobe flavour with bpf_loop: the kretprobe's variant is attached, the tracepoint's is not loaded", () => {
+    const p = variantPlan(true, ["kprobe"]);
+    expect(p.start.find((x) => x.program === "krp_read")!.loads).toBe("krp_read_lp");
+    expect(p.unload).toContain("tp_exit_read_lp");
+    expect(p.unload).toContain("krp_read");
+  });
+});
