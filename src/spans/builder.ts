@@ -19,19 +19,21 @@ export interface SpanContext {
   toWallNs: (monoNs: bigint) => bigint;
 }
 
-const hex = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** Random bytes drawn 4 KiB at a time: one getRandomValues call per ~170 spans, not two per span. */
+/** Random bytes drawn 4 KiB at a time and hex-encoded once per draw (one getRandomValues and one
+ * native hex encoding per ~170 spans): an id is a substring of the pool's hex, not a
+ * concatenation of byte pairs. */
 const pool = new Uint8Array(4096);
+let poolHex = "";
 let poolAt = pool.length;
 
 export function randomHex(bytes: number): string {
   if (poolAt + bytes > pool.length) {
     crypto.getRandomValues(pool);
+    poolHex = Buffer.from(pool.buffer, pool.byteOffset, pool.length).toString("hex");
     poolAt = 0;
   }
-  let s = "";
-  for (let i = 0; i < bytes; i++) s += hex[pool[poolAt++]!];
+  const s = poolHex.slice(2 * poolAt, 2 * (poolAt + bytes));
+  poolAt += bytes;
   return s;
 }
 

@@ -49,14 +49,18 @@ export function spanToJson(s: Span): Record<string, unknown> {
 }
 
 export function nanosToIso(ns: bigint): string {
-  const sec = ns / 1_000_000_000n;
-  const secN = Number(sec);
-  // spans arrive in time order, many per second: the "YYYY-MM-DDTHH:MM:SS" part is reused
-  if (secN !== isoSec) {
-    isoSec = secN;
-    isoPrefix = new Date(secN * 1000).toISOString().slice(0, 19);
+  // Digits, not BigInt arithmetic (a division and a subtraction per span were 5 % of capture's
+  // profile): the last nine are the fraction, the rest the second. Spans arrive in time order,
+  // many per second: the "YYYY-MM-DDTHH:MM:SS" part is reused while the second is the same.
+  const digits = ns.toString();
+  if (ns < 1_000_000_000n) return "1970-01-01T00:00:00." + (ns < 0n ? "000000000" : digits.padStart(9, "0")) + "Z";
+  const cut = digits.length - 9;
+  const sec = digits.slice(0, cut);
+  if (sec !== isoSec) {
+    isoSec = sec;
+    isoPrefix = new Date(Number(sec) * 1000).toISOString().slice(0, 19);
   }
-  return isoPrefix + "." + Number(ns - sec * 1_000_000_000n).toString().padStart(9, "0") + "Z";
+  return isoPrefix + "." + digits.slice(cut) + "Z";
 }
-let isoSec = NaN;
+let isoSec = "";
 let isoPrefix = "";

@@ -11,6 +11,9 @@ describe("nanosToIso", () => {
     expect(nanosToIso(base + 1_000_000_000n)).toBe("2025-11-27T00:00:01.000000000Z");
     expect(nanosToIso(base + 5n)).toBe("2025-11-27T00:00:00.000000005Z"); // back to an earlier second
     expect(nanosToIso(base + 86_400_000_000_123n)).toBe("2025-11-28T00:00:00.000000123Z");
+    // under one second since the epoch: no second digits at all
+    expect(nanosToIso(42n)).toBe("1970-01-01T00:00:00.000000042Z");
+    expect(nanosToIso(1_000_000_000n)).toBe("1970-01-01T00:00:01.000000000Z");
   });
 
   test("agrees with Date to the millisecond over random times", () => {
@@ -31,6 +34,12 @@ describe("randomHex", () => {
       seen.add(id);
     }
     expect(seen.size).toBe(3000);
+  });
+
+  test("ids taken across a refill are whole: the pool's last bytes, then a new pool", () => {
+    const lens: number[] = [];
+    for (let i = 0; i < 700; i++) lens.push(randomHex(i % 3 === 0 ? 16 : 8).length);
+    expect(lens.every((n, i) => n === (i % 3 === 0 ? 32 : 16))).toBe(true);
   });
 });
 

@@ -184,7 +184,7 @@ function intern(src: Uint8Array, s: number, e: number): string {
 }
 
 function decode(src: Uint8Array, s: number, e: number, utf8: boolean): string {
-  return utf8 ? utf8Slice.call(src, s, e) : latin1Slice.call(src, s, e);
+  return utf8 ? utf8Slice.call(src, s, e) : intern(src, s, e);
 }
 
 const EMPTY = new Uint8Array(0);
@@ -575,7 +575,7 @@ export class Http1Parser {
           if (i - s > METHOD_MAX_LEN) { this.fail("invalid method"); return i; }
           if (i === stop) break;
           if (src[i] !== SP || i === s) { this.fail("invalid method"); return i; }
-          const m = latin1Slice.call(src, s, i);
+          const m = intern(src, s, i);
           if (m === "PRI") { this.http2Preface(); return end; }
           this.method = m;
           this.oddMethod = !HTTP_METHODS.has(m);

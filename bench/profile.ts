@@ -1,0 +1,114 @@
+/**
+ * Where the agent's user-space CPU goes under load: the agent runs from source under Bun's
+ * sampling profiler (`bun --cpu-prof`) while `wrk -t1 -c16` drives a keep-alive Node server it
+ * captures; prints the functions with the most self time (share of samples, file:line) and the
+ * agent's CPU per 1k req/s in that run. The profile file is kept for a closer look (Chrome
+ * DevTools, speedscope).
+ *
+ *   sudo bun bench/profile.ts [--mode capture|run] [--duration 10] [--top 25] [--out DIR]
+ *
+ * capture: `capture --json > /dev/null`; run: OTLP protobuf+gzip over HTTPS to a loopback
+ * receiver. The profiler itself costs a little; compare profiles with each other, and CPU
+ * figures with bench/overhead.ts.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { makeTestCerts } from "../test/support/certs.ts";
+import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
+import { CLK_TCK, cpuTicks } from "./procstat.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const arg = (n: string, d: string): string => {
+  const i = process.argv.indexOf(n);
+  return i >= 0 ? process.argv[i + 1]! : d;
+};
+const MODE = arg("--mode", "capture");
+const DURATION = Number(arg("--duration", "10"));
+const TOP = Number(arg("--top", "25"));
+if (process.getuid?.() !== 0) {
+  console.error("bench/profile.ts needs root (BPF)");
+  process.exit(1);
+}
+const dir = mkdtempSync(join(tmpdir(), "et-profile-"));
+const outDir = resolve(arg("--out", join(dir, "prof")));
+mkdirSync(outDir, { recursive: true });
+const children: Subprocess[] = [];
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
+const port = 18900 + (process.pid % 90);
+const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
+writeFileSync(join(dir, "server.js"), `const http = require("http");
+const body = ${JSON.stringify(body)};
+http.createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); }).listen(${port}, "127.0.0.1");`);
+const server = Bun.spawn(["node", join(dir, "server.js")], { stdout: "ignore", stderr: "inherit" });
+children.push(server);
+for (let i = 0; i < 100; i++) {
+  if (Bun.spawnSync(["curl", "-sf", `http://127.0.0.1:${port}/`]).exitCode === 0) break;
+  await Bun.sleep(50);
+}
+
+let rx: OtlpReceiver | undefined;
+const args = ["capture", "--json", "--pid", String(server.pid)];
+if (MODE === "run") {
+  const certs = makeTestCerts();
+  rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
+  writeFileSync(join(dir, "run.yaml"), [
+    "exporter: otlp",
+    "admin: { enabled: false }",
+    `targets: [{ pid: ${server.pid} }]`,
+    `spool: { path: ${join(dir, "spool")} }`,
+    `agent_config: { ca_cert_file: ${certs.ca.cert}, reporting: { endpoint: "https://127.0.0.1:${rx.port}" } }`,
+  ].join("\n") + "\n");
+  args.splice(0, args.length, "run", "-c", join(dir, "run.yaml"));
+}
+// The profiler samples by signalling the JS thread, and a signal pending during BPF verification
+// fails the load (EAGAIN; libbpf retries a few times): a sampling interval well above one
+// program's verification time.
+const agent = Bun.spawn(["bun", "--cpu-prof", "--cpu-prof-interval", arg("--interval-us", "5000"), "--cpu-prof-dir", outDir, join(ROOT, "src/cli/main.ts"), ...args], {
+  stdout: "ignore", stderr: "pipe",
+});
+children.push(agent);
+let err = "";
+(async () => {
+  for await (const c of agent.stderr) err += new TextDecoder().decode(c);
+})();
+for (let i = 0; i < 300 && !/capturing|capture started/.test(err); i++) await Bun.sleep(50);
+if (!/capturing|capture started/.test(err)) throw new Error(`agent did not start: ${err}`);
+
+const t0 = cpuTicks(agent.pid);
+const w = Bun.spawnSync(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${port}/`], { stdout: "pipe" });
+const ticks = cpuTicks(agent.pid) - t0;
+const out = w.stdout.toString();
+const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+agent.kill("SIGINT");
+await agent.exited;
+rx?.close();
+
+const file = readdirSync(outDir).filter((f) => f.endsWith(".cpuprofile")).map((f) => join(outDir, f)).sort().pop();
+if (!file) throw new Error(`no profile written in ${outDir}`);
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; }
+const prof = JSON.parse(readFileSync(file, "utf8")) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+const self = new Map<string, number>();
+let total = 0;
+for (let i = 0; i < prof.samples.length; i++) {
+  const n = byId.get(prof.samples[i]!)!;
+  const dt = prof.timeDeltas[i + 1] ?? prof.timeDeltas[i] ?? 0;
+  const f = n.callFrame;
+  const where = f.url ? `${f.url.replace(ROOT + "/", "")}:${f.lineNumber + 1}` : "";
+  const key = `${f.functionName || "(anonymous)"} ${where}`.trim();
+  self.set(key, (self.get(key) ?? 0) + dt);
+  total += dt;
+}
+const cpuPct = (ticks / CLK_TCK / DURATION) * 100;
+console.log(`mode ${MODE}: ${rps.toFixed(0)} req/s under wrk -t1 -c16 for ${DURATION}s; agent ${cpuPct.toFixed(1)} % of a core = ${(cpuPct / (rps / 1000)).toFixed(2)} % per 1k req/s (with the profiler)`);
+console.log(`profile: ${file}`);
+console.log("self time, top entries:");
+for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
+  console.log(`  ${((v / total) * 100).toFixed(1).padStart(5)} %  ${k}`);
+}
+if (!process.argv.includes("--out")) rmSync(dir, { recursive: true, force: true });
