@@ -4,7 +4,7 @@
  * optional safety-net rescan every proc_fs_scan_period_in_sec (0 = never). Every decision is
  * logged once per process.
  */
-import { descendants, listeningPortsByPid, readProc, scanProcs, type ProcInfo } from "./procfs.ts";
+import { descendants, listeningPortsByPid, listPids, readProc, scanProcs, type ProcInfo } from "./procfs.ts";
 import { CGROUP_ROOT, CgroupPaths, cgroupId, isCgroupV2, walkCgroups, containerIdOf, systemdUnitOf } from "./cgroups.ts";
 import { decide, kernelNeeds, serviceNameFor, baseName, type ProcessFacts, type Rules, type Decision } from "./rules.ts";
 import { modeBits, modeName } from "./modes.ts";
@@ -174,12 +174,20 @@ export class Selector {
    */
   private adoptLateChildren(desired: Map<number, { mode: number; d: Decision; facts: ProcessFacts }>, scanned: Set<number>): void {
     for (let round = 0; round < 3; round++) {
-      const procs = scanProcs(this.procRoot);
+      // only the processes that appeared since the last look are read
+      const procs: ProcInfo[] = [];
+      for (const pid of listPids(this.procRoot)) {
+        if (scanned.has(pid)) continue;
+        scanned.add(pid);
+        const p = readProc(pid, this.procRoot);
+        if (p) procs.push(p);
+      }
+      if (procs.length === 0) return;
       const current = this.maps.pids();
       const roots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
       let adopted = 0;
       for (const p of descendants(roots, procs)) {
-        if (scanned.has(p.pid) || desired.has(p.pid) || current.has(p.pid)) continue;
+        if (desired.has(p.pid) || current.has(p.pid)) continue;
         const parent = desired.get(p.ppid);
         if (!parent || parent.mode === 0) continue;
         const facts = factsOf(p, []);
