@@ -37,6 +37,26 @@ export function randomHex(bytes: number): string {
   return s;
 }
 
+/**
+ * One frozen resource object per process (while its service name, host, environment and
+ * executable name stay the same): a process's spans share it, so exporters group them by
+ * identity instead of building a key from the contents of a new object per span. Frozen because
+ * it is shared: nothing may write to a span's resource. Held weakly by the process's details.
+ */
+const resources = new WeakMap<object, Attributes>();
+function resourceOf(proc: ProcessDetails, serviceName: string, ctx: SpanContext, exeName: string): Attributes {
+  let r = resources.get(proc);
+  if (r && r["service.name"] === serviceName && r["host.name"] === ctx.hostName && r["process.executable.name"] === exeName &&
+    r["process.pid"] === proc.pid && (r["deployment.environment"] ?? "") === ctx.environment) return r;
+  r = { "service.name": serviceName, "host.name": ctx.hostName };
+  if (ctx.environment) r["deployment.environment"] = ctx.environment;
+  r["process.pid"] = proc.pid;
+  r["process.executable.name"] = exeName;
+  Object.freeze(r);
+  resources.set(proc, r);
+  return r;
+}
+
 /** W3C traceparent "00-<trace>-<span>-<flags>" → ids, when valid. */
 export function parseTraceparent(v: string | undefined): { traceId: string; parentId: string } | undefined {
   if (!v) return undefined;
@@ -111,10 +131,7 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
   const tp = parseTraceparent(x.traceparent);
   const unitService = proc.systemdUnit?.endsWith(".service") ? proc.systemdUnit.slice(0, -8) : undefined;
   const serviceName = proc.serviceName || ctx.serviceName || unitService || proc.name || conn.comm || "unknown";
-  const resource: Attributes = { "service.name": serviceName, "host.name": ctx.hostName };
-  if (ctx.environment) resource["deployment.environment"] = ctx.environment;
-  resource["process.pid"] = proc.pid;
-  resource["process.executable.name"] = attrs["process.executable.name"]!;
+  const resource = resourceOf(proc, serviceName, ctx, String(attrs["process.executable.name"]));
   return {
     traceId: tp?.traceId ?? randomHex(16),
     spanId: randomHex(8),
