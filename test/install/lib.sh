@@ -102,12 +102,14 @@ boot() {
     done
     sleep 0.2
   done
-  # systemctl answers nothing until the container's manager listens on its bus (an early
-  # nsenter can come before that): ask again until it says something, within the deadline.
+  # Until the container's manager listens on its bus, systemctl answers nothing or "offline"
+  # (an early nsenter can come before that; both seen in CI): ask again until the boot is
+  # done (--wait covers "initializing"/"starting"), within the deadline.
   local state="" until=$((SECONDS + 60))
-  while [[ -z $state ]] && ((SECONDS < until)); do
+  while ((SECONDS < until)); do
     state=$(timeout 60 nsenter -t "$LEADER" -a -- systemctl is-system-running --wait 2>/dev/null || true)
-    [[ -n $state ]] || sleep 0.5
+    [[ $state == running || $state == degraded ]] && break
+    sleep 0.5
   done
   [[ $state == running || $state == degraded ]] || fatal "container did not boot: is-system-running says '$state'"
   log "container up (leader pid $LEADER, state $state)"
