@@ -28,6 +28,7 @@ import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { bpfStats } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
+import { runConfigYaml } from "./run-config.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const arg = (n: string, d: string): string => {
@@ -146,19 +147,7 @@ const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs
 /** The `run` config selecting `pid` (and its children). */
 function runConfig(pid: number): string {
   const path = join(dir, `run-${pid}.yaml`);
-  writeFileSync(path, [
-    `agent_config:`,
-    `  ca_cert_file: ${certs.ca.cert}`,
-    `  reporting:`,
-    `    endpoint: ${rx.endpoint}`,
-    `capture:`,
-    `  pids: [${pid}]`,
-    `spool:`,
-    `  path: ${join(dir, "spool")}`,
-    `stats_interval: 1s`,
-    `logging:`,
-    `  level: info`,
-  ].join("\n"));
+  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
   return path;
 }
 const capCfg = join(dir, "capture.yaml");

@@ -14,9 +14,10 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
+import { startNode } from "../test/support/servers.ts";
+import { runConfigYaml } from "./run-config.ts";
 import { CLK_TCK, cpuTicks } from "./procstat.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -34,35 +35,25 @@ if (process.getuid?.() !== 0) {
 const dir = mkdtempSync(join(tmpdir(), "et-profile-"));
 const outDir = resolve(arg("--out", join(dir, "prof")));
 mkdirSync(outDir, { recursive: true });
-const children: Subprocess[] = [];
-process.on("exit", () => {
-  for (const c of children) c.kill("SIGKILL");
-});
 
-const port = 18900 + (process.pid % 90);
 const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
-writeFileSync(join(dir, "server.js"), `const http = require("http");
-const body = ${JSON.stringify(body)};
-http.createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); }).listen(${port}, "127.0.0.1");`);
-const server = Bun.spawn(["node", join(dir, "server.js")], { stdout: "ignore", stderr: "inherit" });
-children.push(server);
-for (let i = 0; i < 100; i++) {
-  if (Bun.spawnSync(["curl", "-sf", `http://127.0.0.1:${port}/`]).exitCode === 0) break;
-  await Bun.sleep(50);
-}
+const server = await startNode(`const body = ${JSON.stringify(body)};
+require("http").createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); })
+  .listen(Number(process.env.PORT), process.env.HOST);`);
+process.on("exit", () => {
+  try {
+    process.kill(server.pid, "SIGKILL");
+  } catch {
+    /* stopped already */
+  }
+});
 
 let rx: OtlpReceiver | undefined;
 const args = ["capture", "--json", "--pid", String(server.pid)];
 if (MODE === "run") {
   const certs = makeTestCerts();
   rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
-  writeFileSync(join(dir, "run.yaml"), [
-    "exporter: otlp",
-    "admin: { enabled: false }",
-    `targets: [{ pid: ${server.pid} }]`,
-    `spool: { path: ${join(dir, "spool")} }`,
-    `agent_config: { ca_cert_file: ${certs.ca.cert}, reporting: { endpoint: "https://127.0.0.1:${rx.port}" } }`,
-  ].join("\n") + "\n");
+  writeFileSync(join(dir, "run.yaml"), runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
   args.splice(0, args.length, "run", "-c", join(dir, "run.yaml"));
 }
 // The profiler samples by signalling the JS thread, and a signal pending during BPF verification
@@ -71,7 +62,7 @@ if (MODE === "run") {
 const agent = Bun.spawn(["bun", "--cpu-prof", "--cpu-prof-interval", arg("--interval-us", "5000"), "--cpu-prof-dir", outDir, join(ROOT, "src/cli/main.ts"), ...args], {
   stdout: "ignore", stderr: "pipe",
 });
-children.push(agent);
+process.on("exit", () => agent.kill("SIGKILL"));
 let err = "";
 (async () => {
   for await (const c of agent.stderr) err += new TextDecoder().decode(c);
@@ -80,13 +71,14 @@ for (let i = 0; i < 300 && !/capturing|capture started/.test(err); i++) await Bu
 if (!/capturing|capture started/.test(err)) throw new Error(`agent did not start: ${err}`);
 
 const t0 = cpuTicks(agent.pid);
-const w = Bun.spawnSync(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${port}/`], { stdout: "pipe" });
+const w = Bun.spawnSync(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${server.port}/`], { stdout: "pipe" });
 const ticks = cpuTicks(agent.pid) - t0;
 const out = w.stdout.toString();
 const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
 agent.kill("SIGINT");
 await agent.exited;
 rx?.close();
+await server.stop();
 
 const file = readdirSync(outDir).filter((f) => f.endsWith(".cpuprofile")).map((f) => join(outDir, f)).sort().pop();
 if (!file) throw new Error(`no profile written in ${outDir}`);

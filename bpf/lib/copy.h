@@ -1,7 +1,7 @@
 /* The payload path shared by every data source: advance a connection's stream in one layer and
  * direction, apply the connection's flags (no copy, TLS ciphertext), and copy what the per-call
- * cap allows into DATA_CHUNK-sized data events. Syscall exits call stream_bytes() with the shape
- * of their arguments; a uprobe on a TLS library calls tls_layer_bytes() and emit_data() with the
+ * cap allows into DATA_CHUNK-sized data events. Syscall exits call socket_bytes() with the shape
+ * of their arguments; a uprobe on a TLS library calls stream_advance() and emit_data() with the
  * plaintext. */
 #ifndef EBPF_TRACER_COPY_H
 #define EBPF_TRACER_COPY_H
@@ -199,6 +199,20 @@ static long walk_step_cb(__u32 i, void *unused)
 	return s && walk_step_do(NULL, s, 1) ? 0 : 1;
 }
 
+/* Up to MAX_STEPS steps until one returns 0: through bpf_loop and callback `cb` in a loop variant
+ * (`lp`), else a bounded loop calling `step`. */
+#define RUN_STEPS(lp, step, cb)                                 \
+	do {                                                    \
+		if (lp) {                                       \
+			bpf_loop(MAX_STEPS, cb, NULL, 0);       \
+		} else {                                        \
+			for (int i = 0; i < MAX_STEPS; i++) {   \
+				if (!(step))                    \
+					break;                  \
+			}                                       \
+		}                                               \
+	} while (0)
+
 /* A writev/readv of at most FAST_IOV segments whose copied bytes fit one chunk (an HTTP
  * response head and body, most small calls): the iovec array in one user read, then one copy
  * per segment, no walk steps. Stops at the first unreadable segment: a prefix, as the walk. The
@@ -330,23 +344,11 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, __u64
 			w->done = n;
 		}
 	} else if (src->kind == IO_BUF) {
-		if (lp) {
-			bpf_loop(MAX_STEPS, buf_step_cb, NULL, 0);
-		} else {
-			for (int i = 0; i < MAX_STEPS; i++) {
-				if (!buf_step(ctx, s))
-					break;
-			}
-		}
+		RUN_STEPS(lp, buf_step(ctx, s), buf_step_cb);
 	} else if (src->kind == IO_IOV && w->want <= DATA_CHUNK && src->cnt && src->cnt <= FAST_IOV) {
 		copy_iov_fast(s, src->buf, src->cnt);
-	} else if (lp) {
-		bpf_loop(MAX_STEPS, walk_step_cb, NULL, 0);
 	} else {
-		for (int i = 0; i < MAX_STEPS; i++) {
-			if (!walk_step(ctx, s))
-				break;
-		}
+		RUN_STEPS(lp, walk_step(ctx, s), walk_step_cb);
 	}
 	__u32 off = w->off;
 	__u32 done = w->done;
@@ -364,63 +366,56 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, __u64
 	output(ctx, ev, size);
 }
 
-/* `total` bytes moved on connection `ci` in (`layer`, `dir`) by the call described by `src`:
- * advances the stream and emits what the connection's flags allow.
- *  - CONN_F_NOCOPY: nothing is emitted; the close event carries the final positions (a
- *    connection the kernel already marked TLS counts its ciphertext as TLS-skipped instead).
- *  - socket layer of a TLS connection (CONN_F_TLS, or first bytes that are a TLS record): the
- *    ciphertext is counted, never copied; the call that detects it emits one zero-length event
- *    with DATA_FLAG_TLS, later calls emit nothing. `ciphertext`: the caller knows the bytes are
- *    TLS records (a socket syscall made inside a probed TLS call), whatever their position.
- *  `data_flags`: DATA_FLAG_* added to the last chunk (DATA_FLAG_TLS_INFERRED from uprobes). */
-static __always_inline void stream_bytes(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
-					 __u8 sys, __u8 dir, __u8 layer, __u32 total, __u8 ciphertext, __u8 data_flags, const int lp)
+/* Advances connection `ci`'s stream in (`layer`, `dir`) by `total` bytes; *pos gets their
+ * position, *flags the connection's flags. Returns whether they may be copied: not when user
+ * space set CONN_F_NOCOPY (counted; the close event carries the final positions) or, on the
+ * socket layer, when the kernel already marked the connection TLS (ciphertext, counted before
+ * the conn_ctl lookup: every socket syscall of a TLS connection comes here, also under NOCOPY).
+ * Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
+ * writing one socket at the same instant could then see the same position; their bytes
+ * interleave on the wire anyway, so such a stream is not parseable either way. */
+static __always_inline int stream_advance(struct conn_info *ci, __u8 layer, __u8 dir, __u32 total, __u64 *pos, __u32 *flags)
 {
-	/* Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
-	 * writing one socket at the same instant could then see the same position; their bytes
-	 * interleave on the wire anyway, so such a stream is not parseable either way. */
 	__u64 *posp = &ci->pos[layer & 1][dir & 1];
-	__u64 pos = *posp;
+	*pos = *posp;
 	__sync_fetch_and_add(posp, (__u64)total);
-	/* Ciphertext of a connection the kernel knows is TLS: counted before the conn_ctl lookup
-	 * (every socket syscall of a TLS connection comes here), also when user space set NOCOPY. */
 	if (layer == LAYER_SOCKET && (ci->flags & CONN_F_TLS)) {
 		count(CNT_TLS_SKIPPED_BYTES, total);
-		return;
+		return 0;
 	}
-	__u32 flags = conn_flags(ci);
-	if (flags & CONN_F_NOCOPY) {
+	*flags = conn_flags(ci);
+	if (*flags & CONN_F_NOCOPY) {
 		count(CNT_NOCOPY_BYTES, total);
-		return;
-	}
-	if (layer == LAYER_SOCKET) {
-		if (flags & CONN_F_TLS) {
-			count(CNT_TLS_SKIPPED_BYTES, total);
-			return;
-		}
-		if (ciphertext || (pos == 0 && looks_like_tls(src, total))) {
-			ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
-			count(CNT_TLS_SKIPPED_BYTES, total);
-			emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, layer, pos, total, DATA_FLAG_TLS, lp);
-			return;
-		}
-	}
-	emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, layer, pos, total, data_flags, lp);
-}
-
-/* For uprobes on TLS libraries: `len` plaintext bytes moved in `dir` on connection `ci`'s TLS
- * layer. Advances that stream; *pos gets the bytes' position. 0 when the connection's payload
- * is not to be copied (NOCOPY, counted). The caller emits with emit_data(). */
-static __always_inline int tls_layer_bytes(struct conn_info *ci, __u8 dir, __u32 len, __u64 *pos)
-{
-	__u64 *posp = &ci->pos[LAYER_TLS][dir & 1];
-	*pos = *posp;
-	__sync_fetch_and_add(posp, (__u64)len);
-	if (conn_flags(ci) & CONN_F_NOCOPY) {
-		count(CNT_NOCOPY_BYTES, len);
 		return 0;
 	}
 	return 1;
+}
+
+/* `total` bytes moved on the socket of connection `ci` in `dir` by the call described by `src`:
+ * advances the socket-layer stream and emits what the connection's flags allow (stream_advance).
+ * A TLS connection (CONN_F_TLS, or first bytes that are a TLS record): the ciphertext is
+ * counted, never copied; the call that detects it emits one zero-length event with
+ * DATA_FLAG_TLS, later calls emit nothing. `ciphertext`: the caller knows the bytes are TLS
+ * records (a socket syscall made inside a probed TLS call), whatever their position. TLS
+ * plaintext from uprobes takes stream_advance() on LAYER_TLS and emit_data() (tls_emit). */
+static __always_inline void socket_bytes(void *ctx, const struct io_src *src, struct conn_info *ci, __u64 pid_tgid, int fd,
+					 __u8 sys, __u8 dir, __u32 total, __u8 ciphertext, const int lp)
+{
+	__u64 pos = 0;
+	__u32 flags = 0;
+	if (!stream_advance(ci, LAYER_SOCKET, dir, total, &pos, &flags))
+		return;
+	if (flags & CONN_F_TLS) {
+		count(CNT_TLS_SKIPPED_BYTES, total);
+		return;
+	}
+	if (ciphertext || (pos == 0 && looks_like_tls(src, total))) {
+		ci->flags |= CONN_F_TLS; /* the kernel is this word's only writer */
+		count(CNT_TLS_SKIPPED_BYTES, total);
+		emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, LAYER_SOCKET, pos, total, DATA_FLAG_TLS, lp);
+		return;
+	}
+	emit_data(ctx, src, ci->id, ci->role, pid_tgid, fd, sys, dir, LAYER_SOCKET, pos, total, 0, lp);
 }
 
 #endif

@@ -47,23 +47,28 @@ static __always_inline __u8 selected_mode(__u32 tgid)
 	return s->capture_all_mode;
 }
 
+/* One record into the ring buffer; the helper's result. Records wake the reader only once more
+ * than the settings' threshold is unread: the reader polls every few ms, and a wakeup per record
+ * cost ~8 µs on the traced process. */
+static __always_inline long ringbuf_write(struct settings *s, void *data, __u64 size)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
+		flags = BPF_RB_FORCE_WAKEUP;
+	return bpf_ringbuf_output(&events, data, size, flags);
+}
+
 /* Writes one record to user space: the ring buffer when the kernel has one (decided at load by
  * CO-RE, so older kernels never see the ring-buffer helpers) and perf is not forced, else this
- * CPU's perf buffer. Ring-buffer records wake the reader only once a quarter of the ring is
- * unread: the reader polls every few ms, and a wakeup per record cost ~8 µs on the traced
- * process. */
+ * CPU's perf buffer. */
 static __always_inline void output(void *ctx, void *data, __u64 size)
 {
 	struct settings *s = settings();
 	long r;
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf)) {
-		__u64 flags = BPF_RB_NO_WAKEUP;
-		if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
-			flags = BPF_RB_FORCE_WAKEUP;
-		r = bpf_ringbuf_output(&events, data, size, flags);
-	} else {
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf))
+		r = ringbuf_write(s, data, size);
+	else
 		r = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
-	}
 	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
@@ -72,12 +77,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size)
  * bpf_loop (5.17+, so ring buffers too) and the ring buffer is in use. */
 static __always_inline void output_rb(void *data, __u64 size)
 {
-	struct settings *s = settings();
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
-		flags = BPF_RB_FORCE_WAKEUP;
-	long r = bpf_ringbuf_output(&events, data, size, flags);
-	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
+	count(ringbuf_write(settings(), data, size) == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
 static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)

@@ -153,7 +153,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret, c
 	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci);
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
-	stream_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, LAYER_SOCKET, (__u32)total, ciphertext, 0, lp);
+	socket_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, (__u32)total, ciphertext, lp);
 	return 0;
 }
 

@@ -207,7 +207,8 @@ static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info
 	__u64 id = 0, pos = 0;
 	__u8 role = 0, flags = DATA_FLAG_TLS_INFERRED;
 	if (ci) {
-		if (!tls_layer_bytes(ci, dir, total, &pos))
+		__u32 cflags = 0;
+		if (!stream_advance(ci, LAYER_TLS, dir, total, &pos, &cflags))
 			return;
 		id = ci->id;
 		role = ci->role;

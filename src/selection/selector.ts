@@ -13,6 +13,9 @@ import type { ProcessRegistry } from "./process-registry.ts";
 import { log } from "../log/log.ts";
 
 /** Kernel filter operations the selector uses (KernelTracer implements them). */
+/** What the selection wants for one process: its mode (0 = written as excluded) and why. */
+type Wanted = { mode: number; d: Decision; facts: ProcessFacts };
+
 export interface SelectorMaps {
   setPid(tgid: number, mode: number): number;
   deletePid(tgid: number): number;
@@ -134,7 +137,7 @@ export class Selector {
   private applyPids(rules: Rules, withPorts: boolean): void {
     const ports = withPorts || rules.targets.some((t) => t.needsPorts) ? listeningPortsByPid(this.procRoot) : new Map<number, number[]>();
     const procs = scanProcs(this.procRoot);
-    const desired = new Map<number, { mode: number; d: Decision; facts: ProcessFacts }>();
+    const desired = new Map<number, Wanted>();
     const writeExcluded = !!rules.captureAll || this.cgroups.size > 0;
     for (const p of procs) {
       const facts = factsOf(p, ports.get(p.pid) ?? []);
@@ -142,13 +145,7 @@ export class Selector {
       if (d.selected) desired.set(p.pid, { mode: modeBits(d.mode!), d, facts });
       else if (d.excluded && writeExcluded) desired.set(p.pid, { mode: 0, d, facts });
     }
-    // Children of selected processes follow their parent, as they would have at fork.
-    const selectedRoots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
-    for (const p of descendants(selectedRoots, procs)) {
-      const parent = desired.get(p.ppid);
-      if (desired.has(p.pid) || !parent || parent.mode === 0) continue;
-      desired.set(p.pid, { mode: parent.mode, d: parent.d, facts: factsOf(p, []) });
-    }
+    this.inheritParents(desired, procs);
     const scanned = new Set(procs.map((p) => p.pid));
     const current = this.maps.pids();
     for (const [pid, mode] of current) {
@@ -158,23 +155,43 @@ export class Selector {
         if (mode) this.logRemoved(pid, "no longer selected");
       }
     }
-    for (const [pid, { mode, d, facts }] of desired) {
+    this.writePids(desired, desired.keys(), current);
+    this.adoptLateChildren(desired, scanned);
+  }
+
+  /** Children of selected processes among `procs` follow their parent, as they would have at
+   * fork: added to `desired` (except those `skip` names), parents before children. Returns them. */
+  private inheritParents(desired: Map<number, Wanted>, procs: ProcInfo[], skip?: (pid: number) => boolean): number[] {
+    const added: number[] = [];
+    const roots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
+    for (const p of descendants(roots, procs)) {
+      const parent = desired.get(p.ppid);
+      if (desired.has(p.pid) || !parent || parent.mode === 0 || skip?.(p.pid)) continue;
+      desired.set(p.pid, { mode: parent.mode, d: parent.d, facts: factsOf(p, []) });
+      added.push(p.pid);
+    }
+    return added;
+  }
+
+  /** Writes the `pids` of `desired` whose kernel entry differs from `current`; logs the selected. */
+  private writePids(desired: Map<number, Wanted>, pids: Iterable<number>, current: Map<number, number>): void {
+    for (const pid of pids) {
+      const { mode, d, facts } = desired.get(pid)!;
       if (current.get(pid) !== mode && !this.setPid(pid, mode)) continue;
       if (mode) this.logAdded(pid, facts, d, mode);
     }
-    this.adoptLateChildren(desired, scanned);
   }
 
   /**
    * A child forked after the scan but before its parent was written to the kernel map was
    * neither in the scan nor selected by the fork probe (the parent was not selected yet when it
    * forked): nginx forking its workers while the agent starts. Every fork after a parent's
-   * write is the kernel's, so scanning again after the writes finds the rest; children written
-   * here may themselves have forked meanwhile, hence a few rounds.
+   * write is the kernel's (those are left to their fork events), so looking again after the
+   * writes finds the rest; children written here may themselves have forked meanwhile, hence a
+   * few rounds. Only the processes that appeared since the last look are read.
    */
-  private adoptLateChildren(desired: Map<number, { mode: number; d: Decision; facts: ProcessFacts }>, scanned: Set<number>): void {
+  private adoptLateChildren(desired: Map<number, Wanted>, scanned: Set<number>): void {
     for (let round = 0; round < 3; round++) {
-      // only the processes that appeared since the last look are read
       const procs: ProcInfo[] = [];
       for (const pid of listPids(this.procRoot)) {
         if (scanned.has(pid)) continue;
@@ -182,21 +199,11 @@ export class Selector {
         const p = readProc(pid, this.procRoot);
         if (p) procs.push(p);
       }
-      if (procs.length === 0) return;
-      const current = this.maps.pids();
-      const roots = [...desired].filter(([, v]) => v.mode !== 0).map(([pid]) => pid);
-      let adopted = 0;
-      for (const p of descendants(roots, procs)) {
-        if (desired.has(p.pid) || current.has(p.pid)) continue;
-        const parent = desired.get(p.ppid);
-        if (!parent || parent.mode === 0) continue;
-        const facts = factsOf(p, []);
-        desired.set(p.pid, { mode: parent.mode, d: parent.d, facts });
-        if (!this.setPid(p.pid, parent.mode)) continue;
-        this.logAdded(p.pid, facts, parent.d, parent.mode);
-        adopted++;
-      }
-      if (adopted === 0) return;
+      let current: Map<number, number> | undefined;
+      const kernel = () => (current ??= this.maps.pids());
+      const added = this.inheritParents(desired, procs, (pid) => kernel().has(pid));
+      if (added.length === 0) return;
+      this.writePids(desired, added, kernel());
     }
   }
 

@@ -26,6 +26,16 @@ if (SKIP) console.warn(`test/root/syscall-edges.test.ts skipped: ${SKIP}`);
 const c = new Cleanups();
 afterEach(() => c.run());
 
+/** A Python server from test/fixtures/servers/ on a fresh port, and a capture of it. */
+async function capturedFixture(script: string): Promise<{ p: number; t: TracerProcess }> {
+  const p = port();
+  const srv = Bun.spawn(["/usr/bin/python3", resolve(ROOT, "test/fixtures/servers", script), String(p)], { stdout: "ignore", stderr: "pipe" });
+  c.add(srv, (x) => x.kill("SIGKILL"));
+  await waitForPort(p);
+  const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--log-level", "info"]), (x) => x.stop());
+  return { p, t };
+}
+
 function byPath(spans: SpanJson[]): Record<string, SpanJson> {
   return Object.fromEntries(spans.map((s) => [String(s.attributes["url.path"]), s]));
 }
@@ -66,11 +76,7 @@ describe.skipIf(!!SKIP)("sendmmsg / recvmmsg", () => {
 
 describe.skipIf(!!SKIP)("readv / writev", () => {
   test("requests read with readv into small buffers, responses written with writev of 3, 8 and 12 segments and one past a chunk: every body exact", async () => {
-    const p = port();
-    const srv = Bun.spawn(["/usr/bin/python3", resolve(ROOT, "test/fixtures/servers/iov-server.py"), String(p)], { stdout: "ignore", stderr: "pipe" });
-    c.add(srv, (x) => x.kill("SIGKILL"));
-    await waitForPort(p);
-    const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--log-level", "info"]), (x) => x.stop());
+    const { p, t } = await capturedFixture("iov-server.py");
     const paths = ["/few", "/eight", "/many", "/big", "/few"];
     const digits = (n: number) => Array.from({ length: n }, (_, i) => String(i % 10)).join("");
     const want: Record<string, string> = { "/few": digits(5), "/eight": digits(40), "/many": digits(60), "/big": digits(20000) };
@@ -90,11 +96,7 @@ describe.skipIf(!!SKIP)("readv / writev", () => {
 
 describe.skipIf(!!SKIP)("MSG_PEEK", () => {
   test("a server that peeks (recv and recvmsg) before each read: one span per request, no bytes twice", async () => {
-    const p = port();
-    const srv = Bun.spawn(["/usr/bin/python3", resolve(ROOT, "test/fixtures/servers/peek-server.py"), String(p)], { stdout: "ignore", stderr: "pipe" });
-    c.add(srv, (x) => x.kill("SIGKILL"));
-    await waitForPort(p);
-    const t = c.add(await TracerProcess.capture(["--pid", String(srv.pid), "--log-level", "info"]), (x) => x.stop());
+    const { p, t } = await capturedFixture("peek-server.py");
     const urls = ["/one", "/two?a=b", "/three", "/four"].map((u) => `http://127.0.0.1:${p}${u}`);
     const r = curlOk(urls);
     expect(r.stdout).toBe("you asked for /oneyou asked for /two?a=byou asked for /threeyou asked for /four");

@@ -83,6 +83,29 @@ export async function startNode(script: string, host = "127.0.0.1"): Promise<Ser
   return wrap(proc, p, dir);
 }
 
+/**
+ * An nginx configuration with a private prefix `dir` (the caller makes `dir/logs`): in the
+ * foreground, no access log, every pid/log/temp path inside `dir`; `http` lines (directives,
+ * server blocks) go inside http{}. The tests' servers and the live benchmarks use it.
+ */
+export function nginxConf(dir: string, http: string[], opts: { workers?: number; connections?: number } = {}): string {
+  return `worker_processes ${opts.workers ?? 1};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/logs/error.log;
+events { worker_connections ${opts.connections ?? 1024}; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+${http.map((l) => `  ${l}`).join("\n")}
+}
+`;
+}
+
 /** nginx (Debian's) in the foreground with a private prefix; `serverBlock` goes inside http{}. */
 export async function startNginx(serverBlock: (port: number, dir: string) => string, workers = 1): Promise<Server> {
   const p = port();
@@ -92,23 +115,11 @@ export async function startNginx(serverBlock: (port: number, dir: string) => str
   mkdirSync(join(dir, "logs"));
   writeFileSync(join(dir, "www", "index.html"), "<h1>hello</h1>\n");
   writeFileSync(join(dir, "www", "data.json"), JSON.stringify({ items: [1, 2, 3] }));
-  const conf = `worker_processes ${workers};
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  default_type application/octet-stream;
-  types { text/html html; application/json json; }
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  ${serverBlock(p, dir)}
-}
-`;
+  const conf = nginxConf(dir, [
+    "default_type application/octet-stream;",
+    "types { text/html html; application/json json; }",
+    serverBlock(p, dir),
+  ], { workers, connections: 1024 });
   writeFileSync(join(dir, "nginx.conf"), conf);
   const proc = Bun.spawn(["/usr/sbin/nginx", "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "inherit" });
   await waitForPort(p, serverBlock(p, dir).includes("[::1]") ? "::1" : "127.0.0.1");
