@@ -152,7 +152,7 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 	}
 	if (m) {
 		mode = *m;
-		bpf_map_update_elem(&selected_pids, &tgid, &mode, BPF_ANY);
+		pid_set(tgid, mode, BPF_ANY);
 		selected = 1;
 	} else {
 		m = bpf_map_lookup_elem(&selected_pids, &tgid);
@@ -212,7 +212,7 @@ int rtp_fork(struct bpf_raw_tracepoint_args *ctx)
 	if (!m)
 		return 0;
 	__u8 mode = *m;
-	bpf_map_update_elem(&selected_pids, &child_tgid, &mode, BPF_ANY);
+	pid_set(child_tgid, mode, BPF_ANY);
 	/* TLS probing follows the fork too (nginx workers): user space learns of the child from the
 	 * fork event, which may come after its first TLS call. */
 	__u8 *tls = bpf_map_lookup_elem(&tls_procs, &parent_tgid);
@@ -239,7 +239,7 @@ int tp_exit(void *ctx)
 	if (!m)
 		return 0;
 	__u8 mode = *m;
-	bpf_map_delete_elem(&selected_pids, &tgid);
+	pid_forget(tgid);
 	if (!mode)
 		return 0;
 	struct process_event *e = proc_event(EV_PROC_EXIT, pid_tgid, mode);

@@ -154,7 +154,8 @@ struct settings {
 	__u8 use_perf;              /* 1: write events to the perf event array even if ring buffers exist */
 	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
 	__u8 has_cgroups;           /* 1: selected_cgroups has entries (else unselected processes skip its lookup) */
-	__u8 _pad1[3];
+	__u8 pid_bytes;             /* 1: the pid_bytes array mirrors selected_pids and is read first */
+	__u8 _pad1[2];
 };
 _Static_assert(sizeof(struct settings) == 16, "settings layout");
 

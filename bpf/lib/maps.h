@@ -77,6 +77,26 @@ struct {
 	__type(value, __u8);  /* MODE_*, 0 = explicitly excluded */
 } selected_pids SEC(".maps");
 
+/* The pid filter again, as one byte per tgid for tgids below the kernel's pid_max at load
+ * (PID_PAGE of them per element): PID_SET | mode where selected_pids has an entry (mode 0 =
+ * excluded), 0 where it has none. The kernel reads this instead of hashing the tgid on every
+ * syscall of every process; selected_pids stays the record user space reads, and the filter for
+ * tgids beyond the array (pid_max raised after load). Both sides write single bytes (user space
+ * through a shared mapping), so neither write loses the other's. Where arrays cannot be mapped
+ * (before 5.5) settings.pid_bytes is 0 and the kernel uses selected_pids alone. */
+#define PID_PAGE 4096
+#define PID_SET 0x80
+struct pid_page {
+	__u8 b[PID_PAGE];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 8); /* user space: pid_max / PID_PAGE, rounded up */
+	__type(key, __u32);
+	__type(value, struct pid_page);
+} pid_bytes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);

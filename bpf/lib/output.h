@@ -25,26 +25,63 @@ static __always_inline long read_user(void *dst, __u32 size, const void *src)
 	return bpf_probe_read(dst, size, src);
 }
 
+/* This tgid's byte in pid_bytes, or NULL where the kernel must hash (no array, or a tgid
+ * beyond it). */
+static __always_inline __u8 *pid_byte(struct settings *s, __u32 tgid)
+{
+	if (!s->pid_bytes)
+		return NULL;
+	__u32 page = tgid / PID_PAGE;
+	struct pid_page *p = bpf_map_lookup_elem(&pid_bytes, &page);
+	return p ? &p->b[tgid & (PID_PAGE - 1)] : NULL;
+}
+
 /* The capture mode of the current process: an explicit pid entry (which may be 0 = excluded)
- * wins, then its cgroup, then capture-all. 0 means "not captured". */
+ * wins, then its cgroup, then capture-all. 0 means "not captured". Every syscall of every
+ * process on the host comes here: an unselected one costs two inlined array lookups (settings,
+ * pid_bytes), no hashing and no helper call while no cgroup rule exists. */
 static __always_inline __u8 selected_mode(__u32 tgid)
 {
-	__u8 *m = bpf_map_lookup_elem(&selected_pids, &tgid);
-	if (m)
-		return *m;
-	/* Every syscall of every process on the host comes here: without cgroup rules an unselected
-	 * process costs one hash miss and one (inlined) array lookup, not a helper call and a
-	 * second hash miss too. */
 	struct settings *s = settings();
 	if (!s)
 		return 0;
+	__u8 *b = pid_byte(s, tgid);
+	if (b) {
+		if (*b)
+			return *b & (MODE_INGRESS | MODE_EGRESS);
+	} else {
+		__u8 *m = bpf_map_lookup_elem(&selected_pids, &tgid);
+		if (m)
+			return *m;
+	}
 	if (s->has_cgroups) {
 		__u64 cg = bpf_get_current_cgroup_id();
-		m = bpf_map_lookup_elem(&selected_cgroups, &cg);
+		__u8 *m = bpf_map_lookup_elem(&selected_cgroups, &cg);
 		if (m)
 			return *m;
 	}
 	return s->capture_all_mode;
+}
+
+/* Gives tgid an entry in the pid filter (BPF_ANY, or BPF_NOEXIST to keep one it has); 0 when
+ * written. */
+static __always_inline long pid_set(__u32 tgid, __u8 mode, __u64 flags)
+{
+	long r = bpf_map_update_elem(&selected_pids, &tgid, &mode, flags);
+	struct settings *s = settings();
+	__u8 *b = r == 0 && s ? pid_byte(s, tgid) : NULL;
+	if (b)
+		*b = PID_SET | mode;
+	return r;
+}
+
+static __always_inline void pid_forget(__u32 tgid)
+{
+	bpf_map_delete_elem(&selected_pids, &tgid);
+	struct settings *s = settings();
+	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	if (b)
+		*b = 0;
 }
 
 /* One record into the ring buffer; the helper's result. Records wake the reader only once more

@@ -103,6 +103,9 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs, const int lp)
 static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	/* every process's exits come here: an unselected one leaves before the `active` lookup */
+	if (!selected_mode(pid_tgid >> 32))
+		return 0;
 	struct active_call a;
 	if (!take_call(pid_tgid, &a))
 		return 0;
@@ -217,7 +220,7 @@ static __always_inline int exit_listen(void *ctx, long ret)
 	__u8 *pm = bpf_map_lookup_elem(&selected_ports, &lport);
 	if (pm && *pm) {
 		__u32 tgid = pid_tgid >> 32;
-		bpf_map_update_elem(&selected_pids, &tgid, pm, BPF_NOEXIST);
+		pid_set(tgid, *pm, BPF_NOEXIST);
 	}
 	output(ctx, e, sizeof(*e));
 	return 0;

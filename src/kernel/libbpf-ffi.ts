@@ -51,6 +51,7 @@ const LIBBPF_SYMBOLS = {
   bpf_map__fd: { args: [P], returns: i32 },
   bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
   bpf_map__set_type: { args: [P, u32], returns: i32 },
+  bpf_map__set_map_flags: { args: [P, u32], returns: i32 },
   bpf_map__set_key_size: { args: [P, u32], returns: i32 },
   bpf_map__set_value_size: { args: [P, u32], returns: i32 },
   libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
@@ -271,6 +272,11 @@ export class BpfObject {
   setMaxEntries(map: string, n: number): void {
     const r = b().bpf_map__set_max_entries(this.map(map), n);
     if (r) throw new TracerError("BPF", `cannot size map ${map}: ${strerror(r)}`);
+  }
+
+  setMapFlags(map: string, flags: number): void {
+    const r = b().bpf_map__set_map_flags(this.map(map), flags);
+    if (r) throw new TracerError("BPF", `cannot set the flags of map ${map}: ${strerror(r)}`);
   }
 
   /** Changes a map's type and shape before load (e.g. to neutralise a map the kernel lacks). */

@@ -5,10 +5,10 @@
  * return errno.
  */
 import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, release } from "node:os";
 import {
   BpfObject, type Link, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
-  pageSize, probeHelper, probeMapType,
+  pageSize, probeHelper, probeMapType, Mapping, PROT_READ, PROT_WRITE,
 } from "./libbpf-ffi.ts";
 import { PerfBufferReader } from "./perfbuf-reader.ts";
 import type { EventSource } from "./event-source.ts";
@@ -137,6 +137,32 @@ export function attachPointExists(tracefs: string, p: Probe): boolean {
   }
 }
 
+/** pid_bytes geometry (bpf/lib/maps.h). */
+const PID_PAGE = 4096;
+const PID_SET = 0x80;
+
+/**
+ * Elements of the pid_bytes array: pid_max at load over PID_PAGE, rounded up; 0 where the kernel
+ * cannot map arrays into user space (BPF_F_MMAPABLE, 5.5+), which leaves the kernel on the
+ * selected_pids hash alone. A pid_max raised later only sends the tgids beyond the array to the
+ * hash. PID_MAX_LIMIT (4,194,304 on 64-bit) makes at most 4 MiB.
+ */
+export function pidBytesPages(kernelRelease = release(), pidMaxText = readPidMax()): number {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m || Number(m[1]) * 1000 + Number(m[2]) < 5005) return 0;
+  const pidMax = Number(pidMaxText?.trim());
+  if (!Number.isInteger(pidMax) || pidMax <= 0) return 0;
+  return Math.ceil(Math.min(pidMax, 4_194_304) / PID_PAGE);
+}
+
+function readPidMax(): string | null {
+  try {
+    return readFileSync("/proc/sys/kernel/pid_max", "utf8");
+  } catch {
+    return null;
+  }
+}
+
 export class KernelTracer {
   readonly source: EventSource;
   /** optional probes whose attach point this kernel lacks (their sections) */
@@ -185,6 +211,12 @@ export class KernelTracer {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
+      const pidPages = pidBytesPages();
+      if (pidPages) obj.setMaxEntries("pid_bytes", pidPages);
+      else {
+        obj.setMapFlags("pid_bytes", 0);
+        obj.setMaxEntries("pid_bytes", 1);
+      }
       const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
       const loopVariants = buffer === "ringbuf" && probeHelper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_loop) === 1 && probeHelper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop) === 1;
       const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p), loopVariants });
@@ -197,6 +229,9 @@ export class KernelTracer {
       tracer = new KernelTracer(obj, mode, buffer, opts.ringbufBytes, opts.perfPages ?? 1024, tracefs);
       tracer.audit = audit;
       tracer.skipped.push(...plan.skipped);
+      // Before the settings turn the array on and before any probe runs: the kernel writes the
+      // pid bytes only while settings.pid_bytes is set, so they start complete (empty).
+      if (pidPages) tracer.mapPidBytes(pidPages);
       tracer.writeSettings({ ...opts, usePerf: buffer === "perf" });
       tracer.maxactive = opts.maxActiveRetProbe || 10 * cpus().length;
       const t = tracer;
@@ -317,18 +352,33 @@ export class KernelTracer {
     v[S.notify_listen] = o.notifyListen ? 1 : 0;
     v[S.use_perf] = o.usePerf ? 1 : 0;
     v[S.has_cgroups] = o.hasCgroups ? 1 : 0;
+    v[S.pid_bytes] = this.pidBytes ? 1 : 0;
     // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
     dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
     if (r) throw new TracerError("BPF", `cannot write BPF settings (errno ${-r})`);
   }
 
+  /** The kernel's pid_bytes array (maps.h), shared: one byte per tgid below pid_max at load. */
+  private pidBytes: Uint8Array | undefined;
+  private pidMapping: Mapping | undefined;
+
+  private mapPidBytes(pages: number): void {
+    this.pidMapping = Mapping.of(this.obj.mapFd("pid_bytes"), pages * PID_PAGE, PROT_READ | PROT_WRITE, 0);
+    this.pidBytes = new Uint8Array(this.pidMapping.buffer);
+  }
+
+  /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte 0). */
   setPid(tgid: number, mode: number): number {
-    return mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
+    const r = mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
+    if (r === 0 && this.pidBytes && tgid < this.pidBytes.length) this.pidBytes[tgid] = PID_SET | mode;
+    return r;
   }
 
   deletePid(tgid: number): number {
-    return mapDelete(this.fds.selected_pids!, u32(tgid));
+    const r = mapDelete(this.fds.selected_pids!, u32(tgid));
+    if (this.pidBytes && tgid < this.pidBytes.length) this.pidBytes[tgid] = 0;
+    return r;
   }
 
   /** The pid filter's mode for one process; undefined when it has no entry. */
@@ -501,6 +551,9 @@ export class KernelTracer {
       if (this.closeInBackground) this.handOffLinks(this.probes.links());
       this.probes.detachAll();
     }
+    this.pidBytes = undefined;
+    this.pidMapping?.unmap();
+    this.pidMapping = undefined;
     this.obj.close();
     // After the links: the kernel refuses to remove a kretprobe event that is still in use.
     for (const ev of this.kprobeEvents) {
