@@ -167,10 +167,8 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 		 * when an exclusion rule matches. */
 		__u32 zero = 0;
 		__u32 *on = bpf_map_lookup_elem(&tls_enabled, &zero);
-		if (on && *on) {
-			__u8 one = 1;
-			bpf_map_update_elem(&tls_procs, &tgid, &one, BPF_ANY);
-		}
+		if (on && *on)
+			tls_proc_set(tgid);
 	}
 	struct settings *s = settings();
 	if (!mode && !(s && s->notify_all_exec))
@@ -215,9 +213,8 @@ int rtp_fork(struct bpf_raw_tracepoint_args *ctx)
 	pid_set(child_tgid, mode, BPF_ANY);
 	/* TLS probing follows the fork too (nginx workers): user space learns of the child from the
 	 * fork event, which may come after its first TLS call. */
-	__u8 *tls = bpf_map_lookup_elem(&tls_procs, &parent_tgid);
-	if (tls)
-		bpf_map_update_elem(&tls_procs, &child_tgid, tls, BPF_ANY);
+	if (tls_proc(parent_tgid))
+		tls_proc_set(child_tgid);
 	if (!mode)
 		return 0;
 	struct process_event *e = proc_event(EV_PROC_FORK, ((__u64)child_tgid << 32) | child_tgid, mode);

@@ -20,6 +20,7 @@ enum {
 struct active_call {
 	__u64 buf;     /* buffer, iovec array, msghdr or mmsghdr pointer (user space) */
 	__u64 cnt;     /* buffer length, iovec count or mmsg vlen */
+	__u64 sk;      /* the fd's socket (key of conns) when it was tracked at entry, else 0 */
 	__s32 fd;
 	__u8 sys;      /* SYS_*; ACTIVE_FREE: no call in flight */
 	__u8 kind;     /* IO_* */
@@ -79,13 +80,14 @@ struct {
 
 /* The pid filter again, as one byte per tgid for tgids below the kernel's pid_max at load
  * (PID_PAGE of them per element): PID_SET | mode where selected_pids has an entry (mode 0 =
- * excluded), 0 where it has none. The kernel reads this instead of hashing the tgid on every
+ * excluded), and PID_TLS where tls_procs has one. The kernel reads this instead of hashing the tgid on every
  * syscall of every process; selected_pids stays the record user space reads, and the filter for
  * tgids beyond the array (pid_max raised after load). Both sides write single bytes (user space
  * through a shared mapping), so neither write loses the other's. Where arrays cannot be mapped
  * (before 5.5) settings.pid_bytes is 0 and the kernel uses selected_pids alone. */
 #define PID_PAGE 4096
 #define PID_SET 0x80
+#define PID_TLS 0x40 /* the process is in tls_procs (lib/tls.h), kept apart from PID_SET | mode */
 struct pid_page {
 	__u8 b[PID_PAGE];
 };

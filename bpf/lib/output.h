@@ -47,7 +47,7 @@ static __always_inline __u8 selected_mode(__u32 tgid)
 		return 0;
 	__u8 *b = pid_byte(s, tgid);
 	if (b) {
-		if (*b)
+		if (*b & PID_SET)
 			return *b & (MODE_INGRESS | MODE_EGRESS);
 	} else {
 		__u8 *m = bpf_map_lookup_elem(&selected_pids, &tgid);
@@ -71,7 +71,7 @@ static __always_inline long pid_set(__u32 tgid, __u8 mode, __u64 flags)
 	struct settings *s = settings();
 	__u8 *b = r == 0 && s ? pid_byte(s, tgid) : NULL;
 	if (b)
-		*b = PID_SET | mode;
+		*b = PID_SET | mode | (*b & PID_TLS);
 	return r;
 }
 

@@ -40,11 +40,15 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 	__u8 mode = selected_mode(pid_tgid >> 32);
 	if (!mode)
 		return 0;
+	__u64 sk = 0;
 	if (kind <= IO_MMSG || kind == IO_NOCOPY) {
-		struct conn_info *ci = conn_of_fd(fd_key(pid_tgid, fd));
+		__u64 fdkey = fd_key(pid_tgid, fd);
+		__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+		struct conn_info *ci = skp ? bpf_map_lookup_elem(&conns, skp) : NULL;
 		if (ci) {
 			if (ci->ignored)
 				return 0;
+			sk = *skp;
 		} else if (!stream_socket(fd)) {
 			return 0;
 		}
@@ -56,7 +60,7 @@ static __always_inline int enter_call(__u8 sys, __u8 kind, __u8 dir, int fd, __u
 	}
 	/* Probe stats count the calls that passed the filters: entries stashed, exits matched. */
 	count(CNT_PROBE_ENTRY_BASE + sys, 1);
-	struct active_call a = { .buf = buf, .cnt = cnt, .fd = fd, .sys = sys, .kind = kind, .dir = dir, .mode = mode };
+	struct active_call a = { .buf = buf, .cnt = cnt, .sk = sk, .fd = fd, .sys = sys, .kind = kind, .dir = dir, .mode = mode };
 	stash_call(pid_tgid, &a);
 	return 0;
 }
@@ -134,20 +138,24 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret, c
 		if (total == 0)
 			return 0;
 	}
-	__u64 fdkey = fd_key(pid_tgid, a.fd);
-	__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
-	struct conn_info *ci = skp ? bpf_map_lookup_elem(&conns, skp) : NULL;
-	__u64 sk;
-	if (ci) {
-		sk = *skp;
-	} else {
-		struct socket *sock = stream_socket(a.fd);
-		if (!sock)
-			return 0;
-		ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
-		if (!ci)
-			return 0;
-		skp = bpf_map_lookup_elem(&fds, &fdkey);
+	/* The socket found at entry is still this fd's: the call holds a reference to its file, so
+	 * the socket cannot be freed and reused before the call returns (its connection may have
+	 * ended, on a reset: then the lookup below starts over). */
+	__u64 sk = a.sk;
+	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
+	if (!ci) {
+		__u64 fdkey = fd_key(pid_tgid, a.fd);
+		__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+		ci = skp ? bpf_map_lookup_elem(&conns, skp) : NULL;
+		if (!ci) {
+			struct socket *sock = stream_socket(a.fd);
+			if (!sock)
+				return 0;
+			ci = track(ctx, pid_tgid, a.fd, sock, ROLE_UNKNOWN, SYS_COUNT, 0, 0);
+			if (!ci)
+				return 0;
+			skp = bpf_map_lookup_elem(&fds, &fdkey);
+		}
 		if (!skp)
 			return 0;
 		sk = *skp;

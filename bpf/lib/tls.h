@@ -106,6 +106,28 @@ struct {
 	__type(value, struct go_tls_offsets);
 } go_tls_offsets SEC(".maps");
 
+/* Whether the TLS probes act for process tgid: its PID_TLS bit, or tls_procs beyond pid_bytes. */
+static __always_inline int tls_proc(__u32 tgid)
+{
+	struct settings *s = settings();
+	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	if (b)
+		return *b & PID_TLS;
+	return bpf_map_lookup_elem(&tls_procs, &tgid) != NULL;
+}
+
+/* Puts tgid in tls_procs, and its PID_TLS bit. */
+static __always_inline void tls_proc_set(__u32 tgid)
+{
+	__u8 one = 1;
+	if (bpf_map_update_elem(&tls_procs, &tgid, &one, BPF_ANY) != 0)
+		return;
+	struct settings *s = settings();
+	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	if (b)
+		*b |= PID_TLS;
+}
+
 
 /* ---- library loads after start (Python maps libssl at `import ssl`) -------------------------- */
 
@@ -146,8 +168,7 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 	if (!on || !*on)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
+	if (!tls_proc(pid_tgid >> 32))
 		return 0;
 	struct file *f = file_of(fd);
 	if (!f)
@@ -175,11 +196,13 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
  * updates. */
 static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
 {
+	/* Only TLS-probed processes have TLS calls in flight (tls_enter) or read the last socket:
+	 * the others leave on their PID_TLS bit, before any hash lookup. */
+	if (!tls_proc(pid_tgid >> 32))
+		return 0;
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
-	 * inferred onto that socket. Kept for any selected process (only TLS-probed ones read it):
-	 * that saves a tls_procs lookup on every socket syscall. A thread has a TLS call in flight
-	 * only in a TLS-probed process (tls_enter checks tls_procs). */
+	 * inferred onto that socket. */
 	if (ci && (ci->flags & CONN_F_TLS)) {
 		__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
 		if (!last)
@@ -222,10 +245,9 @@ static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info
 static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __u64 lenp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
 	/* Probes on a shared library fire in every process that maps it: only TLS-enabled ones
 	 * (selected, not excluded by rule) go on. */
-	if (!bpf_map_lookup_elem(&tls_procs, &tgid))
+	if (!tls_proc(pid_tgid >> 32))
 		return 0;
 	struct tls_call *slot = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 	if (!slot) {

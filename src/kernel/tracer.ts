@@ -140,6 +140,7 @@ export function attachPointExists(tracefs: string, p: Probe): boolean {
 /** pid_bytes geometry (bpf/lib/maps.h). */
 const PID_PAGE = 4096;
 const PID_SET = 0x80;
+const PID_TLS = 0x40;
 
 /**
  * Elements of the pid_bytes array: pid_max at load over PID_PAGE, rounded up; 0 where the kernel
@@ -368,16 +369,19 @@ export class KernelTracer {
     this.pidBytes = new Uint8Array(this.pidMapping.buffer);
   }
 
-  /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte 0). */
+  /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte alone);
+   * the byte's PID_TLS bit is setTlsProc's. */
   setPid(tgid: number, mode: number): number {
     const r = mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
-    if (r === 0 && this.pidBytes && tgid < this.pidBytes.length) this.pidBytes[tgid] = PID_SET | mode;
+    const b = this.pidBytes;
+    if (r === 0 && b && tgid < b.length) b[tgid] = PID_SET | mode | (b[tgid]! & PID_TLS);
     return r;
   }
 
   deletePid(tgid: number): number {
     const r = mapDelete(this.fds.selected_pids!, u32(tgid));
-    if (this.pidBytes && tgid < this.pidBytes.length) this.pidBytes[tgid] = 0;
+    const b = this.pidBytes;
+    if (b && tgid < b.length) b[tgid] = b[tgid]! & PID_TLS;
     return r;
   }
 
@@ -486,7 +490,10 @@ export class KernelTracer {
 
   /** tls_procs: whether the TLS probes act for process `tgid`. */
   setTlsProc(tgid: number, on: boolean): number {
-    return on ? mapUpdate(this.fds.tls_procs!, u32(tgid), Uint8Array.of(1)) : mapDelete(this.fds.tls_procs!, u32(tgid));
+    const r = on ? mapUpdate(this.fds.tls_procs!, u32(tgid), Uint8Array.of(1)) : mapDelete(this.fds.tls_procs!, u32(tgid));
+    const b = this.pidBytes;
+    if (b && tgid < b.length && (r === 0 || !on)) b[tgid] = on ? b[tgid]! | PID_TLS : b[tgid]! & ~PID_TLS;
+    return r;
   }
 
   /** go_tls_offsets: the 32-byte value of go-offsets.ts for a Go process, or none. */
