@@ -155,7 +155,8 @@ struct settings {
 	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
 	__u8 has_cgroups;           /* 1: selected_cgroups has entries (else unselected processes skip its lookup) */
 	__u8 pid_bytes;             /* 1: the pid_bytes array mirrors selected_pids and is read first */
-	__u8 _pad1[2];
+	__u8 has_conn_ctl;          /* 1: user space has written conn_ctl (else data events skip its lookup) */
+	__u8 _pad1;
 };
 _Static_assert(sizeof(struct settings) == 16, "settings layout");
 

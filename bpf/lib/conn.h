@@ -114,9 +114,13 @@ static __always_inline struct conn_info *conn_of_fd(__u64 fdkey)
 	return skey ? bpf_map_lookup_elem(&conns, skey) : NULL;
 }
 
-/* CONN_F_* in force: the kernel's own (conn_info.flags) and what user space asked (conn_ctl). */
+/* CONN_F_* in force: the kernel's own (conn_info.flags) and what user space asked (conn_ctl,
+ * looked up only once user space has written it: every data event comes here). */
 static __always_inline __u32 conn_flags(struct conn_info *ci)
 {
+	struct settings *s = settings();
+	if (!s || !s->has_conn_ctl)
+		return ci->flags;
 	__u64 id = ci->id;
 	__u32 *ctl = bpf_map_lookup_elem(&conn_ctl, &id);
 	return ci->flags | (ctl ? *ctl : 0);

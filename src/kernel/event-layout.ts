@@ -59,7 +59,7 @@ export const LAYOUT = {
   },
   settings: {
     max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7, wakeup_threshold: 8,
-    has_cgroups: 12, pid_bytes: 13, _pad1: 14, $size: 16,
+    has_cgroups: 12, pid_bytes: 13, has_conn_ctl: 14, _pad1: 15, $size: 16,
   },
   comm_key: { comm: 0, $size: 16 },
   tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },

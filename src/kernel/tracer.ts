@@ -39,7 +39,7 @@ export interface KernelOptions {
   notifyListen?: boolean;
 }
 
-type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean; hasCgroups?: boolean };
+type Settings = Pick<KernelOptions, "maxCapturePerCall" | "captureAllMode" | "notifyAllExec" | "notifyListen"> & { usePerf?: boolean; hasCgroups?: boolean; hasConnCtl?: boolean };
 
 export interface KernelCounters {
   events: number;
@@ -343,7 +343,7 @@ export class KernelTracer {
   }
 
   writeSettings(o: Settings): void {
-    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf, hasCgroups: o.hasCgroups };
+    this.current = { maxCapturePerCall: o.maxCapturePerCall, captureAllMode: o.captureAllMode, notifyAllExec: o.notifyAllExec, notifyListen: o.notifyListen, usePerf: o.usePerf, hasCgroups: o.hasCgroups, hasConnCtl: o.hasConnCtl };
     const S = LAYOUT.settings;
     const v = new Uint8Array(S.$size);
     const dv = new DataView(v.buffer);
@@ -354,6 +354,7 @@ export class KernelTracer {
     v[S.use_perf] = o.usePerf ? 1 : 0;
     v[S.has_cgroups] = o.hasCgroups ? 1 : 0;
     v[S.pid_bytes] = this.pidBytes ? 1 : 0;
+    v[S.has_conn_ctl] = o.hasConnCtl ? 1 : 0;
     // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
     dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
@@ -478,6 +479,9 @@ export class KernelTracer {
     mapLookup(this.fds.conn_ctl!, key, val);
     const dv = new DataView(val.buffer);
     dv.setUint32(0, dv.getUint32(0, true) | flags, true);
+    // the kernel looks conn_ctl up from before this entry on (and stays on: entries age out
+    // with their connections)
+    if (!this.current.hasConnCtl) this.writeSettings({ ...this.current, hasConnCtl: true });
     return mapUpdate(this.fds.conn_ctl!, key, val);
   }
 
