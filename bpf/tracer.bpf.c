@@ -32,18 +32,18 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * 5.17+) that user space loads instead where the kernel has bpf_loop and the ring buffer is in
  * use (src/kernel/attach-plan.ts). A kernel without bpf_loop never loads a variant: 5.10 rejects
  * a program that names a callback even in a branch it would never take. */
-#define TP_EXIT_exit(ID, probe, KIND)                                                              \
+#define TP_EXIT_exit(ID, probe, KIND, DIR, FLAGS_ARG)                                              \
 	SEC("tracepoint/syscalls/sys_exit_" #probe)                                                \
 	int tp_exit_##probe(struct trace_event_raw_sys_exit *ctx)                                  \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ctx->ret, 0);                                  \
+		return on_exit(ctx, SYS_##ID, KIND, DIR, FLAGS_ARG, ctx->ret, 0);                  \
 	}                                                                                          \
 	SEC("tracepoint/syscalls/sys_exit_" #probe)                                                \
 	int tp_exit_##probe##_lp(struct trace_event_raw_sys_exit *ctx)                             \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ctx->ret, 1);                                  \
+		return on_exit(ctx, SYS_##ID, KIND, DIR, FLAGS_ARG, ctx->ret, 1);                  \
 	}
-#define TP_EXIT_entry(ID, probe, KIND)
+#define TP_EXIT_entry(ID, probe, KIND, DIR, FLAGS_ARG)
 
 #define X(ID, probe, KIND, DIR, FLAGS_ARG, EXIT)                                                   \
 	SEC("tracepoint/syscalls/sys_enter_" #probe)                                               \
@@ -52,7 +52,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 		return on_enter(ctx, SYS_##ID, KIND, DIR, ctx->args[0], ctx->args[1], ctx->args[2], \
 				FLAGS_OF(FLAGS_ARG, ctx->args[2], ctx->args[3]));                  \
 	}                                                                                          \
-	TP_EXIT_##EXIT(ID, probe, KIND)
+	TP_EXIT_##EXIT(ID, probe, KIND, DIR, FLAGS_ARG)
 #include "syscalls.def"
 #undef X
 
@@ -61,18 +61,18 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * BPF_KSYSCALL reads the user arguments through the syscall wrapper's pt_regs. User space loads
  * either these or the tracepoint programs, never both. */
 
-#define KP_EXIT_exit(ID, probe, KIND)                                                              \
+#define KP_EXIT_exit(ID, probe, KIND, DIR, FLAGS_ARG)                                              \
 	SEC("kretsyscall/" #probe)                                                                 \
 	int BPF_KRETPROBE(kp_exit_##probe, long ret)                                               \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ret, 0);                                       \
+		return on_exit(ctx, SYS_##ID, KIND, DIR, FLAGS_ARG, ret, 0);                       \
 	}                                                                                          \
 	SEC("kretsyscall/" #probe)                                                                 \
 	int BPF_KRETPROBE(kp_exit_##probe##_lp, long ret)                                          \
 	{                                                                                          \
-		return on_exit(ctx, SYS_##ID, KIND, ret, 1);                                       \
+		return on_exit(ctx, SYS_##ID, KIND, DIR, FLAGS_ARG, ret, 1);                       \
 	}
-#define KP_EXIT_entry(ID, probe, KIND)
+#define KP_EXIT_entry(ID, probe, KIND, DIR, FLAGS_ARG)
 
 #define X(ID, probe, KIND, DIR, FLAGS_ARG, EXIT)                                                   \
 	SEC("ksyscall/" #probe)                                                                    \
@@ -80,7 +80,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 	{                                                                                          \
 		return on_enter(ctx, SYS_##ID, KIND, DIR, a0, a1, a2, FLAGS_OF(FLAGS_ARG, a2, a3)); \
 	}                                                                                          \
-	KP_EXIT_##EXIT(ID, probe, KIND)
+	KP_EXIT_##EXIT(ID, probe, KIND, DIR, FLAGS_ARG)
 #include "syscalls.def"
 #undef X
 

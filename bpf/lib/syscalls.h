@@ -103,19 +103,61 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs, const int lp)
 	return sum;
 }
 
-/* `kind` is the exit program's own IO_* (a constant there), so each program keeps only its path. */
-static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, long ret, const int lp)
+/* The call's arguments at its exit, from the task's saved user registers, which a syscall
+ * leaves as they were (arm64 returns in x0: its first argument is orig_x0, which the
+ * PT_REGS_*_CORE_SYSCALL macros read). Only the loop variants use this: bpf_task_pt_regs is
+ * 5.15+, bpf_loop 5.17+, and user space loads them only where both exist. `flags_arg` is the
+ * syscalls.def FLAGS_ARG column (a constant in each program). Returns 0 for a peek. */
+static __always_inline int call_from_regs(struct active_call *a, __u8 sys, __u8 kind, __u8 dir, int flags_arg, __u8 mode)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	a->sk = 0;
+	a->sys = sys;
+	a->kind = kind;
+	a->dir = dir;
+	a->mode = mode;
+	a->fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (kind == IO_ACCEPT || kind == IO_CONNECT) {
+		a->buf = 0;
+		a->cnt = 0;
+		return 1;
+	}
+	a->buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a->cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	long flags = flags_arg == 2 ? (long)a->cnt : flags_arg == 3 ? (long)PT_REGS_PARM4_CORE_SYSCALL(regs) : 0;
+	if (flags & MSG_PEEK) {
+		count(CNT_PEEK_SKIPPED, 1);
+		return 0;
+	}
+	return 1;
+}
+
+/* `kind` is the exit program's own IO_* (a constant there), so each program keeps only its path.
+ * A loop variant (`lp`) has no entry program: it takes the arguments from the registers and
+ * counts the call's entry and exit together, for every call of a selected process. */
+static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, __u8 dir, int flags_arg, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	/* every process's exits come here: an unselected one leaves before the `active` lookup */
-	if (!selected_mode(pid_tgid >> 32))
+	__u8 mode = selected_mode(pid_tgid >> 32);
+	if (!mode)
 		return 0;
 	struct active_call a;
-	if (!take_call(pid_tgid, &a))
-		return 0;
-	if (a.sys != sys)
-		return 0; /* an entry whose exit was missed: stale */
-	count(CNT_PROBE_EXIT_BASE + sys, 1);
+	if (lp) {
+		count(CNT_PROBE_ENTRY_BASE + sys, 1);
+		count(CNT_PROBE_EXIT_BASE + sys, 1);
+		/* nothing moved (or, for accept, no socket): out before reading the registers */
+		if (kind == IO_CONNECT ? (ret != 0 && ret != -EINPROGRESS) : kind == IO_ACCEPT ? ret < 0 : ret <= 0)
+			return 0;
+		if (!call_from_regs(&a, sys, kind, dir, flags_arg, mode))
+			return 0;
+	} else {
+		if (!take_call(pid_tgid, &a))
+			return 0;
+		if (a.sys != sys)
+			return 0; /* an entry whose exit was missed: stale */
+		count(CNT_PROBE_EXIT_BASE + sys, 1);
+	}
 
 	if (kind == IO_ACCEPT || kind == IO_CONNECT) {
 		int fd = kind == IO_ACCEPT ? (int)ret : a.fd;
@@ -205,13 +247,22 @@ static __always_inline int enter_listen(int fd)
 	return 0;
 }
 
-static __always_inline int exit_listen(void *ctx, long ret)
+static __always_inline int exit_listen(void *ctx, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call a;
-	if (!take_call(pid_tgid, &a) || a.sys != SYS_LISTEN)
-		return 0;
-	int fd = a.fd;
+	int fd;
+	if (lp) {
+		/* no entry program (see exit_call): the setting is checked here */
+		struct settings *s = settings();
+		if (!s || !s->notify_listen || ret != 0)
+			return 0;
+		fd = (int)PT_REGS_PARM1_CORE_SYSCALL((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	} else {
+		struct active_call a;
+		if (!take_call(pid_tgid, &a) || a.sys != SYS_LISTEN)
+			return 0;
+		fd = a.fd;
+	}
 	if (ret != 0)
 		return 0;
 	struct socket *sock = stream_socket(fd);
@@ -244,12 +295,13 @@ static __always_inline int on_enter(void *ctx, __u8 sys, __u8 kind, __u8 dir, lo
 	return enter_call(sys, kind, dir, (int)a0, (__u64)a1, (__u64)a2, (__u64)flags);
 }
 
-/* `lp`: the program is a loop variant (copies through bpf_loop), a constant in each program. */
-static __always_inline int on_exit(void *ctx, __u8 sys, __u8 kind, long ret, const int lp)
+/* `lp`: the program is a loop variant (copies through bpf_loop, takes the arguments from the
+ * registers: its syscall has no entry program), a constant in each program. */
+static __always_inline int on_exit(void *ctx, __u8 sys, __u8 kind, __u8 dir, int flags_arg, long ret, const int lp)
 {
 	if (kind == IO_LISTEN)
-		return exit_listen(ctx, ret);
-	return exit_call(ctx, sys, kind, ret, lp);
+		return exit_listen(ctx, ret, lp);
+	return exit_call(ctx, sys, kind, dir, flags_arg, ret, lp);
 }
 
 #endif

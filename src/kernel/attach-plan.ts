@@ -39,7 +39,9 @@ export interface Probe {
   loads?: string;
 }
 
-/** Suffix of a program's loop variant: the same probe, copying through bpf_loop (5.17+). */
+/** Suffix of a program's loop variant: the same probe, copying through bpf_loop (5.17+); a
+ * syscall exit's variant also reads the call's arguments from the registers, so its syscall's
+ * entry program is not loaded then. */
 export const LOOP_VARIANT = "_lp";
 
 /** The object program that runs for `p`. */
@@ -75,6 +77,10 @@ export function probeOf(program: string, section: string): Probe {
     }
   }
   throw new TracerError("INTERNAL", `BPF program ${program}: section ${section} has no attach rule`);
+}
+
+function isExit(p: Probe): boolean {
+  return p.kind === "kretprobe" || (p.kind === "tracepoint" && p.target.startsWith("syscalls/sys_exit_"));
 }
 
 function flavourOf(p: Probe): SyscallFlavour {
@@ -120,6 +126,16 @@ export function planAttach(all: Probe[], env: PlanEnv): AttachPlan {
       probes.push({ ...p, loads: variant });
     } else {
       probes.push(p);
+    }
+  }
+  // A syscall whose exit runs its loop variant has no entry program: the variant takes the
+  // call's arguments from the task's registers (bpf/lib/syscalls.h, call_from_regs).
+  const exitOnly = new Set(probes.filter((p) => p.syscall && p.loads && isExit(p)).map((p) => p.syscall!));
+  for (let i = probes.length - 1; i >= 0; i--) {
+    const p = probes[i]!;
+    if (p.syscall && exitOnly.has(p.syscall) && !isExit(p)) {
+      plan.unload.push(p.program);
+      probes.splice(i, 1);
     }
   }
   const bySyscall = new Map<string, Probe[]>();

@@ -81,6 +81,8 @@ const BPF_MAP_TYPE_RINGBUF = 27;
 const BPF_PROG_TYPE_KPROBE = 2;
 const BPF_PROG_TYPE_TRACEPOINT = 5;
 const BPF_FUNC_loop = 181;
+const BPF_FUNC_get_current_task_btf = 158;
+const BPF_FUNC_task_pt_regs = 175;
 
 export function kprobesAvailable(tracefs: string | undefined): boolean {
   return existsSync("/sys/bus/event_source/devices/kprobe/type") || (!!tracefs && existsSync(`${tracefs}/kprobe_events`));
@@ -219,7 +221,10 @@ export class KernelTracer {
         obj.setMaxEntries("pid_bytes", 1);
       }
       const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
-      const loopVariants = buffer === "ringbuf" && probeHelper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_loop) === 1 && probeHelper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_loop) === 1;
+      // The loop variants copy through bpf_loop and (syscall exits) read the call's arguments
+      // from the task's registers: every helper they call must exist for both program types.
+      const loopVariants = buffer === "ringbuf" && [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
+        [BPF_FUNC_loop, BPF_FUNC_get_current_task_btf, BPF_FUNC_task_pt_regs].every((f) => probeHelper(t, f) === 1));
       const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p), loopVariants });
       const onKprobes = Object.keys(plan.flavour).filter((sc) => plan.flavour[sc] === "kprobe");
       if (mode === "tracepoints" && onKprobes.length) log.info("syscalls without tracepoints are probed with kprobes", { syscalls: onKprobes });

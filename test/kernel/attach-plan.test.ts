@@ -230,9 +230,12 @@ describe("loop variants", () => {
     expect(p.start.filter((x) => x.program.endsWith("_lp"))).toEqual([]);
     expect(p.uprobes.find((x) => x.program === "urp_ssl_read")!.loads).toBe("urp_ssl_read_lp");
     // the plain programs that have a variant, and the kprobe flavour (its variant, not its plain program)
-    expect(p.unload.sort()).toEqual(["kp_close", "kp_read", "kp_sendmmsg", "krp_read_lp", "krp_sendmmsg", "tp_exit_read", "urp_ssl_read", "krp_read"].sort());
-    // programs without a variant load as themselves
+    // and read's entry: its exit variant takes the arguments from the registers
+    expect(p.unload.sort()).toEqual(["kp_close", "kp_read", "kp_sendmmsg", "krp_read_lp", "krp_sendmmsg", "tp_enter_read", "tp_exit_read", "urp_ssl_read", "krp_read"].sort());
+    expect(p.start.filter((x) => x.syscall === "read").map((x) => x.program)).toEqual(["tp_exit_read"]);
+    // programs without a variant load as themselves, and their syscall keeps its entry
     expect(p.start.find((x) => x.program === "tp_exit_sendmmsg")!.loads).toBeUndefined();
+    expect(p.start.filter((x) => x.syscall === "sendmmsg").map((x) => x.program).sort()).toEqual(["tp_enter_sendmmsg", "tp_exit_sendmmsg"]);
   });
 
   test("without bpf_loop: no variant is loaded, every program runs as itself", () => {
@@ -247,5 +250,6 @@ describe("loop variants", () => {
     expect(p.start.find((x) => x.program === "krp_read")!.loads).toBe("krp_read_lp");
     expect(p.unload).toContain("tp_exit_read_lp");
     expect(p.unload).toContain("krp_read");
+    expect(p.start.filter((x) => x.syscall === "read").map((x) => x.program)).toEqual(["krp_read"]);
   });
 });
