@@ -104,8 +104,9 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs, const int lp)
 }
 
 /* The call's arguments at its exit, from the task's saved user registers, which a syscall
- * leaves as they were (arm64 returns in x0: its first argument is orig_x0, which the
- * PT_REGS_*_CORE_SYSCALL macros read). Only the loop variants use this: bpf_task_pt_regs is
+ * leaves as they were (arm64 returns in x0: its first argument is orig_x0, which
+ * PT_REGS_PARM1_SYSCALL reads). The registers are a BTF pointer: plain loads, which the JIT
+ * makes fault-safe, instead of a probe-read helper call per argument. Only the loop variants use this: bpf_task_pt_regs is
  * 5.15+, bpf_loop 5.17+, and user space loads them only where both exist. `flags_arg` is the
  * syscalls.def FLAGS_ARG column (a constant in each program). Returns 0 for a peek. */
 static __always_inline int call_from_regs(struct active_call *a, __u8 sys, __u8 kind, __u8 dir, int flags_arg, __u8 mode)
@@ -116,15 +117,15 @@ static __always_inline int call_from_regs(struct active_call *a, __u8 sys, __u8 
 	a->kind = kind;
 	a->dir = dir;
 	a->mode = mode;
-	a->fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	a->fd = (int)PT_REGS_PARM1_SYSCALL(regs);
 	if (kind == IO_ACCEPT || kind == IO_CONNECT) {
 		a->buf = 0;
 		a->cnt = 0;
 		return 1;
 	}
-	a->buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	a->cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	long flags = flags_arg == 2 ? (long)a->cnt : flags_arg == 3 ? (long)PT_REGS_PARM4_CORE_SYSCALL(regs) : 0;
+	a->buf = PT_REGS_PARM2_SYSCALL(regs);
+	a->cnt = PT_REGS_PARM3_SYSCALL(regs);
+	long flags = flags_arg == 2 ? (long)a->cnt : flags_arg == 3 ? (long)PT_REGS_PARM4_SYSCALL(regs) : 0;
 	if (flags & MSG_PEEK) {
 		count(CNT_PEEK_SKIPPED, 1);
 		return 0;
@@ -256,7 +257,7 @@ static __always_inline int exit_listen(void *ctx, long ret, const int lp)
 		struct settings *s = settings();
 		if (!s || !s->notify_listen || ret != 0)
 			return 0;
-		fd = (int)PT_REGS_PARM1_CORE_SYSCALL((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+		fd = (int)PT_REGS_PARM1_SYSCALL((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
 	} else {
 		struct active_call a;
 		if (!take_call(pid_tgid, &a) || a.sys != SYS_LISTEN)
