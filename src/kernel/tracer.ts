@@ -59,7 +59,8 @@ export interface KernelCounters {
   mmsgOverflow: number;
   /** connections ended because their TCP socket reached TCP_CLOSE without close(2) (exit, kill, RST) */
   sockClosed: number;
-  /** syscall name → [entries, exits] seen for selected processes */
+  /** syscall name → [entries, exits] seen for selected processes (exit-only programs count a
+   * call as both, see docs/operations.md) */
   probes: Record<string, [number, number]>;
 }
 
