@@ -2,7 +2,8 @@
  * insns" and "verification time" lines of the verifier's statistics (log level 4), per program,
  * and two totals over the programs the agent loads with tracepoints (kprobe programs left out):
  * with the plain programs (kernels without bpf_loop, or the perf buffer) and with the loop
- * variants (`_lp`) in their place. Loads the object once; needs root.
+ * variants (`_lp`) in their place and no entry programs for the syscalls whose exit has one
+ * (src/kernel/attach-plan.ts). Loads the object once; needs root.
  *
  *   cc -O1 -o /tmp/verifier-cost bench/verifier-cost.c -I .output/libbpf-1.1.2/src \
  *      .output/libbpf-build/libbpf.a -lelf -lz
@@ -68,7 +69,11 @@ int main(int argc, char **argv)
 		int is_variant = len > 3 && strcmp(names[i] + len - 3, "_lp") == 0;
 		if (!is_variant)
 			plain += insns[i];
-		if (is_variant || !has_variant(n, names[i]))
+		/* with the variants, a syscall whose exit has one loads no entry program */
+		char exit_lp[256] = "";
+		if (strncmp(names[i], "tp_enter_", 9) == 0)
+			snprintf(exit_lp, sizeof(exit_lp), "tp_exit_%s", names[i] + 9);
+		if ((is_variant || !has_variant(n, names[i])) && !(exit_lp[0] && has_variant(n, exit_lp)))
 			variants += insns[i];
 	}
 	printf("loaded set, plain programs: %ld insns\nloaded set, loop variants: %ld insns\n", plain, variants);

@@ -374,7 +374,8 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, __u64
  * Read, then add without fetching the old value: fetching atomics need 5.12+. Two threads
  * writing one socket at the same instant could then see the same position; their bytes
  * interleave on the wire anyway, so such a stream is not parseable either way. */
-static __always_inline int stream_advance(struct conn_info *ci, __u8 layer, __u8 dir, __u32 total, __u64 *pos, __u32 *flags)
+static __always_inline int stream_advance(struct conn_info *ci, __u8 layer, __u8 dir, __u32 total, __u64 *pos, __u32 *flags,
+					  const int lp)
 {
 	__u64 *posp = &ci->pos[layer & 1][dir & 1];
 	*pos = *posp;
@@ -383,7 +384,7 @@ static __always_inline int stream_advance(struct conn_info *ci, __u8 layer, __u8
 		count(CNT_TLS_SKIPPED_BYTES, total);
 		return 0;
 	}
-	*flags = conn_flags(ci);
+	*flags = conn_flags(ci, lp);
 	if (*flags & CONN_F_NOCOPY) {
 		count(CNT_NOCOPY_BYTES, total);
 		return 0;
@@ -403,7 +404,7 @@ static __always_inline void socket_bytes(void *ctx, const struct io_src *src, st
 {
 	__u64 pos = 0;
 	__u32 flags = 0;
-	if (!stream_advance(ci, LAYER_SOCKET, dir, total, &pos, &flags))
+	if (!stream_advance(ci, LAYER_SOCKET, dir, total, &pos, &flags, lp))
 		return;
 	if (flags & CONN_F_TLS) {
 		count(CNT_TLS_SKIPPED_BYTES, total);

@@ -231,7 +231,7 @@ static __always_inline void tls_emit(void *ctx, __u64 pid_tgid, struct conn_info
 	__u8 role = 0, flags = DATA_FLAG_TLS_INFERRED;
 	if (ci) {
 		__u32 cflags = 0;
-		if (!stream_advance(ci, LAYER_TLS, dir, total, &pos, &cflags))
+		if (!stream_advance(ci, LAYER_TLS, dir, total, &pos, &cflags, lp))
 			return;
 		id = ci->id;
 		role = ci->role;
