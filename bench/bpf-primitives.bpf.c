@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/* What the building blocks of the tracer's programs cost on this kernel, each alone in a program
+ * on sys_enter_write (bench/bpf-primitives.c drives write(-7, buf, 16) and reads the kernel's
+ * bpf_stats run time). Every program but p_empty leaves at once for other writes. Build and run:
+ * see bench/bpf-primitives.c. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define MARK_FD -7
+
+struct block {
+	char b[4096];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct block);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, struct block);
+} pid_bytes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} ring SEC(".maps");
+
+volatile __u64 sink;
+
+#define MARKED(ctx) ((int)(ctx)->args[0] == MARK_FD)
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_empty(struct trace_event_raw_sys_enter *ctx)
+{
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_pid_tgid(struct trace_event_raw_sys_enter *ctx)
+{
+	if (MARKED(ctx))
+		sink = bpf_get_current_pid_tgid();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_hash_miss(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!MARKED(ctx))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 *m = bpf_map_lookup_elem(&pids, &tgid);
+	if (m)
+		sink = *m;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_pid_byte(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!MARKED(ctx))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 page = (tgid / 4096) & 7;
+	struct block *p = bpf_map_lookup_elem(&pid_bytes, &page);
+	if (p)
+		sink = p->b[tgid & 4095];
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_ktime(struct trace_event_raw_sys_enter *ctx)
+{
+	if (MARKED(ctx))
+		sink = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_read_user_16(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 zero = 0;
+	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	if (s)
+		bpf_probe_read_user(s->b, 16, (void *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_read_user_256(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 zero = 0;
+	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	if (s)
+		bpf_probe_read_user(s->b, 256, (void *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_read_user_stack(struct trace_event_raw_sys_enter *ctx)
+{
+	char b[16];
+	if (!MARKED(ctx))
+		return 0;
+	bpf_probe_read_user(b, sizeof(b), (void *)ctx->args[1]);
+	sink = b[3];
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_ringbuf_300(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 zero = 0;
+	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	if (s && bpf_ringbuf_output(&ring, s->b, 300, BPF_RB_NO_WAKEUP) != 0)
+		sink = 1;
+	return 0;
+}
