@@ -80,11 +80,12 @@ struct {
 
 /* The pid filter again, as one byte per tgid for tgids below the kernel's pid_max at load
  * (PID_PAGE of them per element): PID_SET | mode where selected_pids has an entry (mode 0 =
- * excluded), and PID_TLS where tls_procs has one. The kernel reads this instead of hashing the tgid on every
- * syscall of every process; selected_pids stays the record user space reads, and the filter for
- * tgids beyond the array (pid_max raised after load). Both sides write single bytes (user space
- * through a shared mapping), so neither write loses the other's. Where arrays cannot be mapped
- * (before 5.5) settings.pid_bytes is 0 and the kernel uses selected_pids alone. */
+ * excluded), and PID_TLS where tls_procs has one. The kernel reads this instead of hashing the
+ * tgid on every syscall of every process; selected_pids stays the record user space reads, and
+ * the filter for tgids beyond the array (pid_max raised after load). Both sides write single
+ * bytes (user space through a shared mapping), so neither write loses the other's. Where arrays
+ * cannot be mapped (before 5.5) settings.pid_bytes is 0 and the kernel uses selected_pids alone.
+ * A process's exit clears its whole byte. */
 #define PID_PAGE 4096
 #define PID_SET 0x80
 #define PID_TLS 0x40 /* the process is in tls_procs (lib/tls.h), kept apart from PID_SET | mode */

@@ -106,9 +106,10 @@ static __always_inline __u64 mmsg_bytes(__u64 msgvec, long msgs, const int lp)
 /* The call's arguments at its exit, from the task's saved user registers, which a syscall
  * leaves as they were (arm64 returns in x0: its first argument is orig_x0, which
  * PT_REGS_PARM1_SYSCALL reads). The registers are a BTF pointer: plain loads, which the JIT
- * makes fault-safe, instead of a probe-read helper call per argument. Only the loop variants use this: bpf_task_pt_regs is
- * 5.15+, bpf_loop 5.17+, and user space loads them only where both exist. `flags_arg` is the
- * syscalls.def FLAGS_ARG column (a constant in each program). Returns 0 for a peek. */
+ * makes fault-safe, instead of a probe-read helper call per argument. Only the loop variants
+ * use this: bpf_task_pt_regs is 5.15+, bpf_loop 5.17+, and user space loads them only where
+ * both exist. `flags_arg` is the syscalls.def FLAGS_ARG column (a constant in each program).
+ * Returns 0 for a peek. */
 static __always_inline int call_from_regs(struct active_call *a, __u8 sys, __u8 kind, __u8 dir, int flags_arg, __u8 mode)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
