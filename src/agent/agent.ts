@@ -137,7 +137,7 @@ export class Agent {
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
-    const usage = selfUsage();
+    const usage = selfUsage(() => kernel.bpfRunTimeNs());
     agent.budgetTimer = setInterval(() => {
       budget.sample(usage());
       pipeline.applySampling();

@@ -158,16 +158,24 @@ export class OverheadBudget {
   }
 }
 
-/** Measures this process: CPU since the last call (percent of one core) and RSS. */
-export function selfUsage(): () => Usage {
+/**
+ * Measures this process: CPU since the last call (percent of one core: user + system, plus the
+ * run time of its BPF programs where `bpfRunTimeNs` counts it — the kernel does while
+ * kernel.bpf_stats_enabled is 1; that time is spent in the traced processes, on the agent's
+ * behalf) and RSS.
+ */
+export function selfUsage(bpfRunTimeNs: () => bigint = () => 0n): () => Usage {
   let last = process.cpuUsage();
+  let lastBpf = bpfRunTimeNs();
   let lastAt = performance.now();
   return () => {
     const now = performance.now();
     const cur = process.cpuUsage();
-    const usedUs = cur.user - last.user + cur.system - last.system;
+    const bpf = bpfRunTimeNs();
+    const usedUs = cur.user - last.user + cur.system - last.system + Number(bpf - lastBpf) / 1000;
     const cpuPercent = (usedUs / 1000 / Math.max(1, now - lastAt)) * 100;
     last = cur;
+    lastBpf = bpf;
     lastAt = now;
     return { cpuPercent, rssMb: process.memoryUsage.rss() / (1024 * 1024) };
   };

@@ -47,6 +47,8 @@ const LIBBPF_SYMBOLS = {
   bpf_program__attach_uprobe: { args: [P, bool, i32, cstring, usize], returns: P },
   bpf_link__destroy: { args: [P], returns: i32 },
   bpf_link__fd: { args: [P], returns: i32 },
+  bpf_program__fd: { args: [P], returns: i32 },
+  bpf_obj_get_info_by_fd: { args: [i32, P, P], returns: i32 },
   bpf_program__attach_perf_event: { args: [P, i32], returns: P },
   bpf_map__fd: { args: [P], returns: i32 },
   bpf_map__set_max_entries: { args: [P, u32], returns: i32 },
@@ -73,6 +75,8 @@ const LIBBPF_SYMBOLS = {
 export const STRUCT_LAYOUT = {
   bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
   perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48, config1: 56, config2: 64 },
+  /** read only up to run_cnt (the kernel copies as much as the caller's length asks) */
+  bpf_prog_info: { run_time_ns: 192, run_cnt: 200 },
 } as const;
 
 /**
@@ -267,6 +271,27 @@ export class BpfObject {
       p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
     }
     return out;
+  }
+
+  /** Summed run time of the object's loaded programs (bpf_prog_info.run_time_ns), which the
+   * kernel counts only while BPF statistics are on (kernel.bpf_stats_enabled); 0n otherwise. */
+  runTimeNs(): bigint {
+    const L = STRUCT_LAYOUT.bpf_prog_info;
+    const info = new Uint8Array(L.run_cnt + 8);
+    const dv = new DataView(info.buffer);
+    const len = new Uint32Array(1);
+    let sum = 0n;
+    let p = b().bpf_object__next_program(this.obj, null) as Pointer | null;
+    while (p) {
+      const fd = b().bpf_program__fd(p);
+      if (fd >= 0) {
+        info.fill(0);
+        len[0] = info.length;
+        if (b().bpf_obj_get_info_by_fd(fd, ptr(info), ptr(len)) === 0) sum += dv.getBigUint64(L.run_time_ns, true);
+      }
+      p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
+    }
+    return sum;
   }
 
   setMaxEntries(map: string, n: number): void {

@@ -332,6 +332,12 @@ export class KernelTracer {
     this.probes?.release(file);
   }
 
+  /** Run time of the agent's BPF programs so far, in the traced processes' context: counted by
+   * the kernel only while kernel.bpf_stats_enabled is 1 (0n while it never was). */
+  bpfRunTimeNs(): bigint {
+    return this.obj.runTimeNs();
+  }
+
   get libbpfVersion(): string {
     return libbpfVersion();
   }

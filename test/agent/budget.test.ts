@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { MIN_RATIO, OverheadBudget } from "../../src/agent/budget.ts";
+import { MIN_RATIO, OverheadBudget, selfUsage } from "../../src/agent/budget.ts";
 
 describe("overhead budget", () => {
   test("under budget nothing is shed and the ratio stays 1", () => {
@@ -62,5 +62,28 @@ describe("overhead budget", () => {
     expect(p1.connections).toBeGreaterThan(15_000);
     // one exchange per connection: captured + estimated shed ≈ requests made
     expect(Math.abs(p1.estimatedRequests / p1.connections - 1)).toBeLessThan(0.05);
+  });
+});
+
+describe("selfUsage", () => {
+  test("BPF run time counted by the kernel is added to the agent's CPU (a sleeping agent shows only it)", async () => {
+    let bpfNs = 5_000_000_000n; // what the programs had run before: only deltas count
+    const usage = selfUsage(() => bpfNs);
+    const started = performance.now();
+    await Bun.sleep(200);
+    bpfNs += 100_000_000n; // 100 ms of BPF time in the traced processes
+    const u = usage();
+    const elapsed = performance.now() - started;
+    // 100 ms over `elapsed` ms of wall time, plus the little the sleep itself cost
+    expect(u.cpuPercent).toBeGreaterThanOrEqual((100 / elapsed) * 100 - 1);
+    expect(u.cpuPercent).toBeLessThan((100 / elapsed) * 100 + 25);
+    await Bun.sleep(100);
+    expect(usage().cpuPercent).toBeLessThan(25); // no BPF time since
+  });
+
+  test("without a BPF counter: user + system time only", async () => {
+    const usage = selfUsage();
+    await Bun.sleep(100);
+    expect(usage().cpuPercent).toBeLessThan(25);
   });
 });

@@ -213,3 +213,30 @@ describe.skipIf(!!SKIP)("per-connection flags from user space", () => {
     expect(k.counters().noCopyBytes).toBe(req.length + got.length);
   });
 });
+
+describe.skipIf(!!SKIP)("BPF run time for the overhead budget", () => {
+  test("KernelTracer.bpfRunTimeNs: 0 while kernel.bpf_stats_enabled is 0, growing with the traced calls while it is 1", async () => {
+    const sysctl = "/proc/sys/kernel/bpf_stats_enabled";
+    const before = readFileSync(sysctl, "utf8").trim();
+    c.add(before, (v) => writeFileSync(sysctl, v));
+    writeFileSync(sysctl, "0");
+    const k = c.add(await KernelTracer.start({ ringbufBytes: 1 << 22, maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false }), (x) => x.close());
+    const p = port();
+    const srv = Bun.spawn(["/usr/bin/python3", "-m", "http.server", String(p), "--bind", "127.0.0.1"], { stdout: "ignore", stderr: "ignore" });
+    c.add(srv, (x) => x.kill("SIGKILL"));
+    await waitForPort(p);
+    expect(k.setPid(srv.pid!, MODE_BOTH)).toBe(0);
+    const drain = () => k.source.drain(() => {}, 100_000);
+    curlOk([`http://127.0.0.1:${p}/`]);
+    drain();
+    expect(k.bpfRunTimeNs()).toBe(0n);
+    writeFileSync(sysctl, "1");
+    curlOk([`http://127.0.0.1:${p}/`, `http://127.0.0.1:${p}/`]);
+    drain();
+    const on = k.bpfRunTimeNs();
+    expect(on).toBeGreaterThan(0n);
+    curlOk([`http://127.0.0.1:${p}/`]);
+    drain();
+    expect(k.bpfRunTimeNs()).toBeGreaterThan(on);
+  });
+});
