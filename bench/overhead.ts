@@ -25,7 +25,7 @@ import { basename, join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
-import { bpfStats } from "../test/support/bpf-progs.ts";
+import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
@@ -208,7 +208,7 @@ function lastStats(err: string): Record<string, number> | undefined {
   return lines.length ? JSON.parse(lines.at(-1)!) : undefined;
 }
 
-Bun.spawnSync(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
+bpfStatsOnUntilExit();
 const hasTshark = Bun.which("tshark") !== null;
 /** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
 interface Variant { mode: string; label: string; bin: string }

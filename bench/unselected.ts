@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { bpfStats } from "../test/support/bpf-progs.ts";
+import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 
 const BIN = resolve(process.argv.includes("--bin") ? process.argv[process.argv.indexOf("--bin") + 1]! : resolve(import.meta.dir, "..", "dist/ebpf-tracer"));
 const arg = (n: string, d: string): string => {
@@ -48,7 +48,7 @@ if (CGROUP) {
   yaml += `  - cgroup: "/${cgDir.split("/").pop()}"\n`;
 }
 writeFileSync(cfg, yaml);
-Bun.spawnSync(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"]);
+bpfStatsOnUntilExit();
 
 async function startAgent(): Promise<Subprocess> {
   const proc = Bun.spawn([BIN, "capture", "-c", cfg, "--json"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
