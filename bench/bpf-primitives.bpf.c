@@ -43,6 +43,13 @@ volatile __u64 sink;
 
 #define MARKED(ctx) ((int)(ctx)->args[0] == MARK_FD)
 
+/* This CPU's scratch block for a marked write, else NULL. */
+static __always_inline struct block *marked_scratch(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 zero = 0;
+	return MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+}
+
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_empty(struct trace_event_raw_sys_enter *ctx)
 {
@@ -93,8 +100,7 @@ int p_ktime(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_read_user_16(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 zero = 0;
-	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	struct block *s = marked_scratch(ctx);
 	if (s)
 		bpf_probe_read_user(s->b, 16, (void *)ctx->args[1]);
 	return 0;
@@ -103,8 +109,7 @@ int p_read_user_16(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_read_user_256(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 zero = 0;
-	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	struct block *s = marked_scratch(ctx);
 	if (s)
 		bpf_probe_read_user(s->b, 256, (void *)ctx->args[1]);
 	return 0;
@@ -124,8 +129,7 @@ int p_read_user_stack(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_ringbuf_300(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 zero = 0;
-	struct block *s = MARKED(ctx) ? bpf_map_lookup_elem(&scratch, &zero) : NULL;
+	struct block *s = marked_scratch(ctx);
 	if (s && bpf_ringbuf_output(&ring, s->b, 300, BPF_RB_NO_WAKEUP) != 0)
 		sink = 1;
 	return 0;

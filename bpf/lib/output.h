@@ -25,15 +25,20 @@ static __always_inline long read_user(void *dst, __u32 size, const void *src)
 	return bpf_probe_read(dst, size, src);
 }
 
-/* This tgid's byte in pid_bytes, or NULL where the kernel must hash (no array, or a tgid
- * beyond it). */
+/* This tgid's byte in pid_bytes, or NULL where the kernel must hash (no settings, no array, or
+ * a tgid beyond it). */
 static __always_inline __u8 *pid_byte(struct settings *s, __u32 tgid)
 {
-	if (!s->pid_bytes)
+	if (!s || !s->pid_bytes)
 		return NULL;
 	__u32 page = tgid / PID_PAGE;
 	struct pid_page *p = bpf_map_lookup_elem(&pid_bytes, &page);
 	return p ? &p->b[tgid & (PID_PAGE - 1)] : NULL;
+}
+
+static __always_inline __u8 *pid_byte_of(__u32 tgid)
+{
+	return pid_byte(settings(), tgid);
 }
 
 /* The capture mode of the current process: an explicit pid entry (which may be 0 = excluded)
@@ -68,8 +73,7 @@ static __always_inline __u8 selected_mode(__u32 tgid)
 static __always_inline long pid_set(__u32 tgid, __u8 mode, __u64 flags)
 {
 	long r = bpf_map_update_elem(&selected_pids, &tgid, &mode, flags);
-	struct settings *s = settings();
-	__u8 *b = r == 0 && s ? pid_byte(s, tgid) : NULL;
+	__u8 *b = r == 0 ? pid_byte_of(tgid) : NULL;
 	if (b)
 		*b = PID_SET | mode | (*b & PID_TLS);
 	return r;
@@ -78,8 +82,7 @@ static __always_inline long pid_set(__u32 tgid, __u8 mode, __u64 flags)
 static __always_inline void pid_forget(__u32 tgid)
 {
 	bpf_map_delete_elem(&selected_pids, &tgid);
-	struct settings *s = settings();
-	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	__u8 *b = pid_byte_of(tgid);
 	if (b)
 		*b = 0;
 }

@@ -256,7 +256,7 @@ static __always_inline int exit_listen(void *ctx, long ret, const int lp)
 	if (lp) {
 		/* no entry program (see exit_call): the setting is checked here */
 		struct settings *s = settings();
-		if (!s || !s->notify_listen || ret != 0)
+		if (!s || !s->notify_listen)
 			return 0;
 		fd = (int)PT_REGS_PARM1_SYSCALL((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
 	} else {

@@ -109,8 +109,7 @@ struct {
 /* Whether the TLS probes act for process tgid: its PID_TLS bit, or tls_procs beyond pid_bytes. */
 static __always_inline int tls_proc(__u32 tgid)
 {
-	struct settings *s = settings();
-	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	__u8 *b = pid_byte_of(tgid);
 	if (b)
 		return *b & PID_TLS;
 	return bpf_map_lookup_elem(&tls_procs, &tgid) != NULL;
@@ -122,8 +121,7 @@ static __always_inline void tls_proc_set(__u32 tgid)
 	__u8 one = 1;
 	if (bpf_map_update_elem(&tls_procs, &tgid, &one, BPF_ANY) != 0)
 		return;
-	struct settings *s = settings();
-	__u8 *b = s ? pid_byte(s, tgid) : NULL;
+	__u8 *b = pid_byte_of(tgid);
 	if (b)
 		*b |= PID_TLS;
 }

@@ -131,15 +131,13 @@ export function planAttach(all: Probe[], env: PlanEnv): AttachPlan {
   // A syscall whose exit runs its loop variant has no entry program: the variant takes the
   // call's arguments from the task's registers (bpf/lib/syscalls.h, call_from_regs).
   const exitOnly = new Set(probes.filter((p) => p.syscall && p.loads && isExit(p)).map((p) => p.syscall!));
-  for (let i = probes.length - 1; i >= 0; i--) {
-    const p = probes[i]!;
-    if (p.syscall && exitOnly.has(p.syscall) && !isExit(p)) {
-      plan.unload.push(p.program);
-      probes.splice(i, 1);
-    }
-  }
+  const needed = probes.filter((p) => {
+    const drop = !!p.syscall && exitOnly.has(p.syscall) && !isExit(p);
+    if (drop) plan.unload.push(p.program);
+    return !drop;
+  });
   const bySyscall = new Map<string, Probe[]>();
-  for (const p of probes) if (p.syscall) bySyscall.set(p.syscall, [...(bySyscall.get(p.syscall) ?? []), p]);
+  for (const p of needed) if (p.syscall) bySyscall.set(p.syscall, [...(bySyscall.get(p.syscall) ?? []), p]);
   const unattachable = new Set<Probe>();
   for (const [sc, ps] of bySyscall) {
     const chosen = env.flavours.find((f) => {
@@ -156,7 +154,7 @@ export function planAttach(all: Probe[], env: PlanEnv): AttachPlan {
     const allowed = ps.filter((p) => env.flavours.includes(flavourOf(p)));
     for (const p of allowed.length ? allowed.filter((q) => !env.exists(q)) : ps) unattachable.add(p);
   }
-  for (const p of probes) {
+  for (const p of needed) {
     if (p.kind === "uprobe" || p.kind === "uretprobe") {
       plan.uprobes.push(p);
     } else if (p.syscall) {

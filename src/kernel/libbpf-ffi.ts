@@ -265,12 +265,16 @@ export class BpfObject {
   /** Program names with their ELF section (which names the attach point). */
   programs(): { name: string; section: string }[] {
     const out: { name: string; section: string }[] = [];
+    for (const p of this.eachProgram()) out.push({ name: String(b().bpf_program__name(p)), section: String(b().bpf_program__section_name(p)) });
+    return out;
+  }
+
+  private *eachProgram(): Generator<Pointer> {
     let p = b().bpf_object__next_program(this.obj, null) as Pointer | null;
     while (p) {
-      out.push({ name: String(b().bpf_program__name(p)), section: String(b().bpf_program__section_name(p)) });
+      yield p;
       p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
     }
-    return out;
   }
 
   /** Summed run time of the object's loaded programs (bpf_prog_info.run_time_ns), which the
@@ -281,15 +285,12 @@ export class BpfObject {
     const dv = new DataView(info.buffer);
     const len = new Uint32Array(1);
     let sum = 0n;
-    let p = b().bpf_object__next_program(this.obj, null) as Pointer | null;
-    while (p) {
+    for (const p of this.eachProgram()) {
       const fd = b().bpf_program__fd(p);
-      if (fd >= 0) {
-        info.fill(0);
-        len[0] = info.length;
-        if (b().bpf_obj_get_info_by_fd(fd, ptr(info), ptr(len)) === 0) sum += dv.getBigUint64(L.run_time_ns, true);
-      }
-      p = b().bpf_object__next_program(this.obj, p) as Pointer | null;
+      if (fd < 0) continue; // not loaded
+      info.fill(0);
+      len[0] = info.length;
+      if (b().bpf_obj_get_info_by_fd(fd, ptr(info), ptr(len)) === 0) sum += dv.getBigUint64(L.run_time_ns, true);
     }
     return sum;
   }

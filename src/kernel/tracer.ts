@@ -332,10 +332,20 @@ export class KernelTracer {
     this.probes?.release(file);
   }
 
+  private runTimeNs = 0n;
+
   /** Run time of the agent's BPF programs so far, in the traced processes' context: counted by
-   * the kernel only while kernel.bpf_stats_enabled is 1 (0n while it never was). */
+   * the kernel only while kernel.bpf_stats_enabled is 1 (0n while it never was). While it is 0
+   * the totals cannot move, so the last ones are returned without asking per program. */
   bpfRunTimeNs(): bigint {
-    return this.obj.runTimeNs();
+    let on = false;
+    try {
+      on = readFileSync("/proc/sys/kernel/bpf_stats_enabled", "utf8").trim() !== "0";
+    } catch {
+      on = true; // no sysctl to ask: the programs say
+    }
+    if (on) this.runTimeNs = this.obj.runTimeNs();
+    return this.runTimeNs;
   }
 
   get libbpfVersion(): string {
@@ -384,17 +394,21 @@ export class KernelTracer {
 
   /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte alone);
    * the byte's PID_TLS bit is setTlsProc's. */
+  /** Rewrites tgid's byte in pid_bytes, when the array exists and covers it. */
+  private updatePidByte(tgid: number, f: (old: number) => number): void {
+    const b = this.pidBytes;
+    if (b && tgid < b.length) b[tgid] = f(b[tgid]!);
+  }
+
   setPid(tgid: number, mode: number): number {
     const r = mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
-    const b = this.pidBytes;
-    if (r === 0 && b && tgid < b.length) b[tgid] = PID_SET | mode | (b[tgid]! & PID_TLS);
+    if (r === 0) this.updatePidByte(tgid, (old) => PID_SET | mode | (old & PID_TLS));
     return r;
   }
 
   deletePid(tgid: number): number {
     const r = mapDelete(this.fds.selected_pids!, u32(tgid));
-    const b = this.pidBytes;
-    if (b && tgid < b.length) b[tgid] = b[tgid]! & PID_TLS;
+    this.updatePidByte(tgid, (old) => old & PID_TLS);
     return r;
   }
 
@@ -507,8 +521,8 @@ export class KernelTracer {
   /** tls_procs: whether the TLS probes act for process `tgid`. */
   setTlsProc(tgid: number, on: boolean): number {
     const r = on ? mapUpdate(this.fds.tls_procs!, u32(tgid), Uint8Array.of(1)) : mapDelete(this.fds.tls_procs!, u32(tgid));
-    const b = this.pidBytes;
-    if (b && tgid < b.length && (r === 0 || !on)) b[tgid] = on ? b[tgid]! | PID_TLS : b[tgid]! & ~PID_TLS;
+    if (!on) this.updatePidByte(tgid, (old) => old & ~PID_TLS);
+    else if (r === 0) this.updatePidByte(tgid, (old) => old | PID_TLS);
     return r;
   }
 

@@ -12,10 +12,10 @@ import type { ConnEvent, ProcEvent } from "../kernel/event-decoder.ts";
 import type { ProcessRegistry } from "./process-registry.ts";
 import { log } from "../log/log.ts";
 
-/** Kernel filter operations the selector uses (KernelTracer implements them). */
 /** What the selection wants for one process: its mode (0 = written as excluded) and why. */
 type Wanted = { mode: number; d: Decision; facts: ProcessFacts };
 
+/** Kernel filter operations the selector uses (KernelTracer implements them). */
 export interface SelectorMaps {
   setPid(tgid: number, mode: number): number;
   deletePid(tgid: number): number;
