@@ -52,7 +52,7 @@ let rx: OtlpReceiver | undefined;
 const args = ["capture", "--json", "--pid", String(server.pid)];
 if (MODE === "run") {
   const certs = makeTestCerts();
-  rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } });
+  rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, countOnly: true });
   writeFileSync(join(dir, "run.yaml"), runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
   args.splice(0, args.length, "run", "-c", join(dir, "run.yaml"));
 }

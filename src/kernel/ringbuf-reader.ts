@@ -3,11 +3,16 @@
  * (which blocks the event loop and cannot call back into JS from another thread).
  *
  * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (read-write for us); page 1 holds
- * producer_pos; the data area follows page 1 and is mapped twice in a row by the kernel, so a
- * record that wraps is still contiguous in our view. Each record starts with an 8-byte header:
- * u32 len with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset; records are 8-byte
- * aligned. The reader works on views of that memory (RingViews), so tests drive it over plain
- * buffers laid out the same way.
+ * producer_pos; the data area follows page 1. Each record starts with an 8-byte header: u32 len
+ * with BUSY (bit 31) and DISCARD (bit 30) flags, u32 page offset; records are 8-byte aligned, so
+ * a header never straddles the end of the data area but a record's payload may.
+ *
+ * The kernel offers the data area twice in a row so that wrapped records read contiguously; we
+ * map it once. Every mapped page counts in the agent's RSS, and JSC counts an ArrayBuffer over
+ * the mapping as memory it owns when it sizes its heap: the second copy cost twice the ring's
+ * size in RSS under load (measured: bench/README.md, "Memory"). The rare record that wraps is
+ * joined in a scratch buffer instead. The reader works on views of that memory (RingViews), so
+ * tests drive it over plain buffers laid out the same way.
  *
  * Memory ordering: we use plain typed-array loads and stores. Atomics on the read-only producer
  * mapping crash Bun once JIT-compiled (it emits lock cmpxchg), and x86-64 loads/stores are
@@ -27,7 +32,7 @@ export const RINGBUF_BUSY = 0x80000000;
 export const RINGBUF_DISCARD = 0x40000000;
 const RINGBUF_HDR = 8;
 
-/** The ring's memory as typed views; `data` is the data area seen twice in a row (2 x size). */
+/** The ring's memory as typed views; `data` is the data area, `size` bytes, seen once. */
 export interface RingViews {
   /** consumer_pos as two u32 words (low, high), written by the reader */
   consumer: Uint32Array;
@@ -43,6 +48,8 @@ export class RingBufferReader implements EventSource {
   private readonly data: Uint8Array;
   private readonly data32: Uint32Array;
   private readonly mask: number;
+  /** where a record that wraps at the end of the data area is joined (grown on demand) */
+  private scratch = new Uint8Array(0);
   readonly size: number;
   /** records whose handler threw (consumed anyway) */
   handlerErrors = 0;
@@ -54,22 +61,22 @@ export class RingBufferReader implements EventSource {
   constructor(views: RingViews, private readonly onClose: () => void = () => {}) {
     const size = views.size;
     if (size <= 0 || size & (size - 1)) throw new Error("ring buffer size must be a power of two");
-    if (views.data.length < 2 * size || views.data.byteOffset & 7) throw new Error("ring data view must be 8-byte aligned and 2 x size long");
+    if (views.data.length < size || views.data.byteOffset & 7) throw new Error("ring data view must be 8-byte aligned and size bytes long");
     this.size = size;
     this.cons32 = views.consumer;
     this.prod32 = views.producer;
     this.data = views.data;
-    this.data32 = new Uint32Array(views.data.buffer, views.data.byteOffset, (2 * size) / 4);
+    this.data32 = new Uint32Array(views.data.buffer, views.data.byteOffset, size / 4);
     this.mask = size - 1;
   }
 
-  /** Maps a BPF_MAP_TYPE_RINGBUF map of `size` data bytes. */
+  /** Maps a BPF_MAP_TYPE_RINGBUF map of `size` data bytes (its data area once: see above). */
   static map(mapFd: number, size: number): RingBufferReader {
     const page = pageSize();
     const consumer = Mapping.of(mapFd, page, PROT_READ | PROT_WRITE, 0);
     let producer: Mapping;
     try {
-      producer = Mapping.of(mapFd, page + 2 * size, PROT_READ, page);
+      producer = Mapping.of(mapFd, page + size, PROT_READ, page);
     } catch (e) {
       consumer.unmap();
       throw e;
@@ -78,7 +85,7 @@ export class RingBufferReader implements EventSource {
       {
         consumer: new Uint32Array(consumer.buffer, 0, 2),
         producer: new Uint32Array(producer.buffer, 0, 2),
-        data: new Uint8Array(producer.buffer, page, 2 * size),
+        data: new Uint8Array(producer.buffer, page, size),
         size,
       },
       () => {
@@ -131,8 +138,9 @@ export class RingBufferReader implements EventSource {
         return n;
       }
       if (!(word & RINGBUF_DISCARD)) {
+        const from = at + RINGBUF_HDR;
         try {
-          onRecord(this.data.subarray(at + RINGBUF_HDR, at + RINGBUF_HDR + len));
+          onRecord(from + len <= this.size ? this.data.subarray(from, from + len) : this.joinWrapped(from, len));
         } catch (e) {
           this.handlerErrors++;
           if (this.handlerErrors === 1) log.error("event handler failed; record skipped (counted in handler errors)", { error: String((e as Error)?.stack ?? e) });
@@ -143,6 +151,15 @@ export class RingBufferReader implements EventSource {
       this.publish(cons);
     }
     return n;
+  }
+
+  /** A record whose payload runs past the end of the data area, made contiguous. */
+  private joinWrapped(from: number, len: number): Uint8Array {
+    if (this.scratch.length < len) this.scratch = new Uint8Array(Math.max(len, 2 * this.scratch.length));
+    const head = this.size - from; // header at most size - 8, so from <= size
+    this.scratch.set(this.data.subarray(from, this.size), 0);
+    this.scratch.set(this.data.subarray(0, len - head), head);
+    return this.scratch.subarray(0, len);
   }
 
   close(): void {

@@ -14,7 +14,7 @@ import { SCOPE_NAME, SCOPE_VERSION } from "../../src/export/otlp/scope.ts";
 import { decodePartialSuccess } from "../../src/export/otlp/response.ts";
 import pkg from "../../package.json" with { type: "json" };
 import {
-  decodeBody, decodeRequestJson, decodeRequestProto, otlpType, spansOfRequest, type ReceivedSpan, type TypedValue,
+  countProtoSpans, decodeBody, decodeRequestJson, decodeRequestProto, otlpType, spansOfRequest, type ReceivedSpan, type TypedValue,
 } from "../support/otlp-receiver.ts";
 
 const FIXTURES = join(import.meta.dir, "..", "fixtures", "otlp-proto");
@@ -203,5 +203,16 @@ describe("ExportTraceServiceResponse decoding", () => {
     const bytes = T.encode(T.fromObject({ partialSuccess: { rejectedSpans: 5000000000, errorMessage: "many" } })).finish();
     const withUnknown = new Uint8Array([...bytes, 0x28, 0x01, 0x32, 0x01, 0x41]); // field 5 varint, field 6 bytes
     expect(decodePartialSuccess(withUnknown, "application/x-protobuf")).toEqual({ rejectedSpans: 5000000000, errorMessage: "many" });
+  });
+});
+
+describe("countProtoSpans (the benchmarks' count-only receiver)", () => {
+  test("counts what protobufjs decodes, across resources, and rejects a truncated body", () => {
+    for (const n of [0, 1, 7, 300]) {
+      const body = encodeTracesProto(Array.from({ length: n }, (_, i) => span(i)), "svc");
+      expect(countProtoSpans(body)).toBe(spansOfRequest(decodeRequestProto(body), 0).length);
+      expect(countProtoSpans(body)).toBe(n);
+      if (n > 0) expect(() => countProtoSpans(body.subarray(0, body.length - 3))).toThrow();
+    }
   });
 });

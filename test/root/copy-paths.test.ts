@@ -4,7 +4,8 @@
  * variants; with the perf buffer (or an older kernel) as themselves, with bounded loops. Each
  * must deliver every byte of calls larger than one chunk: a 60,000-byte request body read by
  * Node (one read past a chunk: the buffer loop) and echoed with writev (head + body past a
- * chunk: the iovec walk).
+ * chunk: the iovec walk). A third run pushes ~5 MB through a 1 MiB ring, so records wrap at the end
+ * of its data area (which the agent maps once and joins itself) and must still arrive whole.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -12,7 +13,7 @@ import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { rootSkipReason, TracerProcess } from "../support/tracer.ts";
 import { startNode } from "../support/servers.ts";
-import { Cleanups, curlOk, jsonOfSize, NODE_APP, onPort } from "../support/http-kit.ts";
+import { Cleanups, exitStats, jsonOfSize, NODE_APP, onPort } from "../support/http-kit.ts";
 
 const SKIP = rootSkipReason();
 if (SKIP) console.warn(`test/root/copy-paths.test.ts skipped: ${SKIP}`);
@@ -41,11 +42,17 @@ function attachedPrograms(stderr: string): Set<string> {
 }
 
 describe.skipIf(!!SKIP)("payload copy: loop variants and bounded loops deliver the same bytes", () => {
-  for (const buffer of ["ringbuf", "perf"] as const) {
-    test(`${buffer} buffer: a 60,000-byte body each way, every byte`, async () => {
+  const cases = [
+    { buffer: "ringbuf", ringMb: 0, exchanges: 3 },
+    { buffer: "perf", ringMb: 0, exchanges: 3 },
+    { buffer: "ringbuf", ringMb: 1, exchanges: 40 },
+  ] as const;
+  for (const { buffer, ringMb, exchanges } of cases) {
+    const title = ringMb ? `${buffer} buffer of ${ringMb} MiB: ${exchanges} bodies of 60,000 bytes each way wrap the ring, every byte` : `${buffer} buffer: a 60,000-byte body each way, every byte`;
+    test(title, async () => {
       const server = c.add(await startNode(NODE_APP), (s) => s.stop());
       const dir = c.add(mkdtempSync(join(tmpdir(), "et-copy-")), (d) => rmSync(d, { recursive: true, force: true }));
-      writeFileSync(join(dir, "c.yaml"), `bpf:\n  buffer: ${buffer}\n`);
+      writeFileSync(join(dir, "c.yaml"), `bpf:\n  buffer: ${buffer}\n${ringMb ? `  ringbuf_size_mb: ${ringMb}\n` : ""}`);
       const body = jsonOfSize(60_000);
       writeFileSync(join(dir, "body.json"), body);
       const t = c.add(await TracerProcess.capture(["-c", join(dir, "c.yaml"), "--pid", String(server.pid), "--log-level", "debug"]), (x) => x.stop());
@@ -57,12 +64,15 @@ describe.skipIf(!!SKIP)("payload copy: loop variants and bounded loops deliver t
       expect(progs.has("tp_exit_writev_lp")).toBe(variants);
       expect(progs.has("tp_exit_writev")).toBe(!variants);
 
-      for (let i = 0; i < 3; i++) {
-        const r = curlOk(["-H", "Content-Type: application/json", "--data-binary", `@${join(dir, "body.json")}`, `http://127.0.0.1:${server.port}/echo`]);
-        expect(r.stdout).toBe(body);
+      // curl asynchronously: a synchronous spawn would stop this process reading the agent's
+      // stdout, and an agent blocked on a full pipe stops draining the ring.
+      for (let i = 0; i < exchanges; i++) {
+        const curl = Bun.spawn(["curl", "-sS", "-H", "Content-Type: application/json", "--data-binary", `@${join(dir, "body.json")}`, `http://127.0.0.1:${server.port}/echo`], { stdout: "pipe", stderr: "inherit" });
+        expect(await new Response(curl.stdout).text()).toBe(body);
+        expect(await curl.exited).toBe(0);
       }
-      const spans = await t.waitForSpans(3, onPort(server.port));
-      expect(spans).toHaveLength(3);
+      const spans = await t.waitForSpans(exchanges, onPort(server.port));
+      expect(spans).toHaveLength(exchanges);
       for (const s of spans) {
         const a = s.attributes;
         expect(a).toMatchObject({
@@ -77,6 +87,7 @@ describe.skipIf(!!SKIP)("payload copy: loop variants and bounded loops deliver t
         expect(a["ebpf.partial"]).toBeUndefined();
       }
       expect(await t.stop()).toBe(0);
+      expect(exitStats(t.stderr)).toMatchObject({ EventLost: 0, RingCorruptRecords: 0 });
     }, 60_000);
   }
 });
