@@ -16,6 +16,7 @@ import { Http2Session } from "../protocols/http2/session.ts";
 import type { SessionEnv } from "../protocols/session.ts";
 import type { SessionInit } from "../stream/connections.ts";
 import { ROLE_CLIENT, ROLE_SERVER } from "../kernel/event-layout.ts";
+import { releaseStartupPages } from "./startup-pages.ts";
 import { log } from "../log/log.ts";
 import type { Config } from "../config/config.ts";
 import type { SpanSink } from "../spans/span.ts";
@@ -134,6 +135,8 @@ export class Agent {
     // asynchronous one (Bun.gc(false): JSC collects concurrently and finishes on its own), so
     // the thread that drains the ring is never stopped for a full synchronous collection.
     agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
+    // Now, before load makes the heap grow: the peak RSS is what budgets count.
+    Agent.releaseStartupPages();
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
@@ -235,6 +238,12 @@ export class Agent {
     clearInterval(this.tickTimer);
     const s = this.cfg.proc_fs_scan_period_in_sec;
     if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
+  }
+
+  private static releaseStartupPages(): void {
+    const r = releaseStartupPages();
+    if (r.released) log.info("startup pages of the executable released", { mappedKb: r.mappedKb, residentKbBefore: r.residentKbBefore, residentKbAfter: r.residentKbAfter });
+    else log.debug("startup pages of the executable kept", { reason: r.reason });
   }
 
   get currentConfig(): Config {

@@ -19,6 +19,7 @@ const LIBC_SYMBOLS = {
   close: { args: [i32], returns: i32 },
   mmap: { args: [P, usize, i32, i32, i32, i64()], returns: P },
   munmap: { args: [P, usize], returns: i32 },
+  madvise: { args: [P, usize, i32], returns: i32 },
   sysconf: { args: [i32], returns: i64() },
   clock_gettime: { args: [i32, P], returns: i32 },
   // Variadic in C; integer arguments pass the same way on x86-64 and aarch64.
@@ -92,6 +93,7 @@ export const C_CONSTANTS = {
   PROT_READ: 1,
   PROT_WRITE: 2,
   MAP_SHARED: 1,
+  MADV_PAGEOUT: 21,
 } as const;
 const K = C_CONSTANTS;
 
@@ -176,6 +178,14 @@ export function numPossibleCpus(): number {
 
 export function pageSize(): number {
   return Number(c().sysconf(K._SC_PAGESIZE));
+}
+
+/**
+ * madvise(MADV_PAGEOUT) over `length` bytes at `address` of this process (an address range
+ * read from /proc/self/maps, page-aligned); returns 0 or errno (EINVAL before Linux 5.4).
+ */
+export function pageOut(address: number, length: number): number {
+  return c().madvise(address as unknown as Pointer, length, K.MADV_PAGEOUT) === 0 ? 0 : errno();
 }
 
 /** mount(2) of a pseudo filesystem (tracefs, bpf); returns 0 or errno. */

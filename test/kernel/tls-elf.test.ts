@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { TracerError } from "../../src/errors.ts";
 import { analyzeElf } from "../../src/kernel/tls/discover.ts";
 import { structMemberOffsets } from "../../src/kernel/tls/dwarf.ts";
-import { ELF_LIMITS, ElfFile, GO_BUILDINFO_MAGIC } from "../../src/kernel/tls/elf.ts";
+import { ELF_LIMITS, ElfFile, GO_BUILDINFO_MAGIC, literalPrefix } from "../../src/kernel/tls/elf.ts";
 import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
 
 const LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
@@ -39,6 +39,21 @@ function objdumpFileOffset(path: string, sym: string): number {
   return parseInt(m[1]!, 16);
 }
 
+describe("literalPrefix (the bytes findString searches for)", () => {
+  test("escaped punctuation counts, classes and quantified characters end it, short ones are not used", () => {
+    const lit = (re: RegExp) => literalPrefix(re)?.toString("latin1");
+    expect(lit(/OpenSSL (\d+)/)).toBe("OpenSSL ");
+    expect(lit(/crypto\/tls\.\(\*Conn\)\.Read/)).toBe("crypto/tls.(*Conn).Read");
+    expect(lit(/rustls[-/]\d/)).toBe("rustls");
+    expect(lit(/GnuTLS (\d+)/)).toBe("GnuTLS ");
+    expect(lit(/abcd*e/)).toBe("abc");
+    expect(lit(/abcd?e/)).toBe("abc");
+    expect(lit(/ab\d/)).toBeUndefined();
+    expect(lit(/^OpenSSL/)).toBeUndefined();
+    expect(lit(/openssl/i)).toBeUndefined();
+  });
+});
+
 describe.skipIf(!existsSync(LIBSSL))("ELF reader on libssl.so.3", () => {
   test("section headers, soname and dynamic symbols agree with readelf", () => {
     ElfFile.with(LIBSSL, (elf) => {
@@ -64,6 +79,31 @@ describe.skipIf(!existsSync(NODE))("ELF reader on /usr/bin/node (vaddr ≠ file 
         expect(off).toBe(objdumpFileOffset(NODE, name));
       }
       expect(elf.findString(/OpenSSL \d+\.\d+\.\d+/)).toMatch(/^OpenSSL 3\./);
+    });
+  }, 30_000);
+
+  test("findString (literal searched in bytes, regex on the text after a hit) finds what a regex over the whole text does", () => {
+    ElfFile.with(NODE, (elf) => {
+      const rodata = elf.section(".rodata")!;
+      const text = new TextDecoder("latin1").decode(elf.sectionBytes(rodata));
+      const patterns = [/OpenSSL (\d+\.\d+\.\d+[a-z]?)(?:[+-][\w.]+)? +\d{1,2} \w{3} \d{4}/, /BoringSSL/, /rustls[-/]\d/, /OpenSSL \d/, /v8::internal::\w+/, /node\.js\/v\d+/];
+      for (const re of patterns) expect(elf.findString(re)).toBe(re.exec(text)?.[0]);
+    });
+  }, 30_000);
+
+  test("findSymbols (bytes compared in place) answers what a walk over every symbol object does", () => {
+    ElfFile.with(NODE, (elf) => {
+      const names = ["SSL_read", "SSL_write_ex", "SSL_free", "napi_create_string_utf8", "no_such_symbol_anywhere", "SSL_rea"];
+      for (const table of [".dynsym", ".symtab"] as const) {
+        const brute = new Map<string, { value: number; size: number }>();
+        for (const s of elf.symbols(table)) {
+          if (s.value !== 0 && s.shndx !== 0 && names.includes(s.name) && !brute.has(s.name)) brute.set(s.name, { value: s.value, size: s.size });
+        }
+        const got = elf.findSymbols(names, [table]);
+        expect(new Map([...got].map(([n, s]) => [n, { value: s.value, size: s.size }]))).toEqual(brute);
+        expect(got.has("SSL_read")).toBe(true);
+        expect(got.has("SSL_rea")).toBe(false);
+      }
     });
   }, 30_000);
 });

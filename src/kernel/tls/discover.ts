@@ -167,7 +167,7 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
   const version = elf.goBuildInfo()?.version;
   const syms = elf.findSymbols([GO_READ, GO_WRITE], [".symtab"]);
   if (!syms.has(GO_READ) || !syms.has(GO_WRITE)) {
-    if (elf.symbols(".symtab").length > 0) return undefined; // symbols present, crypto/tls not linked in
+    if (elf.hasSymbols(".symtab")) return undefined; // symbols present, crypto/tls not linked in
     // Stripped: the function names are still in the pc-line table when crypto/tls is linked in.
     if (!elf.findString(/crypto\/tls\.\(\*Conn\)\.Read/, ".gopclntab")) return undefined;
     return { kind: "go", version, arch, probes: [], decryptable: false, reason: "stripped Go binary (no symbol table): crypto/tls functions cannot be located" };
