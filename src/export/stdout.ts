@@ -1,19 +1,41 @@
 /**
- * A SpanSink writing one JSON line per span (`spanToJson`) to stdout (`exporter: stdout`) or
+ * A SpanSink writing one JSON line per span (`jsonLine`: spanToJson's object) to stdout (`exporter: stdout`) or
  * appending to a file (`exporter: file:PATH`). Lines are buffered and written at 64 KiB or every
  * 200 ms, and on shutdown. A failing write is counted and logged once, never thrown.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import { TracerError } from "../errors.ts";
 import { log as defaultLog, type Logger } from "../log/log.ts";
-import { spanToJson, type Span, type SpanSink } from "../spans/span.ts";
+import { nanosToIso, type Span, type SpanSink } from "../spans/span.ts";
 
 const FLUSH_BYTES = 64 * 1024;
 
-/** The JSON line of `capture --json` and the stdout/file exporters. */
+/**
+ * The JSON line of `capture --json` and the stdout/file exporters: exactly
+ * JSON.stringify(spanToJson(span)), put together from parts. The resource (one frozen object per
+ * process, shared by its spans) is stringified once per object instead of once per span, and no
+ * intermediate object is built; together they were a sixth of capture's CPU profile.
+ */
 export function jsonLine(span: Span): string {
-  return JSON.stringify(spanToJson(span));
+  let resource = resourceJson.get(span.resource);
+  if (resource === undefined) {
+    resource = JSON.stringify(span.resource);
+    if (Object.isFrozen(span.resource)) resourceJson.set(span.resource, resource);
+  }
+  return (
+    '{"name":' + JSON.stringify(span.name) +
+    ',"kind":' + JSON.stringify(span.kind) +
+    ',"traceId":' + JSON.stringify(span.traceId) +
+    ',"spanId":' + JSON.stringify(span.spanId) +
+    (span.parentSpanId ? ',"parentSpanId":' + JSON.stringify(span.parentSpanId) : "") +
+    ',"start":"' + nanosToIso(span.startTimeUnixNano) +
+    '","durationMs":' + JSON.stringify(Number(span.endTimeUnixNano - span.startTimeUnixNano) / 1e6) +
+    ',"error":' + (span.error ? "true" : "false") +
+    ',"attributes":' + JSON.stringify(span.attributes) +
+    ',"resource":' + resource + "}"
+  );
 }
+const resourceJson = new WeakMap<object, string>();
 const FLUSH_MS = 200;
 
 export type LineTarget = { kind: "stdout" } | { kind: "file"; path: string };

@@ -7,7 +7,7 @@ import { validateConfig } from "../../src/config/config.ts";
 import { createSink, isReloadable } from "../../src/export/factory.ts";
 import { RedactingSink } from "../../src/spans/redact.ts";
 import { OtlpExporter } from "../../src/export/otlp/exporter.ts";
-import { StdoutExporter } from "../../src/export/stdout.ts";
+import { jsonLine, StdoutExporter } from "../../src/export/stdout.ts";
 import { spanToJson, type Span } from "../../src/spans/span.ts";
 import { Logger } from "../../src/log/log.ts";
 
@@ -42,6 +42,19 @@ describe("createSink", () => {
   test("otlp without an endpoint, or a bad one, fails setup", () => {
     expect(() => createSink(validateConfig({}, "", ""))).toThrow(/endpoint.*is empty/);
     expect(() => createSink(validateConfig({ agent_config: { reporting: { endpoint: "ftp://x:1" } } }, "", ""))).toThrow(/not supported/);
+  });
+});
+
+describe("jsonLine", () => {
+  test("is JSON.stringify(spanToJson(span)) byte for byte: parent or not, escapes, durations, a frozen resource reused", () => {
+    const resource = Object.freeze({ "service.name": "svc \"q\"", "process.pid": 7, "host.name": "h\u2028" });
+    const spans: Span[] = [
+      span(1),
+      { ...span(2), parentSpanId: "00f067aa0ba902b7", name: "GET /a\"b\\c\n\u0001é😀", error: true, resource },
+      { ...span(3), endTimeUnixNano: span(3).startTimeUnixNano + 1n, attributes: { "a": 1.5, "b": false, "c": "x\ty", "d": -0 }, resource },
+      { ...span(4), startTimeUnixNano: 5n, endTimeUnixNano: 5n, resource: { "service.name": "unfrozen" } },
+    ];
+    for (const s of [...spans, ...spans]) expect(jsonLine(s)).toBe(JSON.stringify(spanToJson(s)));
   });
 });
 
