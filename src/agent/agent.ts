@@ -135,8 +135,6 @@ export class Agent {
     // asynchronous one (Bun.gc(false): JSC collects concurrently and finishes on its own), so
     // the thread that drains the ring is never stopped for a full synchronous collection.
     agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
-    // Now, before load makes the heap grow: the peak RSS is what budgets count.
-    Agent.releaseStartupPages();
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
@@ -240,7 +238,12 @@ export class Agent {
     if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
   }
 
-  private static releaseStartupPages(): void {
+  /**
+   * Gives back the executable's pages only the start used (startup-pages.ts). The command calls it
+   * once everything it starts is up (admin endpoint, readiness): paging out and faulting back in
+   * takes tens of ms, which must not delay what tests and systemd wait for.
+   */
+  releaseStartupPages(): void {
     const r = releaseStartupPages();
     if (r.released) log.info("startup pages of the executable released", { mappedKb: r.mappedKb, residentKbBefore: r.residentKbBefore, residentKbAfter: r.residentKbAfter });
     else log.debug("startup pages of the executable kept", { reason: r.reason });

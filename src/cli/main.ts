@@ -191,6 +191,7 @@ async function cmdRun(opts: { config: string }): Promise<void> {
   const unwatch = watchConfig(opts.config, agent, tap);
   const ready = await notifyReady(`capturing: ${agent.selector.selected().length} processes selected, ${agent.kernel.attachMode}, BTF ${btf.source}`);
   if (!ready.sent && process.env.NOTIFY_SOCKET) log.warn("could not notify systemd (READY=1)", { reason: ready.reason });
+  agent.releaseStartupPages();
   await runUntilSignal(agent, cfg.shutdown_timeout);
   agent.logStats();
   await notifyStopping();
@@ -244,6 +245,7 @@ async function cmdCapture(o: CaptureOpts): Promise<void> {
   // Ctrl-C should feel instant: the kernel's per-probe detach cost is paid after we exit.
   agent.kernel.closeInBackground = true;
   process.stderr.write(`capturing (Ctrl-C to stop)\n`);
+  agent.releaseStartupPages();
   await runUntilSignal(agent, 1000);
   await recorder?.end();
   if (log.enabled("info")) agent.logStats();

@@ -157,7 +157,8 @@ describe.skipIf(!!SKIP)("redaction through the compiled binary", () => {
       agent_config: { reporting: { agent_token: agentToken, endpoint: "https://u:PASS-SECRET@collector.invalid:4318" } },
     }).replace(/^\n/, ""));
     chmodSync(cfgPath, 0o644);
-    const t = c.add(await TracerProcess.start(["run", "-c", cfgPath], "capture started"), (x) => x.stop("SIGTERM"));
+    // ready once its admin endpoint listens (logged after "capture started")
+    const t = c.add(await TracerProcess.start(["run", "-c", cfgPath], "admin endpoint"), (x) => x.stop("SIGTERM"));
     // the token-holding config is readable by everyone: a warning at start
     expect(t.stderr).toContain("holds agent_config.reporting.agent_token and is readable by everyone");
     const status = await (await fetch(`http://${adminAddress}/status`)).text();
