@@ -28,6 +28,16 @@ struct io_src {
 #define READ_FIELD(dst, addr, type, member) \
 	read_user(dst, sizeof(*(dst)), (void *)((addr) + __builtin_offsetof(type, member)))
 
+/* Two adjacent u64 fields of user memory (`first` and the one after it) into two adjacent u64
+ * fields of `w`, in one read. */
+#define READ_PAIR(dst, addr, type, first) \
+	read_user(dst, 2 * sizeof(__u64), (void *)((addr) + __builtin_offsetof(type, first)))
+
+_Static_assert(__builtin_offsetof(struct iovec, iov_len) == __builtin_offsetof(struct iovec, iov_base) + 8, "iovec pair");
+_Static_assert(__builtin_offsetof(struct user_msghdr, msg_iovlen) == __builtin_offsetof(struct user_msghdr, msg_iov) + 8, "msghdr pair");
+_Static_assert(__builtin_offsetof(struct walk, seg_rem) == __builtin_offsetof(struct walk, base) + 8, "walk pair base/seg_rem");
+_Static_assert(__builtin_offsetof(struct walk, iovcnt) == __builtin_offsetof(struct walk, iov) + 8, "walk pair iov/iovcnt");
+
 /* Address and length of the first buffer segment of `src`; 0 when there is none. */
 static __always_inline __u64 first_segment(const struct io_src *src, __u64 *len)
 {
@@ -102,8 +112,7 @@ static __always_inline int walk_step_do(void *ctx, struct data_scratch *s, const
 			if (!w->msgvec || w->msg_idx >= w->msg_cnt)
 				return 0;
 			__u64 m = w->msgvec + (__u64)w->msg_idx * sizeof(struct mmsghdr);
-			if (READ_FIELD(&w->iov, m, struct mmsghdr, msg_hdr.msg_iov) != 0 ||
-			    READ_FIELD(&w->iovcnt, m, struct mmsghdr, msg_hdr.msg_iovlen) != 0 ||
+			if (READ_PAIR(&w->iov, m, struct mmsghdr, msg_hdr.msg_iov) != 0 ||
 			    READ_FIELD(&w->msg_rem, m, struct mmsghdr, msg_len) != 0)
 				return 0;
 			w->msg_idx++;
@@ -114,7 +123,7 @@ static __always_inline int walk_step_do(void *ctx, struct data_scratch *s, const
 			return 0;
 		__u64 v = w->iov + (__u64)w->iov_idx * sizeof(struct iovec);
 		w->iov_idx++;
-		if (READ_FIELD(&w->base, v, struct iovec, iov_base) != 0 || READ_FIELD(&w->seg_rem, v, struct iovec, iov_len) != 0)
+		if (READ_PAIR(&w->base, v, struct iovec, iov_base) != 0)
 			return 0;
 		return 1;
 	}
@@ -323,8 +332,7 @@ static __always_inline void emit_data(void *ctx, const struct io_src *src, __u64
 		w->iov = src->buf;
 		w->iovcnt = src->cnt;
 	} else if (src->kind == IO_MSG) {
-		if (READ_FIELD(&w->iov, src->buf, struct user_msghdr, msg_iov) != 0 ||
-		    READ_FIELD(&w->iovcnt, src->buf, struct user_msghdr, msg_iovlen) != 0)
+		if (READ_PAIR(&w->iov, src->buf, struct user_msghdr, msg_iov) != 0)
 			w->want = 0;
 	} else if (src->kind == IO_MMSG) {
 		w->msgvec = src->buf;

@@ -33,11 +33,13 @@ struct active_call {
  * registers: the verifier treats values loaded from a map as unknown scalars, so every loop
  * iteration starts from the same abstract state and the walk verifies in a few thousand
  * instructions instead of exploding into one path per combination of ranges. */
+/* base/seg_rem and iov/iovcnt are pairs laid out as struct iovec and as msg_iov/msg_iovlen of a
+ * msghdr: one user read fills a pair (copy.h, READ_PAIR); a read costs ~100-160 ns. */
 struct walk {
 	__u64 base;      /* user address of the next byte in the current segment */
+	__u64 seg_rem;   /* bytes left in the current segment */
 	__u64 iov;       /* user address of the current message's iovec array */
 	__u64 iovcnt;
-	__u64 seg_rem;   /* bytes left in the current segment */
 	__u64 chunk_pos; /* stream position of data[0] of the chunk being filled */
 	__u64 msgvec;    /* mmsghdr array (IO_MMSG), else 0 */
 	__u32 msg_idx;   /* next mmsghdr to load */

@@ -4,7 +4,7 @@
  * Integers become int_value, booleans bool_value, strings string_value, fractions double_value.
  */
 import type { AttrValue, Attributes, Span } from "../../spans/span.ts";
-import { ProtoWriter } from "./proto-writer.ts";
+import { ProtoWriter, varintSize } from "./proto-writer.ts";
 import { groupByResource } from "./resource-groups.ts";
 import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR } from "./scope.ts";
 
@@ -30,9 +30,16 @@ function keyBytes(key: string): Uint8Array {
   return bytes;
 }
 
+/** Bytes of an AnyValue holding string `v` when it is ASCII (1 tag + length + bytes). */
+function anyStringSize(v: string): number {
+  return 1 + varintSize(v.length) + v.length;
+}
+
 function writeAnyValue(w: ProtoWriter, v: AttrValue): void {
   if (typeof v === "string") {
-    const m = w.begin(2, v.length < 40 ? 1 : 3);
+    // Length reserves sized for ASCII text: exact for nearly every value, so end() rarely has
+    // to move the content (a guess of 3 bytes for every string of 40+ characters moved most).
+    const m = w.begin(2, varintSize(anyStringSize(v)));
     w.stringField(1, v);
     w.end(m);
   } else if (typeof v === "number") {
@@ -51,16 +58,18 @@ export function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes
   for (const key in attrs) {
     const v = attrs[key];
     if (v === undefined || v === null) continue;
-    const long = typeof v === "string" && v.length >= 40;
-    const m = w.begin(field, long ? 3 : 1);
-    w.raw(keyBytes(key));
+    const kb = keyBytes(key);
+    const reserve = typeof v === "string" ? varintSize(kb.length + 1 + varintSize(anyStringSize(v)) + anyStringSize(v)) : 1;
+    const m = w.begin(field, reserve);
+    w.raw(kb);
     writeAnyValue(w, v);
     w.end(m);
   }
 }
 
 function writeSpan(w: ProtoWriter, s: Span): void {
-  const m = w.begin(2, 3);
+  // 2 length bytes fit spans of 128 B to 16 KiB: all but those with large bodies.
+  const m = w.begin(2, 2);
   w.hexBytesField(1, s.traceId);
   w.hexBytesField(2, s.spanId);
   if (s.parentSpanId) w.hexBytesField(4, s.parentSpanId);

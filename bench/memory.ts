@@ -1,0 +1,111 @@
+/**
+ * The agent's resident memory, at its start and under saturating load: a keep-alive Node server
+ * selected by pid, `wrk -t1 -c16`, the agent as `capture --json > /dev/null` and/or `run`
+ * exporting OTLP (protobuf + gzip over HTTPS) to a loopback receiver that counts spans. Builds
+ * and modes alternate in every round (the machine is noisy). Per run it prints
+ *   startHwm   VmHWM once the agent is ready (2 s after spawn, no traffic yet): the start's peak
+ *   hwm        VmHWM after the load: the peak of the whole run (what the issue's 120 MB is about)
+ *   anon max / mean   RssAnon sampled every 200 ms under load (the JS heap's sawtooth)
+ *   file       RssFile after the load: the executable's resident pages + the ring buffer
+ *   CPU        agent CPU per 1k req/s (for scale; bench/overhead.ts measures CPU properly)
+ *
+ *   sudo bun bench/memory.ts [--modes capture,run] [--rounds 2] [--duration 15] [--bins a=PATH,b=PATH]
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { makeTestCerts } from "../test/support/certs.ts";
+import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
+import { startNode } from "../test/support/servers.ts";
+import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
+import { runConfigYaml } from "./run-config.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const arg = (n: string, d: string): string => {
+  const i = process.argv.indexOf(n);
+  return i >= 0 ? process.argv[i + 1]! : d;
+};
+const MODES = arg("--modes", "capture,run").split(",");
+const ROUNDS = Number(arg("--rounds", "2"));
+const DURATION = Number(arg("--duration", "15"));
+const BINS: [string, string][] = arg("--bins", `=${resolve(ROOT, "dist/ebpf-tracer")}`).split(",").map((b) => {
+  const i = b.indexOf("=");
+  return [b.slice(0, i), resolve(b.slice(i + 1))];
+});
+if (process.getuid?.() !== 0) {
+  console.error("bench/memory.ts needs root (BPF)");
+  process.exit(1);
+}
+
+const dir = mkdtempSync(join(tmpdir(), "et-memory-"));
+const children: Subprocess[] = [];
+process.on("exit", () => {
+  for (const c of children) c.kill("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const certs = makeTestCerts();
+const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, countOnly: true });
+const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
+const server = await startNode(`const body = ${JSON.stringify(body)};
+require("http").createServer((req, res) => { res.setHeader("content-type", "application/json"); res.end(body); })
+  .listen(Number(process.env.PORT), process.env.HOST);`);
+const url = `http://127.0.0.1:${server.port}/`;
+
+interface Row { label: string; startHwm: number; hwm: number; anonMax: number; anonMean: number; file: number; rps: number; cpuPer1k: number }
+
+async function once(mode: string, bin: string, label: string): Promise<Row> {
+  const cfg = join(dir, "run.yaml");
+  rmSync(join(dir, "spool"), { recursive: true, force: true });
+  writeFileSync(cfg, runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
+  const cmd = mode === "run" ? [bin, "run", "-c", cfg] : [bin, "capture", "--json", "--pid", String(server.pid)];
+  const agent = Bun.spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+  children.push(agent);
+  await Bun.sleep(2000);
+  const startHwm = statusMb(agent.pid, "VmHWM");
+  const cpu0 = cpuTicks(agent.pid);
+  const wrk = Bun.spawn(["wrk", "-t1", "-c16", `-d${DURATION}s`, url], { stdout: "pipe", stderr: "ignore" });
+  let anonMax = 0, anonSum = 0, n = 0;
+  while (wrk.exitCode === null) {
+    const a = statusMb(agent.pid, "RssAnon");
+    anonMax = Math.max(anonMax, a);
+    anonSum += a;
+    n++;
+    await Bun.sleep(200);
+  }
+  const out = await new Response(wrk.stdout).text();
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const cpuS = (cpuTicks(agent.pid) - cpu0) / CLK_TCK;
+  const row = {
+    label, startHwm, hwm: statusMb(agent.pid, "VmHWM"), anonMax, anonMean: anonSum / Math.max(1, n),
+    file: statusMb(agent.pid, "RssFile"), rps, cpuPer1k: ((cpuS / DURATION) * 100) / (rps / 1000),
+  };
+  agent.kill("SIGINT");
+  await agent.exited;
+  return row;
+}
+
+const fmt = (r: Row) =>
+  `${r.label.padEnd(16)} start ${r.startHwm.toFixed(0).padStart(4)} MB  peak ${r.hwm.toFixed(0).padStart(4)} MB  anon max ${r.anonMax.toFixed(0).padStart(4)} mean ${r.anonMean.toFixed(0).padStart(4)} MB  file ${r.file.toFixed(0).padStart(3)} MB  ${r.rps.toFixed(0).padStart(6)} req/s  CPU ${r.cpuPer1k.toFixed(2)} %/1k req/s`;
+
+console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s, ${ROUNDS} rounds of ${MODES.join(" / ")} x ${BINS.map(([n]) => n || "dist").join(" / ")}`);
+const rows: Row[] = [];
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const mode of MODES) {
+    for (const [name, bin] of BINS) {
+      const r = await once(mode, bin, name ? `${mode}[${name}]` : mode);
+      rows.push(r);
+      console.log(`round ${round} ${fmt(r)}`);
+    }
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+console.log("\nmedians:");
+for (const label of [...new Set(rows.map((r) => r.label))]) {
+  const rs = rows.filter((r) => r.label === label);
+  const m = (k: keyof Row) => median(rs.map((r) => r[k] as number));
+  console.log(`  ${fmt({ label, startHwm: m("startHwm"), hwm: m("hwm"), anonMax: m("anonMax"), anonMean: m("anonMean"), file: m("file"), rps: m("rps"), cpuPer1k: m("cpuPer1k") })}`);
+}
+await rx.close();
+await server.stop();
