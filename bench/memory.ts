@@ -10,6 +10,10 @@
  *   CPU        agent CPU per 1k req/s (for scale; bench/overhead.ts measures CPU properly)
  *
  *   sudo bun bench/memory.ts [--modes capture,run] [--rounds 2] [--duration 15] [--bins a=PATH,b=PATH]
+ *                            [--budget-mb N]
+ *
+ * --budget-mb sets budget.memory_mb (a collection near it, then shedding: docs/operations.md);
+ * the row then also says how many collections ran and the sampling ratio at the end.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,6 +33,7 @@ const arg = (n: string, d: string): string => {
 const MODES = arg("--modes", "capture,run").split(",");
 const ROUNDS = Number(arg("--rounds", "2"));
 const DURATION = Number(arg("--duration", "15"));
+const BUDGET_MB = Number(arg("--budget-mb", "0"));
 const BINS: [string, string][] = arg("--bins", `=${resolve(ROOT, "dist/ebpf-tracer")}`).split(",").map((b) => {
   const i = b.indexOf("=");
   return [b.slice(0, i), resolve(b.slice(i + 1))];
@@ -53,14 +58,21 @@ require("http").createServer((req, res) => { res.setHeader("content-type", "appl
   .listen(Number(process.env.PORT), process.env.HOST);`);
 const url = `http://127.0.0.1:${server.port}/`;
 
-interface Row { label: string; startHwm: number; hwm: number; anonMax: number; anonMean: number; file: number; rps: number; cpuPer1k: number }
+interface Row { label: string; startHwm: number; hwm: number; anonMax: number; anonMean: number; file: number; rps: number; cpuPer1k: number; stats?: string }
 
 async function once(mode: string, bin: string, label: string): Promise<Row> {
   const cfg = join(dir, "run.yaml");
   rmSync(join(dir, "spool"), { recursive: true, force: true });
-  writeFileSync(cfg, runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
-  const cmd = mode === "run" ? [bin, "run", "-c", cfg] : [bin, "capture", "--json", "--pid", String(server.pid)];
-  const agent = Bun.spawn(cmd, { stdout: "ignore", stderr: "ignore" });
+  const budget = BUDGET_MB ? `\nbudget:\n  memory_mb: ${BUDGET_MB}\n` : "\n";
+  writeFileSync(cfg, runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + budget);
+  const capCfg = join(dir, "capture.yaml");
+  writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + budget);
+  const cmd = mode === "run" ? [bin, "run", "-c", cfg] : [bin, "capture", "-c", capCfg, "--json", "--pid", String(server.pid)];
+  const agent = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe" });
+  let stderr = "";
+  void (async () => {
+    for await (const c of agent.stderr) stderr += new TextDecoder().decode(c);
+  })();
   children.push(agent);
   await Bun.sleep(2000);
   const startHwm = statusMb(agent.pid, "VmHWM");
@@ -77,19 +89,24 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   const out = await new Response(wrk.stdout).text();
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   const cpuS = (cpuTicks(agent.pid) - cpu0) / CLK_TCK;
-  const row = {
+  const row: Row = {
     label, startHwm, hwm: statusMb(agent.pid, "VmHWM"), anonMax, anonMean: anonSum / Math.max(1, n),
     file: statusMb(agent.pid, "RssFile"), rps, cpuPer1k: ((cpuS / DURATION) * 100) / (rps / 1000),
   };
   agent.kill("SIGINT");
   await agent.exited;
+  if (BUDGET_MB) {
+    const last = stderr.split("\n").filter((l) => l.includes('"msg":"stats"')).at(-1);
+    const st = last ? (JSON.parse(last) as Record<string, number>) : undefined;
+    row.stats = st ? `collections ${st.BudgetCollections}, ratio ${st.SamplingRatio}, shed ${st.ShedConnections}` : "no stats line";
+  }
   return row;
 }
 
 const fmt = (r: Row) =>
-  `${r.label.padEnd(16)} start ${r.startHwm.toFixed(0).padStart(4)} MB  peak ${r.hwm.toFixed(0).padStart(4)} MB  anon max ${r.anonMax.toFixed(0).padStart(4)} mean ${r.anonMean.toFixed(0).padStart(4)} MB  file ${r.file.toFixed(0).padStart(3)} MB  ${r.rps.toFixed(0).padStart(6)} req/s  CPU ${r.cpuPer1k.toFixed(2)} %/1k req/s`;
+  `${r.label.padEnd(16)} start ${r.startHwm.toFixed(0).padStart(4)} MB  peak ${r.hwm.toFixed(0).padStart(4)} MB  anon max ${r.anonMax.toFixed(0).padStart(4)} mean ${r.anonMean.toFixed(0).padStart(4)} MB  file ${r.file.toFixed(0).padStart(3)} MB  ${r.rps.toFixed(0).padStart(6)} req/s  CPU ${r.cpuPer1k.toFixed(2)} %/1k req/s${r.stats ? `  (${r.stats})` : ""}`;
 
-console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s, ${ROUNDS} rounds of ${MODES.join(" / ")} x ${BINS.map(([n]) => n || "dist").join(" / ")}`);
+console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s,${BUDGET_MB ? ` budget.memory_mb ${BUDGET_MB},` : ""} ${ROUNDS} rounds of ${MODES.join(" / ")} x ${BINS.map(([n]) => n || "dist").join(" / ")}`);
 const rows: Row[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
   for (const mode of MODES) {

@@ -11,7 +11,7 @@ import { Selector } from "../selection/selector.ts";
 import { compileRules } from "../selection/rules.ts";
 import type { Target } from "../config/config.ts";
 import { MonoClock } from "./clock.ts";
-import { OverheadBudget, selfUsage } from "./budget.ts";
+import { MemoryGuard, OverheadBudget, selfUsage } from "./budget.ts";
 import { Http2Session } from "../protocols/http2/session.ts";
 import type { SessionEnv } from "../protocols/session.ts";
 import type { SessionInit } from "../stream/connections.ts";
@@ -47,6 +47,7 @@ export class Agent {
   private budgetTimer: ReturnType<typeof setInterval> | undefined;
   private tickTimer: ReturnType<typeof setInterval> | undefined;
   budget!: OverheadBudget;
+  readonly memoryGuard = new MemoryGuard();
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
@@ -140,7 +141,7 @@ export class Agent {
     agent.budget = budget;
     const usage = selfUsage(() => kernel.bpfRunTimeNs());
     agent.budgetTimer = setInterval(() => {
-      budget.sample(usage());
+      budget.sample(agent!.memoryGuard.check(usage(), agent!.cfg.budget.memory_mb));
       pipeline.applySampling();
     }, 1000);
     return agent;
@@ -313,6 +314,7 @@ export class Agent {
       HandlerErrors: this.kernel.source.handlerErrors ?? 0,
       RingCorruptRecords: this.kernel.source.corruptRecords ?? 0,
       SamplingRatio: this.budget.ratio,
+      BudgetCollections: this.memoryGuard.collections,
       ShedRequestsEstimated: Math.round(this.budget.total.estimatedRequests),
       ...this.opts.sink.stats(),
     };

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { MIN_RATIO, OverheadBudget, selfUsage } from "../../src/agent/budget.ts";
+import { MIN_RATIO, MemoryGuard, OverheadBudget, selfUsage, type Usage } from "../../src/agent/budget.ts";
 
 describe("overhead budget", () => {
   test("under budget nothing is shed and the ratio stays 1", () => {
@@ -85,5 +85,46 @@ describe("selfUsage", () => {
     const usage = selfUsage();
     await Bun.sleep(100);
     expect(usage().cpuPercent).toBeLessThan(25);
+  });
+});
+
+describe("MemoryGuard: a collection before shedding for memory", () => {
+  function guard(rssAfter: number) {
+    let t = 0;
+    const calls: number[] = [];
+    const g = new MemoryGuard(() => calls.push(t), () => rssAfter, () => t);
+    return { g, calls, at: (ms: number) => { t = ms; } };
+  }
+  const u = (rssMb: number): Usage => ({ cpuPercent: 1, rssMb });
+
+  test("below 80 % of the budget, or without one, nothing runs and the usage is unchanged", () => {
+    const { g, calls } = guard(10);
+    expect(g.check(u(79), 100)).toEqual(u(79));
+    expect(g.check(u(500), 0)).toEqual(u(500));
+    expect(calls).toEqual([]);
+  });
+
+  test("near or over the budget it collects and the budget sees the RSS measured after", () => {
+    const { g, calls, at } = guard(70);
+    at(5000);
+    expect(g.check(u(130), 100)).toEqual(u(70));
+    expect(calls).toEqual([5000]);
+    expect(g.collections).toBe(1);
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 100 });
+    b.sample(g.check(u(130), 100)); // within 2 s of the last collection: judged as measured
+    expect(b.ratio).toBeLessThan(1);
+    at(7000);
+    const b2 = new OverheadBudget({ cpuPercent: 0, memoryMb: 100 });
+    b2.sample(g.check(u(130), 100));
+    expect(b2.ratio).toBe(1); // collected down to 70 MB: nothing shed
+    expect(g.collections).toBe(2);
+  });
+
+  test("what a collection does not give back still sheds", () => {
+    const { g } = guard(125);
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 100 });
+    b.sample(g.check(u(130), 100));
+    expect(b.ratio).toBeLessThan(1);
+    expect(g.collections).toBe(1);
   });
 });
