@@ -319,7 +319,7 @@ export class ElfFile {
   hasSymbols(table: ".symtab" | ".dynsym"): boolean {
     const want = table === ".symtab" ? SHT_SYMTAB : SHT_DYNSYM;
     const sec = this.sections.find((s) => s.type === want);
-    return !!sec && sec.type !== SHT_NOBITS && sec.size >= 48;
+    return !!sec && sec.size >= 48; // 24-byte entries, the first the null symbol
   }
 
   /**
