@@ -56,6 +56,23 @@ describe("jsonLine", () => {
     ];
     for (const s of [...spans, ...spans]) expect(jsonLine(s)).toBe(JSON.stringify(spanToJson(s)));
   });
+
+  test("random attribute maps (every character class, odd numbers, integer-like and quoted keys) match JSON.stringify", () => {
+    let seed = 12345;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const chars = ["a", "Z", "0", " ", '"', "\\", "/", "\n", "\u0000", "\u001f", "\u007f", "é", "€", "\u2028", "\ud83d\ude00", "\ud800", "\udfff", "<", "&"];
+    const str = () => Array.from({ length: rnd(12) }, () => chars[rnd(chars.length)]).join("");
+    const values: (() => unknown)[] = [str, () => rnd(1000), () => -rnd(1000) / 7, () => NaN, () => Infinity, () => -0, () => 2 ** 60, () => rnd(2) === 0, () => null, () => undefined];
+    for (let n = 0; n < 500; n++) {
+      const attributes: Record<string, unknown> = {};
+      for (let i = rnd(15); i > 0; i--) {
+        const key = rnd(4) === 0 ? String(rnd(20)) : rnd(5) === 0 ? str() : `http.request.header.h${rnd(30)}`;
+        attributes[key] = values[rnd(values.length)]!();
+      }
+      const sp = { ...span(n), name: str(), attributes: attributes as Span["attributes"] };
+      expect(jsonLine(sp)).toBe(JSON.stringify(spanToJson(sp)));
+    }
+  });
 });
 
 describe("StdoutExporter", () => {
