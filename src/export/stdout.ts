@@ -1,7 +1,9 @@
 /**
  * A SpanSink writing one JSON line per span (`jsonLine`: spanToJson's object) to stdout (`exporter: stdout`) or
- * appending to a file (`exporter: file:PATH`). Lines are buffered and written at 64 KiB or every
- * 200 ms, and on shutdown. A failing write is counted and logged once, never thrown.
+ * appending to a file (`exporter: file:PATH`). Lines are encoded as they come into one reused
+ * buffer, written at 64 KiB or every 200 ms, and on shutdown (no per-flush string join and
+ * Buffer: they were 7 % of capture's profile). A failing write is counted and logged once, never
+ * thrown.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import { TracerError } from "../errors.ts";
@@ -43,8 +45,10 @@ export type LineTarget = { kind: "stdout" } | { kind: "file"; path: string };
 export class StdoutExporter implements SpanSink {
   private fd: number;
   private readonly ownsFd: boolean;
-  private buf: string[] = [];
-  private bufBytes = 0;
+  /** encoded lines waiting to be written: out[0, outLen), `pending` of them */
+  private out = Buffer.allocUnsafe(2 * FLUSH_BYTES);
+  private outLen = 0;
+  private pending = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
   private writeErrorLogged = false;
@@ -84,10 +88,16 @@ export class StdoutExporter implements SpanSink {
       this.c.SpansDropped++;
       return;
     }
-    this.buf.push(line);
-    this.bufBytes += line.length;
+    // room for the worst case (3 bytes per UTF-16 unit): a line larger than the buffer grows it
+    const most = 3 * line.length;
+    if (this.outLen + most > this.out.length) {
+      this.flush();
+      if (most > this.out.length) this.out = Buffer.allocUnsafe(most);
+    }
+    this.outLen += this.out.write(line, this.outLen, "utf8");
+    this.pending++;
     this.c.SpansWritten++;
-    if (this.bufBytes >= FLUSH_BYTES) this.flush();
+    if (this.outLen >= FLUSH_BYTES) this.flush();
     else if (!this.timer) {
       this.timer = setTimeout(() => this.flush(), FLUSH_MS);
       this.timer.unref?.();
@@ -98,14 +108,14 @@ export class StdoutExporter implements SpanSink {
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.buf.length === 0) return;
-    const data = Buffer.from(this.buf.join(""), "utf8");
-    const lines = this.buf.length;
-    this.buf = [];
-    this.bufBytes = 0;
+    if (this.outLen === 0) return;
+    const len = this.outLen;
+    const lines = this.pending;
+    this.outLen = 0;
+    this.pending = 0;
     try {
       let off = 0;
-      while (off < data.length) off += writeSync(this.fd, data, off, data.length - off);
+      while (off < len) off += writeSync(this.fd, this.out, off, len - off);
     } catch (e) {
       this.c.WriteErrors++;
       this.c.SpansWritten -= lines;

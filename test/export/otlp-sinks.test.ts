@@ -90,6 +90,18 @@ describe("StdoutExporter", () => {
     expect(sink.stats().SpansDropped).toBe(1);
   });
 
+  test("lines larger than the buffer, multi-byte text and many small lines are written whole and in order", async () => {
+    const path = join(dir, "big.jsonl");
+    const sink = new StdoutExporter({ kind: "file", path }, quiet);
+    const spans = [span(1), { ...span(2), attributes: { big: "é€😀x".repeat(60_000) } }, ...Array.from({ length: 3000 }, (_, i) => span(10 + i)), { ...span(3), attributes: { big: "y".repeat(500_000) } }];
+    for (const s of spans) sink.export(s);
+    await sink.shutdown(1000);
+    const lines = readFileSync(path, "utf8").split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines).toEqual(spans.map((s) => jsonLine(s)));
+    expect(sink.stats()).toEqual({ SpansWritten: spans.length, SpansDropped: 0, WriteErrors: 0 });
+  });
+
   test("flushes by time without shutdown", async () => {
     const path = join(dir, "timed.jsonl");
     const sink = new StdoutExporter({ kind: "file", path }, quiet);
