@@ -97,23 +97,19 @@ int p_ktime(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int p_read_user_16(struct trace_event_raw_sys_enter *ctx)
-{
-	struct block *s = marked_scratch(ctx);
-	if (s)
-		bpf_probe_read_user(s->b, 16, (void *)ctx->args[1]);
-	return 0;
-}
+/* A user read of `n` bytes of the written buffer into the scratch block. */
+#define READ_USER_PROG(name, n)                                             \
+	SEC("tracepoint/syscalls/sys_enter_write")                          \
+	int name(struct trace_event_raw_sys_enter *ctx)                     \
+	{                                                                   \
+		struct block *s = marked_scratch(ctx);                      \
+		if (s)                                                      \
+			bpf_probe_read_user(s->b, n, (void *)ctx->args[1]); \
+		return 0;                                                   \
+	}
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int p_read_user_256(struct trace_event_raw_sys_enter *ctx)
-{
-	struct block *s = marked_scratch(ctx);
-	if (s)
-		bpf_probe_read_user(s->b, 256, (void *)ctx->args[1]);
-	return 0;
-}
+READ_USER_PROG(p_read_user_16, 16)
+READ_USER_PROG(p_read_user_256, 256)
 
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_read_user_stack(struct trace_event_raw_sys_enter *ctx)

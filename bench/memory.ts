@@ -17,27 +17,20 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
-import { startNode } from "../test/support/servers.ts";
+import { exitStats } from "../test/support/http-kit.ts";
+import { arg, binsArg, median, startJsonServer } from "./common.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { runConfigYaml } from "./run-config.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
-const arg = (n: string, d: string): string => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? process.argv[i + 1]! : d;
-};
 const MODES = arg("--modes", "capture,run").split(",");
 const ROUNDS = Number(arg("--rounds", "2"));
 const DURATION = Number(arg("--duration", "15"));
 const BUDGET_MB = Number(arg("--budget-mb", "0"));
-const BINS: [string, string][] = arg("--bins", `=${resolve(ROOT, "dist/ebpf-tracer")}`).split(",").map((b) => {
-  const i = b.indexOf("=");
-  return [b.slice(0, i), resolve(b.slice(i + 1))];
-});
+const BINS = binsArg();
 if (process.getuid?.() !== 0) {
   console.error("bench/memory.ts needs root (BPF)");
   process.exit(1);
@@ -52,10 +45,7 @@ process.on("exit", () => {
 
 const certs = makeTestCerts();
 const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, countOnly: true });
-const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
-const server = await startNode(`const body = ${JSON.stringify(body)};
-require("http").createServer((req, res) => { res.setHeader("content-type", "application/json"); res.end(body); })
-  .listen(Number(process.env.PORT), process.env.HOST);`);
+const server = await startJsonServer();
 const url = `http://127.0.0.1:${server.port}/`;
 
 interface Row { label: string; startHwm: number; hwm: number; anonMax: number; anonMean: number; file: number; rps: number; cpuPer1k: number; stats?: string }
@@ -96,8 +86,7 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   agent.kill("SIGINT");
   await agent.exited;
   if (BUDGET_MB) {
-    const last = stderr.split("\n").filter((l) => l.includes('"msg":"stats"')).at(-1);
-    const st = last ? (JSON.parse(last) as Record<string, number>) : undefined;
+    const st = exitStats(stderr);
     row.stats = st ? `collections ${st.BudgetCollections}, ratio ${st.SamplingRatio}, shed ${st.ShedConnections}` : "no stats line";
   }
   return row;
@@ -117,7 +106,6 @@ for (let round = 1; round <= ROUNDS; round++) {
     }
   }
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log("\nmedians:");
 for (const label of [...new Set(rows.map((r) => r.label))]) {
   const rs = rows.filter((r) => r.label === label);

@@ -21,7 +21,7 @@
  */
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
@@ -29,18 +29,12 @@ import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
+import { arg, binsArg, median as med } from "./common.ts";
+import { exitStats } from "../test/support/http-kit.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
-const arg = (n: string, d: string): string => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? process.argv[i + 1]! : d;
-};
 /** --bins base=PATH,new=PATH: every agent mode runs once per binary in each round (labels in
  * the table), to compare two builds under the same load; default the checkout's build. */
-const BINS: [string, string][] = arg("--bins", `=${resolve(ROOT, "dist/ebpf-tracer")}`).split(",").map((b) => {
-  const i = b.indexOf("=");
-  return [b.slice(0, i), resolve(b.slice(i + 1))];
-});
+const BINS = binsArg();
 const ROUNDS = Number(arg("--rounds", "3"));
 const DURATION = Number(arg("--duration", "10"));
 const CONNS = Number(arg("--connections", "16"));
@@ -205,11 +199,6 @@ async function wrk(url: string, seconds: number): Promise<{ rps: number; request
   return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), requests: Number(/(\d+) requests in/.exec(out)?.[1]) };
 }
 
-function lastStats(err: string): Record<string, number> | undefined {
-  const lines = err.split("\n").filter((l) => l.includes('"msg":"stats"'));
-  return lines.length ? JSON.parse(lines.at(-1)!) : undefined;
-}
-
 bpfStatsOnUntilExit();
 const hasTshark = Bun.which("tshark") !== null;
 /** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
@@ -263,7 +252,7 @@ for (let round = 1; round <= ROUNDS; round++) {
           a.proc.kill("SIGINT");
           await a.proc.exited;
           await Bun.sleep(50);
-          const st = lastStats(a.stderr());
+          const st = exitStats(a.stderr());
           // spans the agent made; for run also what the receiver decoded by the time the agent
           // exited (the rest is in its spool, sent at its next start, or counted as dropped)
           row.seen = (st?.SpansEmitted ?? 0) / w.requests;
@@ -287,7 +276,6 @@ for (let round = 1; round <= ROUNDS; round++) {
   }
 }
 
-const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 console.log("\nmedians:");
 for (const t of targets.values()) {
   const offMed = med(rows.filter((r) => r.mode === "off" && r.scheme === t.scheme).map((r) => r.rps));

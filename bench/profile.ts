@@ -16,15 +16,11 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
-import { startNode } from "../test/support/servers.ts";
+import { arg, startJsonServer } from "./common.ts";
 import { runConfigYaml } from "./run-config.ts";
 import { CLK_TCK, cpuTicks } from "./procstat.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const arg = (n: string, d: string): string => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? process.argv[i + 1]! : d;
-};
 const MODE = arg("--mode", "capture");
 const DURATION = Number(arg("--duration", "10"));
 const TOP = Number(arg("--top", "25"));
@@ -36,10 +32,7 @@ const dir = mkdtempSync(join(tmpdir(), "et-profile-"));
 const outDir = resolve(arg("--out", join(dir, "prof")));
 mkdirSync(outDir, { recursive: true });
 
-const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
-const server = await startNode(`const body = ${JSON.stringify(body)};
-require("http").createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); })
-  .listen(Number(process.env.PORT), process.env.HOST);`);
+const server = await startJsonServer();
 process.on("exit", () => {
   try {
     process.kill(server.pid, "SIGKILL");

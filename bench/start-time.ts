@@ -7,16 +7,10 @@
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { arg, binsArg } from "./common.ts";
 
-const arg = (n: string, d: string): string => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? process.argv[i + 1]! : d;
-};
-const BINS: [string, string][] = arg("--bins", `=${resolve(import.meta.dir, "../dist/ebpf-tracer")}`).split(",").map((b) => {
-  const i = b.indexOf("=");
-  return [b.slice(0, i) || "dist", resolve(b.slice(i + 1))];
-});
+const BINS = binsArg().map(([label, bin]): [string, string] => [label || "dist", bin]);
 const RUNS = Number(arg("--runs", "3"));
 if (process.getuid?.() !== 0) {
   console.error("bench/start-time.ts needs root (BPF)");

@@ -16,12 +16,9 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
+import { arg } from "./common.ts";
 
-const BIN = resolve(process.argv.includes("--bin") ? process.argv[process.argv.indexOf("--bin") + 1]! : resolve(import.meta.dir, "..", "dist/ebpf-tracer"));
-const arg = (n: string, d: string): string => {
-  const i = process.argv.indexOf(n);
-  return i >= 0 ? process.argv[i + 1]! : d;
-};
+const BIN = resolve(arg("--bin", resolve(import.meta.dir, "..", "dist/ebpf-tracer")));
 const ROUNDS = Number(arg("--rounds", "3"));
 const COUNT = Number(arg("--count", "2000000"));
 const CGROUP = process.argv.includes("--cgroup");

@@ -32,9 +32,9 @@ struct active_call {
 /* Progress of one copy walk (copy.h). It lives in the per-CPU scratch value rather than in
  * registers: the verifier treats values loaded from a map as unknown scalars, so every loop
  * iteration starts from the same abstract state and the walk verifies in a few thousand
- * instructions instead of exploding into one path per combination of ranges. */
-/* base/seg_rem and iov/iovcnt are pairs laid out as struct iovec and as msg_iov/msg_iovlen of a
- * msghdr: one user read fills a pair (copy.h, READ_PAIR); a read costs ~100-160 ns. */
+ * instructions instead of exploding into one path per combination of ranges. base/seg_rem and
+ * iov/iovcnt are laid out as struct iovec and as a msghdr's msg_iov/msg_iovlen: one user read
+ * fills a pair (copy.h, READ_PAIR). */
 struct walk {
 	__u64 base;      /* user address of the next byte in the current segment */
 	__u64 seg_rem;   /* bytes left in the current segment */

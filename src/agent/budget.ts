@@ -7,8 +7,8 @@
  *
  * Control: multiplicative decrease proportional to the overshoot, gentle increase when well under
  * budget; the ratio never drops below MIN_RATIO so some traffic is always seen. Near the memory
- * budget a garbage collection comes first (MemoryGuard). Per-target rate
- * limits (targets[].max_spans_per_second) use the same mechanism with a ratio per process.
+ * budget a garbage collection comes first (MemoryGuard). Per-target rate limits
+ * (targets[].max_spans_per_second) use the same mechanism with a ratio per process.
  *
  * Pure apart from the clock and measurement functions, which are injected.
  */
@@ -159,6 +159,11 @@ export class OverheadBudget {
   }
 }
 
+/** This process's resident set size in MB. */
+function rssMb(): number {
+  return process.memoryUsage.rss() / (1024 * 1024);
+}
+
 /**
  * Memory first gets a collection, then shedding. Most of the agent's RSS above its live set is
  * garbage its JavaScript heap has not collected yet (bench/README.md, "Memory"), and shedding
@@ -176,7 +181,7 @@ export class MemoryGuard {
 
   constructor(
     private readonly collect: () => void = () => Bun.gc(true),
-    private readonly rss: () => number = () => process.memoryUsage.rss() / (1024 * 1024),
+    private readonly rss: () => number = rssMb,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
@@ -210,6 +215,6 @@ export function selfUsage(bpfRunTimeNs: () => bigint = () => 0n): () => Usage {
     last = cur;
     lastBpf = bpf;
     lastAt = now;
-    return { cpuPercent, rssMb: process.memoryUsage.rss() / (1024 * 1024) };
+    return { cpuPercent, rssMb: rssMb() };
   };
 }

@@ -14,6 +14,8 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import { pageOut } from "../kernel/libbpf-ffi.ts";
 
+const EINVAL = 22;
+
 export interface MappedRange {
   start: number;
   end: number;
@@ -65,7 +67,7 @@ export function releaseStartupPages(): StartupPagesResult {
   let mapped = 0;
   for (const r of ranges) {
     const err = pageOut(r.start, r.end - r.start);
-    if (err === 22) return { released: false, reason: "MADV_PAGEOUT is not supported by this kernel (5.4+)" };
+    if (err === EINVAL) return { released: false, reason: "MADV_PAGEOUT is not supported by this kernel (5.4+)" };
     if (err !== 0) return { released: false, reason: `madvise(MADV_PAGEOUT) failed: errno ${err}` };
     mapped += r.end - r.start;
   }

@@ -1,9 +1,9 @@
 /**
- * A SpanSink writing one JSON line per span (`jsonLine`: spanToJson's object) to stdout (`exporter: stdout`) or
- * appending to a file (`exporter: file:PATH`). Lines are encoded as they come into one reused
- * buffer, written at 64 KiB or every 200 ms, and on shutdown (no per-flush string join and
- * Buffer: they were 7 % of capture's profile). A failing write is counted and logged once, never
- * thrown.
+ * A SpanSink writing one JSON line per span (`jsonLine`: spanToJson's object) to stdout
+ * (`exporter: stdout`) or appending to a file (`exporter: file:PATH`). Lines are encoded as they
+ * come into one reused buffer, written at 64 KiB or every 200 ms, and on shutdown (no per-flush
+ * string join and Buffer: they were 7 % of capture's profile). A failing write is counted and
+ * logged once, never thrown.
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import { TracerError } from "../errors.ts";

@@ -392,14 +392,14 @@ export class KernelTracer {
     this.pidBytes = new Uint8Array(this.pidMapping.buffer);
   }
 
-  /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte alone);
-   * the byte's PID_TLS bit is setTlsProc's. */
   /** Rewrites tgid's byte in pid_bytes, when the array exists and covers it. */
   private updatePidByte(tgid: number, f: (old: number) => number): void {
     const b = this.pidBytes;
     if (b && tgid < b.length) b[tgid] = f(b[tgid]!);
   }
 
+  /** Writes both forms of the pid filter, the hash first (a full hash leaves the byte alone);
+   * the byte's PID_TLS bit is setTlsProc's. */
   setPid(tgid: number, mode: number): number {
     const r = mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
     if (r === 0) this.updatePidByte(tgid, (old) => PID_SET | mode | (old & PID_TLS));

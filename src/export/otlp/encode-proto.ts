@@ -35,11 +35,12 @@ function anyStringSize(v: string): number {
   return 1 + varintSize(v.length) + v.length;
 }
 
-function writeAnyValue(w: ProtoWriter, v: AttrValue): void {
+/** `any`: anyStringSize(v) for a string (the length reserve), unused otherwise. */
+function writeAnyValue(w: ProtoWriter, v: AttrValue, any: number): void {
   if (typeof v === "string") {
     // Length reserves sized for ASCII text: exact for nearly every value, so end() rarely has
     // to move the content (a guess of 3 bytes for every string of 40+ characters moved most).
-    const m = w.begin(2, varintSize(anyStringSize(v)));
+    const m = w.begin(2, varintSize(any));
     w.stringField(1, v);
     w.end(m);
   } else if (typeof v === "number") {
@@ -59,10 +60,10 @@ export function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes
     const v = attrs[key];
     if (v === undefined || v === null) continue;
     const kb = keyBytes(key);
-    const reserve = typeof v === "string" ? varintSize(kb.length + 1 + varintSize(anyStringSize(v)) + anyStringSize(v)) : 1;
-    const m = w.begin(field, reserve);
+    const any = typeof v === "string" ? anyStringSize(v) : 0;
+    const m = w.begin(field, any ? varintSize(kb.length + 1 + varintSize(any) + any) : 1);
     w.raw(kb);
-    writeAnyValue(w, v);
+    writeAnyValue(w, v, any);
     w.end(m);
   }
 }

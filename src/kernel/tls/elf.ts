@@ -331,7 +331,7 @@ export class ElfFile {
    * this did through symbols()) took ~60 MB of heap at the agent's start, its peak RSS.
    */
   findSymbols(names: Iterable<string>, tables: (".dynsym" | ".symtab")[] = [".dynsym", ".symtab"]): Map<string, ElfSymbol> {
-    const wanted = [...new Set(names)].map((n) => ({ name: n, bytes: new TextEncoder().encode(n) }));
+    const wanted = [...new Set(names)].map((n) => ({ name: n, bytes: Buffer.from(n, "latin1") }));
     const out = new Map<string, ElfSymbol>();
     for (const table of tables) {
       if (out.size === wanted.length) break;
@@ -544,7 +544,6 @@ function varString(b: Uint8Array, pos: number): { text: string; next: number } |
   return { text: utf8.decode(b.subarray(pos, pos + n)), next: pos + n };
 }
 
-/** NUL-terminated string at `off`, bounded; "" when out of range. */
 /** Whether the NUL-terminated string at `at` of `table` is exactly `name`. */
 function bytesNameAt(table: Uint8Array, at: number, name: Uint8Array): boolean {
   if (at + name.length >= table.length) return false; // room for the name and its NUL
@@ -552,6 +551,7 @@ function bytesNameAt(table: Uint8Array, at: number, name: Uint8Array): boolean {
   return table[at + name.length] === 0;
 }
 
+/** NUL-terminated string at `off`, bounded; "" when out of range. */
 export function cstr(b: Uint8Array, off: number): string {
   if (off >= b.length) return "";
   let end = off;

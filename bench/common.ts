@@ -1,0 +1,32 @@
+/** What the live benchmarks share: their command-line options and the keep-alive Node server
+ * the overhead, memory and profile benchmarks load. */
+import { resolve } from "node:path";
+import { startNode, type Server } from "../test/support/servers.ts";
+
+/** The value after option `name` on the command line, else `dflt`. */
+export function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1]! : dflt;
+}
+
+/** --bins label=PATH,label=PATH: the agent builds to compare, each run in every round; by default
+ * the checkout's build with an empty label. */
+export function binsArg(): [string, string][] {
+  return arg("--bins", `=${resolve(import.meta.dir, "../dist/ebpf-tracer")}`).split(",").map((b) => {
+    const i = b.indexOf("=");
+    return [b.slice(0, i), resolve(b.slice(i + 1))];
+  });
+}
+
+/** The middle value (the upper one of an even count). */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+}
+
+/** A keep-alive Node HTTP server answering every request with the same ~250-byte JSON. */
+export function startJsonServer(): Promise<Server> {
+  const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
+  return startNode(`const body = ${JSON.stringify(body)};
+require("http").createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); })
+  .listen(Number(process.env.PORT), process.env.HOST);`);
+}
