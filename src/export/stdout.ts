@@ -24,14 +24,15 @@ export function jsonLine(span: Span): string {
     resource = JSON.stringify(span.resource);
     if (Object.isFrozen(span.resource)) resourceJson.set(span.resource, resource);
   }
+  // Ids are lower-case hex and the kind one of two words (Span's contract), and a duration is a
+  // finite number (String gives what JSON.stringify gives): none needs escaping.
   return (
     '{"name":' + JSON.stringify(span.name) +
-    ',"kind":' + JSON.stringify(span.kind) +
-    ',"traceId":' + JSON.stringify(span.traceId) +
-    ',"spanId":' + JSON.stringify(span.spanId) +
-    (span.parentSpanId ? ',"parentSpanId":' + JSON.stringify(span.parentSpanId) : "") +
-    ',"start":"' + nanosToIso(span.startTimeUnixNano) +
-    '","durationMs":' + JSON.stringify(Number(span.endTimeUnixNano - span.startTimeUnixNano) / 1e6) +
+    (span.kind === "server" ? ',"kind":"server","traceId":"' : ',"kind":"client","traceId":"') + span.traceId +
+    '","spanId":"' + span.spanId +
+    (span.parentSpanId ? '","parentSpanId":"' + span.parentSpanId : "") +
+    '","start":"' + nanosToIso(span.startTimeUnixNano) +
+    '","durationMs":' + String(Number(span.endTimeUnixNano - span.startTimeUnixNano) / 1e6) +
     ',"error":' + (span.error ? "true" : "false") +
     ',"attributes":' + JSON.stringify(span.attributes) +
     ',"resource":' + resource + "}"
