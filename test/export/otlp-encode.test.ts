@@ -86,6 +86,31 @@ describe("protobuf encoding", () => {
     for (const s of spans) expectSpanMatches(byId.get(s.spanId)!, s);
   });
 
+  test("values repeated span after span (entries copied from the cache) decode exactly, in every pattern", () => {
+    // The same value twice, three times and more in a row; alternating values; a value that
+    // comes back; 0 and -0; NaN; a key both in the resource (field 1) and in span attributes
+    // (field 9); a long string repeated (never cached) and one at the length limit.
+    const long = "L".repeat(257);
+    const limit = "l".repeat(256);
+    const patterns: ((k: number) => Attributes)[] = [
+      (k) => ({ "process.pid": 4242, "client.port": 5000 + (k % 2), "server.address": k < 4 ? "a" : "b", "x.same": "v", "x.long": long, "x.limit": limit }),
+      (k) => ({ "x.num": k % 3 === 0 ? 0 : -0, "x.nan": NaN, "x.bool": k % 4 < 2, "x.same": "v", "process.pid": k < 6 ? 4242 : 4243 }),
+    ];
+    for (const make of patterns) {
+      const batch = Array.from({ length: 9 }, (_, k) => span(k, { attributes: make(k) }));
+      for (let round = 0; round < 3; round++) {
+        const got = spansOfRequest(decodeRequestProto(encodeTracesProto(batch, "fallback")), 0);
+        const byId = new Map(got.map((g) => [g.spanId, g]));
+        for (const s of batch) {
+          const want: Record<string, TypedValue> = {};
+          for (const [k, v] of Object.entries(s.attributes)) want[k] = Number.isNaN(v) ? { doubleValue: NaN } : expectedValue(v);
+          expect(byId.get(s.spanId)!.attributes).toEqual(want);
+          expect(byId.get(s.spanId)!.resource["process.pid"]).toEqual(expectedValue(s.resource["process.pid"]!));
+        }
+      }
+    }
+  });
+
   test("spans are grouped by resource, one scope each, order kept inside a group", () => {
     const req = decodeRequestProto(encodeTracesProto(spans, "fallback")) as any;
     expect(req.resourceSpans.length).toBe(2);

@@ -15,19 +15,35 @@ import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_C
 // Status: code 3 · KeyValue: key 1, value 2 · AnyValue: string 1, bool 2, int 3, double 4
 
 const KEY_CACHE_MAX = 4096;
-const keyCache = new Map<string, Uint8Array>();
+/** Values up to this many characters may have their whole KeyValue entry cached. */
+const ENTRY_MAX_CHARS = 256;
+
+/**
+ * Per attribute name: its `key` field (tag + length + UTF-8), and the whole KeyValue entry of
+ * the value it last had when that value came twice in a row. A connection's spans repeat most
+ * values (peers, process, most headers): the third span on copies the entry's bytes instead of
+ * encoding it again. Values that change every span (ids, ports of other connections, sizes)
+ * never allocate an entry; long strings (bodies) are not compared at all.
+ */
+interface KeyEntry {
+  key: Uint8Array;
+  last: AttrValue | undefined;
+  /** the encoded entry of `last` for field `entryField`, once `last` repeated */
+  entry: Uint8Array | undefined;
+  entryField: number;
+}
+const keyCache = new Map<string, KeyEntry>();
 const keyWriter = new ProtoWriter(256);
 
-/** `key` field of a KeyValue (tag + length + UTF-8), cached: attribute names repeat a lot. */
-function keyBytes(key: string): Uint8Array {
-  let bytes = keyCache.get(key);
-  if (bytes) return bytes;
+function keyEntry(key: string): KeyEntry {
+  let e = keyCache.get(key);
+  if (e) return e;
   keyWriter.reset();
   keyWriter.stringField(1, key);
-  bytes = keyWriter.finish();
+  e = { key: keyWriter.finish(), last: undefined, entry: undefined, entryField: 0 };
   if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
-  keyCache.set(key, bytes);
-  return bytes;
+  keyCache.set(key, e);
+  return e;
 }
 
 /** Bytes of an AnyValue holding string `v` when it is ASCII (1 tag + length + bytes). */
@@ -59,12 +75,27 @@ export function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes
   for (const key in attrs) {
     const v = attrs[key];
     if (v === undefined || v === null) continue;
-    const kb = keyBytes(key);
+    const e = keyEntry(key);
+    const cacheable = typeof v !== "string" || v.length <= ENTRY_MAX_CHARS;
+    const repeated = cacheable && v === e.last;
+    if (repeated && e.entry !== undefined && e.entryField === field) {
+      w.raw(e.entry);
+      continue;
+    }
+    const start = w.pos;
+    const kb = e.key;
     const any = typeof v === "string" ? anyStringSize(v) : 0;
     const m = w.begin(field, any ? varintSize(kb.length + 1 + varintSize(any) + any) : 1);
     w.raw(kb);
     writeAnyValue(w, v, any);
     w.end(m);
+    if (repeated) {
+      e.entry = new Uint8Array(w.buf.subarray(start, w.pos));
+      e.entryField = field;
+    } else {
+      e.last = cacheable ? v : undefined;
+      e.entry = undefined;
+    }
   }
 }
 
