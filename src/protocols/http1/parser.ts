@@ -827,6 +827,12 @@ export class Http1Parser {
     if (this.contentLength >= 0) return "Transfer-Encoding together with Content-Length";
     if (value === "") return "empty Transfer-Encoding";
     if (this.isRequest && this.chunked) return "transfer coding after chunked";
+    if (value === "chunked") {
+      // the one coding nearly every message has: what the loop below decides, without the split
+      this.chunked = true;
+      this.te = true;
+      return null;
+    }
     const codings = value.split(",");
     for (let k = 0; k < codings.length; k++) {
       const isChunked = codings[k].trim().toLowerCase() === "chunked";
@@ -838,6 +844,9 @@ export class Http1Parser {
   }
 
   private fieldConnection(value: string): void {
+    // the two values nearly every message has, without the split
+    if (value === "keep-alive") { this.connKeepAlive = true; return; }
+    if (value === "close") { this.connClose = true; return; }
     for (const token of value.split(",")) {
       switch (token.trim().toLowerCase()) {
         case "close": this.connClose = true; break;
