@@ -12,6 +12,7 @@ import { compileRules } from "../selection/rules.ts";
 import type { Target } from "../config/config.ts";
 import { MonoClock } from "./clock.ts";
 import { MemoryGuard, OverheadBudget, selfUsage } from "./budget.ts";
+import { GcPacer } from "./gc-pacer.ts";
 import { Http2Session } from "../protocols/http2/session.ts";
 import type { SessionEnv } from "../protocols/session.ts";
 import type { SessionInit } from "../stream/connections.ts";
@@ -48,6 +49,7 @@ export class Agent {
   private tickTimer: ReturnType<typeof setInterval> | undefined;
   budget!: OverheadBudget;
   readonly memoryGuard = new MemoryGuard();
+  readonly gcPacer = new GcPacer();
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
@@ -132,16 +134,17 @@ export class Agent {
     }, 30_000);
     if (cfg.stats_interval > 0) agent.statsTimer = setInterval(() => agent!.logStats(), cfg.stats_interval);
     // Under load the pipeline makes short-lived garbage fast and JSC's heuristics let the heap
-    // grow to several times the live set. A collection is requested every second, but an
-    // asynchronous one (Bun.gc(false): JSC collects concurrently and finishes on its own), so
-    // the thread that drains the ring is never stopped for a full synchronous collection.
-    agent.gcTimer = setInterval(() => Bun.gc(false), 1000);
+    // grow to several times the live set: an asynchronous collection every second, a full one
+    // when the heap has grown well past what the last full one left (gc-pacer.ts).
+    agent.gcTimer = setInterval(() => agent!.gcPacer.tick(), 1000);
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
     const usage = selfUsage(() => kernel.bpfRunTimeNs());
     agent.budgetTimer = setInterval(() => {
+      const before = agent!.memoryGuard.collections;
       budget.sample(agent!.memoryGuard.check(usage(), agent!.cfg.budget.memory_mb));
+      if (agent!.memoryGuard.collections !== before) agent!.gcPacer.collected();
       pipeline.applySampling();
     }, 1000);
     return agent;
@@ -276,6 +279,7 @@ export class Agent {
       log.error("event handling failed", { error: String((e as Error)?.stack ?? e) });
       n = DRAIN_BATCH;
     }
+    if (n > 0) this.gcPacer.poll();
     this.timer = n >= DRAIN_BATCH ? setTimeout(this.loop, 0) : setTimeout(this.loop, POLL_MS);
   };
 
@@ -315,6 +319,7 @@ export class Agent {
       RingCorruptRecords: this.kernel.source.corruptRecords ?? 0,
       SamplingRatio: this.budget.ratio,
       BudgetCollections: this.memoryGuard.collections,
+      ...this.gcPacer.stats(),
       ShedRequestsEstimated: Math.round(this.budget.total.estimatedRequests),
       ...this.opts.sink.stats(),
     };

@@ -1,0 +1,88 @@
+/**
+ * Keeps the JavaScript heap near its live set under load.
+ *
+ * Why: JSC's young-generation collections promote whatever is alive at that instant (spans in an
+ * open batch, batch bodies in flight), and such objects die soon after in the old generation,
+ * which only a full collection reclaims. Left to its own heuristics, JSC let the heap grow from
+ * ~30 MB to 60–70 MB (and RSS past 190 MB) between full collections under saturating `run` load
+ * (bench/memory.ts). Asynchronous collections alone (Bun.gc(false)) did not stop that growth.
+ *
+ * Contract: `tick()` is called about once a second and `poll()` as often as convenient. When the
+ * resident set (what a memory budget and a fleet operator see; ~10 µs to read) has grown by more
+ * than `growthBytes` since the last full collection, a full synchronous one runs (30–40 ms with
+ * the agent's ~30 MB live set; the ring buffer holds far more than that pause) and the RSS
+ * measured after it is the new base. At most one full collection per `minIntervalMs`; otherwise
+ * `tick()` asks for an asynchronous one, as the agent always did. Counted: `GcFullCollections`,
+ * `GcPauseMs` (stats line, status, /metrics).
+ */
+export interface ResidentReader {
+  /** bytes resident */
+  (): number;
+}
+
+export const GROWTH_BYTES = 16 * 1024 * 1024;
+export const MIN_INTERVAL_MS = 1500;
+/** poll() reads the RSS at most this often (a read costs ~10 µs). */
+export const POLL_MS = 100;
+
+export function residentBytes(): number {
+  return process.memoryUsage.rss();
+}
+
+export class GcPacer {
+  fullCollections = 0;
+  pauseMs = 0;
+  private base: number;
+  private lastFullAt = -Infinity;
+  private lastPollAt = -Infinity;
+
+  constructor(
+    private readonly resident: ResidentReader = residentBytes,
+    private readonly full: () => void = () => Bun.gc(true),
+    private readonly async: () => void = () => Bun.gc(false),
+    private readonly now: () => number = () => performance.now(),
+    private readonly growthBytes = GROWTH_BYTES,
+    private readonly minIntervalMs = MIN_INTERVAL_MS,
+  ) {
+    this.base = resident();
+  }
+
+  /** The once-a-second call: a full collection when due, else an asynchronous one. */
+  tick(): void {
+    if (!this.poll(true)) this.async();
+  }
+
+  /**
+   * Called as often as the caller likes (the ring's drain loop after each batch): reads the RSS
+   * at most every `POLL_MS` and runs a full collection when due. Under a burst (load starting,
+   * a backlog in the ring) the heap grows tens of MB within a second, faster than `tick` sees.
+   * Returns whether it collected.
+   */
+  poll(force = false): boolean {
+    const t = this.now();
+    if (!force && t - this.lastPollAt < POLL_MS) return false;
+    this.lastPollAt = t;
+    const h = this.resident();
+    // young collections may free more than the last full one left: the lowest level seen is the
+    // best estimate of the live set
+    if (h < this.base) this.base = h;
+    if (h - this.base <= this.growthBytes || t - this.lastFullAt < this.minIntervalMs) return false;
+    this.full();
+    const done = this.now();
+    this.fullCollections++;
+    this.pauseMs += done - t;
+    this.lastFullAt = done;
+    this.base = this.resident();
+    return true;
+  }
+
+  /** After a collection made elsewhere (the memory budget's): the heap measured now is the base. */
+  collected(): void {
+    this.base = this.resident();
+    this.lastFullAt = this.now();
+  }
+
+  stats(): { GcFullCollections: number; GcPauseMs: number } {
+    return { GcFullCollections: this.fullCollections, GcPauseMs: Math.round(this.pauseMs) };
+  }
+}
