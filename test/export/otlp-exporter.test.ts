@@ -245,6 +245,9 @@ describe("HTTP answers", () => {
     for (const s of sent) ex.export(s);
     await rx.waitFor(() => spansFor(rx, sent).length === 5, 5000, "delivery after Retry-After");
     expect(Date.now() - t0).toBeGreaterThanOrEqual(950);
+    // the receiver has the spans before the exporter has read its answer (a loaded machine
+    // showed TotalRequestsSent 0 here): wait for the exporter's own account of the delivery
+    await rx.waitFor(() => ex.stats().ExportRequestsOk === 1, 3000, "the exporter's count of the delivery");
     const st = ex.stats();
     expect(st.ExportErrorsHttp5xx).toBe(1);
     expect(st.ExportRetries).toBe(1);
