@@ -6,9 +6,9 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Attributes, Span } from "../../src/spans/span.ts";
-import { encodeTracesProto } from "../../src/export/otlp/encode-proto.ts";
+import { encodeTracesProto, ProtoSpanStream } from "../../src/export/otlp/encode-proto.ts";
 import { encodeTracesJson, tracesRequestJson } from "../../src/export/otlp/encode-json.ts";
-import { encodeSpans } from "../../src/export/otlp/batch.ts";
+import { encodeSpans, OpenBatch } from "../../src/export/otlp/batch.ts";
 import { ProtoWriter } from "../../src/export/otlp/proto-writer.ts";
 import { SCOPE_NAME, SCOPE_VERSION } from "../../src/export/otlp/scope.ts";
 import { decodePartialSuccess } from "../../src/export/otlp/response.ts";
@@ -107,6 +107,50 @@ describe("protobuf encoding", () => {
           expect(byId.get(s.spanId)!.attributes).toEqual(want);
           expect(byId.get(s.spanId)!.resource["process.pid"]).toEqual(expectedValue(s.resource["process.pid"]!));
         }
+      }
+    }
+  });
+
+  test("streamed as they come (ProtoSpanStream): the same bytes as encoding the batch at once, batch after batch", () => {
+    const stream = new ProtoSpanStream("fallback");
+    const resC: Attributes = { ...resA }; // equal contents, another object: same group
+    const noService: Attributes = { "host.name": "h" }; // gets the fallback service name
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    for (let b = 0; b < 6; b++) {
+      const n = 1 + rnd(40);
+      const batch = Array.from({ length: n }, (_, i) => span(b * 100 + i, { resource: [resA, resB, resC, noService][rnd(4)]! }));
+      for (const s of batch) stream.add(s);
+      expect(stream.count).toBe(n);
+      expect(Buffer.from(stream.finishView())).toEqual(Buffer.from(encodeTracesProto(batch, "fallback")));
+      expect(stream.count).toBe(0);
+    }
+  });
+
+  test("a span that cannot be encoded is refused whole; the batch around it stays exact", () => {
+    const stream = new ProtoSpanStream("fallback");
+    const good = [span(1), span(2)];
+    stream.add(good[0]!);
+    const bad = { ...span(3), startTimeUnixNano: "yesterday" } as unknown as Span;
+    expect(() => stream.add(bad)).toThrow();
+    expect(() => stream.add({ ...bad, resource: { "service.name": "only-the-bad-one" } })).toThrow();
+    stream.add(good[1]!);
+    expect(stream.count).toBe(2);
+    expect(Buffer.from(stream.finishView())).toEqual(Buffer.from(encodeTracesProto(good, "fallback")));
+  });
+
+  test("OpenBatch: protobuf streamed, JSON kept; both seal to what encodeSpans gives", () => {
+    for (const encoding of ["protobuf", "json"] as const) {
+      for (const gzip of [false, true]) {
+        const o = { encoding, gzip, fallbackService: "f" };
+        const ob = new OpenBatch(o);
+        for (const s of spans) ob.add(s);
+        expect(ob.count).toBe(spans.length);
+        const sealed = ob.seal(42);
+        expect(sealed).toMatchObject({ seq: 42, spans: spans.length, encoding, gzip });
+        expect(ob.count).toBe(0);
+        const plain = (b: Uint8Array) => (gzip ? Bun.gunzipSync(b as Uint8Array<ArrayBuffer>) : b);
+        expect(Buffer.from(plain(sealed.body))).toEqual(Buffer.from(plain(encodeSpans(spans, o))));
       }
     }
   });

@@ -44,7 +44,8 @@ let nextId = 1;
 function makeSpan(attrs: Attributes = {}): Span {
   const n = nextId++;
   return {
-    traceId: n.toString(16).padStart(32, "c"), spanId: n.toString(16).padStart(16, "d"),
+    // zero-padded: padding with a hex digit made ids collide (0xd and 0xdd both gave "ddd…d")
+    traceId: n.toString(16).padStart(32, "0"), spanId: n.toString(16).padStart(16, "0"),
     name: `POST /orders/${n}`, kind: n % 2 ? "server" : "client",
     startTimeUnixNano: 1_700_000_000_000_000_000n + BigInt(n), endTimeUnixNano: 1_700_000_000_500_000_000n + BigInt(n),
     error: n % 4 === 0,
@@ -113,6 +114,21 @@ describe("delivery and encoding", () => {
       });
     }
   }
+
+  test("a span that cannot be encoded is dropped, counted and logged; the spans around it go out", async () => {
+    const log = capture();
+    const ex = new OtlpExporter(config(rx.endpoint, { max_batch_spans: 4 }), { logger: log.logger });
+    const good = [makeSpan(), makeSpan(), makeSpan(), makeSpan()];
+    const bad = { ...makeSpan(), endTimeUnixNano: 12 } as unknown as Span;
+    ex.export(good[0]!);
+    ex.export(bad);
+    for (const s of good.slice(1)) ex.export(s);
+    await ex.shutdown(2000);
+    expect(spansFor(rx, good).length).toBe(4);
+    expect(spansFor(rx, [bad]).length).toBe(0);
+    expect(ex.stats()).toMatchObject({ SpansDropped: 1, TotalRequestsSent: 4 });
+    expect(log.find(/cannot encode a span/).length).toBe(1);
+  });
 
   test("batches by age: a lone span goes out after max_batch_delay", async () => {
     const ex = new OtlpExporter(config(rx.endpoint, { max_batch_spans: 1000, max_batch_delay: "100ms" }), { logger: capture().logger });

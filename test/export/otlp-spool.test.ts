@@ -43,7 +43,7 @@ let nextId = 1;
 function makeSpan(extra: Record<string, string | number> = {}): Span {
   const n = nextId++;
   return {
-    traceId: n.toString(16).padStart(32, "e"), spanId: n.toString(16).padStart(16, "f"), name: `GET /x/${n}`, kind: "server",
+    traceId: n.toString(16).padStart(32, "0"), spanId: n.toString(16).padStart(16, "0"), name: `GET /x/${n}`, kind: "server",
     startTimeUnixNano: 1_700_000_000_000_000_000n, endTimeUnixNano: 1_700_000_000_100_000_000n, error: false,
     attributes: { "seq.index": n, "http.status_code": 200, ...extra },
     resource: { "service.name": "spool-test", "host.name": "h" },

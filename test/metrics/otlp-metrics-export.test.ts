@@ -26,7 +26,7 @@ function config(spool: string, endpoint = bed.rx.endpoint): Config {
 
 function span(n: number): Span {
   return {
-    traceId: "c".repeat(32), spanId: n.toString(16).padStart(16, "d"), name: "GET /users", kind: "server",
+    traceId: "c".repeat(32), spanId: n.toString(16).padStart(16, "0"), name: "GET /users", kind: "server",
     startTimeUnixNano: 1_700_000_000_000_000_000n, endTimeUnixNano: 1_700_000_000_020_000_000n, error: false,
     attributes: { "http.request.method": "GET", "url.path": `/users/${n}`, "http.response.status_code": 200 },
     resource: { "service.name": "shop", "host.name": "h" },

@@ -5,7 +5,7 @@
  */
 import type { AttrValue, Attributes, Span } from "../../spans/span.ts";
 import { ProtoWriter, varintSize } from "./proto-writer.ts";
-import { groupByResource } from "./resource-groups.ts";
+import { groupByResource, ResourceIndex } from "./resource-groups.ts";
 import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR } from "./scope.ts";
 
 // ExportTraceServiceRequest.resource_spans = 1
@@ -137,6 +137,67 @@ export function encodeTracesProto(spans: readonly Span[], fallbackService: strin
 export function encodeTracesProtoView(spans: readonly Span[], fallbackService: string): Uint8Array {
   writeRequest(spans, fallbackService);
   return shared.view();
+}
+
+/**
+ * An ExportTraceServiceRequest built as its spans come: each span is encoded when added, into
+ * its resource group's buffer, so an open batch holds bytes instead of span objects (spans kept
+ * for a whole batch outlived the engine's young collections and piled up in its old generation
+ * until a full one). `finishView()` gives exactly what encodeTracesProto gives for the same
+ * spans in the same order.
+ */
+export class ProtoSpanStream {
+  private groups: { resource: Attributes; w: ProtoWriter }[] = [];
+  private readonly index: ResourceIndex<{ resource: Attributes; w: ProtoWriter }>;
+  private readonly pool: ProtoWriter[] = [];
+  count = 0;
+
+  constructor(readonly fallbackService: string) {
+    this.index = new ResourceIndex(fallbackService, (resource) => {
+      const w = this.pool.pop() ?? new ProtoWriter(64 * 1024);
+      w.reset();
+      const g = { resource, w };
+      this.groups.push(g);
+      return g;
+    });
+  }
+
+  /** Throws on a span that cannot be encoded, leaving the stream as it was before the call. */
+  add(span: Span): void {
+    const w = this.index.get(span.resource).w;
+    const at = w.pos;
+    try {
+      writeSpan(w, span);
+    } catch (e) {
+      w.pos = at;
+      throw e;
+    }
+    this.count++;
+  }
+
+  /** The request (valid until the next encode); the stream is empty again afterwards. */
+  finishView(): Uint8Array {
+    const w = shared;
+    w.reset();
+    for (const g of this.groups) {
+      if (g.w.pos === 0) continue; // made for a span that could not be encoded
+      const rs = w.begin(1, 5);
+      const res = w.begin(1, 2);
+      writeAttributes(w, 1, g.resource);
+      w.end(res);
+      const ss = w.begin(2, 5);
+      writeScope(w);
+      w.raw(g.w.view());
+      w.end(ss);
+      w.end(rs);
+      // a writer that grew past a few batches' worth is not kept
+      if (g.w.buf.length <= 4 * 1024 * 1024) this.pool.push(g.w);
+    }
+    this.groups = [];
+    this.index.clear();
+    this.count = 0;
+    return w.view();
+  }
 }
 
 function writeRequest(spans: readonly Span[], fallbackService: string): void {

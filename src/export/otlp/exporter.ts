@@ -14,7 +14,7 @@
 import type { Config } from "../../config/config.ts";
 import { log as defaultLog, type Logger } from "../../log/log.ts";
 import type { Span, SpanSink } from "../../spans/span.ts";
-import { encodeBatch, type EncodedBatch } from "./batch.ts";
+import { OpenBatch, type EncodedBatch } from "./batch.ts";
 import { isLoopbackHost } from "./endpoint.ts";
 import { DEFAULT_BACKOFF, retryDelay, type BackoffPolicy } from "./retry.ts";
 import { sendBatch, type SendOutcome } from "./send.ts";
@@ -53,7 +53,7 @@ export class OtlpExporter implements SpanSink {
   private readonly backoff: BackoffPolicy;
   private readonly random: () => number;
   private readonly c: OtlpCounters = newCounters();
-  private open: Span[] = [];
+  private open: OpenBatch;
   private openTimer: ReturnType<typeof setTimeout> | undefined;
   private queue: EncodedBatch[] = [];
   private queueSpans = 0;
@@ -77,6 +77,7 @@ export class OtlpExporter implements SpanSink {
     this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.random = opts.random ?? Math.random;
     this.s = settingsFromConfig(cfg);
+    this.open = this.newOpenBatch();
     this.warnIfPlaintext();
     this.spool = new Spool(this.s.spoolDir, this.s.spoolMaxBytes, this.log, {
       dropped: (n) => { this.c.SpansDropped += n; },
@@ -98,8 +99,14 @@ export class OtlpExporter implements SpanSink {
       this.c.SpansDropped++;
       return;
     }
-    this.open.push(span);
-    if (this.open.length >= this.s.maxBatchSpans) this.seal();
+    try {
+      this.open.add(span);
+    } catch (e) {
+      this.c.SpansDropped++;
+      this.log.error("otlp exporter: cannot encode a span, dropped", { error: String(e), name: span.name });
+      return;
+    }
+    if (this.open.count >= this.s.maxBatchSpans) this.seal();
     else if (!this.openTimer && !this.closing) {
       this.openTimer = setTimeout(() => this.seal(), this.s.maxBatchDelayMs);
       this.openTimer.unref?.();
@@ -139,7 +146,7 @@ export class OtlpExporter implements SpanSink {
     for (const f of this.flights) if (!f.spoolEntry) flying += f.batch.spans;
     return {
       ...this.c,
-      SpansQueued: this.open.length + this.queueSpans + flying,
+      SpansQueued: this.open.count + this.queueSpans + flying,
       SpoolSpans: this.spool.spans,
       SpoolBytes: this.spool.totalBytes,
       InFlightRequests: this.flights.size - this.waiting,
@@ -162,6 +169,12 @@ export class OtlpExporter implements SpanSink {
       next.spoolDir = this.s.spoolDir;
     }
     const old = this.transport;
+    // spans already in the open batch were encoded with the old settings: they go as they are
+    if (next.encoding !== this.s.encoding || next.gzip !== this.s.gzip || next.fallbackService !== this.s.fallbackService) {
+      this.sealNow();
+      this.s = next;
+      this.open = this.newOpenBatch();
+    }
     this.s = next;
     this.warnIfPlaintext();
     this.spool.setMaxBytes(next.spoolMaxBytes);
@@ -170,7 +183,7 @@ export class OtlpExporter implements SpanSink {
     this.failureKey = "";
     this.log.info("otlp exporter settings reloaded", { endpoint: next.endpoint.origin + next.endpoint.path, tlsFiles: next.tlsFiles });
     for (const f of this.flights) if (f.retryTimer) this.retryNow(f);
-    if (this.open.length >= this.s.maxBatchSpans) this.seal();
+    if (this.open.count >= this.s.maxBatchSpans) this.seal();
     this.enforceQueueBound();
     this.pump();
   }
@@ -229,7 +242,7 @@ export class OtlpExporter implements SpanSink {
   private checkDrained(): void {
     if (!this.wakeShutdown) return;
     const idle = this.flights.size === 0;
-    const empty = this.queue.length === 0 && this.open.length === 0;
+    const empty = this.queue.length === 0 && this.open.count === 0;
     const retryTooLate = [...this.flights].some((f) => f.retryTimer && f.retryAt > this.deadline);
     if ((idle && empty) || retryTooLate || (idle && !this.canDispatch())) this.wakeShutdown();
   }
@@ -238,6 +251,10 @@ export class OtlpExporter implements SpanSink {
     const e = this.spool.head();
     const m = this.queue[0];
     return m !== undefined && !(e && e.seq < m.seq);
+  }
+
+  private newOpenBatch(): OpenBatch {
+    return new OpenBatch({ encoding: this.s.encoding, gzip: this.s.gzip, fallbackService: this.s.fallbackService });
   }
 
   private newTransport(): Transport {
@@ -263,15 +280,15 @@ export class OtlpExporter implements SpanSink {
   private sealNow(): void {
     if (this.openTimer) clearTimeout(this.openTimer);
     this.openTimer = undefined;
-    if (this.open.length === 0) return;
-    const spans = this.open;
-    this.open = [];
+    const n = this.open.count;
+    if (n === 0) return;
     let batch: EncodedBatch;
     try {
-      batch = encodeBatch(spans, this.seq++, { encoding: this.s.encoding, gzip: this.s.gzip, fallbackService: this.s.fallbackService });
+      batch = this.open.seal(this.seq++);
     } catch (e) {
-      this.c.SpansDropped += spans.length;
-      this.log.error("otlp exporter: cannot encode batch, dropped", { error: String(e), spans: spans.length });
+      this.open = this.newOpenBatch();
+      this.c.SpansDropped += n;
+      this.log.error("otlp exporter: cannot encode batch, dropped", { error: String(e), spans: n });
       return;
     }
     this.queue.push(batch);

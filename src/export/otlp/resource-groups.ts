@@ -25,23 +25,46 @@ function withServiceName(r: Attributes, fallback: string): Attributes {
   return { ...r, "service.name": fallback || "unknown_service:ebpf-tracer" };
 }
 
-export function groupByResource(spans: readonly Span[], fallbackService: string): ResourceGroup[] {
-  const byObject = new Map<Attributes, ResourceGroup>();
-  const byKey = new Map<string, ResourceGroup>();
-  const groups: ResourceGroup[] = [];
-  for (const span of spans) {
-    let g = byObject.get(span.resource);
-    if (!g) {
-      const key = resourceKey(span.resource);
-      g = byKey.get(key);
-      if (!g) {
-        g = { resource: withServiceName(span.resource, fallbackService), spans: [] };
-        byKey.set(key, g);
-        groups.push(g);
+/**
+ * Finds the group of a resource: by object identity first, then by contents. `make` creates a
+ * group for a resource not seen yet (given it with the fallback service name applied).
+ */
+export class ResourceIndex<G> {
+  private byObject = new Map<Attributes, G>();
+  private byKey = new Map<string, G>();
+
+  constructor(
+    private readonly fallbackService: string,
+    private readonly make: (resource: Attributes) => G,
+  ) {}
+
+  get(resource: Attributes): G {
+    let g = this.byObject.get(resource);
+    if (g === undefined) {
+      const key = resourceKey(resource);
+      g = this.byKey.get(key);
+      if (g === undefined) {
+        g = this.make(withServiceName(resource, this.fallbackService));
+        this.byKey.set(key, g);
       }
-      byObject.set(span.resource, g);
+      this.byObject.set(resource, g);
     }
-    g.spans.push(span);
+    return g;
   }
+
+  clear(): void {
+    this.byObject.clear();
+    this.byKey.clear();
+  }
+}
+
+export function groupByResource(spans: readonly Span[], fallbackService: string): ResourceGroup[] {
+  const groups: ResourceGroup[] = [];
+  const index = new ResourceIndex<ResourceGroup>(fallbackService, (resource) => {
+    const g = { resource, spans: [] };
+    groups.push(g);
+    return g;
+  });
+  for (const span of spans) index.get(span.resource).spans.push(span);
   return groups;
 }
