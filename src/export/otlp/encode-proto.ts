@@ -181,15 +181,9 @@ export class ProtoSpanStream {
     w.reset();
     for (const g of this.groups) {
       if (g.w.pos === 0) continue; // made for a span that could not be encoded
-      const rs = w.begin(1, 5);
-      const res = w.begin(1, 2);
-      writeAttributes(w, 1, g.resource);
-      w.end(res);
-      const ss = w.begin(2, 5);
-      writeScope(w);
+      const ss = beginResourceSpans(w, g.resource);
       w.raw(g.w.view());
-      w.end(ss);
-      w.end(rs);
+      endResourceSpans(w, ss);
       // a writer that grew past a few batches' worth is not kept
       if (g.w.buf.length <= 4 * 1024 * 1024) this.pool.push(g.w);
     }
@@ -204,14 +198,25 @@ function writeRequest(spans: readonly Span[], fallbackService: string): void {
   const w = shared;
   w.reset();
   for (const g of groupByResource(spans, fallbackService)) {
-    const rs = w.begin(1, 5);
-    const res = w.begin(1, 2);
-    writeAttributes(w, 1, g.resource);
-    w.end(res);
-    const ss = w.begin(2, 5);
-    writeScope(w);
+    const ss = beginResourceSpans(w, g.resource);
     for (const s of g.spans) writeSpan(w, s);
-    w.end(ss);
-    w.end(rs);
+    endResourceSpans(w, ss);
   }
+}
+
+/** Opens ResourceSpans { resource, ScopeSpans { scope, ... } } up to its spans; the markers go to
+ * endResourceSpans. */
+function beginResourceSpans(w: ProtoWriter, resource: Attributes): [number, number] {
+  const rs = w.begin(1, 5);
+  const res = w.begin(1, 2);
+  writeAttributes(w, 1, resource);
+  w.end(res);
+  const ss = w.begin(2, 5);
+  writeScope(w);
+  return [rs, ss];
+}
+
+function endResourceSpans(w: ProtoWriter, [rs, ss]: [number, number]): void {
+  w.end(ss);
+  w.end(rs);
 }
