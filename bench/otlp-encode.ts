@@ -1,6 +1,10 @@
 /**
  * OTLP encoding throughput on one core: typical API spans (20 headers, 1 KiB request and
- * response bodies, ~15 other attributes), batches of 512, protobuf and JSON, gzip or not.
+ * response bodies, ~15 other attributes), batches of 512, protobuf and JSON, gzip or not. Every
+ * header value of these changes from span to span (the worst case for the encoder's cache of
+ * repeated entries). The "agent-shaped" rows encode what the agent exports for the Node server of
+ * bench/overhead.ts: 16 keep-alive connections in turn, the attributes buildSpan writes (peers,
+ * process, the server's headers and 237-byte JSON body; the Date header changes every 1,000).
  * Run: bun bench/otlp-encode.ts [seconds-per-case]   (goal: >= 50,000 spans/s protobuf+gzip)
  */
 import type { Attributes, Span } from "../src/spans/span.ts";
@@ -48,6 +52,33 @@ export function typicalSpan(i: number): Span {
   };
 }
 
+const agentResource: Attributes = Object.freeze({ "service.name": "node", "host.name": "vm", "process.pid": 4725, "process.executable.name": "node" });
+const agentBody = JSON.stringify({ ok: true, items: [1, 2, 3], note: "x".repeat(200) });
+
+/** What buildSpan makes of one exchange with the Node server (cf. `capture --json` of it). */
+export function agentSpan(i: number): Span {
+  const conn = i % 16;
+  const a: Attributes = {
+    "http.request.method": "GET", "url.path": "/api/items", "url.query": "id=3", "http.response.status_code": 200,
+    "network.protocol.version": "1.1", "http.request.header.host": "127.0.0.1:18777", "http.request.header.user-agent": "wrk",
+    "http.response.header.content-type": "application/json",
+    "http.response.header.date": `Sat, 28 Nov 2026 00:${String(Math.floor(i / 1000) % 60).padStart(2, "0")}:10 GMT`,
+    "http.response.header.connection": "keep-alive", "http.response.header.keep-alive": "timeout=5",
+    "http.response.header.transfer-encoding": "chunked", "user_agent.original": "wrk", "http.request.body.size": 0,
+    "http.response.body": agentBody, "http.response.body.size": agentBody.length, "url.scheme": "http", "network.transport": "tcp",
+    "server.address": "127.0.0.1", "server.port": 18777, "client.address": "127.0.0.1", "client.port": 48700 + conn,
+    "network.peer.address": "127.0.0.1", "network.peer.port": 48700 + conn, "process.pid": 4725, "process.executable.name": "node",
+    "process.executable.path": "/usr/bin/node", "process.command_line": "node /tmp/js.js", "traceableai.module.name": "ebpf",
+    "ebpf.sampling.ratio": 1, "http.route": "/api/items",
+  };
+  return {
+    traceId: (0x1000 + i).toString(16).padStart(32, "0"), spanId: (0x2000 + i).toString(16).padStart(16, "0"),
+    name: "GET /api/items", kind: "server",
+    startTimeUnixNano: 1_764_291_550_000_000_000n + BigInt(i) * 30_000n, endTimeUnixNano: 1_764_291_550_000_400_000n + BigInt(i) * 30_000n,
+    error: false, attributes: a, resource: agentResource,
+  };
+}
+
 function run(label: string, spans: Span[], o: EncodeOptions, seconds: number): void {
   const batch = 512;
   let done = 0;
@@ -73,4 +104,9 @@ if (import.meta.main) {
   run("protobuf", spans, { encoding: "protobuf", gzip: false, fallbackService: "x" }, seconds);
   run("json + gzip", spans, { encoding: "json", gzip: true, fallbackService: "x" }, seconds);
   run("json", spans, { encoding: "json", gzip: false, fallbackService: "x" }, seconds);
+  const agent = Array.from({ length: 512 * 8 }, (_, i) => agentSpan(i));
+  const agentSize = encodeSpans(agent.slice(0, 512), { encoding: "protobuf", gzip: false, fallbackService: "x" }).length / 512;
+  console.log(`agent-shaped spans (${agentSize.toFixed(0)} B/span protobuf before gzip):`);
+  run("protobuf + gzip", agent, { encoding: "protobuf", gzip: true, fallbackService: "x" }, seconds);
+  run("protobuf", agent, { encoding: "protobuf", gzip: false, fallbackService: "x" }, seconds);
 }
