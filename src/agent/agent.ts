@@ -236,8 +236,6 @@ export class Agent {
   /** proc_fs_scan_period_in_sec: a periodic /proc rescan as a safety net (0 = off). */
   private scheduleRescan(): void {
     clearInterval(this.rescanTimer);
-    clearInterval(this.budgetTimer);
-    clearInterval(this.tickTimer);
     const s = this.cfg.proc_fs_scan_period_in_sec;
     if (s > 0) this.rescanTimer = setInterval(() => this.selector.rescan(), s * 1000);
   }
@@ -339,6 +337,9 @@ export class Agent {
     clearInterval(this.sweepTimer);
     clearInterval(this.gcTimer);
     clearInterval(this.rescanTimer);
+    // the budget's sample reads the BPF programs' run time: not once the object is closed
+    clearInterval(this.budgetTimer);
+    clearInterval(this.tickTimer);
     this.drainNow();
     this.pipeline.flushAll();
     this.finalKernelCounters = this.kernel.counters();

@@ -38,7 +38,10 @@ export class ProcessRegistry {
         name: e.path ? e.path.slice(e.path.lastIndexOf("/") + 1) : e.comm,
         exePath: e.path,
         commandLine: e.args.join(" "),
+        // what selection decided for this pid stays until it decides again: the selector may
+        // have handled this exec before the registry does (a target's rate limit was lost so)
         serviceName: old?.serviceName,
+        maxSpansPerSecond: old?.maxSpansPerSecond,
         cgroup: old?.cgroup,
         containerId: old?.containerId,
         systemdUnit: old?.systemdUnit,

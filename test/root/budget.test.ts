@@ -67,4 +67,38 @@ describe.skipIf(!!SKIP)("overhead budget", () => {
     const estimated = spans.length + stats.ShedRequestsEstimated!;
     expect(Math.abs(estimated - requests) / requests).toBeLessThan(0.15);
   }, 60_000);
+
+  test("after a reload (SIGHUP) a target's max_spans_per_second still sheds", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "et-budget-"));
+    const cfg = join(dir, "cfg.yaml");
+    const LIMIT = 50;
+    const spansFile = join(dir, "spans.jsonl");
+    writeFileSync(cfg, toYaml({
+      targets: [{ exe: "nginx", max_spans_per_second: LIMIT }], exporter: `file:${spansFile}`, admin: { enabled: false },
+      stats_interval: "1s", logging: { level: "info" },
+    }));
+    // `run`: the command that reloads its config (SIGHUP, file change)
+    const t = c.add(await TracerProcess.start(["run", "-c", cfg], "capture started"), (x) => x.stop("SIGTERM"));
+    const ng = c.add(await startNginx((p, d) => `server { listen 127.0.0.1:${p}; root ${d}/www; location = /ok { return 200 "ok"; } }`), stopNginx);
+    chmodSync(ng.dir, 0o755);
+    t.proc.kill("SIGHUP");
+    for (let i = 0; i < 150 && !logRecords(t.stderr).some((r) => r.msg === "config reloaded"); i++) await Bun.sleep(100);
+    expect(logRecords(t.stderr).some((r) => r.msg === "config reloaded")).toBe(true);
+    const SECONDS = 6;
+    const wrk = Bun.spawn(["wrk", "-t1", "-c4", `-d${SECONDS}s`, "-H", "Connection: close", `http://127.0.0.1:${ng.port}/ok`], { stdout: "pipe", stderr: "pipe" });
+    const out = await new Response(wrk.stdout).text();
+    await wrk.exited;
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+    await Bun.sleep(1500);
+    expect(await t.stop("SIGTERM")).toBe(0);
+    const spans = readFileSync(spansFile, "utf8").split("\n").filter((l) => l.includes('"url.path":"/ok"'));
+    const stats = exitStats(t.stderr)!;
+    console.log(`after reload: ${requests} requests, ${spans.length} spans, ShedConnections ${stats.ShedConnections}`);
+    expect(requests).toBeGreaterThan(20 * LIMIT * SECONDS); // premise: far more than the limit
+    // Shedding acts from the first once-a-second sample on, and its ratio stops at 0.01 (at
+    // ~14k connections/s that is ~140 spans/s, not 50): most connections shed, not all. Before the
+    // fix a reload stopped the budget's timer: every connection was captured, none shed.
+    expect(stats.ShedConnections).toBeGreaterThan(requests / 2);
+    expect(spans.length).toBeLessThan(requests / 4);
+  }, 60_000);
 });
