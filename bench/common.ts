@@ -1,6 +1,7 @@
 /** What the live benchmarks share: their command-line options and the keep-alive Node server
  * the overhead, memory and profile benchmarks load. */
-import { resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { startNode, type Server } from "../test/support/servers.ts";
 
 /** The value after option `name` on the command line, else `dflt`. */
@@ -29,4 +30,22 @@ export function startJsonServer(): Promise<Server> {
   return startNode(`const body = ${JSON.stringify(body)};
 require("http").createServer((req, res) => { res.writeHead(200, { "content-type": "application/json" }); res.end(body); })
   .listen(Number(process.env.PORT), process.env.HOST);`);
+}
+
+/**
+ * The environment the systemd unit gives the agent (its `Environment=` lines, e.g. the JS
+ * engine's heap growth limit): the benchmarks measure the agent as it is deployed. `--no-unit-env`
+ * runs it with the plain environment instead.
+ */
+export function unitEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (process.argv.includes("--no-unit-env")) return env;
+  const unit = readFileSync(join(import.meta.dir, "..", "systemd", "ebpf-tracer.service"), "utf8");
+  for (const m of unit.matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm)) env[m[1]!] = m[2]!;
+  return env;
+}
+
+/** process.env plus unitEnv(): what to spawn the agent with. */
+export function agentEnv(): Record<string, string | undefined> {
+  return { ...process.env, ...unitEnv() };
 }

@@ -9,9 +9,11 @@
  *   file       RssFile after the load: the executable's resident pages + the ring buffer
  *   CPU        agent CPU per 1k req/s (for scale; bench/overhead.ts measures CPU properly)
  *
- *   sudo bun bench/memory.ts [--modes capture,run] [--rounds 2] [--duration 15] [--bins a=PATH,b=PATH]
+ *   sudo bun bench/memory.ts [--modes capture,run] [--rounds 2] [--duration 15] [--bins a=PATH,b=PATH] [--no-unit-env]
  *                            [--budget-mb N]
  *
+ * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
+ * deployed; --no-unit-env without them.
  * --budget-mb sets budget.memory_mb (a collection near it, then shedding: docs/operations.md);
  * the row then also says how many collections ran and the sampling ratio at the end.
  */
@@ -22,7 +24,7 @@ import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { exitStats } from "../test/support/http-kit.ts";
-import { arg, binsArg, median, startJsonServer } from "./common.ts";
+import { agentEnv, arg, binsArg, median, startJsonServer } from "./common.ts";
 import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
 import { runConfigYaml } from "./run-config.ts";
 
@@ -58,7 +60,7 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   const capCfg = join(dir, "capture.yaml");
   writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + budget);
   const cmd = mode === "run" ? [bin, "run", "-c", cfg] : [bin, "capture", "-c", capCfg, "--json", "--pid", String(server.pid)];
-  const agent = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe" });
+  const agent = Bun.spawn(cmd, { stdout: "ignore", stderr: "pipe", env: agentEnv() });
   let stderr = "";
   void (async () => {
     for await (const c of agent.stderr) stderr += new TextDecoder().decode(c);

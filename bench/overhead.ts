@@ -13,7 +13,10 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
- *                              [--bins base=PATH,new=PATH] [--private-client-ssl]
+ *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env]
+ *
+ * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
+ * deployed; --no-unit-env without them.
  *
  * --schemes http,https runs both in every round (plain, then TLS): the TLS path's extra BPF time
  * per request is the difference of the two BPF ns/req medians. E.g. the issue's Speed check:
@@ -29,7 +32,7 @@ import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
-import { arg, binsArg, median as med } from "./common.ts";
+import { agentEnv, arg, binsArg, median as med } from "./common.ts";
 import { exitStats } from "../test/support/http-kit.ts";
 
 /** --bins base=PATH,new=PATH: every agent mode runs once per binary in each round (labels in
@@ -160,7 +163,7 @@ async function startAgent(mode: string, bin: string, t: Target): Promise<Started
   else if (mode === "run") cmd = [bin, "run", "-c", runConfig(t.pid)];
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
-  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe" });
+  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe", env: mode === "tshark" ? process.env : agentEnv() });
   children.push(proc);
   let err = "";
   (async () => {

@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { makeTestCerts } from "../test/support/certs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
-import { arg, startJsonServer } from "./common.ts";
+import { agentEnv, arg, startJsonServer } from "./common.ts";
 import { runConfigYaml } from "./run-config.ts";
 import { CLK_TCK, cpuTicks } from "./procstat.ts";
 
@@ -53,7 +53,7 @@ if (MODE === "run") {
 // fails the load (EAGAIN; libbpf retries a few times): a sampling interval well above one
 // program's verification time.
 const agent = Bun.spawn(["bun", "--cpu-prof", "--cpu-prof-interval", arg("--interval-us", "5000"), "--cpu-prof-dir", outDir, join(ROOT, "src/cli/main.ts"), ...args], {
-  stdout: "ignore", stderr: "pipe",
+  stdout: "ignore", stderr: "pipe", env: agentEnv(),
 });
 process.on("exit", () => agent.kill("SIGKILL"));
 let err = "";
