@@ -76,7 +76,7 @@ export class GcPacer {
     return true;
   }
 
-  /** After a collection made elsewhere (the memory budget's): the heap measured now is the base. */
+  /** After a collection made elsewhere (the memory budget's): the RSS measured now is the base. */
   collected(): void {
     this.base = this.resident();
     this.lastFullAt = this.now();
