@@ -181,9 +181,9 @@ export class ProtoSpanStream {
     w.reset();
     for (const g of this.groups) {
       if (g.w.pos === 0) continue; // made for a span that could not be encoded
-      const ss = beginResourceSpans(w, g.resource);
+      const m = beginResourceScope(w, g.resource);
       w.raw(g.w.view());
-      endResourceSpans(w, ss);
+      endResourceScope(w, m);
       // a writer that grew past a few batches' worth is not kept
       if (g.w.buf.length <= 4 * 1024 * 1024) this.pool.push(g.w);
     }
@@ -198,25 +198,29 @@ function writeRequest(spans: readonly Span[], fallbackService: string): void {
   const w = shared;
   w.reset();
   for (const g of groupByResource(spans, fallbackService)) {
-    const ss = beginResourceSpans(w, g.resource);
+    const m = beginResourceScope(w, g.resource);
     for (const s of g.spans) writeSpan(w, s);
-    endResourceSpans(w, ss);
+    endResourceScope(w, m);
   }
 }
 
-/** Opens ResourceSpans { resource, ScopeSpans { scope, ... } } up to its spans; the markers go to
- * endResourceSpans. */
-function beginResourceSpans(w: ProtoWriter, resource: Attributes): [number, number] {
-  const rs = w.begin(1, 5);
+/**
+ * Opens ResourceSpans { resource, ScopeSpans { scope, … } } — or ResourceMetrics { resource,
+ * ScopeMetrics { scope, … } }: the same field numbers — up to its items; the markers go to
+ * endResourceScope. Length reserves of 3 bytes fit bodies up to 2 MiB (a batch of 512 typical
+ * spans is ~0.7 MB): a larger reserve made end() move the whole batch, twice.
+ */
+export function beginResourceScope(w: ProtoWriter, resource: Attributes): [number, number] {
+  const outer = w.begin(1, 3);
   const res = w.begin(1, 2);
   writeAttributes(w, 1, resource);
   w.end(res);
-  const ss = w.begin(2, 5);
+  const scope = w.begin(2, 3);
   writeScope(w);
-  return [rs, ss];
+  return [outer, scope];
 }
 
-function endResourceSpans(w: ProtoWriter, [rs, ss]: [number, number]): void {
-  w.end(ss);
-  w.end(rs);
+export function endResourceScope(w: ProtoWriter, [outer, scope]: [number, number]): void {
+  w.end(scope);
+  w.end(outer);
 }

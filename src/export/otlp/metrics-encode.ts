@@ -7,7 +7,7 @@
  */
 import type { Attributes } from "../../spans/span.ts";
 import type { Histogram, Instrument, RedSnapshot } from "../../metrics/red.ts";
-import { writeAttributes, writeScope } from "./encode-proto.ts";
+import { beginResourceScope, endResourceScope, writeAttributes } from "./encode-proto.ts";
 import { ProtoWriter } from "./proto-writer.ts";
 
 // ExportMetricsServiceRequest: resource_metrics 1 · ResourceMetrics: resource 1, scope_metrics 2
@@ -86,12 +86,7 @@ export function encodeMetricsProto(snap: RedSnapshot): { body: Uint8Array; point
   let points = 0;
   for (const [resource, byName] of group(snap)) {
     if (byName.size === 0) continue;
-    const rm = w.begin(1, 3);
-    const res = w.begin(1, 2);
-    writeAttributes(w, 1, resource);
-    w.end(res);
-    const sm = w.begin(2, 3);
-    writeScope(w);
+    const m = beginResourceScope(w, resource);
     for (const { ins, points: pts } of byName.values()) {
       const mm = w.begin(2, 3);
       w.stringField(1, ins.name);
@@ -104,8 +99,7 @@ export function encodeMetricsProto(snap: RedSnapshot): { body: Uint8Array; point
       w.end(mm);
       points += pts.length;
     }
-    w.end(sm);
-    w.end(rm);
+    endResourceScope(w, m);
   }
   return { body: w.finish(), points };
 }
