@@ -48,8 +48,12 @@ export class Agent {
   private budgetTimer: ReturnType<typeof setInterval> | undefined;
   private tickTimer: ReturnType<typeof setInterval> | undefined;
   budget!: OverheadBudget;
-  readonly memoryGuard = new MemoryGuard();
   readonly gcPacer = new GcPacer();
+  /** the budget's collections also restart the pacer's count from what they leave */
+  readonly memoryGuard = new MemoryGuard(() => {
+    Bun.gc(true);
+    this.gcPacer.collected();
+  });
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
@@ -142,9 +146,7 @@ export class Agent {
     agent.budget = budget;
     const usage = selfUsage(() => kernel.bpfRunTimeNs());
     agent.budgetTimer = setInterval(() => {
-      const before = agent!.memoryGuard.collections;
       budget.sample(agent!.memoryGuard.check(usage(), agent!.cfg.budget.memory_mb));
-      if (agent!.memoryGuard.collections !== before) agent!.gcPacer.collected();
       pipeline.applySampling();
     }, 1000);
     return agent;

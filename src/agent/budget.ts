@@ -12,6 +12,7 @@
  *
  * Pure apart from the clock and measurement functions, which are injected.
  */
+import { residentBytes } from "./gc-pacer.ts";
 
 export const MIN_RATIO = 0.01;
 
@@ -161,7 +162,7 @@ export class OverheadBudget {
 
 /** This process's resident set size in MB. */
 function rssMb(): number {
-  return process.memoryUsage.rss() / (1024 * 1024);
+  return residentBytes() / (1024 * 1024);
 }
 
 /**

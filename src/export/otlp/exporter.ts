@@ -172,8 +172,7 @@ export class OtlpExporter implements SpanSink {
     // spans already in the open batch were encoded with the old settings: they go as they are
     if (next.encoding !== this.s.encoding || next.gzip !== this.s.gzip || next.fallbackService !== this.s.fallbackService) {
       this.sealNow();
-      this.s = next;
-      this.open = this.newOpenBatch();
+      this.open = this.newOpenBatch(next);
     }
     this.s = next;
     this.warnIfPlaintext();
@@ -253,8 +252,8 @@ export class OtlpExporter implements SpanSink {
     return m !== undefined && !(e && e.seq < m.seq);
   }
 
-  private newOpenBatch(): OpenBatch {
-    return new OpenBatch({ encoding: this.s.encoding, gzip: this.s.gzip, fallbackService: this.s.fallbackService });
+  private newOpenBatch(s = this.s): OpenBatch {
+    return new OpenBatch({ encoding: s.encoding, gzip: s.gzip, fallbackService: s.fallbackService });
   }
 
   private newTransport(): Transport {
