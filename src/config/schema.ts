@@ -124,7 +124,9 @@ export const SCHEMA: Record<string, FieldSpec> = {
   bpf: {
     t: "object",
     fields: {
-      ringbuf_size_mb: { t: "int", def: 16, min: 1, max: 1024 },
+      /** 8 MiB holds ~250 ms of a saturating keep-alive load (~30 MB/s of records): many times a
+       * full collection's pause; its pages are resident once data has cycled through them */
+      ringbuf_size_mb: { t: "int", def: 8, min: 1, max: 1024 },
       /** auto: BPF ring buffer when the kernel has it (5.8+), else a perf event array */
       buffer: { t: "enum", values: ["auto", "ringbuf", "perf"], def: "auto" },
       max_capture_bytes_per_call: { t: "int", def: 144 * 1024, min: 64, max: 1024 * 1024 },

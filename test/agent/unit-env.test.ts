@@ -1,0 +1,49 @@
+/**
+ * The systemd unit's Environment= lines tune the JavaScript engine of the runtime the agent is
+ * built with. BUN_JSC_gcMaxHeapSize is named like a limit: some JavaScriptCore releases ended the
+ * process once the heap left by a collection was larger than it. The runtime used here (the one
+ * `bun build --compile` embeds) only uses it as the allocation budget of a collection cycle; this
+ * test holds a live set far above the value, under that environment, and fails if the runtime
+ * stops the process or the unit loses the variable.
+ */
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const UNIT = join(import.meta.dir, "..", "..", "systemd", "ebpf-tracer.service");
+
+function unitEnvironment(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of readFileSync(UNIT, "utf8").matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm)) env[m[1]!] = m[2]!;
+  return env;
+}
+
+describe("systemd unit environment", () => {
+  test("sets the engine's collection budget and heap growth", () => {
+    const env = unitEnvironment();
+    expect(Number(env.BUN_JSC_gcMaxHeapSize)).toBe(8 * 1024 * 1024);
+    expect(Number(env.BUN_JSC_heapGrowthMaxIncrease)).toBeCloseTo(1.1);
+  });
+
+  test("the runtime keeps running with a live heap far above BUN_JSC_gcMaxHeapSize", () => {
+    // ~80 MB live (10x the budget) while allocating garbage, with full collections in between
+    const script = `
+      const keep = [];
+      for (let i = 0; i < 400000; i++) keep.push({ i, s: "v" + i, a: [i, i + 1] });
+      for (let round = 0; round < 5; round++) {
+        let junk = 0;
+        for (let j = 0; j < 200000; j++) junk += ("x" + j).length;
+        Bun.gc(true);
+      }
+      const { heapStats } = require("bun:jsc");
+      console.log("ok", keep.length, Math.round(heapStats().heapSize / 1048576));
+    `;
+    const r = Bun.spawnSync([process.execPath, "-e", script], { env: { ...process.env, ...unitEnvironment() }, stdout: "pipe", stderr: "pipe" });
+    const out = r.stdout.toString();
+    expect({ exit: r.exitCode, stderr: r.stderr.toString().slice(0, 500) }).toEqual({ exit: 0, stderr: "" });
+    const m = /^ok (\d+) (\d+)/.exec(out);
+    expect(m).not.toBeNull();
+    expect(Number(m![1])).toBe(400000);
+    expect(Number(m![2])).toBeGreaterThan(8 * 4); // the heap really was several times the value
+  }, 60_000);
+});
