@@ -6,13 +6,16 @@
  *   capture  — `ebpf-tracer capture --json --pid PID > /dev/null`
  *   run      — `ebpf-tracer run` exporting OTLP (protobuf + gzip) over HTTPS to a loopback receiver
  *   tshark   — tshark capturing the same port (a packet-capture peer), when installed
+ *   idle     — the agent attached but selecting only a sleeping process (not in the default
+ *              modes): what the load pays for probes it does not need (the syscall tracepoint
+ *              path, the programs' early exits)
  * printing per run: requests/s and its ratio to the median "off" run, agent CPU per 1k req/s,
  * BPF run time per request (kernel.bpf_stats_enabled; every program the agent loaded, and the
  * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans;
  * at the end the medians, and per BPF program its ns/call and calls/request.
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
- *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark]
+ *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
  *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
@@ -157,9 +160,22 @@ interface Started {
   stderr: () => string;
 }
 
+/** `idle`: the agent runs with every probe attached but selects only a sleeping process, so the
+ * load pays what unselected processes pay (the syscall tracepoint path and the programs' early
+ * exits) and nothing of the capture itself. */
+let sleeper: Subprocess | undefined;
+function idlePid(): number {
+  if (!sleeper) {
+    sleeper = Bun.spawn(["sleep", "100000"]);
+    children.push(sleeper);
+  }
+  return sleeper.pid;
+}
+
 async function startAgent(mode: string, bin: string, t: Target): Promise<Started | undefined> {
   let cmd: string[];
   if (mode === "capture") cmd = [bin, "capture", "-c", capCfg, "--pid", String(t.pid), "--json"];
+  else if (mode === "idle") cmd = [bin, "capture", "-c", capCfg, "--pid", String(idlePid()), "--json"];
   else if (mode === "run") cmd = [bin, "run", "-c", runConfig(t.pid)];
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
@@ -207,7 +223,7 @@ const hasTshark = Bun.which("tshark") !== null;
 /** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
 interface Variant { mode: string; label: string; bin: string }
 const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).flatMap((mode) =>
-  mode === "capture" || mode === "run" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
+  mode === "capture" || mode === "run" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
 const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
 console.log(`${SERVER === "node" ? "Node" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
