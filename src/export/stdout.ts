@@ -19,14 +19,28 @@ const FLUSH_BYTES = 64 * 1024;
  * intermediate object is built; together they were a sixth of capture's CPU profile.
  */
 export function jsonLine(span: Span): string {
+  lineParts(span);
+  return parts.head + parts.attributes + RESOURCE_KEY + parts.resource + "}";
+}
+const RESOURCE_KEY = ',"resource":';
+
+/**
+ * The line in three strings, as jsonLine joins them: the head up to `"attributes":`, the
+ * attributes object, the resource object. The exporter encodes them into its buffer one by one:
+ * joined, they are a string JSC keeps as a rope and copies once more to encode (~300 ns of a
+ * 1.6 KB line). Valid until the next call; throws what JSON.stringify throws, before any part
+ * changes the output.
+ */
+function lineParts(span: Span): void {
   let resource = resourceJson.get(span.resource);
   if (resource === undefined) {
     resource = JSON.stringify(span.resource);
     if (Object.isFrozen(span.resource)) resourceJson.set(span.resource, resource);
   }
+  const attributes = JSON.stringify(span.attributes);
   // Ids are lower-case hex and the kind one of two words (Span's contract), and a duration is a
   // finite number (String gives what JSON.stringify gives): none needs escaping.
-  return (
+  parts.head =
     '{"name":' + JSON.stringify(span.name) +
     (span.kind === "server" ? ',"kind":"server","traceId":"' : ',"kind":"client","traceId":"') + span.traceId +
     '","spanId":"' + span.spanId +
@@ -34,10 +48,11 @@ export function jsonLine(span: Span): string {
     '","start":"' + nanosToIso(span.startTimeUnixNano) +
     '","durationMs":' + String(Number(span.endTimeUnixNano - span.startTimeUnixNano) / 1e6) +
     ',"error":' + (span.error ? "true" : "false") +
-    ',"attributes":' + JSON.stringify(span.attributes) +
-    ',"resource":' + resource + "}"
-  );
+    ',"attributes":';
+  parts.attributes = attributes;
+  parts.resource = resource;
 }
+const parts = { head: "", attributes: "", resource: "" };
 const resourceJson = new WeakMap<object, string>();
 const FLUSH_MS = 200;
 
@@ -82,20 +97,34 @@ export class StdoutExporter implements SpanSink {
       this.c.SpansDropped++;
       return;
     }
-    let line: string;
+    const json = this.format === jsonLine;
+    let line = "";
     try {
-      line = this.format(span) + "\n";
+      if (json) lineParts(span);
+      else line = this.format(span) + "\n";
     } catch (e) {
       this.c.SpansDropped++;
       return;
     }
     // room for the worst case (3 bytes per UTF-16 unit): a line larger than the buffer grows it
-    const most = 3 * line.length;
+    const most = 3 * (json ? parts.head.length + parts.attributes.length + parts.resource.length + RESOURCE_KEY.length + 2 : line.length);
     if (this.outLen + most > this.out.length) {
       this.flush();
       if (most > this.out.length) this.out = Buffer.allocUnsafe(most);
     }
-    this.outLen += this.out.write(line, this.outLen, "utf8");
+    if (json) {
+      const out = this.out;
+      let n = this.outLen;
+      n += out.write(parts.head, n, "utf8");
+      n += out.write(parts.attributes, n, "utf8");
+      n += out.write(RESOURCE_KEY, n, "latin1");
+      n += out.write(parts.resource, n, "utf8");
+      out[n++] = 0x7d; // }
+      out[n++] = 0x0a;
+      this.outLen = n;
+    } else {
+      this.outLen += this.out.write(line, this.outLen, "utf8");
+    }
     this.pending++;
     this.c.SpansWritten++;
     if (this.outLen >= FLUSH_BYTES) this.flush();

@@ -93,13 +93,20 @@ describe("StdoutExporter", () => {
   test("lines larger than the buffer, multi-byte text and many small lines are written whole and in order", async () => {
     const path = join(dir, "big.jsonl");
     const sink = new StdoutExporter({ kind: "file", path }, quiet);
-    const spans = [span(1), { ...span(2), attributes: { big: "é€😀x".repeat(60_000) } }, ...Array.from({ length: 3000 }, (_, i) => span(10 + i)), { ...span(3), attributes: { big: "y".repeat(500_000) } }];
+    const resource = Object.freeze({ "service.name": "svc \"é\"", "host.name": "h\u2028😀" });
+    const odd: Span = { ...span(4), parentSpanId: "00f067aa0ba902b7", name: "GET /a\"b\\c\n\u0001é😀", error: true, kind: "client", resource };
+    const spans = [span(1), { ...span(2), attributes: { big: "é€😀x".repeat(60_000) } }, ...Array.from({ length: 3000 }, (_, i) => (i % 7 ? span(10 + i) : { ...odd, spanId: span(10 + i).spanId })), { ...span(3), attributes: { big: "y".repeat(500_000) } }];
+    // a span JSON cannot encode (a BigInt attribute) is dropped whole, between two that are not
+    const bad = { ...span(5), attributes: { n: 1n } as unknown as Span["attributes"] };
+    sink.export(span(6));
+    sink.export(bad);
     for (const s of spans) sink.export(s);
     await sink.shutdown(1000);
     const lines = readFileSync(path, "utf8").split("\n");
     expect(lines.pop()).toBe("");
-    expect(lines).toEqual(spans.map((s) => jsonLine(s)));
-    expect(sink.stats()).toEqual({ SpansWritten: spans.length, SpansDropped: 0, WriteErrors: 0 });
+    expect(lines).toEqual([span(6), ...spans].map((s) => jsonLine(s)));
+    expect(lines.slice(0, 20).map((l) => JSON.parse(l))).toEqual([span(6), ...spans].slice(0, 20).map((s) => spanToJson(s)));
+    expect(sink.stats()).toEqual({ SpansWritten: spans.length + 1, SpansDropped: 1, WriteErrors: 0 });
   });
 
   test("flushes by time without shutdown", async () => {
