@@ -5,7 +5,7 @@
  */
 import type { AttrValue, Attributes, Span } from "../../spans/span.ts";
 import { ProtoWriter, varintSize } from "./proto-writer.ts";
-import { groupByResource, ResourceIndex } from "./resource-groups.ts";
+import { ResourceIndex } from "./resource-groups.ts";
 import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR } from "./scope.ts";
 
 // ExportTraceServiceRequest.resource_spans = 1
@@ -129,22 +129,29 @@ const shared = new ProtoWriter();
 
 /** Encodes one ExportTraceServiceRequest. The result is a fresh copy. */
 export function encodeTracesProto(spans: readonly Span[], fallbackService: string): Uint8Array {
-  writeRequest(spans, fallbackService);
-  return shared.finish();
+  return new Uint8Array(encodeTracesProtoView(spans, fallbackService));
 }
 
 /** Like encodeTracesProto, without the copy: valid only until the next encode (e.g. to gzip it). */
 export function encodeTracesProtoView(spans: readonly Span[], fallbackService: string): Uint8Array {
-  writeRequest(spans, fallbackService);
-  return shared.view();
+  // the exporter's own path (ProtoSpanStream), with one stream kept for its buffers
+  let s = batchStream;
+  if (s === undefined || s.fallbackService !== fallbackService) s = batchStream = new ProtoSpanStream(fallbackService);
+  try {
+    for (let i = 0; i < spans.length; i++) s.add(spans[i]!);
+  } catch (e) {
+    s.finishView(); // empties the stream: the next batch starts clean
+    throw e;
+  }
+  return s.finishView();
 }
+let batchStream: ProtoSpanStream | undefined;
 
 /**
  * An ExportTraceServiceRequest built as its spans come: each span is encoded when added, into
  * its resource group's buffer, so an open batch holds bytes instead of span objects (spans kept
  * for a whole batch outlived the engine's young collections and piled up in its old generation
- * until a full one). `finishView()` gives exactly what encodeTracesProto gives for the same
- * spans in the same order.
+ * until a full one). encodeTracesProto encodes a whole batch through one.
  */
 export class ProtoSpanStream {
   private groups: { resource: Attributes; w: ProtoWriter }[] = [];
@@ -191,16 +198,6 @@ export class ProtoSpanStream {
     this.index.clear();
     this.count = 0;
     return w.view();
-  }
-}
-
-function writeRequest(spans: readonly Span[], fallbackService: string): void {
-  const w = shared;
-  w.reset();
-  for (const g of groupByResource(spans, fallbackService)) {
-    const m = beginResourceScope(w, g.resource);
-    for (const s of g.spans) writeSpan(w, s);
-    endResourceScope(w, m);
   }
 }
 
