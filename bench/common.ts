@@ -1,8 +1,8 @@
 /** What the live benchmarks share: their command-line options and the keep-alive Node server
  * the overhead, memory and profile benchmarks load. */
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { startNode, type Server } from "../test/support/servers.ts";
+import { unitEnvironment } from "../test/support/unit-env.ts";
 
 /** The value after option `name` on the command line, else `dflt`. */
 export function arg(name: string, dflt: string): string {
@@ -38,11 +38,7 @@ require("http").createServer((req, res) => { res.writeHead(200, { "content-type"
  * runs it with the plain environment instead.
  */
 export function unitEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  if (process.argv.includes("--no-unit-env")) return env;
-  const unit = readFileSync(join(import.meta.dir, "..", "systemd", "ebpf-tracer.service"), "utf8");
-  for (const m of unit.matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm)) env[m[1]!] = m[2]!;
-  return env;
+  return process.argv.includes("--no-unit-env") ? {} : unitEnvironment();
 }
 
 /** process.env plus unitEnv(): what to spawn the agent with. */

@@ -7,16 +7,7 @@
  * stops the process or the unit loses the variable.
  */
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-
-const UNIT = join(import.meta.dir, "..", "..", "systemd", "ebpf-tracer.service");
-
-function unitEnvironment(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const m of readFileSync(UNIT, "utf8").matchAll(/^Environment=([A-Za-z_][A-Za-z0-9_]*)=(\S*)$/gm)) env[m[1]!] = m[2]!;
-  return env;
-}
+import { unitEnvironment } from "../support/unit-env.ts";
 
 describe("systemd unit environment", () => {
   test("sets the engine's collection budget and heap growth", () => {
