@@ -50,10 +50,7 @@ export class Agent {
   budget!: OverheadBudget;
   readonly gcPacer = new GcPacer();
   /** the budget's collections also restart the pacer's count from what they leave */
-  readonly memoryGuard = new MemoryGuard(() => {
-    Bun.gc(true);
-    this.gcPacer.collected();
-  });
+  readonly memoryGuard = new MemoryGuard(() => this.gcPacer.collectFull());
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;

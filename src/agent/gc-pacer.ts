@@ -76,7 +76,14 @@ export class GcPacer {
     return true;
   }
 
-  /** After a collection made elsewhere (the memory budget's): the RSS measured now is the base. */
+  /** A full collection for someone else (the memory budget, which counts its own): runs it and
+   * takes what it leaves as the base. */
+  collectFull(): void {
+    this.full();
+    this.collected();
+  }
+
+  /** After a collection made elsewhere: the RSS measured now is the base. */
   collected(): void {
     this.base = this.resident();
     this.lastFullAt = this.now();
