@@ -10,12 +10,14 @@
  *   CPU        agent CPU per 1k req/s (for scale; bench/overhead.ts measures CPU properly)
  *
  *   sudo bun bench/memory.ts [--modes capture,run] [--rounds 2] [--duration 15] [--bins a=PATH,b=PATH] [--no-unit-env]
- *                            [--budget-mb N]
+ *                            [--budget-mb N] [--collector-down]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
  * deployed; --no-unit-env without them.
  * --budget-mb sets budget.memory_mb (a collection near it, then shedding: docs/operations.md);
  * the row then also says how many collections ran and the sampling ratio at the end.
+ * --collector-down points `run` at a port nothing listens on: every batch goes to the spool; the
+ * row then says how many spans were spooled and dropped and how many kernel events were lost.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -32,6 +34,7 @@ const MODES = arg("--modes", "capture,run").split(",");
 const ROUNDS = Number(arg("--rounds", "2"));
 const DURATION = Number(arg("--duration", "15"));
 const BUDGET_MB = Number(arg("--budget-mb", "0"));
+const COLLECTOR_DOWN = process.argv.includes("--collector-down");
 const BINS = binsArg();
 if (process.getuid?.() !== 0) {
   console.error("bench/memory.ts needs root (BPF)");
@@ -49,6 +52,13 @@ const certs = makeTestCerts();
 const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, countOnly: true });
 const server = await startJsonServer();
 const url = `http://127.0.0.1:${server.port}/`;
+/** a loopback port that was free a moment ago: connections to it are refused */
+const closedEndpoint = await (async () => {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return `127.0.0.1:${port}`;
+})();
 
 interface Row { label: string; startHwm: number; hwm: number; anonMax: number; anonMean: number; file: number; rps: number; cpuPer1k: number; stats?: string }
 
@@ -56,7 +66,7 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   const cfg = join(dir, "run.yaml");
   rmSync(join(dir, "spool"), { recursive: true, force: true });
   const budget = BUDGET_MB ? `\nbudget:\n  memory_mb: ${BUDGET_MB}\n` : "\n";
-  writeFileSync(cfg, runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + budget);
+  writeFileSync(cfg, runConfigYaml({ pid: server.pid, caCert: certs.ca.cert, endpoint: COLLECTOR_DOWN ? closedEndpoint : rx.endpoint, spoolDir: join(dir, "spool") }) + budget);
   const capCfg = join(dir, "capture.yaml");
   writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + budget);
   const cmd = mode === "run" ? [bin, "run", "-c", cfg] : [bin, "capture", "-c", capCfg, "--json", "--pid", String(server.pid)];
@@ -87,17 +97,18 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   };
   agent.kill("SIGINT");
   await agent.exited;
-  if (BUDGET_MB) {
-    const st = exitStats(stderr);
-    row.stats = st ? `collections ${st.BudgetCollections}, ratio ${st.SamplingRatio}, shed ${st.ShedConnections}` : "no stats line";
-  }
+  const st = BUDGET_MB || (COLLECTOR_DOWN && mode === "run") ? exitStats(stderr) : undefined;
+  const parts: string[] = [];
+  if (BUDGET_MB) parts.push(st ? `collections ${st.BudgetCollections}, ratio ${st.SamplingRatio}, shed ${st.ShedConnections}` : "no stats line");
+  if (COLLECTOR_DOWN && mode === "run") parts.push(st ? `spooled ${st.SpansSpooled}, dropped ${st.SpansDropped}, events lost ${st.EventLost}` : "no stats line");
+  if (parts.length) row.stats = parts.join("; ");
   return row;
 }
 
 const fmt = (r: Row) =>
   `${r.label.padEnd(16)} start ${r.startHwm.toFixed(0).padStart(4)} MB  peak ${r.hwm.toFixed(0).padStart(4)} MB  anon max ${r.anonMax.toFixed(0).padStart(4)} mean ${r.anonMean.toFixed(0).padStart(4)} MB  file ${r.file.toFixed(0).padStart(3)} MB  ${r.rps.toFixed(0).padStart(6)} req/s  CPU ${r.cpuPer1k.toFixed(2)} %/1k req/s${r.stats ? `  (${r.stats})` : ""}`;
 
-console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s,${BUDGET_MB ? ` budget.memory_mb ${BUDGET_MB},` : ""} ${ROUNDS} rounds of ${MODES.join(" / ")} x ${BINS.map(([n]) => n || "dist").join(" / ")}`);
+console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s,${BUDGET_MB ? ` budget.memory_mb ${BUDGET_MB},` : ""}${COLLECTOR_DOWN ? " collector down," : ""} ${ROUNDS} rounds of ${MODES.join(" / ")} x ${BINS.map(([n]) => n || "dist").join(" / ")}`);
 const rows: Row[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
   for (const mode of MODES) {
