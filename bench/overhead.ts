@@ -231,7 +231,7 @@ for (const t of targets.values()) await wrk(t.url, 2);
 
 /** One program's share of a run: run time per request, per call, and calls per request. */
 interface Prog { name: string; nsPerReq: number; nsPerCall: number; callsPerReq: number }
-interface Row { scheme: string; mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; delivered?: string; progs?: Prog[] }
+interface Row { scheme: string; mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; lost?: number; delivered?: string; progs?: Prog[] }
 const rows: Row[] = [];
 const fmtProg = (p: Prog) => `${p.name} ${p.nsPerReq.toFixed(0)} ns/req (${p.nsPerCall.toFixed(0)} ns/call x ${p.callsPerReq.toFixed(2)})`;
 for (let round = 1; round <= ROUNDS; round++) {
@@ -275,6 +275,7 @@ for (let round = 1; round <= ROUNDS; round++) {
           // spans the agent made; for run also what the receiver decoded by the time the agent
           // exited (the rest is in its spool, sent at its next start, or counted as dropped)
           row.seen = (st?.SpansEmitted ?? 0) / w.requests;
+          row.lost = st?.EventLost;
           if (mode === "run") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / w.requests) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
         }
         await a.proc.exited;
@@ -288,6 +289,7 @@ for (let round = 1; round <= ROUNDS; round++) {
         (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
         (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
         (row.seen !== undefined ? `  seen ${(row.seen * 100).toFixed(1)}%` : "") +
+        (row.lost ? `  EventLost ${row.lost}` : "") +
         (row.delivered ? ` (${row.delivered})` : "") +
         (row.progs?.length ? `\n    top BPF programs: ${row.progs.slice(0, 4).map(fmtProg).join(", ")}` : ""),
       );

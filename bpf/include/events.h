@@ -152,13 +152,12 @@ struct settings {
 	__u8 notify_all_exec;       /* 1: emit EV_PROC_EXEC for every exec, so user space can match rules */
 	__u8 notify_listen;         /* 1: emit EV_LISTEN for every successful listen(), for port rules */
 	__u8 use_perf;              /* 1: write events to the perf event array even if ring buffers exist */
-	__u32 wakeup_threshold;     /* unread ring bytes above which a wakeup is forced */
 	__u8 has_cgroups;           /* 1: selected_cgroups has entries (else unselected processes skip its lookup) */
 	__u8 pid_bytes;             /* 1: the pid_bytes array mirrors selected_pids and is read first */
 	__u8 has_conn_ctl;          /* 1: user space has written conn_ctl (else data events skip its lookup) */
 	__u8 _pad1;
 };
-_Static_assert(sizeof(struct settings) == 16, "settings layout");
+_Static_assert(sizeof(struct settings) == 12, "settings layout");
 
 /* Key of the `exe_names` map: a process's comm (as set by execve, 15 chars + NUL), zero-padded. */
 struct comm_key {

@@ -87,15 +87,14 @@ static __always_inline void pid_forget(__u32 tgid)
 		*b = 0;
 }
 
-/* One record into the ring buffer; the helper's result. Records wake the reader only once more
- * than the settings' threshold is unread: the reader polls every few ms, and a wakeup per record
- * cost ~8 µs on the traced process. */
-static __always_inline long ringbuf_write(struct settings *s, void *data, __u64 size)
+/* One record into the ring buffer; the helper's result. Records never wake anyone: the reader
+ * polls the ring on a timer (src/agent/agent.ts, every few ms, at once again while it drains full
+ * batches) and never sleeps on its fd. A wakeup per record cost ~8 µs on the traced process; a
+ * forced one per record once a quarter of the ring was unread cost 300–600 ns more per copying
+ * call exactly when the reader was behind (bench/README.md). */
+static __always_inline long ringbuf_write(void *data, __u64 size)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (s && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > s->wakeup_threshold)
-		flags = BPF_RB_FORCE_WAKEUP;
-	return bpf_ringbuf_output(&events, data, size, flags);
+	return bpf_ringbuf_output(&events, data, size, BPF_RB_NO_WAKEUP);
 }
 
 /* Writes one record to user space: the ring buffer when the kernel has one (decided at load by
@@ -106,7 +105,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size)
 	struct settings *s = settings();
 	long r;
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf))
-		r = ringbuf_write(s, data, size);
+		r = ringbuf_write(data, size);
 	else
 		r = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
 	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
@@ -117,7 +116,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size)
  * bpf_loop (5.17+, so ring buffers too) and the ring buffer is in use. */
 static __always_inline void output_rb(void *data, __u64 size)
 {
-	count(ringbuf_write(settings(), data, size) == 0 ? CNT_EVENTS : CNT_LOST, 1);
+	count(ringbuf_write(data, size) == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
 static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)

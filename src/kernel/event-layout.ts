@@ -58,8 +58,8 @@ export const LAYOUT = {
     path: 64, args: 320, $size: 576,
   },
   settings: {
-    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7, wakeup_threshold: 8,
-    has_cgroups: 12, pid_bytes: 13, has_conn_ctl: 14, _pad1: 15, $size: 16,
+    max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7,
+    has_cgroups: 8, pid_bytes: 9, has_conn_ctl: 10, _pad1: 11, $size: 12,
   },
   comm_key: { comm: 0, $size: 16 },
   tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },

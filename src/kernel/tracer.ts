@@ -377,8 +377,6 @@ export class KernelTracer {
     v[S.has_cgroups] = o.hasCgroups ? 1 : 0;
     v[S.pid_bytes] = this.pidBytes ? 1 : 0;
     v[S.has_conn_ctl] = o.hasConnCtl ? 1 : 0;
-    // Force a wakeup once a quarter of the ring is unread; below that the reader polls anyway.
-    dv.setUint32(S.wakeup_threshold, Math.floor(this.ringbufBytes / 4), true);
     const r = mapUpdate(this.fds.settings_map!, new Uint8Array(4), v);
     if (r) throw new TracerError("BPF", `cannot write BPF settings (errno ${-r})`);
   }
