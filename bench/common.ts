@@ -1,8 +1,9 @@
 /** What the live benchmarks share: their command-line options and the keep-alive Node server
  * the overhead, memory and profile benchmarks load. */
-import { resolve } from "node:path";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { startNode, type Server } from "../test/support/servers.ts";
-import { unitEnvironment } from "../test/support/unit-env.ts";
+import { unitEnvironment, unitLimits } from "../test/support/unit-env.ts";
 
 /** The value after option `name` on the command line, else `dflt`. */
 export function arg(name: string, dflt: string): string {
@@ -44,4 +45,40 @@ export function unitEnv(): Record<string, string> {
 /** process.env plus unitEnv(): what to spawn the agent with. */
 export function agentEnv(): Record<string, string | undefined> {
   return { ...process.env, ...unitEnv() };
+}
+
+const QUOTA_PERIOD_US = 100_000;
+let quotaProcs: string | undefined;
+
+/**
+ * `--as-unit`: `cmd` wrapped so that the agent also runs under the unit's `CPUQuota=` and `Nice=`,
+ * as systemd would run it: in a cpu cgroup whose quota is that share of one core per 100 ms
+ * (cgroup v2 `cpu.max` where the unified hierarchy is mounted at /sys/fs/cgroup, else the v1 cpu
+ * controller's `cpu.cfs_quota_us`), through `nice`. The shell execs the agent, so the pid the
+ * benchmark measures is the agent's. Without the option, `cmd` unchanged.
+ */
+export function asUnit(cmd: string[]): string[] {
+  if (!process.argv.includes("--as-unit")) return cmd;
+  const { cpuQuotaPercent, nice } = unitLimits();
+  quotaProcs ??= quotaCgroup(cpuQuotaPercent);
+  const niced = nice ? ["nice", "-n", String(nice)] : [];
+  return ["sh", "-c", `echo $$ > ${quotaProcs} && exec "$@"`, "sh", ...niced, ...cmd];
+}
+
+function quotaCgroup(percent: number | undefined): string {
+  const quota = percent ? String(Math.round((percent / 100) * QUOTA_PERIOD_US)) : undefined;
+  let dir: string;
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
+    writeFileSync("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+    dir = "/sys/fs/cgroup/ebpf-tracer-bench";
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "cpu.max"), `${quota ?? "max"} ${QUOTA_PERIOD_US}`);
+  } else {
+    dir = "/sys/fs/cgroup/cpu/ebpf-tracer-bench";
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "cpu.cfs_period_us"), String(QUOTA_PERIOD_US));
+    writeFileSync(join(dir, "cpu.cfs_quota_us"), quota ?? "-1");
+  }
+  console.log(`--as-unit: the agent runs in ${dir} (CPUQuota ${percent ?? "none"} %) under nice ${unitLimits().nice ?? 0}`);
+  return join(dir, "cgroup.procs");
 }

@@ -16,10 +16,12 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
- *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env]
+ *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
- * deployed; --no-unit-env without them.
+ * deployed; --no-unit-env without them. --as-unit also holds it to the unit's CPUQuota= and
+ * Nice= (a cpu cgroup and nice, bench/common.ts asUnit): what a deployed agent gets under a load
+ * that needs more. A row says EventLost when ring records were lost (any mode).
  *
  * --schemes http,https runs both in every round (plain, then TLS): the TLS path's extra BPF time
  * per request is the difference of the two BPF ns/req medians. E.g. the issue's Speed check:
@@ -35,7 +37,7 @@ import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
-import { agentEnv, arg, binsArg, median as med } from "./common.ts";
+import { agentEnv, arg, asUnit, binsArg, median as med } from "./common.ts";
 import { exitStats } from "../test/support/http-kit.ts";
 
 /** --bins base=PATH,new=PATH: every agent mode runs once per binary in each round (labels in
@@ -45,6 +47,9 @@ const ROUNDS = Number(arg("--rounds", "3"));
 const DURATION = Number(arg("--duration", "10"));
 const CONNS = Number(arg("--connections", "16"));
 const MODES = arg("--modes", "off,capture,run,tshark").split(",");
+/** --perf: the agent writes to its per-CPU perf buffers (bpf.buffer: perf), the path of kernels
+ * without BPF ring buffers */
+const BUFFER_YAML = process.argv.includes("--perf") ? "\nbpf:\n  buffer: perf\n" : "";
 
 if (process.getuid?.() !== 0) {
   console.error("bench/overhead.ts needs root (BPF, tshark)");
@@ -149,11 +154,11 @@ const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs
 /** The `run` config selecting `pid` (and its children). */
 function runConfig(pid: number): string {
   const path = join(dir, `run-${pid}.yaml`);
-  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }));
+  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + BUFFER_YAML);
   return path;
 }
 const capCfg = join(dir, "capture.yaml");
-writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n");
+writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + BUFFER_YAML);
 
 interface Started {
   proc: Subprocess;
@@ -179,6 +184,7 @@ async function startAgent(mode: string, bin: string, t: Target): Promise<Started
   else if (mode === "run") cmd = [bin, "run", "-c", runConfig(t.pid)];
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
+  if (mode !== "tshark") cmd = asUnit(cmd);
   const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe", env: mode === "tshark" ? process.env : agentEnv() });
   children.push(proc);
   let err = "";

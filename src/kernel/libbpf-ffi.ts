@@ -6,7 +6,7 @@
  * Contract for callers: every function here may throw TracerError during setup; the map helpers
  * used on the hot path return 0 or a negative errno instead of throwing.
  */
-import { dlopen, JSCallback, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import { TracerError } from "../errors.ts";
 
 // Type names as string literals so bun:ffi's typings infer exact argument and return types.
@@ -59,7 +59,7 @@ const LIBBPF_SYMBOLS = {
   bpf_map__set_value_size: { args: [P, u32], returns: i32 },
   libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
   libbpf_probe_bpf_helper: { args: [u32, u32, P], returns: i32 },
-  perf_buffer__new: { args: [i32, u64, P, P, P, P], returns: P },
+  perf_buffer__new_raw: { args: [i32, u64, P, P, P, P], returns: P },
   perf_buffer__consume: { args: [P], returns: i32 },
   perf_buffer__free: { args: [P], returns: VOID },
   bpf_map_update_elem: { args: [i32, P, P, u64], returns: i32 },
@@ -75,7 +75,7 @@ const LIBBPF_SYMBOLS = {
  */
 export const STRUCT_LAYOUT = {
   bpf_object_open_opts: { $size: 80, sz: 0, object_name: 8, btf_custom_path: 48 },
-  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, wakeup_events: 48, config1: 56, config2: 64 },
+  perf_event_attr: { $size: 128, type: 0, size: 4, config: 8, sample_period: 16, sample_type: 24, wakeup_events: 48, config1: 56, config2: 64 },
   /** read only up to run_cnt (the kernel copies as much as the caller's length asks) */
   bpf_prog_info: { run_time_ns: 192, run_cnt: 200 },
 } as const;
@@ -86,6 +86,11 @@ export const STRUCT_LAYOUT = {
  */
 export const C_CONSTANTS = {
   PERF_TYPE_TRACEPOINT: 2,
+  PERF_TYPE_SOFTWARE: 1,
+  PERF_COUNT_SW_BPF_OUTPUT: 10,
+  PERF_SAMPLE_RAW: 1024,
+  PERF_RECORD_SAMPLE: 9,
+  LIBBPF_PERF_EVENT_CONT: -2,
   PERF_FLAG_FD_CLOEXEC: 8,
   __NR_perf_event_open: process.arch === "arm64" ? 241 : 298,
   MFD_CLOEXEC: 1,
@@ -498,6 +503,13 @@ export function probeHelper(progType: number, helper: number): number {
  * ring_buffer__poll, which blocks). Records are copied out during the callback because libbpf
  * reuses the memory, and handed over in timestamp order: per-CPU buffers are not ordered with
  * respect to each other.
+ *
+ * The events are opened here (perf_buffer__new_raw) rather than with libbpf's defaults, which
+ * ask the kernel to wake the reader after every record (wakeup_events = 1): nobody sleeps on
+ * these buffers (the agent consumes them on a timer), and each wakeup is an interrupt on the
+ * traced process's CPU. wakeup_events = 0 leaves the kernel's default, a wakeup once half a
+ * buffer is unread. Lost-record notices are skipped: the BPF side counts every record the buffer
+ * had no room for (CNT_LOST).
  */
 export class PerfBuffer {
   private pb: Pointer | null;
@@ -506,13 +518,26 @@ export class PerfBuffer {
   lost = 0;
 
   constructor(mapFd: number, pagesPerCpu: number, private readonly tsOffset: number) {
+    // struct perf_event_header { u32 type; u16 misc; u16 size; }, then for a sample (PERF_SAMPLE_RAW
+    // only): u32 size and the record
     this.sample = new JSCallback(
-      (_ctx: Pointer, _cpu: number, data: Pointer, size: number) => {
-        this.batch.push(new Uint8Array(toArrayBuffer(data, 0, size)).slice());
+      (_ctx: Pointer, _cpu: number, event: Pointer) => {
+        if (read.u32(event, 0) === K.PERF_RECORD_SAMPLE) {
+          this.batch.push(new Uint8Array(toArrayBuffer(event, 12, read.u32(event, 8))).slice());
+        }
+        return K.LIBBPF_PERF_EVENT_CONT;
       },
-      { args: [P, i32, P, u32], returns: VOID },
+      { args: [P, i32, P], returns: i32 },
     );
-    this.pb = b().perf_buffer__new(mapFd, pagesPerCpu, this.sample.ptr, null, null, null) as Pointer | null;
+    const A = STRUCT_LAYOUT.perf_event_attr;
+    const attr = new Uint8Array(A.$size);
+    const dv = new DataView(attr.buffer);
+    dv.setUint32(A.type, K.PERF_TYPE_SOFTWARE, true);
+    dv.setUint32(A.size, A.$size, true);
+    dv.setBigUint64(A.config, BigInt(K.PERF_COUNT_SW_BPF_OUTPUT), true);
+    dv.setBigUint64(A.sample_period, 1n, true);
+    dv.setBigUint64(A.sample_type, BigInt(K.PERF_SAMPLE_RAW), true);
+    this.pb = b().perf_buffer__new_raw(mapFd, pagesPerCpu, ptr(attr), this.sample.ptr, null, null) as Pointer | null;
     const err = errOf(this.pb);
     if (err || !this.pb) {
       this.sample.close();
