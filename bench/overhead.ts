@@ -9,7 +9,9 @@
  *   idle     — the agent attached but selecting only a sleeping process (not in the default
  *              modes): what the load pays for probes it does not need (the syscall tracepoint
  *              path, the programs' early exits)
- * printing per run: requests/s and its ratio to the median "off" run, agent CPU per 1k req/s,
+ * printing per run: requests/s and its ratio to the median "off" run, the server's own CPU time
+ * per request (user + system of the server and its children, which includes the BPF programs
+ * run in its syscalls: what tracing makes each request cost it), agent CPU per 1k req/s,
  * BPF run time per request (kernel.bpf_stats_enabled; every program the agent loaded, and the
  * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans;
  * at the end the medians, and per BPF program its ns/call and calls/request.
@@ -32,7 +34,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestCerts } from "../test/support/certs.ts";
-import { CLK_TCK, cpuTicks, statusMb } from "./procstat.ts";
+import { CLK_TCK, cpuTicks, statusMb, treeTicks } from "./procstat.ts";
 import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
@@ -237,7 +239,7 @@ for (const t of targets.values()) await wrk(t.url, 2);
 
 /** One program's share of a run: run time per request, per call, and calls per request. */
 interface Prog { name: string; nsPerReq: number; nsPerCall: number; callsPerReq: number }
-interface Row { scheme: string; mode: string; rps: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; lost?: number; delivered?: string; progs?: Prog[] }
+interface Row { scheme: string; mode: string; rps: number; serverUs: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; lost?: number; delivered?: string; progs?: Prog[] }
 const rows: Row[] = [];
 const fmtProg = (p: Prog) => `${p.name} ${p.nsPerReq.toFixed(0)} ns/req (${p.nsPerCall.toFixed(0)} ns/call x ${p.callsPerReq.toFixed(2)})`;
 for (let round = 1; round <= ROUNDS; round++) {
@@ -247,11 +249,12 @@ for (let round = 1; round <= ROUNDS; round++) {
       if (a) await Bun.sleep(1200);
       const bpf0 = a && mode !== "tshark" ? bpfStats(a.proc.pid) : undefined;
       const c0 = a ? cpuTicks(a.proc.pid) : 0;
+      const s0 = treeTicks(t.pid);
       const t0 = performance.now();
       const spansBefore = rx.spanCount;
       const w = await wrk(t.url, DURATION);
       const wall = (performance.now() - t0) / 1000;
-      const row: Row = { scheme: t.scheme, mode: label, rps: w.rps };
+      const row: Row = { scheme: t.scheme, mode: label, rps: w.rps, serverUs: ((treeTicks(t.pid) - s0) / CLK_TCK / w.requests) * 1e6 };
       if (a) {
         const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
         row.cpuPer1k = cpu / (w.rps / 1000);
@@ -291,6 +294,7 @@ for (let round = 1; round <= ROUNDS; round++) {
       const base = off[Math.floor(off.length / 2)];
       console.log(
         `round ${round} ${t.scheme.padEnd(5)} ${label.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s` + (base ? `  ratio ${(row.rps / base).toFixed(2)}` : "") +
+        `  server ${row.serverUs.toFixed(1)} µs/req` +
         (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
         (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
         (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +

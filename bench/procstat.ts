@@ -11,6 +11,25 @@ export function cpuTicks(pid: number): number {
   return Number(f[11]) + Number(f[12]);
 }
 
+/** cpuTicks of `pid` and of its children (an nginx master and its workers). */
+export function treeTicks(pid: number): number {
+  let n = cpuTicks(pid);
+  let kids: string[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+  } catch {
+    // no children file (older kernels without CONFIG_PROC_CHILDREN): the process alone
+  }
+  for (const k of kids) {
+    try {
+      n += cpuTicks(Number(k));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return n;
+}
+
 /** A "Key:  N kB" line of /proc/PID/status, in MB; NaN when absent. */
 export function statusMb(pid: number, key: string): number {
   const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
