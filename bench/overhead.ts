@@ -18,7 +18,7 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
- *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf]
+ *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf] [--budget-cpu N]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
  * deployed; --no-unit-env without them. --as-unit also holds it to the unit's CPUQuota= and
@@ -52,6 +52,9 @@ const MODES = arg("--modes", "off,capture,run,tshark").split(",");
 /** --perf: the agent writes to its per-CPU perf buffers (bpf.buffer: perf), the path of kernels
  * without BPF ring buffers */
 const BUFFER_YAML = process.argv.includes("--perf") ? "\nbpf:\n  buffer: perf\n" : "";
+/** --budget-cpu N: the agent keeps budget.cpu_percent N (sheds connections over it) */
+const BUDGET_CPU = Number(arg("--budget-cpu", "0"));
+const BUDGET_YAML = BUDGET_CPU > 0 ? `\nbudget:\n  cpu_percent: ${BUDGET_CPU}\n` : "";
 
 if (process.getuid?.() !== 0) {
   console.error("bench/overhead.ts needs root (BPF, tshark)");
@@ -156,11 +159,11 @@ const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs
 /** The `run` config selecting `pid` (and its children). */
 function runConfig(pid: number): string {
   const path = join(dir, `run-${pid}.yaml`);
-  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + BUFFER_YAML);
+  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + BUFFER_YAML + BUDGET_YAML);
   return path;
 }
 const capCfg = join(dir, "capture.yaml");
-writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + BUFFER_YAML);
+writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + BUFFER_YAML + BUDGET_YAML);
 
 interface Started {
   proc: Subprocess;
