@@ -69,6 +69,8 @@ export class StdoutExporter implements SpanSink {
   private closed = false;
   private writeErrorLogged = false;
   private readonly c = { SpansWritten: 0, SpansDropped: 0, WriteErrors: 0 };
+  /** the JSON format: lines are encoded in parts (lineParts) */
+  private readonly json: boolean;
 
   /**
    * Throws TracerError when the file cannot be opened for appending. `format` turns a span into
@@ -79,6 +81,7 @@ export class StdoutExporter implements SpanSink {
     private readonly log: Logger = defaultLog,
     private readonly format: (span: Span) => string = jsonLine,
   ) {
+    this.json = format === jsonLine;
     if (target.kind === "stdout") {
       this.fd = 1;
       this.ownsFd = false;
@@ -97,7 +100,7 @@ export class StdoutExporter implements SpanSink {
       this.c.SpansDropped++;
       return;
     }
-    const json = this.format === jsonLine;
+    const json = this.json;
     let line = "";
     try {
       if (json) lineParts(span);

@@ -376,14 +376,7 @@ export class BpfObject {
    * tracefs kprobe_events, which is the only way to choose its maxactive).
    */
   attachPerfTracepoint(prog: string, eventId: number, point: string): Link {
-    const A = STRUCT_LAYOUT.perf_event_attr;
-    const attr = new Uint8Array(A.$size);
-    const dv = new DataView(attr.buffer);
-    dv.setUint32(A.type, K.PERF_TYPE_TRACEPOINT, true);
-    dv.setUint32(A.size, A.$size, true);
-    dv.setBigUint64(A.config, BigInt(eventId), true);
-    dv.setBigUint64(A.sample_period, 1n, true);
-    dv.setUint32(A.wakeup_events, 1, true);
+    const attr = perfEventAttr(K.PERF_TYPE_TRACEPOINT, { config: BigInt(eventId), sample_period: 1n, wakeup_events: 1 });
     const fd = Number(c().syscall(K.__NR_perf_event_open, ptr(attr), -1, 0, -1, K.PERF_FLAG_FD_CLOEXEC));
     if (fd < 0) throw new TracerError("BPF", `perf_event_open for ${prog} failed (errno ${errno()})`);
     try {
@@ -467,20 +460,29 @@ function destroyLinksConcurrently(links: Pointer[], wait: boolean): void {
   for (const id of started) t!.pthread_join(id, null);
 }
 
+/** A struct perf_event_attr of `type` (its size set, every other field 0 but `fields`). */
+function perfEventAttr(type: number, fields: { config?: bigint; sample_period?: bigint; sample_type?: bigint; wakeup_events?: number; config1?: bigint; config2?: bigint }): Uint8Array {
+  const A = STRUCT_LAYOUT.perf_event_attr;
+  const attr = new Uint8Array(A.$size);
+  const dv = new DataView(attr.buffer);
+  dv.setUint32(A.type, type, true);
+  dv.setUint32(A.size, A.$size, true);
+  for (const k of ["config", "sample_period", "sample_type", "config1", "config2"] as const) {
+    const v = fields[k];
+    if (v !== undefined) dv.setBigUint64(A[k], v, true);
+  }
+  if (fields.wakeup_events !== undefined) dv.setUint32(A.wakeup_events, fields.wakeup_events, true);
+  return attr;
+}
+
 /**
  * Whether the kernel creates a uprobe at file offset `offset` of `path`: a uprobe perf event
  * (PMU type `pmuType`, from /sys/bus/event_source/devices/uprobe/type) scoped to this process
  * alone, opened and closed at once, no BPF program involved. 0 on success, else -errno.
  */
 export function probeUprobe(pmuType: number, path: string, offset: number): number {
-  const A = STRUCT_LAYOUT.perf_event_attr;
-  const attr = new Uint8Array(A.$size);
-  const dv = new DataView(attr.buffer);
   const file = cstr(path);
-  dv.setUint32(A.type, pmuType, true);
-  dv.setUint32(A.size, A.$size, true);
-  dv.setBigUint64(A.config1, BigInt(ptr(file)), true); // uprobe_path
-  dv.setBigUint64(A.config2, BigInt(offset), true); // probe_offset
+  const attr = perfEventAttr(pmuType, { config1: BigInt(ptr(file)), config2: BigInt(offset) }); // uprobe_path, probe_offset
   const fd = Number(c().syscall(K.__NR_perf_event_open, ptr(attr), process.pid, -1, -1, K.PERF_FLAG_FD_CLOEXEC));
   if (fd < 0) return -errno();
   c().close(fd);
@@ -515,7 +517,6 @@ export class PerfBuffer {
   private pb: Pointer | null;
   private readonly sample: JSCallback;
   private batch: Uint8Array[] = [];
-  lost = 0;
 
   constructor(mapFd: number, pagesPerCpu: number, private readonly tsOffset: number) {
     // struct perf_event_header { u32 type; u16 misc; u16 size; }, then for a sample (PERF_SAMPLE_RAW
@@ -529,14 +530,7 @@ export class PerfBuffer {
       },
       { args: [P, i32, P], returns: i32 },
     );
-    const A = STRUCT_LAYOUT.perf_event_attr;
-    const attr = new Uint8Array(A.$size);
-    const dv = new DataView(attr.buffer);
-    dv.setUint32(A.type, K.PERF_TYPE_SOFTWARE, true);
-    dv.setUint32(A.size, A.$size, true);
-    dv.setBigUint64(A.config, BigInt(K.PERF_COUNT_SW_BPF_OUTPUT), true);
-    dv.setBigUint64(A.sample_period, 1n, true);
-    dv.setBigUint64(A.sample_type, BigInt(K.PERF_SAMPLE_RAW), true);
+    const attr = perfEventAttr(K.PERF_TYPE_SOFTWARE, { config: BigInt(K.PERF_COUNT_SW_BPF_OUTPUT), sample_period: 1n, sample_type: BigInt(K.PERF_SAMPLE_RAW) });
     this.pb = b().perf_buffer__new_raw(mapFd, pagesPerCpu, ptr(attr), this.sample.ptr, null, null) as Pointer | null;
     const err = errOf(this.pb);
     if (err || !this.pb) {

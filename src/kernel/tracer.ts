@@ -183,7 +183,7 @@ export class KernelTracer {
     private readonly obj: BpfObject,
     readonly attachMode: AttachMode,
     readonly buffer: BufferKind,
-    private readonly ringbufBytes: number,
+    ringbufBytes: number,
     perfPages: number,
     private readonly tracefs: string,
   ) {
