@@ -2,7 +2,7 @@
  * the overhead, memory and profile benchmarks load. */
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { startNode, type Server } from "../test/support/servers.ts";
+import { inCgroup, startNode, type Server } from "../test/support/servers.ts";
 import { unitEnvironment, unitLimits } from "../test/support/unit-env.ts";
 
 /** The value after option `name` on the command line, else `dflt`. */
@@ -60,12 +60,11 @@ let quotaProcs: string | undefined;
 export function asUnit(cmd: string[]): string[] {
   if (!process.argv.includes("--as-unit")) return cmd;
   const { cpuQuotaPercent, nice } = unitLimits();
-  quotaProcs ??= quotaCgroup(cpuQuotaPercent);
-  const niced = nice ? ["nice", "-n", String(nice)] : [];
-  return ["sh", "-c", `echo $$ > ${quotaProcs} && exec "$@"`, "sh", ...niced, ...cmd];
+  quotaProcs ??= quotaCgroup(cpuQuotaPercent, nice);
+  return inCgroup(quotaProcs, nice ? ["nice", "-n", String(nice), ...cmd] : cmd);
 }
 
-function quotaCgroup(percent: number | undefined): string {
+function quotaCgroup(percent: number | undefined, nice: number | undefined): string {
   const quota = percent ? String(Math.round((percent / 100) * QUOTA_PERIOD_US)) : undefined;
   let dir: string;
   if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
@@ -79,6 +78,6 @@ function quotaCgroup(percent: number | undefined): string {
     writeFileSync(join(dir, "cpu.cfs_period_us"), String(QUOTA_PERIOD_US));
     writeFileSync(join(dir, "cpu.cfs_quota_us"), quota ?? "-1");
   }
-  console.log(`--as-unit: the agent runs in ${dir} (CPUQuota ${percent ?? "none"} %) under nice ${unitLimits().nice ?? 0}`);
+  console.log(`--as-unit: the agent runs in ${dir} (CPUQuota ${percent ?? "none"} %) under nice ${nice ?? 0}`);
   return join(dir, "cgroup.procs");
 }

@@ -97,10 +97,11 @@ async function once(mode: string, bin: string, label: string): Promise<Row> {
   };
   agent.kill("SIGINT");
   await agent.exited;
-  const st = BUDGET_MB || (COLLECTOR_DOWN && mode === "run") ? exitStats(stderr) : undefined;
+  const spooling = COLLECTOR_DOWN && mode === "run";
+  const st = BUDGET_MB || spooling ? exitStats(stderr) : undefined;
   const parts: string[] = [];
   if (BUDGET_MB) parts.push(st ? `collections ${st.BudgetCollections}, ratio ${st.SamplingRatio}, shed ${st.ShedConnections}` : "no stats line");
-  if (COLLECTOR_DOWN && mode === "run") parts.push(st ? `spooled ${st.SpansSpooled}, dropped ${st.SpansDropped}, events lost ${st.EventLost}` : "no stats line");
+  if (spooling) parts.push(st ? `spooled ${st.SpansSpooled}, dropped ${st.SpansDropped}, events lost ${st.EventLost}` : "no stats line");
   if (parts.length) row.stats = parts.join("; ");
   return row;
 }

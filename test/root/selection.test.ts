@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { rootSkipReason, TracerProcess, type SpanJson } from "../support/tracer.ts";
-import { port, startNode, startPython, waitForPort, type Server } from "../support/servers.ts";
+import { inCgroup, port, startNode, startPython, waitForPort, type Server } from "../support/servers.ts";
 import { Cleanups, curlOk, exeName, logRecords, NODE_APP, onPort, run } from "../support/http-kit.ts";
 import { toYaml } from "../support/yaml.ts";
 
@@ -140,9 +140,7 @@ interface Spawned {
 function spawnPython(p: number, opts: { cgroup?: string; extraArgs?: string[]; dir?: string } = {}): Spawned {
   const dir = opts.dir ?? tmpdir();
   const args = [PY, "-m", "http.server", String(p), "--bind", "127.0.0.1", ...(opts.extraArgs ?? [])];
-  const cmd = opts.cgroup
-    ? ["/bin/sh", "-c", `echo $$ > ${CG2}${opts.cgroup}/cgroup.procs && exec "$@"`, "sh", ...args]
-    : args;
+  const cmd = opts.cgroup ? inCgroup(`${CG2}${opts.cgroup}/cgroup.procs`, args) : args;
   const proc = Bun.spawn(cmd, { cwd: dir, stdout: "ignore", stderr: "ignore" });
   return {
     pid: proc.pid,

@@ -38,6 +38,12 @@ export async function waitForPort(p: number, host = "127.0.0.1", timeoutMs = 10_
   }
 }
 
+/** `cmd` run from inside a cgroup: a shell moves itself there (`procs`: the cgroup's
+ * cgroup.procs) and execs `cmd`, so the spawned pid is `cmd`'s and its exec happens inside. */
+export function inCgroup(procs: string, cmd: string[]): string[] {
+  return ["/bin/sh", "-c", `echo $$ > ${procs} && exec "$@"`, "sh", ...cmd];
+}
+
 export interface Server {
   pid: number;
   port: number;
