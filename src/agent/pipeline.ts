@@ -271,7 +271,15 @@ export class Pipeline {
       if (e.connId === 0) m.tlsCorrelation = "none";
       else if (!inferred) m.tlsCorrelation = "exact";
       else if (m.tlsCorrelation !== "exact") m.tlsCorrelation = "inferred";
-      this.opts.tls?.plaintext(m.tgid, m.comm, e.connId, inferred);
+      // The report changes only on a connection's first plaintext of each correlation: telling it
+      // of every record cost ~10 % of the agent's CPU under HTTPS load (a report line rebuilt per
+      // record).
+      const bit = inferred ? 1 : 2;
+      const seen = m.tlsReported ?? 0;
+      if ((seen & bit) === 0) {
+        m.tlsReported = seen | bit;
+        this.opts.tls?.plaintext(m.tgid, m.comm, e.connId, inferred);
+      }
     }
     m.tlsLibrary ??= this.opts.tls?.library(m.tgid);
   }

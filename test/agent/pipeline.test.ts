@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { Pipeline, type PipelineOptions } from "../../src/agent/pipeline.ts";
 import type { Span, SpanSink } from "../../src/spans/span.ts";
-import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS } from "../../src/kernel/event-layout.ts";
+import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS, LAYER_TLS, DATA_FLAG_TLS_INFERRED } from "../../src/kernel/event-layout.ts";
+import { TlsCoverageBook } from "../../src/kernel/tls/coverage.ts";
 import { connRecord, dataRecord, execRecord, exitRecord } from "../support/records.ts";
 import { Http2Session } from "../../src/protocols/http2/session.ts";
 import { concat, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
@@ -137,6 +138,44 @@ describe("pipeline", () => {
     p.handle(dataRecord(8, 17, DIR_SEND, 0, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     expect(sink.spans[0]).toMatchObject({ traceId: "0af7651916cd43dd8448eb211c80319c", parentSpanId: "b7ad6b7169203331" });
     expect(sink.spans[0]!.spanId).toMatch(/^[0-9a-f]{16}$/);
+  });
+});
+
+describe("TLS coverage from the event stream", () => {
+  test("the report hears of a connection's plaintext once per correlation (inferred, then exact), not per record", () => {
+    const book = new TlsCoverageBook(true);
+    const calls: string[] = [];
+    const { p, sink } = pipeline({
+      tls: {
+        library: () => "openssl",
+        flagged: (tgid, comm, id) => void book.tlsConnection(tgid, comm, BigInt(id)),
+        plaintext: (tgid, comm, id, inferred) => {
+          calls.push(`${id}:${inferred ? "inferred" : "exact"}`);
+          book.plaintext(tgid, comm, BigInt(id), inferred);
+        },
+        closed: (tgid, id) => void book.closed(tgid, BigInt(id)),
+        mapped: () => {},
+      },
+    });
+    p.handle(connRecord("open", { connId: 21, tgid: 30, localPort: 8443, remotePort: 40001 }));
+    p.handle(connRecord("open", { connId: 22, tgid: 30, localPort: 8443, remotePort: 40002 }));
+    const req = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    const res = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const tls = (conn: number, dir: number, pos: number, text: string, inferred = false) =>
+      p.handle(dataRecord(conn, 30, dir, pos, text, { layer: LAYER_TLS, flags: inferred ? DATA_FLAG_TLS_INFERRED : 0 }));
+    // connection 21: three exchanges, the first request inferred, everything after exact
+    tls(21, DIR_RECV, 0, req, true);
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) tls(21, DIR_RECV, i * req.length, req);
+      tls(21, DIR_SEND, i * res.length, res);
+    }
+    // connection 22: exact only
+    tls(22, DIR_RECV, 0, req);
+    tls(22, DIR_SEND, 0, res);
+    expect(sink.spans.length).toBe(4);
+    expect(calls).toEqual(["21:inferred", "21:exact", "22:exact"]);
+    expect(book.snapshot()[0]!.connections).toEqual({ tls: 2, decrypted: 2, inferred: 0, notDecrypted: 0 });
+    expect(sink.spans.map((s) => s.attributes["ebpf.tls.correlation"])).toEqual(["exact", "exact", "exact", "exact"]);
   });
 });
 
