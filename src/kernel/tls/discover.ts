@@ -15,6 +15,7 @@ import { TracerError } from "../../errors.ts";
 import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
 import { encodeGoTlsOffsets, goRelease, goTlsOffsets, goTlsOffsetsFromDwarf, GO_MIN_MINOR, type GoTlsOffsets } from "./go-offsets.ts";
 import { arm64Rets, x86Rets } from "./x86-ret.ts";
+import { x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
 
 export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
 
@@ -25,8 +26,11 @@ export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java"
 export type ProbeKind = "entry" | "return" | "ret-offsets";
 
 export interface TlsProbe {
+  /** the function's name; for OpenSSL's internal read/write function (probe-site.ts), which has
+   * none, "<both exported functions>→0x<its address>" */
   symbol: string;
-  /** file offset of the function's first byte (what a uprobe on the entry takes) */
+  /** file offset where the entry uprobe (and a uretprobe) goes: the function's first byte, or just
+   * past an ENDBR64 on x86-64 (probe-site.ts) */
   offset: number;
   kind: ProbeKind;
   /** the BPF program (in bpf/lib/tls.h) that handles this probe */
@@ -126,9 +130,11 @@ export function analyzeElf(elf: ElfFile, isExecutable: boolean, custom?: CustomS
   }
   if (OPENSSL_REQUIRED.every((s) => syms.has(s))) {
     const boring = BORINGSSL_MARKERS.some((s) => syms.has(s));
-    const probes = [...cProbes(elf, syms, "SSL_read", "ssl_read"), ...cProbes(elf, syms, "SSL_write", "ssl_write")];
-    if (syms.has("SSL_read_ex")) probes.push(...cProbes(elf, syms, "SSL_read_ex", "ssl_read_ex"));
-    if (syms.has("SSL_write_ex")) probes.push(...cProbes(elf, syms, "SSL_write_ex", "ssl_write_ex"));
+    const read = opensslInternal(elf, syms, "SSL_read", "SSL_read_ex", "ssl_read_ex");
+    const write = opensslInternal(elf, syms, "SSL_write", "SSL_write_ex", "ssl_write_ex");
+    const probes = [...(read ?? cProbes(elf, syms, "SSL_read", "ssl_read")), ...(write ?? cProbes(elf, syms, "SSL_write", "ssl_write"))];
+    if (!read && syms.has("SSL_read_ex")) probes.push(...cProbes(elf, syms, "SSL_read_ex", "ssl_read_ex"));
+    if (!write && syms.has("SSL_write_ex")) probes.push(...cProbes(elf, syms, "SSL_write_ex", "ssl_write_ex"));
     probes.push(entry(elf, syms.get("SSL_free")!, "tls_free_entry"));
     const version = boring ? undefined : (opensslVersion ?? sonameVersion(elf.soname(), "libssl.so."));
     return { opensslVersion, stack: { kind: boring ? "boringssl" : "openssl", version, arch, probes, decryptable: true } };
@@ -230,10 +236,37 @@ function cProbes(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string, prog:
 }
 
 function cProbesFor(elf: ElfFile, s: ElfSymbol, prog: string): TlsProbe[] {
-  const offset = fileOffset(elf, s);
+  const offset = fileOffset(elf, s) + (elf.arch === "x86_64" ? x86EntrySite(elf.readVaddr(s.value, 16) ?? new Uint8Array()).offset : 0);
   return [
     { symbol: s.name, offset, kind: "entry", program: `tls_${prog}_entry` },
     { symbol: s.name, offset, kind: "return", program: `tls_${prog}_return` },
+  ];
+}
+
+/**
+ * OpenSSL's internal function behind `f` and `fEx` (probe-site.ts), probed with fEx's programs,
+ * when that is where a uprobe is emulated and `f`'s own entry is not (x86-64 only); undefined:
+ * probe the exported functions.
+ */
+function opensslInternal(elf: ElfFile, syms: Map<string, ElfSymbol>, f: string, fEx: string, progEx: string): TlsProbe[] | undefined {
+  const s = syms.get(f);
+  const sx = syms.get(fEx);
+  if (elf.arch !== "x86_64" || !s || !sx || s.size === 0 || sx.size === 0) return undefined;
+  const code = elf.readVaddr(s.value, s.size, 1 << 16);
+  const codeEx = elf.readVaddr(sx.value, sx.size, 1 << 16);
+  if (!code || !codeEx || x86EntrySite(code).emulated) return undefined;
+  const inner = x86ThinWrapperCallee(codeEx, sx.value);
+  if (inner === undefined || !x86CallTargets(code, s.value)?.includes(inner)) return undefined;
+  const head = elf.readVaddr(inner, 16);
+  const at = elf.vaddrToOffset(inner);
+  if (!head || at === undefined) return undefined;
+  const site = x86EntrySite(head);
+  if (!site.emulated) return undefined;
+  const symbol = `${f}+${fEx}→0x${inner.toString(16)}`;
+  const offset = at + site.offset;
+  return [
+    { symbol, offset, kind: "entry", program: `tls_${progEx}_entry` },
+    { symbol, offset, kind: "return", program: `tls_${progEx}_return` },
   ];
 }
 

@@ -1,0 +1,136 @@
+/**
+ * Where a C TLS function's uprobes cost least on x86-64.
+ *
+ * A uprobe replaces one instruction with INT3. When it fires, the kernel either emulates the
+ * instruction it displaced (x86-64 kernels emulate PUSH of a register, NOP, CALL/JMP rel and Jcc)
+ * or runs a copy of it out of line with the trap flag set: a second exception, a debug trap.
+ * Under a hypervisor that intercepts debug traps, that single step is a VM exit. On this project's
+ * VM (Firecracker): 11.4 µs per hit of a uprobe on a single-stepped first instruction against
+ * 1.0 µs on an emulated PUSH (a loop calling one function, `p:` event in uprobe_events; a
+ * uretprobe on the same function 10.4 µs against 1.5). Debian's libssl.so.3 starts SSL_read and
+ * SSL_write with `sub $0x18,%rsp`: nginx paid ~10 µs per TLS call, three calls per request.
+ *
+ * Two ways to a cheaper site, both keeping what the probe sees:
+ * - a function that starts with ENDBR64 (CET builds) is probed just after it, when what follows is
+ *   emulated: ENDBR64 changes no register and no stack, so an entry probe reads the same arguments
+ *   and a return probe finds the return address where it was;
+ * - OpenSSL (1.1.1 and 3.x) implements SSL_read and SSL_read_ex (SSL_write and SSL_write_ex) with
+ *   one internal function that takes SSL_read_ex's arguments and returns 1 on success with the
+ *   byte count stored through its fourth argument. When SSL_read_ex is a thin wrapper around one
+ *   call (nothing before it but stack moves: the callee gets the same argument registers), SSL_read
+ *   calls the same function, and that function's first instruction is emulated, the probes go on
+ *   it with SSL_read_ex's programs, instead of on both exported functions.
+ * Anything else keeps the exported functions (correct, only dearer). Pure functions over bytes.
+ */
+import { x86InstructionLength } from "./x86-ret.ts";
+
+/** Whether x86-64 kernels emulate the instruction at `off` when a uprobe sits on it. */
+export function x86Emulated(code: Uint8Array, off: number): boolean {
+  const b0 = code[off];
+  const b1 = code[off + 1] ?? -1;
+  if (b0 === undefined) return false;
+  if (b0 >= 0x50 && b0 <= 0x57) return true; // push %rax..%rdi
+  if (b0 === 0x41 && b1 >= 0x50 && b1 <= 0x57) return true; // push %r8..%r15 (the one REX form emulated)
+  if (b0 === 0x90) return true; // nop
+  if (b0 === 0xe8 || b0 === 0xe9 || b0 === 0xeb) return true; // call/jmp rel
+  if (b0 >= 0x70 && b0 <= 0x7f) return true; // jcc rel8
+  return b0 === 0x0f && b1 >= 0x80 && b1 <= 0x8f; // jcc rel32
+}
+
+function isEndbr64(code: Uint8Array, off: number): boolean {
+  return code[off] === 0xf3 && code[off + 1] === 0x0f && code[off + 2] === 0x1e && code[off + 3] === 0xfa;
+}
+
+/** Where on a function (its first bytes in `code`) the entry uprobe goes: 4 past an ENDBR64 whose
+ * next instruction is emulated, else 0; and whether the instruction there is emulated. */
+export function x86EntrySite(code: Uint8Array): { offset: number; emulated: boolean } {
+  if (isEndbr64(code, 0) && x86Emulated(code, 4)) return { offset: 4, emulated: true };
+  return { offset: 0, emulated: x86Emulated(code, 0) };
+}
+
+/** The opcode after the legacy and REX prefixes of the instruction at [off, off + n): its index. */
+function opcodeIndex(code: Uint8Array, off: number, n: number): number {
+  let p = off;
+  while (p < off + n - 1) {
+    const b = code[p]!;
+    const prefix = b === 0x66 || b === 0x67 || b === 0xf0 || b === 0xf2 || b === 0xf3 || b === 0x2e || b === 0x36 ||
+      b === 0x3e || b === 0x26 || b === 0x64 || b === 0x65 || (b >= 0x40 && b <= 0x4f);
+    if (!prefix) break;
+    p++;
+  }
+  return p;
+}
+
+function rel32(code: Uint8Array, at: number): number {
+  return (code[at]! | (code[at + 1]! << 8) | (code[at + 2]! << 16) | (code[at + 3]! << 24)) >> 0;
+}
+
+/** What one instruction does to control flow, as far as these checks need. */
+type Flow =
+  | { kind: "call"; target: number } // CALL rel32: target relative to the function start
+  | { kind: "jump"; target: number } // JMP/Jcc rel: target relative to the function start
+  | { kind: "indirect" } // CALL/JMP through a register or memory
+  | { kind: "other" };
+
+function flowOf(code: Uint8Array, off: number, n: number): Flow {
+  const i = opcodeIndex(code, off, n);
+  const op = code[i]!;
+  const next = off + n;
+  if (op === 0xe8) return { kind: "call", target: next + rel32(code, next - 4) };
+  if (op === 0xe9) return { kind: "jump", target: next + rel32(code, next - 4) };
+  if (op === 0xeb || (op >= 0x70 && op <= 0x7f)) return { kind: "jump", target: next + ((code[next - 1]! << 24) >> 24) };
+  if (op === 0x0f && code[i + 1]! >= 0x80 && code[i + 1]! <= 0x8f) return { kind: "jump", target: next + rel32(code, next - 4) };
+  if (op === 0xff) {
+    const reg = (code[i + 1]! >> 3) & 7;
+    if (reg >= 2 && reg <= 5) return { kind: "indirect" };
+  }
+  return { kind: "other" };
+}
+
+/** ENDBR64, PUSH reg, SUB $imm,%rsp: instructions that move only the stack pointer. */
+function stackOnly(code: Uint8Array, off: number, n: number): boolean {
+  if (n === 4 && isEndbr64(code, off)) return true;
+  const b0 = code[off]!;
+  if (n === 1 && b0 >= 0x50 && b0 <= 0x57) return true;
+  if (n === 2 && b0 === 0x41 && code[off + 1]! >= 0x50 && code[off + 1]! <= 0x57) return true;
+  // 48 83 ec ib / 48 81 ec id: sub $imm, %rsp
+  return b0 === 0x48 && (code[off + 1] === 0x83 || code[off + 1] === 0x81) && code[off + 2] === 0xec && (n === 4 || n === 7);
+}
+
+/**
+ * Every CALL rel32 target of one whole function (`code`, at virtual address `vaddr`), or
+ * undefined when the code does not decode, calls through a pointer, or jumps outside itself (a
+ * tail call: its work would not be all in the calls listed).
+ */
+export function x86CallTargets(code: Uint8Array, vaddr: number): number[] | undefined {
+  const out: number[] = [];
+  let off = 0;
+  while (off < code.length) {
+    const n = x86InstructionLength(code, off);
+    if (n < 0) return undefined;
+    const f = flowOf(code, off, n);
+    if (f.kind === "indirect") return undefined;
+    if (f.kind === "jump" && (f.target < 0 || f.target >= code.length)) return undefined;
+    if (f.kind === "call") out.push(vaddr + f.target);
+    off += n;
+  }
+  return out;
+}
+
+/**
+ * The callee of a thin wrapper (`code`: the whole function, at `vaddr`): exactly one CALL, nothing
+ * before it but instructions that move only the stack pointer, so the callee receives the
+ * wrapper's argument registers unchanged. Undefined for anything else.
+ */
+export function x86ThinWrapperCallee(code: Uint8Array, vaddr: number): number | undefined {
+  const calls = x86CallTargets(code, vaddr);
+  if (calls === undefined || calls.length !== 1) return undefined;
+  let off = 0;
+  for (;;) {
+    const n = x86InstructionLength(code, off);
+    if (n < 0) return undefined;
+    if (flowOf(code, off, n).kind === "call") return calls[0];
+    if (!stackOnly(code, off, n)) return undefined;
+    off += n;
+  }
+}

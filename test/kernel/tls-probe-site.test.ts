@@ -1,0 +1,99 @@
+/**
+ * Where the C TLS uprobes go on x86-64 (src/kernel/tls/probe-site.ts): hand-made code for the
+ * instruction classes and the thin-wrapper rule, then Debian's libssl.so.3 read back with objdump:
+ * the probes sit on the one function SSL_read_ex calls and SSL_read calls too, whose first
+ * instruction the kernel emulates, and SSL_read's own first instruction is one it would single-step.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { analyzeElf } from "../../src/kernel/tls/discover.ts";
+import { ElfFile } from "../../src/kernel/tls/elf.ts";
+import { x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
+
+const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
+
+describe("instructions the kernel emulates under a uprobe", () => {
+  const cases: [string, string, boolean][] = [
+    ["push %rbp", "55", true],
+    ["push %r13", "41 55", true],
+    ["push with REX.W (not the emulated form)", "48 55", false],
+    ["nop", "90", true],
+    ["call rel32", "e8 00 00 00 00", true],
+    ["jmp rel8", "eb 10", true],
+    ["jcc rel32", "0f 84 10 00 00 00", true],
+    ["sub $0x18,%rsp", "48 83 ec 18", false],
+    ["mov %rdi,%rbx", "48 89 fb", false],
+    ["endbr64", "f3 0f 1e fa", false],
+    ["nothing", "", false],
+  ];
+  for (const [name, code, want] of cases) test(name, () => expect(x86Emulated(hex(code), 0)).toBe(want));
+
+  test("ENDBR64 then an emulated instruction: the site is past the ENDBR64", () => {
+    expect(x86EntrySite(hex("f3 0f 1e fa 55 48 89 e5"))).toEqual({ offset: 4, emulated: true });
+    expect(x86EntrySite(hex("f3 0f 1e fa 48 83 ec 18"))).toEqual({ offset: 0, emulated: false });
+    expect(x86EntrySite(hex("41 57 41 56"))).toEqual({ offset: 0, emulated: true });
+  });
+});
+
+describe("thin wrappers and call targets", () => {
+  // at 0x1000: sub $8,%rsp; call 0x2000; xor %edx,%edx; test %eax,%eax; cmovs %edx,%eax; add $8,%rsp; ret
+  const wrapper = hex("48 83 ec 08  e8 f7 0f 00 00  31 d2  85 c0  0f 48 c2  48 83 c4 08  c3");
+  test("a wrapper whose only call follows stack moves: its callee", () => {
+    expect(x86ThinWrapperCallee(wrapper, 0x1000)).toBe(0x2000);
+    expect(x86CallTargets(wrapper, 0x1000)).toEqual([0x2000]);
+  });
+  test("an argument register written before the call: not a thin wrapper", () => {
+    // mov %rsp,%rcx; call …
+    expect(x86ThinWrapperCallee(hex("48 89 e1  e8 f8 0f 00 00  c3"), 0x1000)).toBeUndefined();
+  });
+  test("two calls: not a thin wrapper; both listed as call targets", () => {
+    const two = hex("48 83 ec 08  e8 f7 0f 00 00  e8 f2 1f 00 00  48 83 c4 08  c3");
+    expect(x86ThinWrapperCallee(two, 0x1000)).toBeUndefined();
+    expect(x86CallTargets(two, 0x1000)).toEqual([0x2000, 0x3000]);
+  });
+  test("an indirect call or a jump out of the function: no answer", () => {
+    expect(x86CallTargets(hex("ff d0 c3"), 0x1000)).toBeUndefined(); // call *%rax
+    expect(x86CallTargets(hex("48 83 ec 08  e9 00 10 00 00"), 0x1000)).toBeUndefined(); // tail jmp
+    expect(x86ThinWrapperCallee(hex("ff 25 00 10 00 00"), 0x1000)).toBeUndefined(); // jmp *(%rip) (a PLT stub)
+  });
+  test("undecodable bytes: no answer", () => {
+    expect(x86CallTargets(hex("0f 0b 06"), 0x1000)).toBeUndefined();
+  });
+});
+
+const LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+const skip = process.arch !== "x64" || !existsSync(LIBSSL) || !Bun.which("objdump") ? "needs x86-64, Debian's libssl.so.3 and objdump" : undefined;
+if (skip) console.warn(`libssl part of tls-probe-site.test.ts skipped: ${skip}`);
+
+describe.skipIf(!!skip)("Debian's libssl.so.3", () => {
+  /** objdump's instructions of `sym`: [address, mnemonic and operands] */
+  function disasm(sym: string): [number, string][] {
+    const out = Bun.spawnSync(["objdump", "-d", "--no-show-raw-insn", `--disassemble=${sym}`, LIBSSL]).stdout.toString();
+    return [...out.matchAll(/^\s+([0-9a-f]+):\s+(.+)$/gm)].map((m) => [parseInt(m[1]!, 16), m[2]!.trim()]);
+  }
+  const callees = (sym: string) => disasm(sym).filter(([, i]) => i.startsWith("call")).map(([, i]) => parseInt(/call\s+([0-9a-f]+)/.exec(i)![1]!, 16));
+
+  test("reads and writes are probed on the internal function SSL_x and SSL_x_ex both call, with the _ex programs", () => {
+    const { stack } = ElfFile.with(LIBSSL, (e) => analyzeElf(e, false));
+    const seg = ElfFile.with(LIBSSL, (e) => (v: number) => e.vaddrToOffset(v)!);
+    for (const [f, fx, prog] of [["SSL_read", "SSL_read_ex", "ssl_read_ex"], ["SSL_write", "SSL_write_ex", "ssl_write_ex"]] as const) {
+      // objdump's view: SSL_x starts with an instruction the kernel single-steps; SSL_x_ex makes
+      // exactly one call; SSL_x calls the same function; that function starts with a push.
+      expect(disasm(f)[0]![1]).not.toMatch(/^push/);
+      const [inner] = callees(fx);
+      expect(callees(fx).length).toBe(1);
+      expect(callees(f)).toContain(inner!);
+      const head = Bun.spawnSync(["objdump", "-d", "--no-show-raw-insn", `--start-address=${inner}`, `--stop-address=${inner! + 2}`, LIBSSL]).stdout.toString();
+      expect(head).toMatch(/push/);
+      const probes = stack!.probes.filter((p) => p.program.startsWith(`tls_${prog}_`));
+      expect(probes.map((p) => p.kind)).toEqual(["entry", "return"]);
+      for (const p of probes) {
+        expect(p.offset).toBe(seg(inner!));
+        expect(p.symbol).toBe(`${f}+${fx}→0x${inner!.toString(16)}`);
+      }
+    }
+    // nothing is left on the exported read/write functions themselves
+    expect(stack!.probes.filter((p) => /^SSL_(read|write)(_ex)?$/.test(p.symbol))).toEqual([]);
+    expect(stack!.probes.at(-1)).toMatchObject({ symbol: "SSL_free", program: "tls_free_entry" });
+  });
+});
