@@ -3,12 +3,16 @@
  * instruction classes and the thin-wrapper rule, then Debian's libssl.so.3 read back with objdump:
  * the probes sit on the one function SSL_read_ex calls and SSL_read calls too, whose first
  * instruction the kernel emulates, and SSL_read's own first instruction is one it would single-step.
+ * Go functions: the entry probe goes past the stack check, whose morestack path jumps back to the
+ * first instruction (a probe there would fire twice for that call), checked against objdump on Go
+ * 1.19 builds for x86-64 and arm64.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { analyzeElf } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
-import { x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
+import { goEntryPastStackCheck, x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
+import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
 
 const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
@@ -96,4 +100,58 @@ describe.skipIf(!!skip)("Debian's libssl.so.3", () => {
     expect(stack!.probes.filter((p) => /^SSL_(read|write)(_ex)?$/.test(p.symbol))).toEqual([]);
     expect(stack!.probes.at(-1)).toMatchObject({ symbol: "SSL_free", program: "tls_free_entry" });
   });
+});
+
+describe("Go entry past the stack check (vectors)", () => {
+  test("x86-64: cmp 0x10(%r14),%rsp; jbe rel32 / rel8; with lea for large frames", () => {
+    expect(goEntryPastStackCheck(hex("49 3b 66 10  0f 86 c2 03 00 00  48 83 ec 68"), "x86_64")).toBe(10);
+    expect(goEntryPastStackCheck(hex("49 3b 66 10  76 20  55"), "x86_64")).toBe(6);
+    expect(goEntryPastStackCheck(hex("4c 8d 64 24 98  4d 3b 66 10  0f 86 64 07 00 00  48 81 ec e8 00 00 00"), "x86_64")).toBe(15);
+  });
+  test("x86-64: no stack check (NOSPLIT) or another first instruction: the function's start", () => {
+    expect(goEntryPastStackCheck(hex("48 83 ec 18  48 89 6c 24 10"), "x86_64")).toBe(0);
+    expect(goEntryPastStackCheck(hex("49 3b 66 10  48 83 ec 68"), "x86_64")).toBe(0); // compare without the branch
+  });
+  test("arm64: ldr x16,[x28,#16]; cmp; b.ls", () => {
+    const le = (...w: number[]) => new Uint8Array(new Uint32Array(w).buffer);
+    expect(goEntryPastStackCheck(le(0xf9400b90, 0xeb3063ff, 0x54000a89, 0xf81b0ffe), "aarch64")).toBe(12);
+    expect(goEntryPastStackCheck(le(0xf9400b90, 0xd1040371, 0xeb10023f, 0x54001e29, 0xf81b0ffe), "aarch64")).toBe(16);
+    expect(goEntryPastStackCheck(le(0xf81b0ffe, 0xeb3063ff, 0x54000a89, 0xd503201f), "aarch64")).toBe(0);
+  });
+});
+
+const goSkip = goSkipReason();
+describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the entry probe is past the stack check's branch", () => {
+  const FNS = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
+  test("x86-64 build, against GNU objdump", () => {
+    const bin = buildGo("httpsecho");
+    const { stack } = ElfFile.with(bin, (e) => analyzeElf(e, true));
+    for (const fn of FNS) {
+      const out = Bun.spawnSync(["objdump", "-d", "--no-show-raw-insn", `--disassemble=${fn}`, bin]).stdout.toString();
+      const insns = [...out.matchAll(/^\s+([0-9a-f]+):\s+(\S+)/gm)].map((m) => [parseInt(m[1]!, 16), m[2]!] as const);
+      const jbe = insns.findIndex(([, op]) => op === "jbe");
+      expect(jbe).toBeGreaterThan(0);
+      expect(jbe).toBeLessThan(3);
+      const after = insns[jbe + 1]![0];
+      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(after)!);
+      expect(stack!.probes.find((p) => p.symbol === fn && p.kind === "entry")!.offset).toBe(off);
+      // and the morestack path jumps back to the first instruction, which is why
+      expect(out).toMatch(new RegExp(`jmp\\s+${insns[0]![0].toString(16)} <`));
+    }
+  }, 180_000);
+
+  test("arm64 build, against go tool objdump", () => {
+    const bin = buildGo("httpsecho", "", "arm64");
+    const objdumpTool = GO.replace(/bin\/go$/, "pkg/tool/linux_amd64/objdump");
+    const { stack } = ElfFile.with(bin, (e) => analyzeElf(e, true));
+    for (const fn of FNS) {
+      const text = Bun.spawnSync([objdumpTool, "-s", `^${fn.replace(/[.*()]/g, "\\$&")}$`, bin]).stdout.toString();
+      const insns = [...text.matchAll(/\t0x([0-9a-f]+)\t+[0-9a-f]{8}\t+(\S+)/g)].map((m) => [parseInt(m[1]!, 16), m[2]!] as const);
+      const bls = insns.findIndex(([, op]) => op === "BLS");
+      expect(bls).toBeGreaterThan(0);
+      expect(bls).toBeLessThan(4);
+      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(insns[bls]![0] + 4)!);
+      expect(stack!.probes.find((p) => p.symbol === fn && p.kind === "entry")!.offset).toBe(off);
+    }
+  }, 300_000);
 });

@@ -15,7 +15,7 @@ import { TracerError } from "../../errors.ts";
 import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
 import { encodeGoTlsOffsets, goRelease, goTlsOffsets, goTlsOffsetsFromDwarf, GO_MIN_MINOR, type GoTlsOffsets } from "./go-offsets.ts";
 import { arm64Rets, x86Rets } from "./x86-ret.ts";
-import { x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
+import { goEntryPastStackCheck, x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
 
 export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
 
@@ -202,7 +202,7 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
     if (scan.error || scan.rets.length === 0) {
       return { kind: "go", version, arch, probes: [], decryptable: false, reason: `${name}: ${scan.error ?? "no RET instruction found"}` };
     }
-    probes.push({ symbol: name, offset: base, kind: "entry", program: `${prog}_entry` });
+    probes.push({ symbol: name, offset: base + goEntryPastStackCheck(code, arch), kind: "entry", program: `${prog}_entry` });
     probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
   }
   return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch) } };

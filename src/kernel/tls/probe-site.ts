@@ -134,3 +134,37 @@ export function x86ThinWrapperCallee(code: Uint8Array, vaddr: number): number | 
     off += n;
   }
 }
+
+/**
+ * Where a Go function's entry uprobe goes: past its stack check. A Go function whose stack is too
+ * small calls runtime.morestack and then jumps back to its first instruction, so a probe there
+ * fires twice for that call; (*Conn).Write's entry emits the plaintext, which would then be sent
+ * into the stream twice. The instruction after the check's branch runs once per call, with the
+ * argument registers as they were at entry (the check only compares). Returns its offset in
+ * `code` (the function's bytes), or 0 when the function does not start with a stack check
+ * (NOSPLIT: no morestack, the first instruction runs once).
+ *   x86-64: [lea -N(%rsp),%r12]  cmp 0x10(%r14),%rsp|%r12  jbe morestack
+ *   arm64:  ldr x16,[x28,#16]  [sub x17,sp,#N]  cmp sp|x17,x16  b.ls morestack
+ */
+export function goEntryPastStackCheck(code: Uint8Array, arch: "x86_64" | "aarch64"): number {
+  if (arch === "aarch64") {
+    if (code.length < 16) return 0;
+    const word = (i: number) => (code[i]! | (code[i + 1]! << 8) | (code[i + 2]! << 16) | (code[i + 3]! << 24)) >>> 0;
+    if (word(0) !== 0xf9400b90) return 0; // ldr x16, [x28, #16]: g.stackguard0
+    for (let i = 4; i <= 12 && i + 4 <= code.length; i += 4) {
+      if ((word(i) & 0xff00001f) === 0x54000009) return i + 4; // b.ls
+    }
+    return 0;
+  }
+  let off = 0;
+  const n0 = x86InstructionLength(code, 0);
+  if (n0 < 0) return 0;
+  // lea -N(%rsp),%r12 (4c 8d 64 24 d8 / 4c 8d a4 24 d32): frames larger than the guard's slack
+  if (code[0] === 0x4c && code[1] === 0x8d && (code[2] === 0x64 || code[2] === 0xa4) && code[3] === 0x24) off = n0;
+  // cmp 0x10(%r14),%rsp (49 3b 66 10) or ,%r12 (4d 3b 66 10)
+  if (!((code[off] === 0x49 || code[off] === 0x4d) && code[off + 1] === 0x3b && code[off + 2] === 0x66 && code[off + 3] === 0x10)) return 0;
+  off += 4;
+  if (code[off] === 0x76) return off + 2; // jbe rel8
+  if (code[off] === 0x0f && code[off + 1] === 0x86) return off + 6; // jbe rel32
+  return 0;
+}
