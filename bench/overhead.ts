@@ -16,7 +16,7 @@
  * costliest programs by name), peak RSS (VmHWM), and the share of requests that became spans;
  * at the end the medians, and per BPF program its ns/call and calls/request.
  *
- *   sudo bun bench/overhead.ts [--server node|nginx] [--tls | --schemes http,https] [--rounds 3]
+ *   sudo bun bench/overhead.ts [--server node|nginx|go] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
  *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf] [--budget-cpu N]
  *
@@ -41,6 +41,7 @@ import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
 import { agentEnv, arg, asUnit, binsArg, median as med } from "./common.ts";
 import { exitStats } from "../test/support/http-kit.ts";
+import { buildGo } from "../test/fixtures/go/build.ts";
 
 /** --bins base=PATH,new=PATH: every agent mode runs once per binary in each round (labels in
  * the table), to compare two builds under the same load; default the checkout's build. */
@@ -79,12 +80,14 @@ process.on("exit", cleanup);
 // master by pid (workers are its children). wrk speaks TLS to the https ones.
 // --tls runs only https; --schemes http,https interleaves both in every round, so BPF ns/request
 // of the plain and the TLS path are compared under the same machine load.
+// --server go: the Go 1.19 net/http TLS server of the tests (test/fixtures/go/httpsecho, built
+// with Debian's golang-1.19-go; crypto/tls probed at its (*Conn).Read/Write), HTTPS only.
 const SERVER = arg("--server", "node");
-if (SERVER !== "node" && SERVER !== "nginx") {
-  console.error("--server is node or nginx");
+if (SERVER !== "node" && SERVER !== "nginx" && SERVER !== "go") {
+  console.error("--server is node, nginx or go");
   process.exit(2);
 }
-const SCHEMES = arg("--schemes", process.argv.includes("--tls") ? "https" : "http").split(",");
+const SCHEMES = SERVER === "go" ? ["https"] : arg("--schemes", process.argv.includes("--tls") ? "https" : "http").split(",");
 if (SCHEMES.some((s) => s !== "http" && s !== "https")) {
   console.error("--schemes takes http and/or https");
   process.exit(2);
@@ -113,6 +116,13 @@ ${tls ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.serve
     children.push(p);
     targets.set(scheme, { scheme, port, pid: p.pid, url: `${scheme}://127.0.0.1:${port}/api/items?id=1` });
   }
+} else if (SERVER === "go") {
+  const p = Bun.spawn([buildGo("httpsecho"), "-serve"], { stdout: "pipe", stderr: "inherit" });
+  children.push(p);
+  const first = await p.stdout.getReader().read();
+  const port = Number(/listening (\d+)/.exec(new TextDecoder().decode(first.value))?.[1]);
+  if (!port) throw new Error("the Go server did not say its port");
+  targets.set("https", { scheme: "https", port, pid: p.pid, url: `https://127.0.0.1:${port}/items` });
 } else {
   chmodSync(dir, 0o755); // the worker runs as nobody
   mkdirSync(join(dir, "www"));
@@ -133,7 +143,7 @@ ${tls ? `https.createServer({ cert: fs.readFileSync(${JSON.stringify(certs.serve
 for (const t of targets.values()) {
   for (let i = 0; ; i++) {
     const r = Bun.spawnSync(["curl", "-skf", t.url], { stdout: "pipe" });
-    if (r.exitCode === 0 && r.stdout.toString() === body) break;
+    if (r.exitCode === 0 && (r.stdout.toString() === body || SERVER === "go")) break;
     if (i > 100) {
       console.error(`${SERVER} did not serve ${t.url}`);
       await stopServers();
@@ -237,7 +247,7 @@ const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).fla
   mode === "capture" || mode === "run" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
 const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
-console.log(`${SERVER === "node" ? "Node" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
+console.log(`${SERVER === "node" ? "Node" : SERVER === "go" ? "Go net/http" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
 for (const t of targets.values()) await wrk(t.url, 2);
 
 /** One program's share of a run: run time per request, per call, and calls per request. */

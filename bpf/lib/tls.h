@@ -49,9 +49,13 @@ struct go_tls_offsets {
 	__u32 netfd_pfd;
 	__u32 pollfd_sysfd;
 	__u32 g_goid;
-	__u32 flags;   /* bit 0: arm64 */
+	__u32 flags;   /* GO_F_* */
 };
 _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
+/* go_tls_offsets.flags (src/kernel/tls/go-offsets.ts): g in x28 (arm64) instead of r14; the entry
+ * probes sit on the functions' stack-check branch (src/kernel/tls/probe-site.ts goStackCheck). */
+#define GO_F_ARM64 1
+#define GO_F_ENTRY_AT_BRANCH 2
 
 
 /* C calls in flight, per thread. A thread's slot stays between calls with fn = 0: the entry and
@@ -420,6 +424,8 @@ int BPF_KPROBE(tls_free_entry, void *ssl)
 #define GO_ARG1(r) ((r)->bx)
 #define GO_ARG2(r) ((r)->cx)
 #define GO_RET0(r) ((r)->ax)
+/* JBE taken: CF or ZF */
+#define GO_STACK_BRANCH_TAKEN(r) (((r)->flags & 0x41) != 0)
 #elif defined(__TARGET_ARCH_arm64)
 /* arm64's kernel pt_regs starts with the user_pt_regs the uprobe sees (as bpf_tracing.h reads it) */
 #define GO_REGS(r) ((const struct user_pt_regs *)(r))
@@ -428,6 +434,8 @@ int BPF_KPROBE(tls_free_entry, void *ssl)
 #define GO_ARG1(r) (GO_REGS(r)->regs[1])
 #define GO_ARG2(r) (GO_REGS(r)->regs[2])
 #define GO_RET0(r) (GO_REGS(r)->regs[0])
+/* B.LS taken: C clear or Z set (PSTATE bits 29 and 30) */
+#define GO_STACK_BRANCH_TAKEN(r) ((GO_REGS(r)->pstate & (1ULL << 29)) == 0 || (GO_REGS(r)->pstate & (1ULL << 30)) != 0)
 #endif
 
 static __always_inline int go_key(struct pt_regs *regs, struct go_tls_offsets *o, struct tls_go_key *k)
@@ -493,6 +501,11 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir, con
 		return 0;
 	struct go_tls_offsets *o = bpf_map_lookup_elem(&go_tls_offsets, &tgid);
 	if (!o)
+		return 0;
+	/* On the stack check's branch (an instruction the kernel emulates: no single step), a hit
+	 * whose branch goes to morestack is not the call's: the function comes back to its start
+	 * once its stack has grown, and this probe fires again with the branch not taken. */
+	if ((o->flags & GO_F_ENTRY_AT_BRANCH) && GO_STACK_BRANCH_TAKEN(regs))
 		return 0;
 	struct tls_go_key k = { .tgid = tgid };
 	if (go_key(regs, o, &k) != 0)

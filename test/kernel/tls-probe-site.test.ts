@@ -3,16 +3,18 @@
  * instruction classes and the thin-wrapper rule, then Debian's libssl.so.3 read back with objdump:
  * the probes sit on the one function SSL_read_ex calls and SSL_read calls too, whose first
  * instruction the kernel emulates, and SSL_read's own first instruction is one it would single-step.
- * Go functions: the entry probe goes past the stack check, whose morestack path jumps back to the
- * first instruction (a probe there would fire twice for that call), checked against objdump on Go
- * 1.19 builds for x86-64 and arm64.
+ * Go functions: the entry probe goes on the stack check's branch (emulated), whose morestack path
+ * jumps back to the first instruction (the probe fires again there; the kernel skips the hit with
+ * the branch taken: the per-binary flag), checked against objdump on Go 1.19 builds for x86-64
+ * and arm64.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { analyzeElf } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
-import { goEntryPastStackCheck, x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
+import { goStackCheck, x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
 import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
+import { GO_F_ARM64, GO_F_ENTRY_AT_BRANCH } from "../../src/kernel/tls/go-offsets.ts";
 
 const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
@@ -36,6 +38,13 @@ describe("instructions the kernel emulates under a uprobe", () => {
     expect(x86EntrySite(hex("f3 0f 1e fa 55 48 89 e5"))).toEqual({ offset: 4, emulated: true });
     expect(x86EntrySite(hex("f3 0f 1e fa 48 83 ec 18"))).toEqual({ offset: 0, emulated: false });
     expect(x86EntrySite(hex("41 57 41 56"))).toEqual({ offset: 0, emulated: true });
+  });
+
+  test("a NULL check (register TEST/CMP) then an emulated instruction: the site is past the check", () => {
+    expect(x86EntrySite(hex("48 85 ff  0f 84 97 03 00 00  41 55"))).toEqual({ offset: 3, emulated: true }); // SSL_free
+    expect(x86EntrySite(hex("f3 0f 1e fa  48 85 ff  74 10"))).toEqual({ offset: 7, emulated: true });
+    expect(x86EntrySite(hex("48 85 ff  48 89 fb"))).toEqual({ offset: 0, emulated: false });
+    expect(x86EntrySite(hex("48 85 07  74 10"))).toEqual({ offset: 0, emulated: false }); // test with memory: not skipped
   });
 });
 
@@ -102,26 +111,30 @@ describe.skipIf(!!skip)("Debian's libssl.so.3", () => {
   });
 });
 
-describe("Go entry past the stack check (vectors)", () => {
+describe("Go stack checks (vectors)", () => {
+  test("the branch and the instruction after it", () => {
+    expect(goStackCheck(hex("49 3b 66 10  0f 86 c2 03 00 00  48 83 ec 68"), "x86_64")).toEqual({ branch: 4, past: 10 });
+    expect(goStackCheck(hex("48 83 ec 18"), "x86_64")).toBeUndefined();
+  });
   test("x86-64: cmp 0x10(%r14),%rsp; jbe rel32 / rel8; with lea for large frames", () => {
-    expect(goEntryPastStackCheck(hex("49 3b 66 10  0f 86 c2 03 00 00  48 83 ec 68"), "x86_64")).toBe(10);
-    expect(goEntryPastStackCheck(hex("49 3b 66 10  76 20  55"), "x86_64")).toBe(6);
-    expect(goEntryPastStackCheck(hex("4c 8d 64 24 98  4d 3b 66 10  0f 86 64 07 00 00  48 81 ec e8 00 00 00"), "x86_64")).toBe(15);
+    expect(goStackCheck(hex("49 3b 66 10  0f 86 c2 03 00 00  48 83 ec 68"), "x86_64")?.past).toBe(10);
+    expect(goStackCheck(hex("49 3b 66 10  76 20  55"), "x86_64")?.past).toBe(6);
+    expect(goStackCheck(hex("4c 8d 64 24 98  4d 3b 66 10  0f 86 64 07 00 00  48 81 ec e8 00 00 00"), "x86_64")?.past).toBe(15);
   });
   test("x86-64: no stack check (NOSPLIT) or another first instruction: the function's start", () => {
-    expect(goEntryPastStackCheck(hex("48 83 ec 18  48 89 6c 24 10"), "x86_64")).toBe(0);
-    expect(goEntryPastStackCheck(hex("49 3b 66 10  48 83 ec 68"), "x86_64")).toBe(0); // compare without the branch
+    expect(goStackCheck(hex("48 83 ec 18  48 89 6c 24 10"), "x86_64")).toBeUndefined();
+    expect(goStackCheck(hex("49 3b 66 10  48 83 ec 68"), "x86_64")).toBeUndefined(); // compare without the branch
   });
   test("arm64: ldr x16,[x28,#16]; cmp; b.ls", () => {
     const le = (...w: number[]) => new Uint8Array(new Uint32Array(w).buffer);
-    expect(goEntryPastStackCheck(le(0xf9400b90, 0xeb3063ff, 0x54000a89, 0xf81b0ffe), "aarch64")).toBe(12);
-    expect(goEntryPastStackCheck(le(0xf9400b90, 0xd1040371, 0xeb10023f, 0x54001e29, 0xf81b0ffe), "aarch64")).toBe(16);
-    expect(goEntryPastStackCheck(le(0xf81b0ffe, 0xeb3063ff, 0x54000a89, 0xd503201f), "aarch64")).toBe(0);
+    expect(goStackCheck(le(0xf9400b90, 0xeb3063ff, 0x54000a89, 0xf81b0ffe), "aarch64")?.past).toBe(12);
+    expect(goStackCheck(le(0xf9400b90, 0xd1040371, 0xeb10023f, 0x54001e29, 0xf81b0ffe), "aarch64")?.past).toBe(16);
+    expect(goStackCheck(le(0xf81b0ffe, 0xeb3063ff, 0x54000a89, 0xd503201f), "aarch64")).toBeUndefined();
   });
 });
 
 const goSkip = goSkipReason();
-describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the entry probe is past the stack check's branch", () => {
+describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the entry probe is on the stack check's branch, and the kernel is told so", () => {
   const FNS = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
   test("x86-64 build, against GNU objdump", () => {
     const bin = buildGo("httpsecho");
@@ -132,12 +145,12 @@ describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the e
       const jbe = insns.findIndex(([, op]) => op === "jbe");
       expect(jbe).toBeGreaterThan(0);
       expect(jbe).toBeLessThan(3);
-      const after = insns[jbe + 1]![0];
-      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(after)!);
+      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(insns[jbe]![0])!);
       expect(stack!.probes.find((p) => p.symbol === fn && p.kind === "entry")!.offset).toBe(off);
-      // and the morestack path jumps back to the first instruction, which is why
+      // and the morestack path jumps back to the first instruction: the probe fires again there
       expect(out).toMatch(new RegExp(`jmp\\s+${insns[0]![0].toString(16)} <`));
     }
+    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ENTRY_AT_BRANCH);
   }, 180_000);
 
   test("arm64 build, against go tool objdump", () => {
@@ -150,8 +163,9 @@ describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the e
       const bls = insns.findIndex(([, op]) => op === "BLS");
       expect(bls).toBeGreaterThan(0);
       expect(bls).toBeLessThan(4);
-      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(insns[bls]![0] + 4)!);
+      const off = ElfFile.with(bin, (e) => e.vaddrToOffset(insns[bls]![0])!);
       expect(stack!.probes.find((p) => p.symbol === fn && p.kind === "entry")!.offset).toBe(off);
     }
+    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ARM64 | GO_F_ENTRY_AT_BRANCH);
   }, 300_000);
 });

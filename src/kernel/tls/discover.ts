@@ -15,7 +15,7 @@ import { TracerError } from "../../errors.ts";
 import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
 import { encodeGoTlsOffsets, goRelease, goTlsOffsets, goTlsOffsetsFromDwarf, GO_MIN_MINOR, type GoTlsOffsets } from "./go-offsets.ts";
 import { arm64Rets, x86Rets } from "./x86-ret.ts";
-import { goEntryPastStackCheck, x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
+import { goStackCheck, x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
 
 export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
 
@@ -194,18 +194,23 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
   if ("reason" in off) return { kind: "go", version, arch, probes: [], decryptable: false, reason: off.reason };
   if (arch === "other") return { kind: "go", version, arch, probes: [], decryptable: false, reason: `unsupported machine ${elf.machine}` };
   const probes: TlsProbe[] = [];
-  for (const [name, prog] of [[GO_READ, "go_tls_read"], [GO_WRITE, "go_tls_write"]] as const) {
+  const fns = ([[GO_READ, "go_tls_read"], [GO_WRITE, "go_tls_write"]] as const).map(([name, prog]) => {
     const s = syms.get(name)!;
     const code = elf.functionBytes(s);
-    const scan = arch === "x86_64" ? x86Rets(code) : arm64Rets(code);
-    const base = fileOffset(elf, s);
+    return { name, prog, code, base: fileOffset(elf, s), check: goStackCheck(code, arch), scan: arch === "x86_64" ? x86Rets(code) : arm64Rets(code) };
+  });
+  // Entries on the stack check's branch (emulated: ~1 µs a hit instead of ~10, probe-site.ts) when
+  // both functions have one: the kernel then skips the hit whose branch goes to morestack (the
+  // per-binary flag). Else past the check, or at the start of a function without one.
+  const atBranch = fns.every((f) => f.check !== undefined);
+  for (const { name, prog, base, check, scan } of fns) {
     if (scan.error || scan.rets.length === 0) {
       return { kind: "go", version, arch, probes: [], decryptable: false, reason: `${name}: ${scan.error ?? "no RET instruction found"}` };
     }
-    probes.push({ symbol: name, offset: base + goEntryPastStackCheck(code, arch), kind: "entry", program: `${prog}_entry` });
+    probes.push({ symbol: name, offset: base + (atBranch ? check!.branch : (check?.past ?? 0)), kind: "entry", program: `${prog}_entry` });
     probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
   }
-  return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch) } };
+  return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch, atBranch) } };
 }
 
 function customStack(elf: ElfFile, c: CustomSslAddress): FileAnalysis["stack"] {
@@ -228,7 +233,13 @@ function fileOffset(elf: ElfFile, s: ElfSymbol): number {
 }
 
 function entry(elf: ElfFile, s: ElfSymbol, program: string): TlsProbe {
-  return { symbol: s.name, offset: fileOffset(elf, s), kind: "entry", program };
+  return { symbol: s.name, offset: siteOffset(elf, s), kind: "entry", program };
+}
+
+/** The file offset of a C function's probe site: its start, or on x86-64 past the instructions
+ * x86EntrySite steps over. */
+function siteOffset(elf: ElfFile, s: ElfSymbol): number {
+  return fileOffset(elf, s) + (elf.arch === "x86_64" ? x86EntrySite(elf.readVaddr(s.value, 16) ?? new Uint8Array()).offset : 0);
 }
 
 function cProbes(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string, prog: string): TlsProbe[] {
@@ -236,7 +247,7 @@ function cProbes(elf: ElfFile, syms: Map<string, ElfSymbol>, name: string, prog:
 }
 
 function cProbesFor(elf: ElfFile, s: ElfSymbol, prog: string): TlsProbe[] {
-  const offset = fileOffset(elf, s) + (elf.arch === "x86_64" ? x86EntrySite(elf.readVaddr(s.value, 16) ?? new Uint8Array()).offset : 0);
+  const offset = siteOffset(elf, s);
   return [
     { symbol: s.name, offset, kind: "entry", program: `tls_${prog}_entry` },
     { symbol: s.name, offset, kind: "return", program: `tls_${prog}_return` },

@@ -11,9 +11,10 @@
  * SSL_write with `sub $0x18,%rsp`: nginx paid ~10 µs per TLS call, three calls per request.
  *
  * Two ways to a cheaper site, both keeping what the probe sees:
- * - a function that starts with ENDBR64 (CET builds) is probed just after it, when what follows is
- *   emulated: ENDBR64 changes no register and no stack, so an entry probe reads the same arguments
- *   and a return probe finds the return address where it was;
+ * - a function that starts with ENDBR64 (CET builds) and/or a register TEST or CMP (a NULL check)
+ *   is probed just after them, when what follows is emulated: they change no register and no
+ *   stack, so an entry probe reads the same arguments and a return probe finds the return address
+ *   where it was;
  * - OpenSSL (1.1.1 and 3.x) implements SSL_read and SSL_read_ex (SSL_write and SSL_write_ex) with
  *   one internal function that takes SSL_read_ex's arguments and returns 1 on success with the
  *   byte count stored through its fourth argument. When SSL_read_ex is a thin wrapper around one
@@ -41,10 +42,27 @@ function isEndbr64(code: Uint8Array, off: number): boolean {
   return code[off] === 0xf3 && code[off + 1] === 0x0f && code[off + 2] === 0x1e && code[off + 3] === 0xfa;
 }
 
-/** Where on a function (its first bytes in `code`) the entry uprobe goes: 4 past an ENDBR64 whose
- * next instruction is emulated, else 0; and whether the instruction there is emulated. */
+/** Length of a TEST or CMP of two registers at `off` (they only set flags), else 0. */
+function flagsOnly(code: Uint8Array, off: number): number {
+  const rex = code[off]! >= 0x40 && code[off]! <= 0x4f ? 1 : 0;
+  const op = code[off + rex];
+  const modrm = code[off + rex + 1];
+  if (modrm === undefined || modrm >> 6 !== 3) return 0;
+  return op === 0x85 || op === 0x84 || op === 0x39 || op === 0x3b || op === 0x38 || op === 0x3a ? rex + 2 : 0;
+}
+
+/**
+ * Where on a function (its first bytes in `code`) the entry uprobe goes, and whether the
+ * instruction there is emulated: past a leading ENDBR64 and then past one TEST/CMP of two
+ * registers (`test %rdi,%rdi; je …`, a NULL check: SSL_free, gnutls_deinit) when what follows is
+ * emulated, else the first byte. Skipped instructions change no argument register and no stack,
+ * and nothing jumps back to them from inside a C function.
+ */
 export function x86EntrySite(code: Uint8Array): { offset: number; emulated: boolean } {
-  if (isEndbr64(code, 0) && x86Emulated(code, 4)) return { offset: 4, emulated: true };
+  const start = isEndbr64(code, 0) ? 4 : 0;
+  if (x86Emulated(code, start)) return { offset: start, emulated: true };
+  const n = flagsOnly(code, start);
+  if (n > 0 && x86Emulated(code, start + n)) return { offset: start + n, emulated: true };
   return { offset: 0, emulated: x86Emulated(code, 0) };
 }
 
@@ -136,35 +154,36 @@ export function x86ThinWrapperCallee(code: Uint8Array, vaddr: number): number | 
 }
 
 /**
- * Where a Go function's entry uprobe goes: past its stack check. A Go function whose stack is too
- * small calls runtime.morestack and then jumps back to its first instruction, so a probe there
- * fires twice for that call; (*Conn).Write's entry emits the plaintext, which would then be sent
- * into the stream twice. The instruction after the check's branch runs once per call, with the
- * argument registers as they were at entry (the check only compares). Returns its offset in
- * `code` (the function's bytes), or 0 when the function does not start with a stack check
- * (NOSPLIT: no morestack, the first instruction runs once).
- *   x86-64: [lea -N(%rsp),%r12]  cmp 0x10(%r14),%rsp|%r12  jbe morestack
- *   arm64:  ldr x16,[x28,#16]  [sub x17,sp,#N]  cmp sp|x17,x16  b.ls morestack
+ * A Go function's stack check: the offset of its conditional branch to morestack in `code` (the
+ * function's bytes) and of the instruction after it; undefined when the function does not start
+ * with one (NOSPLIT). A function whose stack is too small calls runtime.morestack and then jumps
+ * back to its first instruction, so a probe before the branch fires twice for that call (once
+ * with the branch taken), and one after it once. The check only compares: the argument registers
+ * are as they were at entry at both places.
+ *   x86-64: [lea -N(%rsp),%r12]  cmp 0x10(%r14),%rsp|%r12  jbe morestack (taken: CF or ZF)
+ *   arm64:  ldr x16,[x28,#16]  [sub x17,sp,#N]  cmp sp|x17,x16  b.ls morestack (taken: C clear or Z)
+ * The branch is an instruction the kernel emulates (x86-64 Jcc) or simulates (arm64 B.cond); the
+ * one after it is usually not (`sub $N,%rsp`, `str x30,…`).
  */
-export function goEntryPastStackCheck(code: Uint8Array, arch: "x86_64" | "aarch64"): number {
+export function goStackCheck(code: Uint8Array, arch: "x86_64" | "aarch64"): { branch: number; past: number } | undefined {
   if (arch === "aarch64") {
-    if (code.length < 16) return 0;
+    if (code.length < 16) return undefined;
     const word = (i: number) => (code[i]! | (code[i + 1]! << 8) | (code[i + 2]! << 16) | (code[i + 3]! << 24)) >>> 0;
-    if (word(0) !== 0xf9400b90) return 0; // ldr x16, [x28, #16]: g.stackguard0
+    if (word(0) !== 0xf9400b90) return undefined; // ldr x16, [x28, #16]: g.stackguard0
     for (let i = 4; i <= 12 && i + 4 <= code.length; i += 4) {
-      if ((word(i) & 0xff00001f) === 0x54000009) return i + 4; // b.ls
+      if ((word(i) & 0xff00001f) === 0x54000009) return { branch: i, past: i + 4 }; // b.ls
     }
-    return 0;
+    return undefined;
   }
   let off = 0;
   const n0 = x86InstructionLength(code, 0);
-  if (n0 < 0) return 0;
+  if (n0 < 0) return undefined;
   // lea -N(%rsp),%r12 (4c 8d 64 24 d8 / 4c 8d a4 24 d32): frames larger than the guard's slack
   if (code[0] === 0x4c && code[1] === 0x8d && (code[2] === 0x64 || code[2] === 0xa4) && code[3] === 0x24) off = n0;
   // cmp 0x10(%r14),%rsp (49 3b 66 10) or ,%r12 (4d 3b 66 10)
-  if (!((code[off] === 0x49 || code[off] === 0x4d) && code[off + 1] === 0x3b && code[off + 2] === 0x66 && code[off + 3] === 0x10)) return 0;
+  if (!((code[off] === 0x49 || code[off] === 0x4d) && code[off + 1] === 0x3b && code[off + 2] === 0x66 && code[off + 3] === 0x10)) return undefined;
   off += 4;
-  if (code[off] === 0x76) return off + 2; // jbe rel8
-  if (code[off] === 0x0f && code[off + 1] === 0x86) return off + 6; // jbe rel32
-  return 0;
+  if (code[off] === 0x76) return { branch: off, past: off + 2 }; // jbe rel8
+  if (code[off] === 0x0f && code[off + 1] === 0x86) return { branch: off, past: off + 6 }; // jbe rel32
+  return undefined;
 }
