@@ -130,8 +130,9 @@ export function analyzeElf(elf: ElfFile, isExecutable: boolean, custom?: CustomS
   }
   if (OPENSSL_REQUIRED.every((s) => syms.has(s))) {
     const boring = BORINGSSL_MARKERS.some((s) => syms.has(s));
-    const read = opensslInternal(elf, syms, "SSL_read", "SSL_read_ex", "ssl_read_ex");
-    const write = opensslInternal(elf, syms, "SSL_write", "SSL_write_ex", "ssl_write_ex");
+    // OpenSSL's internal functions have SSL_x_ex's contract; BoringSSL's are not known to
+    const read = boring ? undefined : opensslInternal(elf, syms, "SSL_read", "SSL_read_ex", "ssl_read_ex");
+    const write = boring ? undefined : opensslInternal(elf, syms, "SSL_write", "SSL_write_ex", "ssl_write_ex");
     const probes = [...(read ?? cProbes(elf, syms, "SSL_read", "ssl_read")), ...(write ?? cProbes(elf, syms, "SSL_write", "ssl_write"))];
     if (!read && syms.has("SSL_read_ex")) probes.push(...cProbes(elf, syms, "SSL_read_ex", "ssl_read_ex"));
     if (!write && syms.has("SSL_write_ex")) probes.push(...cProbes(elf, syms, "SSL_write_ex", "ssl_write_ex"));
