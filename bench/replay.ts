@@ -4,7 +4,7 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json] [--api|--api-noop] [--no-redact] [--compare-redact] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json|otlp] [--api|--api-noop] [--no-redact] [--compare-redact] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -18,7 +18,9 @@
  *
  * The recording is replayed whole, round after round (a fresh Pipeline each round, so every
  * round sees the opens again), for at least `--seconds`; one warm-up round is not counted.
- * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line,
+ * `--sink json` formats every span as `capture --json` does (jsonLine) and discards the line;
+ * `--sink otlp` encodes them as `run`'s exporter does (protobuf as spans join a batch, gzip per
+ * 512) and discards the batches,
  * to show what the JSON output costs on top of the pipeline. `--api` measures the route/metrics
  * stage (src/metrics/tap.ts ApiTap: http.route templates + RED histograms, no inventory file, in
  * front of the sink as `run` has it; its state lives across passes like an agent's): passes
@@ -40,6 +42,7 @@ import { defaultConfig } from "../src/config/config.ts";
 import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/kernel/event-layout.ts";
 import type { Span, SpanSink } from "../src/spans/span.ts";
 import { jsonLine } from "../src/export/stdout.ts";
+import { OpenBatch } from "../src/export/otlp/batch.ts";
 import { ApiTap } from "../src/metrics/tap.ts";
 import { RedactingSink } from "../src/spans/redact.ts";
 import { request, response } from "./api-traffic.ts";
@@ -66,7 +69,7 @@ const CONNECTIONS = Number(arg("--connections", "2000"));
 const PER_CONN = Number(arg("--per-conn", "50"));
 const OPEN = Number(arg("--open", "64"));
 const SINK = arg("--sink", "count");
-if (SINK !== "count" && SINK !== "json") throw new Error(`--sink count|json, got ${SINK}`);
+if (SINK !== "count" && SINK !== "json" && SINK !== "otlp") throw new Error(`--sink count|json|otlp, got ${SINK}`);
 
 // ------------------------------------------------------------------ synthetic traffic
 
@@ -156,9 +159,16 @@ class CountSink implements SpanSink {
   spans = 0;
   outBytes = 0;
   private readonly json = SINK === "json";
+  /** --sink otlp: the exporter's batch (protobuf encoded as spans join, gzip at 512 spans) */
+  private readonly batch = SINK === "otlp" ? new OpenBatch({ encoding: "protobuf", gzip: true, fallbackService: "replay" }) : undefined;
+  private seq = 0;
   export(s: Span): void {
     this.spans++;
     if (this.json) this.outBytes += jsonLine(s).length + 1;
+    else if (this.batch) {
+      this.batch.add(s);
+      if (this.batch.count >= 512) this.outBytes += this.batch.seal(++this.seq).body.length;
+    }
   }
   async shutdown(): Promise<void> {}
   stats(): Record<string, number> {
@@ -203,7 +213,7 @@ function round(o: { api?: boolean; redact?: boolean } = {}): { spans: number; pi
 
 const warm = round({ api: true });
 const counters = warm.pipeline.counters;
-console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : SINK === "otlp" ? "OTLP protobuf batches of 512, gzip, discarded" : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
 console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
 console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
 if (warm.spans === 0) {
