@@ -5,10 +5,10 @@
  * instruction it displaced (x86-64 kernels emulate PUSH of a register, NOP, CALL/JMP rel and Jcc)
  * or runs a copy of it out of line with the trap flag set: a second exception, a debug trap.
  * Under a hypervisor that intercepts debug traps, that single step is a VM exit. On this project's
- * VM (Firecracker): 11.4 µs per hit of a uprobe on a single-stepped first instruction against
- * 1.0 µs on an emulated PUSH (a loop calling one function, `p:` event in uprobe_events; a
- * uretprobe on the same function 10.4 µs against 1.5). Debian's libssl.so.3 starts SSL_read and
- * SSL_write with `sub $0x18,%rsp`: nginx paid ~10 µs per TLS call, three calls per request.
+ * VM (Firecracker), `bench/uprobe-site.ts`: 10.2 µs per hit of a uprobe on a single-stepped first
+ * instruction against 1.15 µs on an emulated PUSH (a uretprobe: 10.8 against 1.6). Debian's
+ * libssl.so.3 starts SSL_read and SSL_write with `sub $0x18,%rsp`: nginx paid ~10 µs per TLS call,
+ * three calls per keep-alive request.
  *
  * Two ways to a cheaper site, both keeping what the probe sees:
  * - a function that starts with ENDBR64 (CET builds) and/or a register TEST or CMP (a NULL check)
@@ -21,7 +21,8 @@
  *   call (nothing before it but stack moves: the callee gets the same argument registers), SSL_read
  *   calls the same function, and that function's first instruction is emulated, the probes go on
  *   it with SSL_read_ex's programs, instead of on both exported functions.
- * Anything else keeps the exported functions (correct, only dearer). Pure functions over bytes.
+ * Anything else keeps the exported functions (correct, only dearer). Go functions get their entry
+ * on the stack check's branch (goStackCheck). Pure functions over bytes.
  */
 import { x86InstructionLength } from "./x86-ret.ts";
 
