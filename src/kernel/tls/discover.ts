@@ -29,8 +29,9 @@ export interface TlsProbe {
   /** the function's name; for OpenSSL's internal read/write function (probe-site.ts), which has
    * none, "<both exported functions>→0x<its address>" */
   symbol: string;
-  /** file offset where the entry uprobe (and a uretprobe) goes: the function's first byte, or just
-   * past an ENDBR64 on x86-64 (probe-site.ts) */
+  /** file offset where the entry uprobe (and a uretprobe) goes: the function's first byte, or an
+   * instruction that runs once per call with the entry's arguments and that the kernel emulates
+   * (probe-site.ts: past ENDBR64 or a NULL check, Go's stack-check branch) */
   offset: number;
   kind: ProbeKind;
   /** the BPF program (in bpf/lib/tls.h) that handles this probe */
