@@ -268,18 +268,14 @@ export class Pipeline {
     const m = c.meta;
     if (e.flags & DATA_FLAG_LAST) {
       const inferred = e.connId === 0 || (e.flags & DATA_FLAG_TLS_INFERRED) !== 0;
+      const was = m.tlsCorrelation;
       if (e.connId === 0) m.tlsCorrelation = "none";
       else if (!inferred) m.tlsCorrelation = "exact";
-      else if (m.tlsCorrelation !== "exact") m.tlsCorrelation = "inferred";
-      // The report changes only on a connection's first plaintext of each correlation: telling it
-      // of every record cost ~10 % of the agent's CPU under HTTPS load (a report line rebuilt per
-      // record).
-      const bit = inferred ? 1 : 2;
-      const seen = m.tlsReported ?? 0;
-      if ((seen & bit) === 0) {
-        m.tlsReported = seen | bit;
-        this.opts.tls?.plaintext(m.tgid, m.comm, e.connId, inferred);
-      }
+      else if (was !== "exact") m.tlsCorrelation = "inferred";
+      // The report changes only when the connection's correlation does (its first plaintext, and
+      // inferred → exact): telling it of every record cost ~10 % of the agent's CPU under HTTPS
+      // load (a report line rebuilt per record).
+      if (m.tlsCorrelation !== was) this.opts.tls?.plaintext(m.tgid, m.comm, e.connId, inferred);
     }
     m.tlsLibrary ??= this.opts.tls?.library(m.tgid);
   }
@@ -299,7 +295,7 @@ export class Pipeline {
     const proc = this.procs.get(e.tgid);
     c = new Connection({
       id, tgid: e.tgid, fd: e.fd, role, family: 0, localAddr: "", localPort: 0, remoteAddr: "", remotePort: 0,
-      comm: proc.name, tlsCorrelation: "none",
+      comm: proc.name,
     }, this.hooks, { midstream: !isRequest && !head.startsWith("HTTP/") });
     this.conns.add(c);
     return c;

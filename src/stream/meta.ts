@@ -21,7 +21,4 @@ export interface ConnectionMeta {
    * call, or the socket that SSL* last used), "inferred" (the thread's last socket: memory-BIO
    * stacks), "none" (no connection known: no peer addresses). Exact wins once seen. */
   tlsCorrelation?: "exact" | "inferred" | "none";
-  /** Which correlations of this connection's plaintext the TLS coverage report has been told of
-   * (bit 1: inferred or none, bit 2: exact): it changes only on the first of each. */
-  tlsReported?: number;
 }
