@@ -24,7 +24,7 @@
  * Anything else keeps the exported functions (correct, only dearer). Go functions get their entry
  * on the stack check's branch (goStackCheck). Pure functions over bytes.
  */
-import { x86InstructionLength } from "./x86-ret.ts";
+import { opcodeIndex, x86InstructionLength } from "./x86-ret.ts";
 
 /** Whether x86-64 kernels emulate the instruction at `off` when a uprobe sits on it. */
 export function x86Emulated(code: Uint8Array, off: number): boolean {
@@ -67,19 +67,6 @@ export function x86EntrySite(code: Uint8Array): { offset: number; emulated: bool
   return { offset: 0, emulated: x86Emulated(code, 0) };
 }
 
-/** The opcode after the legacy and REX prefixes of the instruction at [off, off + n): its index. */
-function opcodeIndex(code: Uint8Array, off: number, n: number): number {
-  let p = off;
-  while (p < off + n - 1) {
-    const b = code[p]!;
-    const prefix = b === 0x66 || b === 0x67 || b === 0xf0 || b === 0xf2 || b === 0xf3 || b === 0x2e || b === 0x36 ||
-      b === 0x3e || b === 0x26 || b === 0x64 || b === 0x65 || (b >= 0x40 && b <= 0x4f);
-    if (!prefix) break;
-    p++;
-  }
-  return p;
-}
-
 function rel32(code: Uint8Array, at: number): number {
   return (code[at]! | (code[at + 1]! << 8) | (code[at + 2]! << 16) | (code[at + 3]! << 24)) >> 0;
 }
@@ -93,6 +80,7 @@ type Flow =
 
 function flowOf(code: Uint8Array, off: number, n: number): Flow {
   const i = opcodeIndex(code, off, n);
+  if (i >= off + n) return { kind: "other" };
   const op = code[i]!;
   const next = off + n;
   if (op === 0xe8) return { kind: "call", target: next + rel32(code, next - 4) };

@@ -237,14 +237,21 @@ export function x86Rets(code: Uint8Array): RetScan {
   return { rets, count };
 }
 
-/** The opcode byte of a one-byte-opcode instruction (after prefixes), or -1. */
-function lastOpcode(code: Uint8Array, off: number, n: number): number {
+/** Where the opcode of the instruction at [off, off + n) starts, after its legacy and REX
+ * prefixes (off + n when it is all prefixes). */
+export function opcodeIndex(code: Uint8Array, off: number, n: number): number {
   let p = off;
   while (p < off + n) {
     const b = code[p]!;
     if (b === 0x66 || b === 0x67 || b === 0xf0 || b === 0xf2 || b === 0xf3 || (b >= 0x40 && b <= 0x4f) || b === 0x2e || b === 0x36 || b === 0x3e || b === 0x26 || b === 0x64 || b === 0x65) p++;
     else break;
   }
+  return p;
+}
+
+/** The opcode byte of a one-byte-opcode instruction (after prefixes), or -1. */
+function lastOpcode(code: Uint8Array, off: number, n: number): number {
+  const p = opcodeIndex(code, off, n);
   if (p >= off + n) return -1;
   const op = code[p]!;
   // Only a bare opcode with nothing after it (C3) or exactly an imm16 (C2 iw) is a RET.
