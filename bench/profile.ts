@@ -64,9 +64,12 @@ for (let i = 0; i < 300 && !/capturing|capture started/.test(err); i++) await Bu
 if (!/capturing|capture started/.test(err)) throw new Error(`agent did not start: ${err}`);
 
 const t0 = cpuTicks(agent.pid);
-const w = Bun.spawnSync(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${server.port}/`], { stdout: "pipe" });
+// Not spawnSync: the receiver lives in this process, and a blocked event loop would leave the
+// agent's requests unanswered, so it would spool (and profile its spool) instead of exporting.
+const w = Bun.spawn(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${server.port}/`], { stdout: "pipe" });
+const out = await new Response(w.stdout).text();
+await w.exited;
 const ticks = cpuTicks(agent.pid) - t0;
-const out = w.stdout.toString();
 const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
 agent.kill("SIGINT");
 await agent.exited;
