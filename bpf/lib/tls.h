@@ -191,17 +191,25 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 
 /* ---- nested-syscall hook (called from the socket syscall exit path) --------------------------- */
 
-/* Records socket `sk` (connection `ci`, or NULL when untracked) in the thread's active TLS call
- * and, when it carries TLS records, as the thread's last socket. Returns 1 when a TLS call is
- * active on this thread: the syscall's payload is ciphertext. Both are written in place when the
- * thread already has an entry: a socket syscall of a TLS connection costs lookups, not LRU
- * updates. */
+/* Records socket `sk` (connection `ci`, or NULL when untracked) in the thread's active TLS call,
+ * or, outside a TLS call and when it carries TLS records, as the thread's last socket. Returns 1
+ * when a TLS call is active on this thread: the syscall's payload is ciphertext. Both are written
+ * in place when the thread already has an entry: a socket syscall of a TLS connection costs
+ * lookups, not LRU updates.
+ * The last socket is the memory-BIO fallback (tls_exit), and a memory BIO does its socket I/O
+ * outside the TLS calls: a syscall inside one names its own call's socket, which that call's
+ * SSL* keeps (tls_ssl_sock), so it is not recorded twice (one lookup less per nested syscall). */
 static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
 {
 	/* Only TLS-probed processes have TLS calls in flight (tls_enter) or read the last socket:
 	 * the others leave on their PID_TLS bit, before any hash lookup. */
 	if (!tls_proc(pid_tgid >> 32))
 		return 0;
+	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (c && c->fn) {
+		c->sk = sk;
+		return 1;
+	}
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
 	 * inferred onto that socket. */
@@ -212,11 +220,7 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 		else if (*last != sk)
 			*last = sk;
 	}
-	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (!c || !c->fn)
-		return 0;
-	c->sk = sk;
-	return 1;
+	return 0;
 }
 
 /* ---- emission ------------------------------------------------------------------------------ */
