@@ -95,6 +95,7 @@ for (let i = 0; i < prof.samples.length; i++) {
 const cpuPct = (ticks / CLK_TCK / DURATION) * 100;
 console.log(`mode ${MODE}: ${rps.toFixed(0)} req/s under wrk -t1 -c16 for ${DURATION}s; agent ${cpuPct.toFixed(1)} % of a core = ${(cpuPct / (rps / 1000)).toFixed(2)} % per 1k req/s (with the profiler)`);
 console.log(`profile: ${file}`);
+if (rx && rx.bodies > 0) console.log(`export: ${rx.bodies} requests, ${(rx.bodyBytes / rx.bodies / 1024).toFixed(1)} KiB per body, ${(rx.bodyBytes / Math.max(1, rx.spanCount)).toFixed(0)} B per span (as sent)`);
 console.log("self time, top entries:");
 for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
   console.log(`  ${((v / total) * 100).toFixed(1).padStart(5)} %  ${k}`);

@@ -196,6 +196,7 @@ enum {
 	CNT_SOCK_CLOSED,       /* connections ended by the socket reaching TCP_CLOSE, not by close(2) */
 	CNT_NOCOPY_BYTES,      /* bytes of CONN_F_NOCOPY connections, counted and not copied */
 	CNT_TLS_GO_SHORT_WRITES, /* Go (*tls.Conn).Write calls that sent less than the plaintext emitted at entry */
+	CNT_TLS_GO_COPY_UNMATCHED, /* hits of Go's Read copy probe with no Read in flight into that buffer: nothing emitted */
 	CNT_COUNT,
 };
 

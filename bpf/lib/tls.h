@@ -34,11 +34,18 @@ struct tls_ssl_key {
 	__u64 ssl;
 };
 
+/* A Go call's record: by goroutine (goid), or, for Reads probed at their copy
+ * (GO_F_READ_AT_COPY), by the address of b with GO_KEY_BUF set (user addresses never have bit 63):
+ * the copy site has that address in a register, not the goroutine's id, and a buffer key stays
+ * the same for a connection's Reads (one record per buffer, rewritten per call) where a
+ * goroutine key would leave a record behind for every goroutine whose Read never copied (net/http
+ * starts a background Read per request and aborts it). */
 struct tls_go_key {
 	__u32 tgid;
 	__u32 _pad;
 	__u64 goid;
 };
+#define GO_KEY_BUF (1ULL << 63)
 
 /* Per Go binary, written by user space per tgid (src/kernel/tls/go-offsets.ts, 32 bytes). */
 struct go_tls_offsets {
@@ -56,6 +63,8 @@ _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
  * probes sit on the functions' stack-check branch (src/kernel/tls/probe-site.ts goStackCheck). */
 #define GO_F_ARM64 1
 #define GO_F_ENTRY_AT_BRANCH 2
+/* (*Conn).Read is probed where it copies its plaintext out (go_copy), not at its RETs */
+#define GO_F_READ_AT_COPY 4
 
 
 /* C calls in flight, per thread. A thread's slot stays between calls with fn = 0: the entry and
@@ -489,7 +498,8 @@ static __always_inline struct conn_info *go_conn(struct pt_regs *regs, __u64 pid
 	return ci;
 }
 
-/* Reads are emitted at a RET (the plaintext exists only then). Writes are emitted at entry:
+/* Reads are emitted where Read copies its plaintext out (go_copy), or at a RET where that copy
+ * was not found (the plaintext exists only then). Writes are emitted at entry:
  * Go's HTTP/1 client writes from one goroutine and reads from another, and a writer descheduled
  * between its socket write and its RET would otherwise put a request behind its own response in
  * the ring. At entry the bytes provably precede anything the peer answers. (*Conn).Write sends
@@ -511,10 +521,16 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir, con
 	 * once its stack has grown, and this probe fires again with the branch not taken. */
 	if ((o->flags & GO_F_ENTRY_AT_BRANCH) && GO_STACK_BRANCH_TAKEN(regs))
 		return 0;
+	/* the argument registers, each read once at a fixed context offset (the verifier refuses a
+	 * context pointer clang moved to share one load between branches) */
+	__u64 conn = GO_ARG0(regs), buf = GO_ARG1(regs);
+	asm volatile("" : "+r"(conn), "+r"(buf));
 	struct tls_go_key k = { .tgid = tgid };
-	if (go_key(regs, o, &k) != 0)
+	if (fn == TLS_FN_GO_READ && (o->flags & GO_F_READ_AT_COPY))
+		k.goid = buf | GO_KEY_BUF;
+	else if (go_key(regs, o, &k) != 0)
 		return 0;
-	struct tls_call c = { .ssl = GO_ARG0(regs), .buf = GO_ARG1(regs), .fn = fn, .dir = dir, .mode = mode };
+	struct tls_call c = { .ssl = conn, .buf = buf, .fn = fn, .dir = dir, .mode = mode };
 	if (fn == TLS_FN_GO_WRITE) {
 		__u64 len = GO_ARG2(regs);
 		if (len == 0 || len > 0x7fffffff)
@@ -526,7 +542,14 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir, con
 			return 0;
 		tls_emit(regs, pid_tgid, ci, c.buf, (__u32)len, dir, 0, fd, lp);
 	}
-	bpf_map_update_elem(&tls_go_calls, &k, &c, BPF_ANY);
+	/* A goroutine keeps its record between calls (fn = 0 when none is in flight), written in
+	 * place: replacing an LRU element costs more than the lookup. One goroutine runs on one
+	 * thread at a time, so nothing else writes this key meanwhile. */
+	struct tls_call *slot = bpf_map_lookup_elem(&tls_go_calls, &k);
+	if (slot)
+		*slot = c;
+	else
+		bpf_map_update_elem(&tls_go_calls, &k, &c, BPF_ANY);
 	return 0;
 }
 
@@ -545,7 +568,7 @@ static __always_inline int go_ret(struct pt_regs *regs, __u8 fn, const int lp)
 	if (!cp || cp->fn != fn)
 		return 0;
 	struct tls_call c = *cp;
-	bpf_map_delete_elem(&tls_go_calls, &k);
+	cp->fn = 0;
 	__s64 n = (__s64)GO_RET0(regs);
 	if (fn == TLS_FN_GO_WRITE) {
 		if (n != (__s64)c.lenp)
@@ -578,6 +601,53 @@ SEC("uprobe")
 int go_tls_read_ret_lp(struct pt_regs *ctx)
 {
 	return go_ret(ctx, TLS_FN_GO_READ, 1);
+}
+
+/* At the CALL of runtime.memmove in (*Conn).Read (src/kernel/tls/probe-site.ts goReadCopySite):
+ * memmove(to, from, n) with to = b's first byte, from = the decrypted bytes and n = the count Read
+ * returns, in the first three argument registers; the bytes are emitted from `from` before the
+ * copy runs. A CALL is emulated (x86-64) or simulated (arm64 BL): ~1 µs a hit where a probe on a
+ * RET is single-stepped (~10 µs). The Read's record is found by `to` (GO_KEY_BUF); a hit with no
+ * Read in flight into that buffer (its entry came before the probes, or the site is not the
+ * copy) is counted (CNT_TLS_GO_COPY_UNMATCHED) and emits nothing. One copy per call: the
+ * record's fn is cleared, and the next Read into that buffer rewrites it. */
+static __always_inline int go_copy(struct pt_regs *regs, const int lp)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct go_tls_offsets *o = bpf_map_lookup_elem(&go_tls_offsets, &tgid);
+	if (!o)
+		return 0;
+	struct tls_go_key k = { .tgid = tgid, .goid = GO_ARG0(regs) | GO_KEY_BUF };
+	struct tls_call *cp = bpf_map_lookup_elem(&tls_go_calls, &k);
+	if (!cp || cp->fn != TLS_FN_GO_READ) {
+		count(CNT_TLS_GO_COPY_UNMATCHED, 1);
+		return 0;
+	}
+	cp->fn = 0;
+	__u64 conn = cp->ssl;
+	__u8 mode = cp->mode, dir = cp->dir;
+	__s64 n = (__s64)GO_ARG2(regs);
+	if (n <= 0 || n > 0x7fffffff)
+		return 0;
+	int fd, skip;
+	struct conn_info *ci = go_conn(regs, pid_tgid, o, conn, mode, &fd, &skip);
+	if (skip)
+		return 0;
+	tls_emit(regs, pid_tgid, ci, GO_ARG1(regs), (__u32)n, dir, 0, fd, lp);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_read_copy(struct pt_regs *ctx)
+{
+	return go_copy(ctx, 0);
+}
+
+SEC("uprobe")
+int go_tls_read_copy_lp(struct pt_regs *ctx)
+{
+	return go_copy(ctx, 1);
 }
 
 SEC("uprobe")

@@ -308,6 +308,7 @@ export class Agent {
       ...this.tls.stats(),
       NoCopyBytes: k.noCopyBytes,
       TlsGoShortWrites: k.tlsGoShortWrites,
+      TlsGoCopyUnmatched: k.tlsGoCopyUnmatched,
       PeekCallsSkipped: k.peekSkipped,
       MmsgOverflow: k.mmsgOverflow,
       SocketsClosedByKernel: k.sockClosed,

@@ -80,7 +80,8 @@ export const CNT = {
   SOCK_CLOSED: 8 + 2 * SYS_COUNT,
   NOCOPY_BYTES: 9 + 2 * SYS_COUNT,
   TLS_GO_SHORT_WRITES: 10 + 2 * SYS_COUNT,
-  COUNT: 11 + 2 * SYS_COUNT,
+  TLS_GO_COPY_UNMATCHED: 11 + 2 * SYS_COUNT,
+  COUNT: 12 + 2 * SYS_COUNT,
 } as const;
 
 /** BPF map value for `conns` (keyed by struct sock address; the `fds` map leads from

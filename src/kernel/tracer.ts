@@ -53,6 +53,8 @@ export interface KernelCounters {
   noCopyBytes: number;
   /** Go TLS writes that sent less than the plaintext already emitted at their entry. */
   tlsGoShortWrites: number;
+  /** hits of Go's Read copy probe with no Read in flight into that buffer (nothing emitted) */
+  tlsGoCopyUnmatched: number;
   /** recv calls with MSG_PEEK, skipped */
   peekSkipped: number;
   /** sendmmsg/recvmmsg calls with more messages than the kernel's msg_len sum walks (never expected) */
@@ -566,6 +568,7 @@ export class KernelTracer {
       tlsSkippedBytes: sum(CNT.TLS_SKIPPED_BYTES),
       noCopyBytes: sum(CNT.NOCOPY_BYTES),
       tlsGoShortWrites: sum(CNT.TLS_GO_SHORT_WRITES),
+      tlsGoCopyUnmatched: sum(CNT.TLS_GO_COPY_UNMATCHED),
       peekSkipped: sum(CNT.PEEK_SKIPPED),
       mmsgOverflow: sum(CNT.MMSG_OVERFLOW),
       sockClosed: sum(CNT.SOCK_CLOSED),

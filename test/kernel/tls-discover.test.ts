@@ -174,18 +174,19 @@ describe.skipIf(!!staticSkip)("a C program linked statically with OpenSSL", () =
 });
 
 describe.skipIf(!!goSkip)("Go binaries", () => {
-  test("crypto/tls program: entry and RET probes on (*Conn).Read/Write, offsets for Go 1.19", () => {
+  test("crypto/tls program: entry probes on (*Conn).Read/Write, Read's copy, Write's RETs, offsets for Go 1.19", () => {
     const bin = buildGo("httpsecho");
     const { stack } = analyze(bin, true);
     expect(stack).toMatchObject({ kind: "go", version: expect.stringMatching(/^go1\.19/), decryptable: true });
     expect(stack!.go!.offsets).toMatchObject({ gGoid: 152, pollFDSysfd: 16, source: "dwarf" });
     expect(stack!.go!.mapValue.length).toBe(32);
     const kinds = stack!.probes.map((p) => `${p.symbol}:${p.kind}`);
-    expect(kinds).toEqual(["crypto/tls.(*Conn).Read:entry", "crypto/tls.(*Conn).Read:ret-offsets", "crypto/tls.(*Conn).Write:entry", "crypto/tls.(*Conn).Write:ret-offsets"]);
+    expect(kinds).toEqual(["crypto/tls.(*Conn).Read:entry", "crypto/tls.(*Conn).Read:copy", "crypto/tls.(*Conn).Write:entry", "crypto/tls.(*Conn).Write:ret-offsets"]);
     // Every RET offset is inside the function and the byte there is C3.
     const file = readFileSync(bin);
     for (const p of stack!.probes.filter((x) => x.kind === "ret-offsets")) {
       expect(p.retOffsets!.length).toBeGreaterThan(2);
+      // the RETs of (*Conn).Write
       for (const r of p.retOffsets!) expect(file[r]).toBe(0xc3);
       expect(p.offset).toBe(objdumpFileOffset(bin, p.symbol));
     }

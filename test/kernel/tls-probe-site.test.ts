@@ -6,15 +6,16 @@
  * Go functions: the entry probe goes on the stack check's branch (emulated), whose morestack path
  * jumps back to the first instruction (the probe fires again there; the kernel skips the hit with
  * the branch taken: the per-binary flag), checked against objdump on Go 1.19 builds for x86-64
- * and arm64.
+ * and arm64. Go's (*Conn).Read is probed where it copies its plaintext out (its one call of
+ * runtime.memmove, emulated) instead of at its RETs (single-stepped), also checked against objdump.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { analyzeElf } from "../../src/kernel/tls/discover.ts";
 import { ElfFile } from "../../src/kernel/tls/elf.ts";
-import { goStackCheck, x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
+import { directCallsTo, goReadCopySite, goStackCheck, x86CallTargets, x86Emulated, x86EntrySite, x86ThinWrapperCallee } from "../../src/kernel/tls/probe-site.ts";
 import { buildGo, GO, goSkipReason } from "../fixtures/go/build.ts";
-import { GO_F_ARM64, GO_F_ENTRY_AT_BRANCH } from "../../src/kernel/tls/go-offsets.ts";
+import { GO_F_ARM64, GO_F_ENTRY_AT_BRANCH, GO_F_READ_AT_COPY } from "../../src/kernel/tls/go-offsets.ts";
 
 const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((b) => parseInt(b, 16)));
 
@@ -134,6 +135,30 @@ describe("Go stack checks (vectors)", () => {
 });
 
 const goSkip = goSkipReason();
+describe("Go's Read copy site (vectors)", () => {
+  // x86-64 at 0x1000: call +0 (to 0x1005), call *%rax, call rel32 to 0x2000, ret
+  const x86 = hex("e8 00 00 00 00  ff d0  e8 f4 0f 00 00  c3");
+  test("x86-64: direct calls to one target, indirect calls skipped", () => {
+    expect(directCallsTo(x86, 0x1000, 0x2000, "x86_64")).toEqual([7]);
+    expect(directCallsTo(x86, 0x1000, 0x1005, "x86_64")).toEqual([0]);
+    expect(directCallsTo(x86, 0x1000, 0x3000, "x86_64")).toEqual([]);
+    expect(directCallsTo(hex("0f 0b 06"), 0x1000, 0x2000, "x86_64")).toBeUndefined(); // 06: invalid in 64-bit mode
+  });
+  test("arm64: BL forwards and backwards", () => {
+    // at 0x1000: bl +0x100 (0x94000040), nop, bl -0x8 (0x97fffffe) → 0x1000
+    const arm = new Uint8Array(new Uint32Array([0x94000040, 0xd503201f, 0x97fffffe]).buffer);
+    expect(directCallsTo(arm, 0x1000, 0x1100, "aarch64")).toEqual([0]);
+    expect(directCallsTo(arm, 0x1000, 0x1000, "aarch64")).toEqual([8]);
+  });
+  test("the copy site: exactly one memmove call, and no call of bytes.(*Reader).Read", () => {
+    expect(goReadCopySite(x86, 0x1000, 0x2000, undefined, "x86_64")).toBe(7);
+    expect(goReadCopySite(x86, 0x1000, 0x2000, 0x1005, "x86_64")).toBeUndefined(); // Reader.Read not inlined
+    expect(goReadCopySite(hex("e8 f9 0f 00 00 e8 f4 0f 00 00 c3"), 0x1000, 0x2000, undefined, "x86_64")).toBeUndefined(); // two memmoves
+    expect(goReadCopySite(x86, 0x1000, 0x3000, undefined, "x86_64")).toBeUndefined(); // none
+    expect(goReadCopySite(x86, 0x1000, undefined, undefined, "x86_64")).toBeUndefined(); // no memmove symbol
+  });
+});
+
 describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the entry probe is on the stack check's branch, and the kernel is told so", () => {
   const FNS = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
   test("x86-64 build, against GNU objdump", () => {
@@ -150,7 +175,14 @@ describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the e
       // and the morestack path jumps back to the first instruction: the probe fires again there
       expect(out).toMatch(new RegExp(`jmp\\s+${insns[0]![0].toString(16)} <`));
     }
-    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ENTRY_AT_BRANCH);
+    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ENTRY_AT_BRANCH | GO_F_READ_AT_COPY);
+    // Read: one probe, on its only `call runtime.memmove`; no RET probes. Write keeps its RETs.
+    const read = Bun.spawnSync(["objdump", "-d", "--no-show-raw-insn", `--disassemble=${FNS[0]}`, bin]).stdout.toString();
+    const memmoves = [...read.matchAll(/^\s+([0-9a-f]+):\s+call\s+[0-9a-f]+ <runtime\.memmove>/gm)].map((m) => parseInt(m[1]!, 16));
+    expect(memmoves.length).toBe(1);
+    expect(stack!.probes.filter((p) => p.symbol === FNS[0] && p.kind !== "entry").map((p) => [p.kind, p.program, p.offset]))
+      .toEqual([["copy", "go_tls_read_copy", ElfFile.with(bin, (e) => e.vaddrToOffset(memmoves[0]!)!)]]);
+    expect(stack!.probes.filter((p) => p.symbol === FNS[1] && p.kind !== "entry").map((p) => p.kind)).toEqual(["ret-offsets"]);
   }, 180_000);
 
   test("arm64 build, against go tool objdump", () => {
@@ -166,6 +198,11 @@ describe.skipIf(!!goSkip || process.arch !== "x64")("Go 1.19 TLS programs: the e
       const off = ElfFile.with(bin, (e) => e.vaddrToOffset(insns[bls]![0])!);
       expect(stack!.probes.find((p) => p.symbol === fn && p.kind === "entry")!.offset).toBe(off);
     }
-    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ARM64 | GO_F_ENTRY_AT_BRANCH);
+    expect(new DataView(stack!.go!.mapValue.buffer).getUint32(28, true)).toBe(GO_F_ARM64 | GO_F_ENTRY_AT_BRANCH | GO_F_READ_AT_COPY);
+    const read = Bun.spawnSync([objdumpTool, "-s", `^${FNS[0]!.replace(/[.*()]/g, "\\$&")}$`, bin]).stdout.toString();
+    const memmoves = [...read.matchAll(/\t0x([0-9a-f]+)\t+[0-9a-f]{8}\t+CALL runtime\.memmove\(SB\)/g)].map((m) => parseInt(m[1]!, 16));
+    expect(memmoves.length).toBe(1);
+    expect(stack!.probes.filter((p) => p.symbol === FNS[0] && p.kind !== "entry").map((p) => [p.kind, p.offset]))
+      .toEqual([["copy", ElfFile.with(bin, (e) => e.vaddrToOffset(memmoves[0]!)!)]]);
   }, 300_000);
 });

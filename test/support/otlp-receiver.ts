@@ -255,6 +255,9 @@ export class OtlpReceiver {
   hungRequests = 0;
   /** spans counted in countOnly mode */
   spanCount = 0;
+  /** request bodies received (as sent: compressed when gzip) and their bytes, in countOnly mode */
+  bodies = 0;
+  bodyBytes = 0;
   /** bodies that failed to decode (answered 400) with the reason */
   readonly decodeErrors: string[] = [];
   private script: ScriptedResponse[] = [];
@@ -415,6 +418,8 @@ export class OtlpReceiver {
     const contentType = req.headers.get("content-type") ?? "";
     const contentEncoding = req.headers.get("content-encoding") ?? "";
     if (this.opts.countOnly && contentType === "application/x-protobuf") {
+      this.bodies++;
+      this.bodyBytes += body.length;
       try {
         this.spanCount += countProtoSpans(contentEncoding === "gzip" ? Bun.gunzipSync(body) : body);
       } catch (e) {

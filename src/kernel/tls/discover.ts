@@ -15,15 +15,17 @@ import { TracerError } from "../../errors.ts";
 import { ElfFile, STT_FUNC, type ElfSymbol } from "./elf.ts";
 import { encodeGoTlsOffsets, goRelease, goTlsOffsets, goTlsOffsetsFromDwarf, GO_MIN_MINOR, type GoTlsOffsets } from "./go-offsets.ts";
 import { arm64Rets, x86Rets } from "./x86-ret.ts";
-import { goStackCheck, x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
+import { goReadCopySite, goStackCheck, x86CallTargets, x86EntrySite, x86ThinWrapperCallee } from "./probe-site.ts";
 
 export type TlsKind = "openssl" | "boringssl" | "gnutls" | "go" | "nss" | "java" | "rustls" | "custom";
 
 /**
  * entry: uprobe at the function's first instruction. return: uretprobe (C code only).
  * ret-offsets: uprobes at each RET instruction of a Go function (`retOffsets`), never a uretprobe.
+ * copy: a uprobe on the CALL where Go's (*Conn).Read copies its plaintext out (goReadCopySite),
+ * instead of its RETs.
  */
-export type ProbeKind = "entry" | "return" | "ret-offsets";
+export type ProbeKind = "entry" | "return" | "ret-offsets" | "copy";
 
 export interface TlsProbe {
   /** the function's name; for OpenSSL's internal read/write function (probe-site.ts), which has
@@ -99,6 +101,8 @@ const NSS_MARKERS = ["SSL_ImportFD"];
 const JVM_MARKERS = ["JNI_CreateJavaVM"];
 const GO_READ = "crypto/tls.(*Conn).Read";
 const GO_WRITE = "crypto/tls.(*Conn).Write";
+const GO_MEMMOVE = "runtime.memmove";
+const GO_READER_READ = "bytes.(*Reader).Read";
 const OPENSSL_VERSION_RE = /OpenSSL (\d+\.\d+\.\d+[a-z]?)(?:[+-][\w.]+)? +\d{1,2} \w{3} \d{4}/;
 
 /** The TLS part of one file (undefined: no TLS stack here), and the OpenSSL version its .rodata names. */
@@ -173,7 +177,7 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
   if (!isGo) return undefined;
   const arch = elf.arch;
   const version = elf.goBuildInfo()?.version;
-  const syms = elf.findSymbols([GO_READ, GO_WRITE], [".symtab"]);
+  const syms = elf.findSymbols([GO_READ, GO_WRITE, GO_MEMMOVE, GO_READER_READ], [".symtab"]);
   if (!syms.has(GO_READ) || !syms.has(GO_WRITE)) {
     if (elf.hasSymbols(".symtab")) return undefined; // symbols present, crypto/tls not linked in
     // Stripped: the function names are still in the pc-line table when crypto/tls is linked in.
@@ -199,20 +203,24 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
   const fns = ([[GO_READ, "go_tls_read"], [GO_WRITE, "go_tls_write"]] as const).map(([name, prog]) => {
     const s = syms.get(name)!;
     const code = elf.functionBytes(s);
-    return { name, prog, code, base: fileOffset(elf, s), check: goStackCheck(code, arch), scan: arch === "x86_64" ? x86Rets(code) : arm64Rets(code) };
+    const copy = name === GO_READ ? goReadCopySite(code, s.value, syms.get(GO_MEMMOVE)?.value, syms.get(GO_READER_READ)?.value, arch) : undefined;
+    return { name, prog, code, base: fileOffset(elf, s), check: goStackCheck(code, arch), scan: arch === "x86_64" ? x86Rets(code) : arm64Rets(code), copy };
   });
   // Entries on the stack check's branch (emulated: ~1 µs a hit instead of ~10, probe-site.ts) when
   // both functions have one: the kernel then skips the hit whose branch goes to morestack (the
   // per-binary flag). Else past the check, or at the start of a function without one.
   const atBranch = fns.every((f) => f.check !== undefined);
-  for (const { name, prog, base, check, scan } of fns) {
-    if (scan.error || scan.rets.length === 0) {
+  // Read's plaintext is taken where it is copied out when that CALL is found (one emulated probe
+  // instead of one single-stepped RET per call), else at its RETs.
+  for (const { name, prog, base, check, scan, copy } of fns) {
+    if (copy === undefined && (scan.error || scan.rets.length === 0)) {
       return { kind: "go", version, arch, probes: [], decryptable: false, reason: `${name}: ${scan.error ?? "no RET instruction found"}` };
     }
     probes.push({ symbol: name, offset: base + (atBranch ? check!.branch : (check?.past ?? 0)), kind: "entry", program: `${prog}_entry` });
-    probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
+    if (copy !== undefined) probes.push({ symbol: name, offset: base + copy, kind: "copy", program: `${prog}_copy` });
+    else probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
   }
-  return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch, atBranch) } };
+  return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch, atBranch, fns[0]!.copy !== undefined) } };
 }
 
 function customStack(elf: ElfFile, c: CustomSslAddress): FileAnalysis["stack"] {

@@ -101,16 +101,19 @@ export function goTlsOffsetsFromDwarf(elf: ElfFile, version: string): GoTlsOffse
  * tls_conn_conn, iface_data, tcp_conn_conn, conn_fd, netfd_pfd, pollfd_sysfd, g_goid, flags
  * (bit 0: arm64 (g in x28) instead of amd64 (g in r14); bit 1: the entry probes sit on the
  * functions' stack-check branch, and a hit whose branch goes to morestack is not the call's:
- * probe-site.ts goStackCheck, bpf/lib/tls.h go_enter).
+ * probe-site.ts goStackCheck, bpf/lib/tls.h go_enter; bit 2: (*Conn).Read is probed at its copy of
+ * the plaintext, and its calls are keyed by their buffer: probe-site.ts goReadCopySite,
+ * bpf/lib/tls.h go_copy).
  */
 export const GO_OFFSETS_VALUE_SIZE = 32;
 export const GO_F_ARM64 = 1;
 export const GO_F_ENTRY_AT_BRANCH = 2;
+export const GO_F_READ_AT_COPY = 4;
 
-export function encodeGoTlsOffsets(o: GoTlsOffsets, arch: "x86_64" | "aarch64", entryAtBranch = false): Uint8Array {
+export function encodeGoTlsOffsets(o: GoTlsOffsets, arch: "x86_64" | "aarch64", entryAtBranch = false, readAtCopy = false): Uint8Array {
   const out = new Uint8Array(GO_OFFSETS_VALUE_SIZE);
   const v = new DataView(out.buffer);
-  const flags = (arch === "aarch64" ? GO_F_ARM64 : 0) | (entryAtBranch ? GO_F_ENTRY_AT_BRANCH : 0);
+  const flags = (arch === "aarch64" ? GO_F_ARM64 : 0) | (entryAtBranch ? GO_F_ENTRY_AT_BRANCH : 0) | (readAtCopy ? GO_F_READ_AT_COPY : 0);
   const fields = [o.tlsConnConn, o.ifaceData, o.tcpConnConn, o.connFd, o.netFDPfd, o.pollFDSysfd, o.gGoid, flags];
   fields.forEach((f, i) => v.setUint32(i * 4, f, true));
   return out;

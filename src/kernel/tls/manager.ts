@@ -65,7 +65,7 @@ export function uprobeTargets(s: TlsStack): UprobeTarget[] {
   const out: UprobeTarget[] = [];
   for (const p of s.probes) {
     if (p.kind === "ret-offsets") for (const off of p.retOffsets ?? []) out.push({ program: p.program, offset: off, symbol: `${p.symbol}+ret` });
-    else out.push({ program: p.program, offset: p.offset, symbol: p.symbol });
+    else out.push({ program: p.program, offset: p.offset, symbol: p.kind === "copy" ? `${p.symbol}+copy` : p.symbol });
   }
   return out;
 }

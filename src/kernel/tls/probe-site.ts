@@ -176,3 +176,51 @@ export function goStackCheck(code: Uint8Array, arch: "x86_64" | "aarch64"): { br
   if (code[off] === 0x0f && code[off + 1] === 0x86) return { branch: off, past: off + 6 }; // jbe rel32
   return undefined;
 }
+
+/**
+ * Offsets (from the function's first byte) of the direct calls to `target` in one whole function
+ * (`code`, at virtual address `vaddr`); undefined when the code does not decode. Calls through a
+ * pointer call nothing known and are not listed. x86-64: CALL rel32; arm64: BL.
+ */
+export function directCallsTo(code: Uint8Array, vaddr: number, target: number, arch: "x86_64" | "aarch64"): number[] | undefined {
+  const out: number[] = [];
+  if (arch === "aarch64") {
+    if (code.length % 4) return undefined;
+    const v = new DataView(code.buffer, code.byteOffset, code.byteLength);
+    for (let at = 0; at < code.length; at += 4) {
+      const w = v.getUint32(at, true);
+      if ((w & 0xfc000000) >>> 0 !== 0x94000000) continue; // BL imm26
+      const imm = ((w & 0x03ffffff) << 6) >> 6; // sign-extended words
+      if (vaddr + at + imm * 4 === target) out.push(at);
+    }
+    return out;
+  }
+  let off = 0;
+  while (off < code.length) {
+    const n = x86InstructionLength(code, off);
+    if (n < 0) return undefined;
+    const f = flowOf(code, off, n);
+    if (f.kind === "call" && vaddr + f.target === target) out.push(off);
+    off += n;
+  }
+  return out;
+}
+
+/**
+ * Where Go's (*Conn).Read copies its plaintext out: the one CALL of runtime.memmove in `code`
+ * (the function's bytes, at `vaddr`), which is `copy(b, c.input...)` — bytes.(*Reader).Read
+ * inlined — with to = b's first byte, from = the decrypted record, n = the count Read returns, in
+ * the first three argument registers (AX, BX, CX / x0, x1, x2). A CALL is an instruction the
+ * kernel emulates (x86-64) or simulates (arm64 BL): one probe there costs ~1 µs where one on each
+ * RET is single-stepped (~10 µs a hit, bench/uprobe-site.ts). Undefined unless the shape is
+ * exactly that: the code decodes, memmove is called once, and bytes.(*Reader).Read is not called
+ * (not inlined: then the copy is in there, and the memmove here would be something else). The
+ * kernel checks each hit too: `to` must be the b its entry recorded.
+ */
+export function goReadCopySite(code: Uint8Array, vaddr: number, memmove: number | undefined, readerRead: number | undefined, arch: "x86_64" | "aarch64"): number | undefined {
+  if (memmove === undefined) return undefined;
+  const copies = directCallsTo(code, vaddr, memmove, arch);
+  if (copies === undefined || copies.length !== 1) return undefined;
+  if (readerRead !== undefined && directCallsTo(code, vaddr, readerRead, arch)!.length > 0) return undefined;
+  return copies[0];
+}
