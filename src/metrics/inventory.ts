@@ -44,6 +44,9 @@ export interface ApiEntry {
 
 const AUTH_HEADERS = ["authorization", "proxy-authorization"];
 const KEY_HEADERS = ["x-api-key", "api-key", "x-auth-token", "x-access-token", "cookie"];
+/** [attribute key, header] pairs, built once: record() runs for every span */
+const AUTH_ATTRS = AUTH_HEADERS.map((h) => [`http.request.header.${h}`, h] as const);
+const KEY_ATTRS = KEY_HEADERS.map((h) => [`http.request.header.${h}`, h === "cookie" ? "cookie" : `header:${h}`] as const);
 const SCHEME_RE = /^([A-Za-z][A-Za-z0-9._~+-]{0,31})(?:\s|$)/;
 
 function addValue<T>(list: T[], v: T): boolean {
@@ -56,26 +59,36 @@ function addValue<T>(list: T[], v: T): boolean {
 /** "application/json; charset=utf-8" → "application/json" (at most 64 chars). */
 export function baseContentType(v: unknown): string | undefined {
   if (typeof v !== "string") return undefined;
+  const known = baseTypes.get(v);
+  if (known !== undefined || baseTypes.has(v)) return known;
   const semi = v.indexOf(";");
   const t = (semi < 0 ? v : v.slice(0, semi)).trim().toLowerCase();
-  return t && t.length <= 64 ? t : undefined;
+  const base = t && t.length <= 64 ? t : undefined;
+  // A service answers with a handful of content types: each is taken apart once. Bounded: a
+  // full cache starts over (header values come from the traffic).
+  if (baseTypes.size >= 256) baseTypes.clear();
+  if (v.length <= 128) baseTypes.set(v, base);
+  return base;
 }
+const baseTypes = new Map<string, string | undefined>();
 
 /** Auth schemes of a span's request headers: scheme words and header names, never values. */
 export function authSchemesOf(attrs: Span["attributes"]): string[] {
   const out: string[] = [];
-  for (const h of AUTH_HEADERS) {
-    const v = attrs[`http.request.header.${h}`];
+  for (const [key, h] of AUTH_ATTRS) {
+    const v = attrs[key];
     if (typeof v !== "string") continue;
     const m = SCHEME_RE.exec(v.trim());
     out.push(m ? m[1]!.toLowerCase() : `header:${h}`);
   }
-  for (const h of KEY_HEADERS) if (attrs[`http.request.header.${h}`] !== undefined) out.push(h === "cookie" ? "cookie" : `header:${h}`);
+  for (const [key, scheme] of KEY_ATTRS) if (attrs[key] !== undefined) out.push(scheme);
   return out;
 }
 
 export class ApiInventory {
-  private readonly entries = new Map<string, ApiEntry>();
+  /** service → direction → route → entry: looked up with the strings a span carries, no key built */
+  private readonly entries = new Map<string, { server: Map<string, ApiEntry>; client: Map<string, ApiEntry> }>();
+  private size = 0;
   private dirty = false;
   private timer: ReturnType<typeof setInterval> | undefined;
   private overflow = 0;
@@ -97,7 +110,11 @@ export class ApiInventory {
     try {
       const doc = JSON.parse(text) as { version?: number; entries?: ApiEntry[] };
       if (doc.version !== FORMAT_VERSION || !Array.isArray(doc.entries)) throw new Error(`unknown format (version ${doc.version})`);
-      for (const e of doc.entries.slice(0, MAX_ENTRIES)) this.entries.set(keyOf(e.service, e.direction, e.route), e);
+      for (const e of doc.entries.slice(0, MAX_ENTRIES)) {
+        const routes = this.routesOf(String(e.service), e.direction === "client" ? "client" : "server");
+        if (!routes.has(e.route)) this.size++;
+        routes.set(e.route, e);
+      }
     } catch (e) {
       this.log?.warn("api inventory: file is not a valid inventory; starting empty (it is replaced at the next save)", { file: this.path, error: String((e as Error).message ?? e) });
     }
@@ -119,12 +136,13 @@ export class ApiInventory {
   record(span: Span, route: string | undefined): void {
     if (route === undefined) return;
     const a = span.attributes;
-    const service = String(span.resource["service.name"] ?? "");
-    const key = keyOf(service, span.kind, route);
-    let e = this.entries.get(key);
+    const sv = span.resource["service.name"];
+    const service = typeof sv === "string" ? sv : String(sv ?? "");
+    const routes = this.routesOf(service, span.kind);
+    let e = routes.get(route);
     const t = Number(span.startTimeUnixNano / 1_000_000n);
     if (!e) {
-      if (this.entries.size >= MAX_ENTRIES) {
+      if (this.size >= MAX_ENTRIES) {
         this.overflow++;
         return;
       }
@@ -132,7 +150,8 @@ export class ApiInventory {
         service, direction: span.kind, route, methods: [], statusCodes: [], firstSeen: t, lastSeen: t, count: 0,
         requestContentTypes: [], responseContentTypes: [], authSchemes: [], redacted: false, tls: false, plaintext: false,
       };
-      this.entries.set(key, e);
+      routes.set(route, e);
+      this.size++;
     }
     e.count++;
     if (t > e.lastSeen) e.lastSeen = t;
@@ -155,7 +174,15 @@ export class ApiInventory {
   }
 
   list(): ApiEntry[] {
-    return [...this.entries.values()];
+    const out: ApiEntry[] = [];
+    for (const d of this.entries.values()) out.push(...d.server.values(), ...d.client.values());
+    return out;
+  }
+
+  private routesOf(service: string, direction: "server" | "client"): Map<string, ApiEntry> {
+    let d = this.entries.get(service);
+    if (!d) this.entries.set(service, (d = { server: new Map(), client: new Map() }));
+    return d[direction];
   }
 
   /** Writes the file when something changed; failures are logged once per change and counted. */
@@ -182,12 +209,8 @@ export class ApiInventory {
   }
 
   stats(): Record<string, number> {
-    return { TrackedApis: this.entries.size, InventoryOverflow: this.overflow, InventoryWriteErrors: this.writeErrors };
+    return { TrackedApis: this.size, InventoryOverflow: this.overflow, InventoryWriteErrors: this.writeErrors };
   }
-}
-
-function keyOf(service: string, direction: string, route: string): string {
-  return `${service}\u0000${direction}\u0000${route}`;
 }
 
 /** Reads a saved inventory file (for `ebpf-tracer apis`); throws with the reason. */
