@@ -143,7 +143,8 @@ if (file) {
 function census(rec: Uint8Array): { records: number; dataBytes: number } {
   let records = 0;
   let dataBytes = 0;
-  new ReplaySource(rec).drain((r) => {
+  new ReplaySource(rec).drain((b, at, len) => {
+    const r = b.subarray(at, at + len);
     records++;
     if (r.length >= LAYOUT.data_event.data && new DataView(r.buffer, r.byteOffset, r.byteLength).getUint32(0, true) === EV.DATA) {
       dataBytes += r.length - LAYOUT.data_event.data;
@@ -204,7 +205,7 @@ function round(o: { api?: boolean; redact?: boolean } = {}): { spans: number; pi
     sink,
   );
   const src = new ReplaySource(recording);
-  const handle = (r: Uint8Array) => pipeline.handle(r);
+  const handle = (b: Uint8Array, at: number, len: number) => pipeline.handleAt(b, at, len);
   while (src.drain(handle, 4096) > 0) {
     /* all of it */
   }

@@ -258,9 +258,9 @@ export class Agent {
     return this.opts.sink;
   }
 
-  private onRecord = (rec: Uint8Array): void => {
-    if (this.opts.record) this.opts.record(rec);
-    this.pipeline.handle(rec);
+  private onRecord = (buf: Uint8Array, at: number, len: number): void => {
+    if (this.opts.record) this.opts.record(buf.subarray(at, at + len));
+    this.pipeline.handleAt(buf, at, len);
   };
 
   /** Drains until the ring is empty, then polls again after POLL_MS. */

@@ -3,7 +3,7 @@
  * tables, reassembles each direction by stream position, and hands finished exchanges to the
  * span builder and the sink. Never throws on input: everything odd is counted.
  */
-import { decodeEvent, type ConnEvent, type DataEvent, type ProcEvent, type TlsMapEvent } from "../kernel/event-decoder.ts";
+import { decodeEventAt, type ConnEvent, type DataEvent, type ProcEvent, type TlsMapEvent } from "../kernel/event-decoder.ts";
 import { Connection, ConnectionTable, type ConnectionMeta, type SessionInit } from "../stream/connections.ts";
 import { contentTypeAllowed } from "../protocols/http1/exchange.ts";
 import { Http1Session } from "../protocols/http1/session.ts";
@@ -125,7 +125,12 @@ export class Pipeline {
 
   /** Handles one record. The record view must not be kept. */
   handle(rec: Uint8Array): void {
-    const e = decodeEvent(rec);
+    this.handleAt(rec, 0, rec.length);
+  }
+
+  /** Handles the record at [at, at + len) of `buf` (EventSource's RecordHandler); nothing of `buf` is kept. */
+  handleAt(buf: Uint8Array, at: number, len: number): void {
+    const e = decodeEventAt(buf, at, len);
     if (!e) {
       this.counters.DecodeErrors++;
       return;

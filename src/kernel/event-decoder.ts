@@ -98,10 +98,19 @@ export function recordType(rec: Uint8Array): number {
 
 /** Decodes one record; undefined for unknown types or short records (the caller counts them). */
 export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
+  return decodeEventAt(rec, 0, rec.length);
+}
+
+/** decodeEvent for the record at [at, at + len) of `buf` (EventSource's RecordHandler). */
+export function decodeEventAt(buf: Uint8Array, at: number, len: number): TracerEvent | undefined {
+  // Data records are most of the ring: read straight from the reader's bytes (no view of the
+  // record, no DataView, and no `buffer` getter, which JSC makes costly on views).
+  if (len >= 4 && le32(buf, at) === EV.DATA) return len >= D.data ? decodeData(buf, at, len) : undefined;
+  return decodeOther(buf.subarray(at, at + len));
+}
+
+function decodeOther(rec: Uint8Array): TracerEvent | undefined {
   const type = recordType(rec);
-  // Data records are most of the ring: read straight from the bytes (no DataView, and no
-  // `buffer` getter, which JSC makes costly on views).
-  if (type === EV.DATA) return rec.length >= D.data ? decodeData(rec) : undefined;
   const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
   if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE || type === EV.LISTEN) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
   if (type === EV.PROC_EXEC || type === EV.PROC_FORK || type === EV.PROC_EXIT) return rec.length >= P.path ? decodeProc(rec, dv, type) : undefined;
@@ -123,24 +132,25 @@ function le64(b: Uint8Array, o: number): number {
   return le32(b, o) + le32(b, o + 4) * 4294967296;
 }
 
-function decodeData(rec: Uint8Array): DataEvent {
-  const len = Math.min(le32(rec, D.len), rec.length - D.data);
+/** The data record at [at, at + recLen) of `b`. */
+function decodeData(b: Uint8Array, at: number, recLen: number): DataEvent {
+  const len = Math.min(le32(b, at + D.len), recLen - D.data);
   return {
     kind: "data",
-    tgid: le32(rec, 4),
-    tid: le32(rec, 8),
-    tsNs: le64(rec, 16),
-    connId: le64(rec, D.conn_id),
-    pos: le64(rec, D.pos),
-    skipped: le32(rec, D.skipped),
-    callBytes: le32(rec, D.call_bytes),
-    fd: lei32(rec, D.fd),
-    dir: rec[D.dir]!,
-    syscall: rec[D.syscall]!,
-    flags: rec[D.flags]!,
-    role: rec[D.role]!,
-    layer: rec[D.layer]!,
-    data: rec.subarray(D.data, D.data + len),
+    tgid: le32(b, at + 4),
+    tid: le32(b, at + 8),
+    tsNs: le64(b, at + 16),
+    connId: le64(b, at + D.conn_id),
+    pos: le64(b, at + D.pos),
+    skipped: le32(b, at + D.skipped),
+    callBytes: le32(b, at + D.call_bytes),
+    fd: lei32(b, at + D.fd),
+    dir: b[at + D.dir]!,
+    syscall: b[at + D.syscall]!,
+    flags: b[at + D.flags]!,
+    role: b[at + D.role]!,
+    layer: b[at + D.layer]!,
+    data: b.subarray(at + D.data, at + D.data + len),
   };
 }
 

@@ -6,7 +6,7 @@
  */
 import { PerfBuffer } from "./libbpf-ffi.ts";
 import { LAYOUT } from "./event-layout.ts";
-import type { EventSource } from "./event-source.ts";
+import type { EventSource, RecordHandler } from "./event-source.ts";
 import { log } from "../log/log.ts";
 
 export class PerfBufferReader implements EventSource {
@@ -20,7 +20,7 @@ export class PerfBufferReader implements EventSource {
     this.pb = new PerfBuffer(mapFd, pagesPerCpu, LAYOUT.event_header.ts_ns);
   }
 
-  drain(onRecord: (rec: Uint8Array) => void, max: number): number {
+  drain(onRecord: RecordHandler, max: number): number {
     if (this.at >= this.queue.length) {
       this.queue = this.pb.consume();
       this.at = 0;
@@ -28,7 +28,8 @@ export class PerfBufferReader implements EventSource {
     let n = 0;
     while (n < max && this.at < this.queue.length) {
       try {
-        onRecord(this.queue[this.at++]!);
+        const rec = this.queue[this.at++]!;
+        onRecord(rec, 0, rec.length);
       } catch (e) {
         this.handlerErrors++;
         if (this.handlerErrors === 1) log.error("event handler failed; record skipped (counted in handler errors)", { error: String((e as Error)?.stack ?? e) });

@@ -25,7 +25,7 @@
  * boundary: the kernel advances it a whole record at a time), never reading outside the data area.
  */
 import { Mapping, PROT_READ, PROT_WRITE, pageSize } from "./libbpf-ffi.ts";
-import type { EventSource } from "./event-source.ts";
+import type { EventSource, RecordHandler } from "./event-source.ts";
 import { log } from "../log/log.ts";
 
 export const RINGBUF_BUSY = 0x80000000;
@@ -119,7 +119,7 @@ export class RingBufferReader implements EventSource {
     return this.producerPos() - this.consumerPos();
   }
 
-  drain(onRecord: (rec: Uint8Array) => void, max: number): number {
+  drain(onRecord: RecordHandler, max: number): number {
     let cons = this.consumerPos();
     const prod = this.producerPos();
     let n = 0;
@@ -140,7 +140,8 @@ export class RingBufferReader implements EventSource {
       if (!(word & RINGBUF_DISCARD)) {
         const from = at + RINGBUF_HDR;
         try {
-          onRecord(from + len <= this.size ? this.data.subarray(from, from + len) : this.joinWrapped(from, len));
+          if (from + len <= this.size) onRecord(this.data, from, len);
+          else onRecord(this.joinWrapped(from, len), 0, len);
         } catch (e) {
           this.handlerErrors++;
           if (this.handlerErrors === 1) log.error("event handler failed; record skipped (counted in handler errors)", { error: String((e as Error)?.stack ?? e) });

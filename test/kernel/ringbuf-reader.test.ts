@@ -54,7 +54,7 @@ const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i)
 
 function drainAll(r: RingBufferReader, max = 1000): number[][] {
   const out: number[][] = [];
-  r.drain((rec) => out.push([...rec]), max);
+  r.drain((b, at, len) => out.push([...b.subarray(at, at + len)]), max);
   return out;
 }
 
@@ -91,7 +91,7 @@ describe("RingBufferReader over plain memory", () => {
       // after the end when the header takes the area's last 8 bytes) and the scratch grows.
       for (const n of [1, 20, 7, 40, 3, 48, 13]) {
         ring.write(bytes(n, n + start));
-        r.drain((rec) => got.push([...rec]), 10);
+        r.drain((b, at, len) => got.push([...b.subarray(at, at + len)]), 10);
         expect(got.at(-1)).toEqual([...bytes(n, n + start)]);
       }
       expect(got.length).toBe(7);
@@ -145,9 +145,9 @@ describe("RingBufferReader over plain memory", () => {
     ring.write(bytes(4, 1));
     ring.write(bytes(4, 2));
     const seen: number[] = [];
-    const n = r.drain((rec) => {
-      seen.push(rec[0]!);
-      if (rec[0] === 1) throw new Error("handler bug");
+    const n = r.drain((b, at) => {
+      seen.push(b[at]!);
+      if (b[at] === 1) throw new Error("handler bug");
     }, 100);
     expect(n).toBe(2);
     expect(seen).toEqual([1, 2]);

@@ -355,8 +355,8 @@ export async function writeAndClose(p: number, chunks: Uint8Array[]): Promise<vo
 export function paddedFrames(recording: string, dir: number): number {
   const src = new ReplaySource(readFileSync(recording));
   let padded = 0;
-  src.drain((rec) => {
-    const e = decodeEvent(rec);
+  src.drain((b, at, len) => {
+    const e = decodeEvent(b.subarray(at, at + len));
     if (e === undefined || e.kind !== "data" || e.dir !== dir) return;
     const d = e.data;
     for (let p = 0; p + 9 <= d.length; p += 9 + ((d[p]! << 16) | (d[p + 1]! << 8) | d[p + 2]!)) {
