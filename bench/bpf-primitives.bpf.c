@@ -140,3 +140,48 @@ int p_ringbuf_300(struct trace_event_raw_sys_enter *ctx)
 		sink = 1;
 	return 0;
 }
+
+/* Per-thread state, as tls_calls keeps it: an LRU hash keyed by pid_tgid (a hit), against task
+ * local storage (5.11+), which finds the thread's value through the task without hashing. */
+struct thread_val {
+	__u64 a, b, c, d, e;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct thread_val);
+} by_thread SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_val);
+} task_vals SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_lru_hit(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!MARKED(ctx))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct thread_val *v = bpf_map_lookup_elem(&by_thread, &id);
+	if (v)
+		v->a++;
+	else {
+		struct thread_val z = {};
+		bpf_map_update_elem(&by_thread, &id, &z, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_task_storage(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!MARKED(ctx))
+		return 0;
+	struct thread_val *v = bpf_task_storage_get(&task_vals, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (v)
+		v->a++;
+	return 0;
+}
