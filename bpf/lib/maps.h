@@ -91,6 +91,10 @@ struct {
 #define PID_PAGE 4096
 #define PID_SET 0x80
 #define PID_TLS 0x40 /* the process is in tls_procs (lib/tls.h), kept apart from PID_SET | mode */
+/* Set by the kernel at a TLS call's entry (tls_enter): until then no TLS call can be in flight in
+ * the process, and its socket syscalls skip the tls_calls lookup (tls_note_socket). Kept with
+ * PID_TLS by every writer; lost only to a write racing it, which the next TLS entry repairs. */
+#define PID_TLS_CALLS 0x20
 struct pid_page {
 	__u8 b[PID_PAGE];
 };

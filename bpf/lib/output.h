@@ -75,7 +75,7 @@ static __always_inline long pid_set(__u32 tgid, __u8 mode, __u64 flags)
 	long r = bpf_map_update_elem(&selected_pids, &tgid, &mode, flags);
 	__u8 *b = r == 0 ? pid_byte_of(tgid) : NULL;
 	if (b)
-		*b = PID_SET | mode | (*b & PID_TLS);
+		*b = PID_SET | mode | (*b & (PID_TLS | PID_TLS_CALLS));
 	return r;
 }
 

@@ -119,13 +119,21 @@ struct {
 	__type(value, struct go_tls_offsets);
 } go_tls_offsets SEC(".maps");
 
-/* Whether the TLS probes act for process tgid: its PID_TLS bit, or tls_procs beyond pid_bytes. */
-static __always_inline int tls_proc(__u32 tgid)
+/* Whether the TLS probes act for process tgid: its PID_TLS bit, or tls_procs beyond pid_bytes.
+ * *bp gets its pid byte (NULL beyond the array). */
+static __always_inline int tls_proc_at(__u32 tgid, __u8 **bp)
 {
 	__u8 *b = pid_byte_of(tgid);
+	*bp = b;
 	if (b)
 		return *b & PID_TLS;
 	return bpf_map_lookup_elem(&tls_procs, &tgid) != NULL;
+}
+
+static __always_inline int tls_proc(__u32 tgid)
+{
+	__u8 *b;
+	return tls_proc_at(tgid, &b);
 }
 
 /* Puts tgid in tls_procs, and its PID_TLS bit. */
@@ -211,13 +219,18 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
 {
 	/* Only TLS-probed processes have TLS calls in flight (tls_enter) or read the last socket:
-	 * the others leave on their PID_TLS bit, before any hash lookup. */
-	if (!tls_proc(pid_tgid >> 32))
+	 * the others leave on their PID_TLS bit, before any hash lookup. A probed process that has
+	 * made no TLS call yet (a plain HTTP server in a binary that carries OpenSSL: node) has none
+	 * in flight either (PID_TLS_CALLS). */
+	__u8 *b;
+	if (!tls_proc_at(pid_tgid >> 32, &b))
 		return 0;
-	struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (c && c->fn) {
-		c->sk = sk;
-		return 1;
+	if (!b || (*b & PID_TLS_CALLS)) {
+		struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+		if (c && c->fn) {
+			c->sk = sk;
+			return 1;
+		}
 	}
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
@@ -262,8 +275,12 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	/* Probes on a shared library fire in every process that maps it: only TLS-enabled ones
 	 * (selected, not excluded by rule) go on. */
-	if (!tls_proc(pid_tgid >> 32))
+	__u8 *b;
+	if (!tls_proc_at(pid_tgid >> 32, &b))
 		return 0;
+	/* before the call is recorded: its nested syscalls look for it from now on */
+	if (b && !(*b & PID_TLS_CALLS))
+		*b |= PID_TLS_CALLS;
 	struct tls_call *slot = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
 	if (!slot) {
 		struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir };

@@ -146,6 +146,8 @@ export function attachPointExists(tracefs: string, p: Probe): boolean {
 const PID_PAGE = 4096;
 const PID_SET = 0x80;
 const PID_TLS = 0x40;
+/** set by the kernel at a process's first TLS call (bpf/lib/maps.h); kept with PID_TLS */
+const PID_TLS_CALLS = 0x20;
 
 /**
  * Elements of the pid_bytes array: pid_max at load over PID_PAGE, rounded up; 0 where the kernel
@@ -402,13 +404,13 @@ export class KernelTracer {
    * the byte's PID_TLS bit is setTlsProc's. */
   setPid(tgid: number, mode: number): number {
     const r = mapUpdate(this.fds.selected_pids!, u32(tgid), Uint8Array.of(mode));
-    if (r === 0) this.updatePidByte(tgid, (old) => PID_SET | mode | (old & PID_TLS));
+    if (r === 0) this.updatePidByte(tgid, (old) => PID_SET | mode | (old & (PID_TLS | PID_TLS_CALLS)));
     return r;
   }
 
   deletePid(tgid: number): number {
     const r = mapDelete(this.fds.selected_pids!, u32(tgid));
-    this.updatePidByte(tgid, (old) => old & PID_TLS);
+    this.updatePidByte(tgid, (old) => old & (PID_TLS | PID_TLS_CALLS));
     return r;
   }
 
@@ -521,7 +523,7 @@ export class KernelTracer {
   /** tls_procs: whether the TLS probes act for process `tgid`. */
   setTlsProc(tgid: number, on: boolean): number {
     const r = on ? mapUpdate(this.fds.tls_procs!, u32(tgid), Uint8Array.of(1)) : mapDelete(this.fds.tls_procs!, u32(tgid));
-    if (!on) this.updatePidByte(tgid, (old) => old & ~PID_TLS);
+    if (!on) this.updatePidByte(tgid, (old) => old & ~(PID_TLS | PID_TLS_CALLS));
     else if (r === 0) this.updatePidByte(tgid, (old) => old | PID_TLS);
     return r;
   }
