@@ -52,6 +52,33 @@ describe("API inventory", () => {
     expect(authSchemesOf({ "http.request.header.proxy-authorization": "Negotiate abc" })).toEqual(["negotiate"]);
   });
 
+  test("content types are taken apart once and still right past the cache's bound; a value that is not one stays out", () => {
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 600; i++) expect(baseContentType(`Application/X-T${i}; charset=utf-8`)).toBe(`application/x-t${i}`);
+    }
+    expect(baseContentType(" ; charset=utf-8")).toBeUndefined();
+    expect(baseContentType(" ; charset=utf-8")).toBeUndefined(); // the cached "no type"
+    expect(baseContentType("x".repeat(65))).toBeUndefined();
+    expect(baseContentType(42)).toBeUndefined();
+  });
+
+  test("entries per service, direction and route: each its own, counted once", () => {
+    const inv = new ApiInventory("");
+    for (const service of ["shop", "cart"]) {
+      for (const kind of ["server", "client"] as const) {
+        inv.record(span("/a", { service, kind }), "/a");
+        inv.record(span("/a", { service, kind, method: "POST" }), "/a");
+        inv.record(span("/b", { service, kind }), "/b");
+      }
+    }
+    const got = inv.list().map((e) => `${e.service} ${e.direction} ${e.route} ${e.count} ${e.methods.join(",")}`).sort();
+    expect(got).toEqual([
+      "cart client /a 2 GET,POST", "cart client /b 1 GET", "cart server /a 2 GET,POST", "cart server /b 1 GET",
+      "shop client /a 2 GET,POST", "shop client /b 1 GET", "shop server /a 2 GET,POST", "shop server /b 1 GET",
+    ]);
+    expect(inv.stats().TrackedApis).toBe(8);
+  });
+
   test("survives a restart: a second instance continues from the file", () => {
     const path = join(dir, "a", "apis.json");
     const a = new ApiInventory(path);
