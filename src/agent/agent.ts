@@ -93,7 +93,7 @@ export class Agent {
         ...Agent.pipelineSettings(cfg, clock),
         modeOf: (tgid) => kernel.pidMode(tgid) ?? 0,
         classify: (m) => (classifier.isListeningPort(m.localPort) ? ROLE_SERVER : ROLE_CLIENT),
-        ignore: (tgid, fd) => kernel.ignoreConn(tgid, fd),
+        ignore: (tgid, fd, connId) => kernel.ignoreConn(tgid, fd, connId),
         onProcessEvent: (e) => {
           if (!agent) return e.mode !== 0;
           if (e.kind === "exec") return agent.selector.onExec(e);

@@ -64,8 +64,11 @@ export interface PipelineOptions {
   modeOf: (tgid: number) => number;
   /** decides the role of a socket that existed before capture started */
   classify: (meta: ConnectionMeta) => number;
-  /** asks the kernel to stop sending data for a connection nobody wants */
-  ignore?: (tgid: number, fd: number) => void;
+  /**
+   * asks the kernel to stop sending data for connection `connId` (open on `fd` of `tgid`), which
+   * nobody wants; nothing when that fd is another connection's by now (closed and reused)
+   */
+  ignore?: (tgid: number, fd: number, connId: number) => void;
   maxConnections?: number;
   /** process lifecycle events (selection follows them); for exec, returns whether the process
    * is captured, so that the registry only describes captured processes */
@@ -174,7 +177,7 @@ export class Pipeline {
       // A Unix socket nobody accepted or connected while we watched: a socketpair or inherited
       // stdio (e.g. a pipe-like stdout), not an API connection.
       this.counters.IgnoredSockets++;
-      this.opts.ignore?.(e.tgid, e.fd);
+      this.opts.ignore?.(e.tgid, e.fd, e.connId);
       return;
     }
     if (meta.role === ROLE_UNKNOWN) {
@@ -183,7 +186,7 @@ export class Pipeline {
       const wanted = meta.role === ROLE_SERVER ? mode & MODE_INGRESS : mode & MODE_EGRESS;
       if (mode && !wanted) {
         this.counters.FilteredByMode++;
-        this.opts.ignore?.(e.tgid, e.fd);
+        this.opts.ignore?.(e.tgid, e.fd, e.connId);
         return;
       }
     }
@@ -195,7 +198,7 @@ export class Pipeline {
       if (ratio === 0) {
         // Shed whole connections, not events: the kernel skips this one from now on.
         this.counters.ShedConnections++;
-        this.opts.ignore?.(e.tgid, e.fd);
+        this.opts.ignore?.(e.tgid, e.fd, e.connId);
         return;
       }
       meta.samplingRatio = ratio;
@@ -213,7 +216,7 @@ export class Pipeline {
     },
     unsupported: (c: Connection): void => {
       this.counters.UnsupportedProtocolConnections++;
-      this.opts.ignore?.(c.meta.tgid, c.meta.fd);
+      this.opts.ignore?.(c.meta.tgid, c.meta.fd, c.meta.id);
       this.conns.delete(c.meta.id);
     },
     tlsDetected: (): void => {
@@ -336,7 +339,7 @@ export class Pipeline {
       }
       this.counters.ShedConnections++;
       budget.shedOpen(c.meta.tgid);
-      this.opts.ignore?.(c.meta.tgid, c.meta.fd);
+      this.opts.ignore?.(c.meta.tgid, c.meta.fd, c.meta.id);
       this.conns.delete(c.meta.id);
       c.session?.close(monoNow());
     }

@@ -480,8 +480,14 @@ export class KernelTracer {
     return mapDelete(this.fds.selected_ports!, k);
   }
 
-  /** Stops data events for a socket user space found it does not want (e.g. wrong role). */
-  ignoreConn(tgid: number, fd: number): void {
+  /**
+   * Stops data events for connection `connId`, open on `fd` of `tgid`, which user space found it
+   * does not want (e.g. wrong role, a protocol not captured). User space learns that from events
+   * read some time after they happened: by then the fd may have been closed and reused by a newer
+   * connection (a client's next request), which the fd leads to now, and which is left alone. A
+   * connection already gone needs nothing.
+   */
+  ignoreConn(tgid: number, fd: number, connId: number): void {
     const key = new Uint8Array(8);
     const dv = new DataView(key.buffer);
     dv.setUint32(0, fd, true);
@@ -490,6 +496,7 @@ export class KernelTracer {
     if (mapLookup(this.fds.fds!, key, sockKey) !== 0) return;
     const val = new Uint8Array(CONN_INFO.$size);
     if (mapLookup(this.fds.conns!, sockKey, val) !== 0) return;
+    if (Number(new DataView(val.buffer).getBigUint64(CONN_INFO.id, true)) !== connId) return;
     val[CONN_INFO.ignored] = 1;
     mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */);
   }

@@ -173,27 +173,34 @@ function decodeRecording(bytes: Uint8Array): TracerEvent[] {
   return out;
 }
 
+/** python's http.server on a fresh port, selected in a KernelTracer of this process, and a pump
+ * that collects its events (data copied out of the ring) until a condition holds or 10 s pass. */
+async function pythonUnderKernel(name: string) {
+  const dir = c.add(mkdtempSync(join(tmpdir(), `et-${name}-`)), (d) => rmSync(d, { recursive: true, force: true }));
+  writeFileSync(join(dir, "hello.json"), '{"hello":"world"}');
+  const p = port();
+  const srv = Bun.spawn(["/usr/bin/python3", "-m", "http.server", String(p), "--bind", "127.0.0.1"], { cwd: dir, stdout: "ignore", stderr: "ignore" });
+  c.add(srv, (x) => x.kill("SIGKILL"));
+  await waitForPort(p);
+  const k = c.add(await KernelTracer.start({ ringbufBytes: 1 << 22, maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false }), (x) => x.close());
+  expect(k.setPid(srv.pid!, MODE_BOTH)).toBe(0);
+  const events: TracerEvent[] = [];
+  const pump = async (until: () => boolean) => {
+    const deadline = Date.now() + 10_000;
+    while (!until() && Date.now() < deadline) {
+      k.source.drain((b, at, len) => {
+        const e = decodeEvent(b.subarray(at, at + len));
+        if (e) events.push(e.kind === "data" ? { ...e, data: e.data.slice() } : e);
+      }, 1000);
+      await Bun.sleep(10);
+    }
+  };
+  return { p, pid: srv.pid!, k, events, pump };
+}
+
 describe.skipIf(!!SKIP)("per-connection flags from user space", () => {
   test("CONN_F_NOCOPY through KernelTracer.setConnFlags: no data events, positions still in the close event", async () => {
-    const dir = c.add(mkdtempSync(join(tmpdir(), "et-nocopy-")), (d) => rmSync(d, { recursive: true, force: true }));
-    writeFileSync(join(dir, "hello.json"), '{"hello":"world"}');
-    const p = port();
-    const srv = Bun.spawn(["/usr/bin/python3", "-m", "http.server", String(p), "--bind", "127.0.0.1"], { cwd: dir, stdout: "ignore", stderr: "ignore" });
-    c.add(srv, (x) => x.kill("SIGKILL"));
-    await waitForPort(p);
-    const k = c.add(await KernelTracer.start({ ringbufBytes: 1 << 22, maxCapturePerCall: 0, captureAllMode: 0, notifyAllExec: false }), (x) => x.close());
-    expect(k.setPid(srv.pid!, MODE_BOTH)).toBe(0);
-    const events: TracerEvent[] = [];
-    const pump = async (until: () => boolean) => {
-      const deadline = Date.now() + 10_000;
-      while (!until() && Date.now() < deadline) {
-        k.source.drain((b, at, len) => {
-          const e = decodeEvent(b.subarray(at, at + len));
-          if (e) events.push(e.kind === "data" ? { ...e, data: e.data.slice() } : e);
-        }, 1000);
-        await Bun.sleep(10);
-      }
-    };
+    const { p, k, events, pump } = await pythonUnderKernel("nocopy");
     const sock = connect({ host: "127.0.0.1", port: p });
     let got = "";
     sock.on("data", (d) => (got += d.toString("latin1")));
@@ -211,6 +218,43 @@ describe.skipIf(!!SKIP)("per-connection flags from user space", () => {
     expect(events.filter((e) => e.kind === "data" && e.connId === open.connId)).toEqual([]);
     expect(close).toMatchObject({ recv: req.length, sent: got.length, flags: CONN_F_NOCOPY, tlsRecv: 0, tlsSent: 0 });
     expect(k.counters().noCopyBytes).toBe(req.length + got.length);
+  });
+});
+
+describe.skipIf(!!SKIP)("ignoring a connection user space does not want", () => {
+  test("KernelTracer.ignoreConn names the connection: once its fd is closed and reused, the newer connection on it is left alone", async () => {
+    const { p, pid, k, events, pump } = await pythonUnderKernel("ignore");
+    const opens = () => events.filter((e): e is ConnEvent => e.kind === "open" && e.localPort === p);
+    /** One HTTP/1.0 exchange on a new connection; `beforeRequest` runs once the kernel announced it. */
+    const exchange = async (beforeRequest: (open: ConnEvent) => void): Promise<ConnEvent> => {
+      const n = opens().length;
+      const sock = connect({ host: "127.0.0.1", port: p });
+      let got = "";
+      sock.on("data", (d) => (got += d.toString("latin1")));
+      const ended = new Promise((res) => sock.on("close", res));
+      await pump(() => opens().length > n);
+      const open = opens()[n]!;
+      expect(open).toBeDefined();
+      beforeRequest(open);
+      sock.write("GET /hello.json HTTP/1.0\r\nHost: ignore\r\n\r\n");
+      await ended;
+      expect(got).toEndWith('{"hello":"world"}');
+      await pump(() => events.some((e) => e.kind === "close" && e.connId === open.connId));
+      return open;
+    };
+    const dataOf = (id: number) => events.filter((e): e is DataEvent => e.kind === "data" && e.connId === id);
+    const a = await exchange(() => {});
+    expect(dataOf(a.connId).length).toBeGreaterThan(0);
+    // The server's next connection gets the fd `a` had: asking late to ignore `a` (as user space
+    // does when it reads a's events after the fact) must not silence `b`.
+    const b = await exchange((open) => {
+      expect(open.fd).toBe(a.fd);
+      k.ignoreConn(pid, a.fd, a.connId);
+    });
+    expect(dataOf(b.connId).length).toBeGreaterThan(0);
+    // and ignoring a connection by its own id does stop its data
+    const d = await exchange((open) => k.ignoreConn(pid, open.fd, open.connId));
+    expect(dataOf(d.connId)).toEqual([]);
   });
 });
 
