@@ -204,7 +204,9 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
     const s = syms.get(name)!;
     const code = elf.functionBytes(s);
     const copy = name === GO_READ ? goReadCopySite(code, s.value, syms.get(GO_MEMMOVE)?.value, syms.get(GO_READER_READ)?.value, arch) : undefined;
-    return { name, prog, code, base: fileOffset(elf, s), check: goStackCheck(code, arch), scan: arch === "x86_64" ? x86Rets(code) : arm64Rets(code), copy };
+    // RETs only where they are probed: a Read probed at its copy has none
+    const scan = copy === undefined ? (arch === "x86_64" ? x86Rets(code) : arm64Rets(code)) : undefined;
+    return { name, prog, base: fileOffset(elf, s), check: goStackCheck(code, arch), scan, copy };
   });
   // Entries on the stack check's branch (emulated: ~1 µs a hit instead of ~10, probe-site.ts) when
   // both functions have one: the kernel then skips the hit whose branch goes to morestack (the
@@ -213,12 +215,12 @@ function goStack(elf: ElfFile): FileAnalysis["stack"] | undefined {
   // Read's plaintext is taken where it is copied out when that CALL is found (one emulated probe
   // instead of one single-stepped RET per call), else at its RETs.
   for (const { name, prog, base, check, scan, copy } of fns) {
-    if (copy === undefined && (scan.error || scan.rets.length === 0)) {
+    if (scan && (scan.error || scan.rets.length === 0)) {
       return { kind: "go", version, arch, probes: [], decryptable: false, reason: `${name}: ${scan.error ?? "no RET instruction found"}` };
     }
     probes.push({ symbol: name, offset: base + (atBranch ? check!.branch : (check?.past ?? 0)), kind: "entry", program: `${prog}_entry` });
-    if (copy !== undefined) probes.push({ symbol: name, offset: base + copy, kind: "copy", program: `${prog}_copy` });
-    else probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
+    if (scan) probes.push({ symbol: name, offset: base, kind: "ret-offsets", program: `${prog}_ret`, retOffsets: scan.rets.map((r) => base + r) });
+    else probes.push({ symbol: name, offset: base + copy!, kind: "copy", program: `${prog}_copy` });
   }
   return { kind: "go", version, arch, probes, decryptable: true, go: { offsets: off.offsets, mapValue: encodeGoTlsOffsets(off.offsets, arch, atBranch, fns[0]!.copy !== undefined) } };
 }

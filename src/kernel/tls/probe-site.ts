@@ -104,24 +104,39 @@ function stackOnly(code: Uint8Array, off: number, n: number): boolean {
   return b0 === 0x48 && (code[off + 1] === 0x83 || code[off + 1] === 0x81) && code[off + 2] === 0xec && (n === 4 || n === 7);
 }
 
+/** Every instruction of one whole function (`code`) with its control flow, in one decoding walk;
+ * undefined when the code does not decode. */
+function x86Flows(code: Uint8Array): { at: number; n: number; flow: Flow }[] | undefined {
+  const out: { at: number; n: number; flow: Flow }[] = [];
+  for (let off = 0; off < code.length; ) {
+    const n = x86InstructionLength(code, off);
+    if (n < 0) return undefined;
+    out.push({ at: off, n, flow: flowOf(code, off, n) });
+    off += n;
+  }
+  return out;
+}
+
+/** The CALL rel32 targets of `flows` (a function at `vaddr`), or undefined when it calls through a
+ * pointer or jumps outside itself (a tail call: its work would not be all in the calls listed). */
+function callTargetsOf(flows: { flow: Flow }[], vaddr: number, size: number): number[] | undefined {
+  const out: number[] = [];
+  for (const { flow: f } of flows) {
+    if (f.kind === "indirect") return undefined;
+    if (f.kind === "jump" && (f.target < 0 || f.target >= size)) return undefined;
+    if (f.kind === "call") out.push(vaddr + f.target);
+  }
+  return out;
+}
+
 /**
  * Every CALL rel32 target of one whole function (`code`, at virtual address `vaddr`), or
  * undefined when the code does not decode, calls through a pointer, or jumps outside itself (a
  * tail call: its work would not be all in the calls listed).
  */
 export function x86CallTargets(code: Uint8Array, vaddr: number): number[] | undefined {
-  const out: number[] = [];
-  let off = 0;
-  while (off < code.length) {
-    const n = x86InstructionLength(code, off);
-    if (n < 0) return undefined;
-    const f = flowOf(code, off, n);
-    if (f.kind === "indirect") return undefined;
-    if (f.kind === "jump" && (f.target < 0 || f.target >= code.length)) return undefined;
-    if (f.kind === "call") out.push(vaddr + f.target);
-    off += n;
-  }
-  return out;
+  const flows = x86Flows(code);
+  return flows && callTargetsOf(flows, vaddr, code.length);
 }
 
 /**
@@ -130,16 +145,14 @@ export function x86CallTargets(code: Uint8Array, vaddr: number): number[] | unde
  * wrapper's argument registers unchanged. Undefined for anything else.
  */
 export function x86ThinWrapperCallee(code: Uint8Array, vaddr: number): number | undefined {
-  const calls = x86CallTargets(code, vaddr);
+  const flows = x86Flows(code);
+  const calls = flows && callTargetsOf(flows, vaddr, code.length);
   if (calls === undefined || calls.length !== 1) return undefined;
-  let off = 0;
-  for (;;) {
-    const n = x86InstructionLength(code, off);
-    if (n < 0) return undefined;
-    if (flowOf(code, off, n).kind === "call") return calls[0];
-    if (!stackOnly(code, off, n)) return undefined;
-    off += n;
+  for (const { at, n, flow } of flows!) {
+    if (flow.kind === "call") return calls[0];
+    if (!stackOnly(code, at, n)) return undefined;
   }
+  return undefined;
 }
 
 /**
@@ -183,27 +196,25 @@ export function goStackCheck(code: Uint8Array, arch: "x86_64" | "aarch64"): { br
  * pointer call nothing known and are not listed. x86-64: CALL rel32; arm64: BL.
  */
 export function directCallsTo(code: Uint8Array, vaddr: number, target: number, arch: "x86_64" | "aarch64"): number[] | undefined {
-  const out: number[] = [];
+  return directCalls(code, vaddr, arch)?.filter((c) => c.target === target).map((c) => c.at);
+}
+
+/** Every direct call of one whole function: its offset and its target's virtual address. */
+function directCalls(code: Uint8Array, vaddr: number, arch: "x86_64" | "aarch64"): { at: number; target: number }[] | undefined {
   if (arch === "aarch64") {
     if (code.length % 4) return undefined;
+    const out: { at: number; target: number }[] = [];
     const v = new DataView(code.buffer, code.byteOffset, code.byteLength);
     for (let at = 0; at < code.length; at += 4) {
       const w = v.getUint32(at, true);
       if ((w & 0xfc000000) >>> 0 !== 0x94000000) continue; // BL imm26
       const imm = ((w & 0x03ffffff) << 6) >> 6; // sign-extended words
-      if (vaddr + at + imm * 4 === target) out.push(at);
+      out.push({ at, target: vaddr + at + imm * 4 });
     }
     return out;
   }
-  let off = 0;
-  while (off < code.length) {
-    const n = x86InstructionLength(code, off);
-    if (n < 0) return undefined;
-    const f = flowOf(code, off, n);
-    if (f.kind === "call" && vaddr + f.target === target) out.push(off);
-    off += n;
-  }
-  return out;
+  const flows = x86Flows(code);
+  return flows?.flatMap(({ at, flow }) => (flow.kind === "call" ? [{ at, target: vaddr + flow.target }] : []));
 }
 
 /**
@@ -219,8 +230,8 @@ export function directCallsTo(code: Uint8Array, vaddr: number, target: number, a
  */
 export function goReadCopySite(code: Uint8Array, vaddr: number, memmove: number | undefined, readerRead: number | undefined, arch: "x86_64" | "aarch64"): number | undefined {
   if (memmove === undefined) return undefined;
-  const copies = directCallsTo(code, vaddr, memmove, arch);
-  if (copies === undefined || copies.length !== 1) return undefined;
-  if (readerRead !== undefined && directCallsTo(code, vaddr, readerRead, arch)!.length > 0) return undefined;
-  return copies[0];
+  const calls = directCalls(code, vaddr, arch);
+  const copies = calls?.filter((c) => c.target === memmove);
+  if (copies === undefined || copies.length !== 1 || calls!.some((c) => c.target === readerRead)) return undefined;
+  return copies[0]!.at;
 }
