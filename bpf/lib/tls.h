@@ -570,6 +570,19 @@ static __always_inline int go_enter(struct pt_regs *regs, __u8 fn, __u8 dir, con
 	return 0;
 }
 
+/* The `n` plaintext bytes at `buf` a Read of *tls.Conn `conn` returns, recorded with `mode` and
+ * `dir` at its entry: on the connection of conn's fd, unless that connection's role is not wanted. */
+static __always_inline void go_read_emit(struct pt_regs *regs, __u64 pid_tgid, struct go_tls_offsets *o, __u64 conn, __u8 mode,
+					 __u8 dir, __u64 buf, __s64 n, const int lp)
+{
+	if (n <= 0 || n > 0x7fffffff)
+		return;
+	int fd, skip;
+	struct conn_info *ci = go_conn(regs, pid_tgid, o, conn, mode, &fd, &skip);
+	if (!skip)
+		tls_emit(regs, pid_tgid, ci, buf, (__u32)n, dir, 0, fd, lp);
+}
+
 /* At a RET of (*Conn).Read/Write: n in the first result register. */
 static __always_inline int go_ret(struct pt_regs *regs, __u8 fn, const int lp)
 {
@@ -592,13 +605,7 @@ static __always_inline int go_ret(struct pt_regs *regs, __u8 fn, const int lp)
 			count(CNT_TLS_GO_SHORT_WRITES, 1);
 		return 0;
 	}
-	if (n <= 0 || n > 0x7fffffff)
-		return 0;
-	int fd, skip;
-	struct conn_info *ci = go_conn(regs, pid_tgid, o, c.ssl, c.mode, &fd, &skip);
-	if (skip)
-		return 0;
-	tls_emit(regs, pid_tgid, ci, c.buf, (__u32)n, c.dir, 0, fd, lp);
+	go_read_emit(regs, pid_tgid, o, c.ssl, c.mode, c.dir, c.buf, n, lp);
 	return 0;
 }
 
@@ -642,16 +649,7 @@ static __always_inline int go_copy(struct pt_regs *regs, const int lp)
 		return 0;
 	}
 	cp->fn = 0;
-	__u64 conn = cp->ssl;
-	__u8 mode = cp->mode, dir = cp->dir;
-	__s64 n = (__s64)GO_ARG2(regs);
-	if (n <= 0 || n > 0x7fffffff)
-		return 0;
-	int fd, skip;
-	struct conn_info *ci = go_conn(regs, pid_tgid, o, conn, mode, &fd, &skip);
-	if (skip)
-		return 0;
-	tls_emit(regs, pid_tgid, ci, GO_ARG1(regs), (__u32)n, dir, 0, fd, lp);
+	go_read_emit(regs, pid_tgid, o, cp->ssl, cp->mode, cp->dir, GO_ARG1(regs), (__s64)GO_ARG2(regs), lp);
 	return 0;
 }
 
