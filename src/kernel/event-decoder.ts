@@ -90,10 +90,6 @@ function cString(bytes: Uint8Array, dec: TextDecoder = latin1): string {
   return dec.decode(end < 0 ? bytes : bytes.subarray(0, end));
 }
 
-/** Returns the record's type, or 0 for a record too short to have one. */
-export function recordType(rec: Uint8Array): number {
-  return rec.length >= 4 ? rec[0]! | (rec[1]! << 8) | (rec[2]! << 16) | (rec[3]! << 24) : 0;
-}
 
 
 /** Decodes one record; undefined for unknown types or short records (the caller counts them). */
@@ -105,12 +101,12 @@ export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
 export function decodeEventAt(buf: Uint8Array, at: number, len: number): TracerEvent | undefined {
   // Data records are most of the ring: read straight from the reader's bytes (no view of the
   // record, no DataView, and no `buffer` getter, which JSC makes costly on views).
-  if (len >= 4 && le32(buf, at) === EV.DATA) return len >= D.data ? decodeData(buf, at, len) : undefined;
-  return decodeOther(buf.subarray(at, at + len));
+  const type = len >= 4 ? le32(buf, at) : 0;
+  if (type === EV.DATA) return len >= D.data ? decodeData(buf, at, len) : undefined;
+  return decodeOther(buf.subarray(at, at + len), type);
 }
 
-function decodeOther(rec: Uint8Array): TracerEvent | undefined {
-  const type = recordType(rec);
+function decodeOther(rec: Uint8Array, type: number): TracerEvent | undefined {
   const dv = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
   if (type === EV.CONN_OPEN || type === EV.CONN_CLOSE || type === EV.LISTEN) return rec.length >= C.$size ? decodeConn(rec, dv, type) : undefined;
   if (type === EV.PROC_EXEC || type === EV.PROC_FORK || type === EV.PROC_EXIT) return rec.length >= P.path ? decodeProc(rec, dv, type) : undefined;

@@ -88,7 +88,6 @@ export function authSchemesOf(attrs: Span["attributes"]): string[] {
 export class ApiInventory {
   /** service → direction → route → entry: looked up with the strings a span carries, no key built */
   private readonly entries = new Map<string, { server: Map<string, ApiEntry>; client: Map<string, ApiEntry> }>();
-  private size = 0;
   private dirty = false;
   private timer: ReturnType<typeof setInterval> | undefined;
   private overflow = 0;
@@ -110,11 +109,7 @@ export class ApiInventory {
     try {
       const doc = JSON.parse(text) as { version?: number; entries?: ApiEntry[] };
       if (doc.version !== FORMAT_VERSION || !Array.isArray(doc.entries)) throw new Error(`unknown format (version ${doc.version})`);
-      for (const e of doc.entries.slice(0, MAX_ENTRIES)) {
-        const routes = this.routesOf(String(e.service), e.direction === "client" ? "client" : "server");
-        if (!routes.has(e.route)) this.size++;
-        routes.set(e.route, e);
-      }
+      for (const e of doc.entries.slice(0, MAX_ENTRIES)) this.routesOf(String(e.service), e.direction === "client" ? "client" : "server").set(e.route, e);
     } catch (e) {
       this.log?.warn("api inventory: file is not a valid inventory; starting empty (it is replaced at the next save)", { file: this.path, error: String((e as Error).message ?? e) });
     }
@@ -142,7 +137,7 @@ export class ApiInventory {
     let e = routes.get(route);
     const t = Number(span.startTimeUnixNano / 1_000_000n);
     if (!e) {
-      if (this.size >= MAX_ENTRIES) {
+      if (this.count() >= MAX_ENTRIES) {
         this.overflow++;
         return;
       }
@@ -151,7 +146,6 @@ export class ApiInventory {
         requestContentTypes: [], responseContentTypes: [], authSchemes: [], redacted: false, tls: false, plaintext: false,
       };
       routes.set(route, e);
-      this.size++;
     }
     e.count++;
     if (t > e.lastSeen) e.lastSeen = t;
@@ -177,6 +171,13 @@ export class ApiInventory {
     const out: ApiEntry[] = [];
     for (const d of this.entries.values()) out.push(...d.server.values(), ...d.client.values());
     return out;
+  }
+
+  /** Entries held (a new entry's check: services are few) */
+  private count(): number {
+    let n = 0;
+    for (const d of this.entries.values()) n += d.server.size + d.client.size;
+    return n;
   }
 
   private routesOf(service: string, direction: "server" | "client"): Map<string, ApiEntry> {
@@ -209,7 +210,7 @@ export class ApiInventory {
   }
 
   stats(): Record<string, number> {
-    return { TrackedApis: this.size, InventoryOverflow: this.overflow, InventoryWriteErrors: this.writeErrors };
+    return { TrackedApis: this.count(), InventoryOverflow: this.overflow, InventoryWriteErrors: this.writeErrors };
   }
 }
 
