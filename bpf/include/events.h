@@ -159,6 +159,15 @@ struct settings {
 };
 _Static_assert(sizeof(struct settings) == 12, "settings layout");
 
+/* The object's read-only data: its one variable `load_cfg` (lib/maps.h), written by user space
+ * before load (src/kernel/tracer.ts). The verifier reads these as constants, so a path one turns
+ * off is never verified: it may call helpers and use maps the kernel lacks. */
+struct load_config {
+	__u8 task_storage; /* 1: per-thread TLS state in task local storage (5.11+ with kernel BTF), else an LRU hash */
+	__u8 _pad[7];
+};
+_Static_assert(sizeof(struct load_config) == 8, "load_config layout");
+
 /* Key of the `exe_names` map: a process's comm (as set by execve, 15 chars + NUL), zero-padded. */
 struct comm_key {
 	__u8 comm[COMM_LEN];
@@ -197,6 +206,7 @@ enum {
 	CNT_NOCOPY_BYTES,      /* bytes of CONN_F_NOCOPY connections, counted and not copied */
 	CNT_TLS_GO_SHORT_WRITES, /* Go (*tls.Conn).Write calls that sent less than the plaintext emitted at entry */
 	CNT_TLS_GO_COPY_UNMATCHED, /* hits of Go's Read copy probe with no Read in flight into that buffer: nothing emitted */
+	CNT_TLS_CALL_UNTRACKED, /* TLS calls (C libraries) whose entry got no per-thread slot: their plaintext is not emitted */
 	CNT_COUNT,
 };
 

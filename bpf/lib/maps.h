@@ -3,6 +3,9 @@
 #ifndef EBPF_TRACER_MAPS_H
 #define EBPF_TRACER_MAPS_H
 
+/* Load-time settings (include/events.h struct load_config): .rodata, frozen at load. */
+const volatile struct load_config load_cfg = {};
+
 /* How the saved buffer argument of a syscall is shaped (syscalls.def IO_KIND column). */
 enum {
 	IO_BUF = 0,     /* (fd, buf, len) */
@@ -92,7 +95,7 @@ struct {
 #define PID_SET 0x80
 #define PID_TLS 0x40 /* the process is in tls_procs (lib/tls.h), kept apart from PID_SET | mode */
 /* Set by the kernel at a TLS call's entry (tls_enter): until then no TLS call can be in flight in
- * the process, and its socket syscalls skip the tls_calls lookup (tls_note_socket). Kept with
+ * the process, and its socket syscalls skip the per-thread TLS lookup (tls_note_socket). Kept with
  * PID_TLS by every writer; lost only to a write racing it, which the next TLS entry repairs. */
 #define PID_TLS_CALLS 0x20
 struct pid_page {

@@ -22,7 +22,7 @@ struct tls_call {
 	__u64 buf;     /* plaintext buffer (user space) */
 	__u64 lenp;    /* _ex: size_t *readbytes / *written; Go writes: len(b); else 0 */
 	__u64 sk;      /* struct sock * seen by a nested socket syscall; 0 = none yet */
-	__u8 fn;       /* TLS_FN_*; 0 = no call in flight (a tls_calls slot between calls) */
+	__u8 fn;       /* TLS_FN_*; 0 = no call in flight (a thread's slot between calls) */
 	__u8 dir;      /* DIR_* */
 	__u8 mode;     /* Go: the process's MODE_* at entry (C calls read it at return) */
 	__u8 _pad[5];
@@ -67,15 +67,48 @@ _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
 #define GO_F_READ_AT_COPY 4
 
 
-/* C calls in flight, per thread. A thread's slot stays between calls with fn = 0: the entry and
- * return probes then write it in place instead of inserting and deleting an LRU element on every
- * SSL_read/SSL_write (most of their cost). Slots of threads that exited age out by LRU. */
+/* A thread's TLS state (C libraries): its call in flight, kept between calls with fn = 0 (the
+ * entry and return probes write it in place instead of inserting and deleting an element per
+ * SSL_read/SSL_write), and the memory-BIO fallback. */
+struct tls_thread {
+	struct tls_call call;
+	__u64 last_sk; /* the TLS socket the thread last did socket I/O on outside a TLS call; 0 = none */
+};
+
+/* Where struct tls_thread lives: in the task itself where the kernel allows it (load_cfg.task_storage:
+ * a lookup through the task pointer, ~30 ns cheaper than hashing pid_tgid, bench/README.md, and
+ * freed with the thread), else in an LRU hash by pid_tgid whose slots of exited threads age out.
+ * Each kernel creates only the map it uses (src/kernel/tracer.ts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_thread);
+} tls_task SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* pid_tgid */
-	__type(value, struct tls_call);
-} tls_calls SEC(".maps");
+	__type(value, struct tls_thread);
+} tls_threads SEC(".maps");
+
+#define TLS_THREAD_CREATE 1
+
+/* The current thread's TLS state; with TLS_THREAD_CREATE a zeroed one is made when it has none.
+ * NULL: none (or none could be made: the caller counts what that loses). */
+static __always_inline struct tls_thread *tls_thread(__u64 pid_tgid, const int create)
+{
+	if (load_cfg.task_storage)
+		return bpf_task_storage_get(&tls_task, bpf_get_current_task_btf(), 0,
+					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	struct tls_thread *t = bpf_map_lookup_elem(&tls_threads, &pid_tgid);
+	if (t || !create)
+		return t;
+	struct tls_thread zero = {};
+	bpf_map_update_elem(&tls_threads, &pid_tgid, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tls_threads, &pid_tgid);
+}
 
 /* Go calls in flight, per goroutine. */
 struct {
@@ -92,15 +125,6 @@ struct {
 	__type(key, struct tls_ssl_key);
 	__type(value, __u64); /* struct sock * */
 } tls_ssl_sock SEC(".maps");
-
-/* The TLS socket a thread of a selected process last did socket I/O on (memory-BIO fallback;
- * read for TLS-probed processes only). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, __u64);
-} tls_thread_sock SEC(".maps");
 
 /* tgid → 1 for processes whose TLS is captured (selected, uprobes enabled, no exclusion rule),
  * written by user space: uprobe entries of other processes stop here, and the socket hook costs
@@ -225,10 +249,11 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 	__u8 *b;
 	if (!tls_proc_at(pid_tgid >> 32, &b))
 		return 0;
+	struct tls_thread *t = NULL;
 	if (!b || (*b & PID_TLS_CALLS)) {
-		struct tls_call *c = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-		if (c && c->fn) {
-			c->sk = sk;
+		t = tls_thread(pid_tgid, 0);
+		if (t && t->call.fn) {
+			t->call.sk = sk;
 			return 1;
 		}
 	}
@@ -236,11 +261,10 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 	 * that logs to a stdout socketpair between two requests must not have its next request
 	 * inferred onto that socket. */
 	if (ci && (ci->flags & CONN_F_TLS)) {
-		__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
-		if (!last)
-			bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
-		else if (*last != sk)
-			*last = sk;
+		if (!t)
+			t = tls_thread(pid_tgid, TLS_THREAD_CREATE);
+		if (t && t->last_sk != sk)
+			t->last_sk = sk;
 	}
 	return 0;
 }
@@ -281,13 +305,13 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	/* before the call is recorded: its nested syscalls look for it from now on */
 	if (b && !(*b & PID_TLS_CALLS))
 		*b |= PID_TLS_CALLS;
-	struct tls_call *slot = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (!slot) {
-		struct tls_call c = { .ssl = ssl, .buf = buf, .lenp = lenp, .fn = fn, .dir = dir };
-		bpf_map_update_elem(&tls_calls, &pid_tgid, &c, BPF_NOEXIST);
+	struct tls_thread *t = tls_thread(pid_tgid, TLS_THREAD_CREATE);
+	if (!t) {
+		count(CNT_TLS_CALL_UNTRACKED, 1);
 		return 0;
 	}
 	/* A call in flight is the outer one (SSL_write → SSL_write_ex): it keeps the slot. */
+	struct tls_call *slot = &t->call;
 	if (slot->fn)
 		return 0;
 	slot->ssl = ssl;
@@ -313,9 +337,10 @@ static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 s
 static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tls_call *cp = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (!cp || cp->fn != fn)
+	struct tls_thread *t = tls_thread(pid_tgid, 0);
+	if (!t || t->call.fn != fn)
 		return 0;
+	struct tls_call *cp = &t->call;
 	cp->fn = 0; /* the slot is free again; what follows reads its fields */
 	/* SSL_read/SSL_write returning <= 0 (WANT_READ, WANT_WRITE, errors) and _ex returning 0
 	 * moved nothing: out before any other work. */
@@ -347,12 +372,9 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 		__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
 		if (p) {
 			sk = *p;
-		} else {
-			p = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
-			if (p) {
-				sk = *p;
-				inferred = 1;
-			}
+		} else if (t->last_sk) {
+			sk = t->last_sk;
+			inferred = 1;
 		}
 	}
 	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;

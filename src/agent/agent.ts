@@ -309,6 +309,7 @@ export class Agent {
       NoCopyBytes: k.noCopyBytes,
       TlsGoShortWrites: k.tlsGoShortWrites,
       TlsGoCopyUnmatched: k.tlsGoCopyUnmatched,
+      TlsCallsUntracked: k.tlsCallsUntracked,
       PeekCallsSkipped: k.peekSkipped,
       MmsgOverflow: k.mmsgOverflow,
       SocketsClosedByKernel: k.sockClosed,

@@ -61,6 +61,7 @@ export const LAYOUT = {
     max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7,
     has_cgroups: 8, pid_bytes: 9, has_conn_ctl: 10, _pad1: 11, $size: 12,
   },
+  load_config: { task_storage: 0, _pad: 1, $size: 8 },
   comm_key: { comm: 0, $size: 16 },
   tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },
 } as const;
@@ -81,7 +82,8 @@ export const CNT = {
   NOCOPY_BYTES: 9 + 2 * SYS_COUNT,
   TLS_GO_SHORT_WRITES: 10 + 2 * SYS_COUNT,
   TLS_GO_COPY_UNMATCHED: 11 + 2 * SYS_COUNT,
-  COUNT: 12 + 2 * SYS_COUNT,
+  TLS_CALL_UNTRACKED: 12 + 2 * SYS_COUNT,
+  COUNT: 13 + 2 * SYS_COUNT,
 } as const;
 
 /** BPF map value for `conns` (keyed by struct sock address; the `fds` map leads from

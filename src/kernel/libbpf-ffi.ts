@@ -57,6 +57,8 @@ const LIBBPF_SYMBOLS = {
   bpf_map__set_map_flags: { args: [P, u32], returns: i32 },
   bpf_map__set_key_size: { args: [P, u32], returns: i32 },
   bpf_map__set_value_size: { args: [P, u32], returns: i32 },
+  bpf_map__set_autocreate: { args: [P, bool], returns: i32 },
+  bpf_map__set_initial_value: { args: [P, P, u64], returns: i32 },
   libbpf_probe_bpf_map_type: { args: [u32, P], returns: i32 },
   libbpf_probe_bpf_helper: { args: [u32, u32, P], returns: i32 },
   perf_buffer__new_raw: { args: [i32, u64, P, P, P, P], returns: P },
@@ -326,6 +328,19 @@ export class BpfObject {
     const r = b().bpf_map__set_type(m, type) || b().bpf_map__set_key_size(m, keySize) ||
       b().bpf_map__set_value_size(m, valueSize) || b().bpf_map__set_max_entries(m, maxEntries);
     if (r) throw new TracerError("BPF", `cannot reshape map ${map}: ${strerror(r)}`);
+  }
+
+  /** Whether libbpf creates `map` at load: a map the kernel lacks is left out, and the paths
+   * that use it must be dead code there (turned off through the read-only data). */
+  setAutocreate(map: string, on: boolean): void {
+    const r = b().bpf_map__set_autocreate(this.map(map), on);
+    if (r) throw new TracerError("BPF", `cannot ${on ? "create" : "leave out"} map ${map}: ${strerror(r)}`);
+  }
+
+  /** The object's read-only data (.rodata) before load: `bytes` replace it whole. */
+  setReadOnlyData(bytes: Uint8Array): void {
+    const r = b().bpf_map__set_initial_value(this.map(".rodata"), ptr(bytes), bytes.length);
+    if (r) throw new TracerError("BPF", `cannot set the read-only data (${bytes.length} bytes): ${strerror(r)}`);
   }
 
   setAutoload(prog: string, on: boolean): void {

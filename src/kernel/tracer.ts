@@ -55,6 +55,8 @@ export interface KernelCounters {
   tlsGoShortWrites: number;
   /** hits of Go's Read copy probe with no Read in flight into that buffer (nothing emitted) */
   tlsGoCopyUnmatched: number;
+  /** TLS calls (C libraries) whose entry got no per-thread slot: their plaintext is not emitted */
+  tlsCallsUntracked: number;
   /** recv calls with MSG_PEEK, skipped */
   peekSkipped: number;
   /** sendmmsg/recvmmsg calls with more messages than the kernel's msg_len sum walks (never expected) */
@@ -81,11 +83,25 @@ export function ensureTracefs(): string {
 
 const BPF_MAP_TYPE_ARRAY = 2;
 const BPF_MAP_TYPE_RINGBUF = 27;
+const BPF_MAP_TYPE_TASK_STORAGE = 29;
 const BPF_PROG_TYPE_KPROBE = 2;
 const BPF_PROG_TYPE_TRACEPOINT = 5;
 const BPF_FUNC_loop = 181;
 const BPF_FUNC_get_current_task_btf = 158;
 const BPF_FUNC_task_pt_regs = 175;
+const BPF_FUNC_task_storage_get = 156;
+
+/**
+ * Whether the BPF side keeps per-thread TLS state in task local storage (5.11+: the map type and,
+ * for uprobes and tracepoints, its helper and the task's BTF pointer) instead of an LRU hash by
+ * pid_tgid. The verifier needs the kernel's own BTF for the task pointer, so a kernel without
+ * /sys/kernel/btf/vmlinux (or one hiding it) keeps the hash.
+ */
+function taskStorageUsable(): boolean {
+  return existsSync("/sys/kernel/btf/vmlinux") && probeMapType(BPF_MAP_TYPE_TASK_STORAGE) === 1 &&
+    [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
+      [BPF_FUNC_task_storage_get, BPF_FUNC_get_current_task_btf].every((f) => probeHelper(t, f) === 1));
+}
 
 export function kprobesAvailable(tracefs: string | undefined): boolean {
   return existsSync("/sys/bus/event_source/devices/kprobe/type") || (!!tracefs && existsSync(`${tracefs}/kprobe_events`));
@@ -219,6 +235,12 @@ export class KernelTracer {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
+      const taskStorage = taskStorageUsable();
+      obj.setAutocreate(taskStorage ? "tls_threads" : "tls_task", false);
+      const C = LAYOUT.load_config;
+      const cfg = new Uint8Array(C.$size);
+      cfg[C.task_storage] = taskStorage ? 1 : 0;
+      obj.setReadOnlyData(cfg);
       const pidPages = pidBytesPages();
       if (pidPages) obj.setMaxEntries("pid_bytes", pidPages);
       else {
@@ -274,7 +296,7 @@ export class KernelTracer {
         },
       });
       tracer.probes.attachStart();
-      log.debug("BPF programs attached", { libbpf: version, mode, buffer, attached: tracer.attached.length, skipped: plan.skipped });
+      log.debug("BPF programs attached", { libbpf: version, mode, buffer, taskStorage, attached: tracer.attached.length, skipped: plan.skipped });
       return tracer;
     } catch (e) {
       if (tracer) tracer.close();
@@ -578,6 +600,7 @@ export class KernelTracer {
       noCopyBytes: sum(CNT.NOCOPY_BYTES),
       tlsGoShortWrites: sum(CNT.TLS_GO_SHORT_WRITES),
       tlsGoCopyUnmatched: sum(CNT.TLS_GO_COPY_UNMATCHED),
+      tlsCallsUntracked: sum(CNT.TLS_CALL_UNTRACKED),
       peekSkipped: sum(CNT.PEEK_SKIPPED),
       mmsgOverflow: sum(CNT.MMSG_OVERFLOW),
       sockClosed: sum(CNT.SOCK_CLOSED),
