@@ -72,7 +72,26 @@ _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
  * SSL_read/SSL_write), and the memory-BIO fallback. */
 struct tls_thread {
 	struct tls_call call;
-	__u64 last_sk; /* the TLS socket the thread last did socket I/O on outside a TLS call; 0 = none */
+	__u64 last_sk;    /* the TLS socket the thread last did socket I/O on outside a TLS call; 0 = none */
+	/* Where call.sk came from (TLS_SK_*), and with it: */
+	__u64 conn_id;    /* TLS_SK_CACHED: the connection the cache saw on that socket */
+	__u32 pending[2]; /* ciphertext bytes per DIR_* that nested syscalls moved on call.sk, added to
+			   * its connection at the call's return (tls_exit) */
+	__s32 fd;         /* the socket's fd: the cache's, or the nested syscall's that named it */
+	__u8 sk_from;
+	__u8 _pad[3];
+};
+
+/* tls_thread.sk_from: the call's socket not looked for yet; none known; the SSL*'s socket from
+ * tls_ssl_sock (checked against its connection id at return); named by a nested syscall. */
+enum { TLS_SK_UNTRIED = 0, TLS_SK_NONE, TLS_SK_CACHED, TLS_SK_NAMED };
+
+/* Value of tls_ssl_sock: the socket an SSL* last used, its connection and fd. */
+struct tls_sock_ref {
+	__u64 sk;
+	__u64 conn_id;
+	__s32 fd;
+	__u32 _pad;
 };
 
 /* Where struct tls_thread lives: in the task itself where the kernel allows it (load_cfg.task_storage:
@@ -118,12 +137,13 @@ struct {
 	__type(value, struct tls_call);
 } tls_go_calls SEC(".maps");
 
-/* The socket an SSL* last used: buffered reads make no syscall. Forgotten at SSL_free. */
+/* The socket an SSL* last used: buffered reads make no syscall, and the socket syscalls of a call
+ * on it need no fd and connection lookups (tls_nested_known). Forgotten at SSL_free. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct tls_ssl_key);
-	__type(value, __u64); /* struct sock * */
+	__type(value, struct tls_sock_ref);
 } tls_ssl_sock SEC(".maps");
 
 /* tgid → 1 for processes whose TLS is captured (selected, uprobes enabled, no exclusion rule),
@@ -232,30 +252,88 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 
 /* ---- nested-syscall hook (called from the socket syscall exit path) --------------------------- */
 
-/* Records socket `sk` (connection `ci`, or NULL when untracked) in the thread's active TLS call,
- * or, outside a TLS call and when it carries TLS records, as the thread's last socket. Returns 1
- * when a TLS call is active on this thread: the syscall's payload is ciphertext. Both are written
- * in place when the thread already has an entry: a socket syscall of a TLS connection costs
- * lookups, not LRU updates.
+/* Loads the socket the call's SSL* last used (tls_ssl_sock) into the thread's call: at most once
+ * per call, by its first socket syscall that moved bytes or by its return. */
+static __noinline void tls_load_cached(struct tls_thread *t, __u32 tgid)
+{
+	struct tls_ssl_key key = { .tgid = tgid, .ssl = t->call.ssl };
+	struct tls_sock_ref *r = bpf_map_lookup_elem(&tls_ssl_sock, &key);
+	if (!r) {
+		t->sk_from = TLS_SK_NONE;
+		return;
+	}
+	t->call.sk = r->sk;
+	t->conn_id = r->conn_id;
+	t->fd = r->fd;
+	t->sk_from = TLS_SK_CACHED;
+}
+
+/* Adds ciphertext bytes moved inside a TLS call to connection ci's socket-layer streams, as
+ * socket_bytes() would have at each syscall (an ignored connection's streams stay put). */
+static __always_inline void tls_apply_pending(struct conn_info *ci, __u32 recv, __u32 send)
+{
+	if (ci && ci->ignored)
+		return;
+	if (ci) {
+		if (recv)
+			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_RECV], (__u64)recv);
+		if (send)
+			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_SEND], (__u64)send);
+	}
+	count(CNT_TLS_SKIPPED_BYTES, (__u64)recv + send);
+}
+
+/* The thread's TLS state for a socket syscall that moved bytes in a TLS-probed process (pid byte
+ * `b`, NULL beyond the array), or NULL when no TLS call can be in flight: a probed process that
+ * has made no TLS call yet (a plain HTTP server in a binary that carries OpenSSL) leaves on
+ * PID_TLS_CALLS before any lookup, as other processes do on PID_TLS (tls_proc_at). */
+static __always_inline struct tls_thread *tls_nested_thread(__u64 pid_tgid, __u8 *b)
+{
+	if (b && !(*b & PID_TLS_CALLS))
+		return NULL;
+	return tls_thread(pid_tgid, 0);
+}
+
+/* A socket syscall inside a TLS call, on the fd of the call's socket when that is known: the
+ * socket the call's SSL* last used (TLS_SK_CACHED, checked against its connection id at return)
+ * or the one an earlier syscall of this call named (TLS_SK_NAMED). Its bytes (ciphertext) are
+ * kept on the call and reach the connection at the call's return: the syscall needs no fd or
+ * connection lookup. Returns 1 when it took the bytes. */
+static __always_inline int tls_nested_known(struct tls_thread *t, __u32 tgid, int fd, __u8 dir, __u64 total)
+{
+	if (!t || !t->call.fn)
+		return 0;
+	if (t->sk_from == TLS_SK_UNTRIED)
+		tls_load_cached(t, tgid);
+	if ((t->sk_from != TLS_SK_CACHED && t->sk_from != TLS_SK_NAMED) || t->fd != fd)
+		return 0;
+	t->pending[dir & 1] += (__u32)total;
+	return 1;
+}
+
+/* Records socket `sk` (connection `ci`, or NULL when untracked) on fd `fd` in the thread's active
+ * TLS call, or, outside a TLS call and when it carries TLS records, as the thread's last socket.
+ * `t`: the thread's state from tls_nested_thread (NULL: none, or not looked up). Returns 1 when a
+ * TLS call is active on this thread: the syscall's payload is ciphertext. Both are written in
+ * place when the thread already has state: a socket syscall of a TLS connection costs lookups,
+ * not LRU updates.
  * The last socket is the memory-BIO fallback (tls_exit), and a memory BIO does its socket I/O
  * outside the TLS calls: a syscall inside one names its own call's socket, which that call's
- * SSL* keeps (tls_ssl_sock), so it is not recorded twice (one lookup less per nested syscall). */
-static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci)
+ * SSL* keeps (tls_ssl_sock), so it is not recorded twice. */
+static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci, int fd, struct tls_thread *t)
 {
-	/* Only TLS-probed processes have TLS calls in flight (tls_enter) or read the last socket:
-	 * the others leave on their PID_TLS bit, before any hash lookup. A probed process that has
-	 * made no TLS call yet (a plain HTTP server in a binary that carries OpenSSL: node) has none
-	 * in flight either (PID_TLS_CALLS). */
-	__u8 *b;
-	if (!tls_proc_at(pid_tgid >> 32, &b))
-		return 0;
-	struct tls_thread *t = NULL;
-	if (!b || (*b & PID_TLS_CALLS)) {
-		t = tls_thread(pid_tgid, 0);
-		if (t && t->call.fn) {
-			t->call.sk = sk;
-			return 1;
+	if (t && t->call.fn) {
+		/* bytes kept for the call's socket go to it before the call moves to another one */
+		if (t->call.sk != sk && (t->pending[0] | t->pending[1])) {
+			__u64 old = t->call.sk;
+			tls_apply_pending(bpf_map_lookup_elem(&conns, &old), t->pending[DIR_RECV], t->pending[DIR_SEND]);
+			t->pending[DIR_RECV] = 0;
+			t->pending[DIR_SEND] = 0;
 		}
+		t->call.sk = sk;
+		t->fd = fd;
+		t->sk_from = TLS_SK_NAMED;
+		return 1;
 	}
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
@@ -319,32 +397,68 @@ static __always_inline int tls_enter(__u8 fn, __u8 dir, __u64 ssl, __u64 buf, __
 	slot->lenp = lenp;
 	slot->sk = 0;
 	slot->dir = dir;
+	t->sk_from = TLS_SK_UNTRIED;
+	t->pending[DIR_RECV] = 0;
+	t->pending[DIR_SEND] = 0;
 	slot->fn = fn;
 	return 0;
 }
 
-/* The socket SSL* `ssl` of process `tgid` last used is `sk`: written in place when known. */
-static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 sk)
+/* The socket SSL* `ssl` of process `tgid` last used is `sk` (connection `conn_id`, fd `fd`):
+ * written in place when known. */
+static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 sk, __u64 conn_id, __s32 fd)
 {
 	struct tls_ssl_key key = { .tgid = tgid, .ssl = ssl };
-	__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
-	if (!p)
-		bpf_map_update_elem(&tls_ssl_sock, &key, &sk, BPF_ANY);
-	else if (*p != sk)
-		*p = sk;
+	struct tls_sock_ref *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
+	if (!p) {
+		struct tls_sock_ref r = { .sk = sk, .conn_id = conn_id, .fd = fd };
+		bpf_map_update_elem(&tls_ssl_sock, &key, &r, BPF_ANY);
+	} else if (p->sk != sk || p->conn_id != conn_id || p->fd != fd) {
+		p->sk = sk;
+		p->conn_id = conn_id;
+		p->fd = fd;
+	}
 }
 
 static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
 	struct tls_thread *t = tls_thread(pid_tgid, 0);
 	if (!t || t->call.fn != fn)
 		return 0;
 	struct tls_call *cp = &t->call;
 	cp->fn = 0; /* the slot is free again; what follows reads its fields */
 	/* SSL_read/SSL_write returning <= 0 (WANT_READ, WANT_WRITE, errors) and _ex returning 0
-	 * moved nothing: out before any other work. */
-	if ((int)ret <= 0)
+	 * moved no plaintext: out before any other work unless nested syscalls left ciphertext
+	 * bytes for the connection (a WANT_READ after half a record). */
+	__u32 prx = t->pending[DIR_RECV], ptx = t->pending[DIR_SEND];
+	int moved = (int)ret > 0;
+	if (!moved && !(prx | ptx))
+		return 0;
+
+	/* The call's socket: named by a nested syscall (exact), else the one its SSL* last used
+	 * (exact: a buffered SSL_read makes no syscall), checked against the connection the cache
+	 * saw there and looked up again by its fd when that connection has gone (the socket
+	 * reused, the SSL* moved to a new connection on the same fd). */
+	if (t->sk_from == TLS_SK_UNTRIED)
+		tls_load_cached(t, tgid);
+	__u8 from = t->sk_from;
+	__u64 sk = cp->sk;
+	struct conn_info *ci = NULL;
+	if (from == TLS_SK_CACHED || from == TLS_SK_NAMED) {
+		ci = bpf_map_lookup_elem(&conns, &sk);
+		if (from == TLS_SK_CACHED && (!ci || ci->id != t->conn_id)) {
+			__u64 fdkey = fd_key(pid_tgid, t->fd);
+			__u64 *skp = bpf_map_lookup_elem(&fds, &fdkey);
+			ci = skp ? bpf_map_lookup_elem(&conns, skp) : NULL;
+			sk = ci && skp ? *skp : 0;
+			from = ci ? TLS_SK_NAMED : TLS_SK_NONE;
+		}
+		if (prx | ptx)
+			tls_apply_pending(ci, prx, ptx);
+	}
+	if (!moved)
 		return 0;
 
 	__u64 bytes = 0;
@@ -358,29 +472,22 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 	if (bytes == 0 || bytes > 0x7fffffff)
 		return 0;
 
-	__u64 ssl = cp->ssl, buf = cp->buf, sk = cp->sk;
-	__u8 dir = cp->dir;
 	/* the mode is read here rather than at entry: calls that move nothing never need it */
-	__u8 mode = selected_mode(pid_tgid >> 32);
+	__u8 mode = selected_mode(tgid);
 	if (!mode)
 		return 0;
 	__u8 inferred = 0;
-	if (sk) {
-		tls_remember_ssl_sock(pid_tgid >> 32, ssl, sk);
-	} else {
-		struct tls_ssl_key key = { .tgid = pid_tgid >> 32, .ssl = ssl };
-		__u64 *p = bpf_map_lookup_elem(&tls_ssl_sock, &key);
-		if (p) {
-			sk = *p;
-		} else if (t->last_sk) {
-			sk = t->last_sk;
-			inferred = 1;
-		}
+	if (from == TLS_SK_NAMED) {
+		tls_remember_ssl_sock(tgid, cp->ssl, sk, ci ? ci->id : 0, t->fd);
+	} else if (from == TLS_SK_NONE && t->last_sk) {
+		/* a memory BIO: the thread's last TLS socket */
+		sk = t->last_sk;
+		ci = bpf_map_lookup_elem(&conns, &sk);
+		inferred = 1;
 	}
-	struct conn_info *ci = sk ? bpf_map_lookup_elem(&conns, &sk) : NULL;
 	if (ci && (ci->ignored || !role_wanted(ci->role, mode)))
 		return 0;
-	tls_emit(ctx, pid_tgid, ci, buf, (__u32)bytes, dir, inferred, -1, lp);
+	tls_emit(ctx, pid_tgid, ci, cp->buf, (__u32)bytes, cp->dir, inferred, -1, lp);
 	return 0;
 }
 

@@ -184,6 +184,92 @@ describe.skipIf(!!SKIP)("TLS capture (uprobes)", () => {
     expect(logRecords(t.stderr).some((r) => /^TLS capture for nginx\[\d+\]: openssl .*libssl\.so\.3, decrypting/.test(String(r.msg)))).toBe(true);
   }, 60_000);
 
+  test("nginx HTTPS: every ciphertext byte on the wire is counted once (socket syscalls inside TLS calls, kept on the call)", async () => {
+    // The client is not selected and does its TLS through a memory BIO, so it counts exactly what
+    // crossed the socket; the agent selects nginx alone, whose socket syscalls inside SSL_read /
+    // SSL_write take the kernel's shortcut once the SSL*'s socket is known (docs/tls.md §3): their
+    // bytes must all reach the counter (and the connection's stream positions) at the call's return.
+    const t = await agent(["--exe", "nginx"]);
+    const ng = c.add(await startNginx((p, dir) => {
+      writeFileSync(join(dir, "www", "page.txt"), "x".repeat(3000));
+      return `server {
+    listen 127.0.0.1:${p} ssl;
+    ssl_certificate ${certs.server.cert};
+    ssl_certificate_key ${certs.server.key};
+    keepalive_requests 1000;
+    location / { root ${dir}/www; }
+    location = /upload { client_max_body_size 1m; client_body_buffer_size 128k; default_type text/plain; return 201 'ok'; }
+  }`;
+    }), stopNginx);
+    writeFileSync(join(work, "bio-client.py"), String.raw`
+import socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+o = ctx.wrap_bio(inc, out, server_hostname="localhost")
+sent = recv = 0
+def flush():
+    global sent
+    d = out.read()
+    if d:
+        s.sendall(d); sent += len(d)
+def fill():
+    global recv
+    d = s.recv(65536)
+    if not d:
+        raise EOFError
+    recv += len(d); inc.write(d)
+while True:
+    try:
+        o.do_handshake(); break
+    except ssl.SSLWantReadError:
+        flush(); fill()
+flush()
+buf = b""
+def response():
+    global buf
+    while b"\r\n\r\n" not in buf:
+        try:
+            buf += o.read(65536)
+        except ssl.SSLWantReadError:
+            fill()
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+    while len(rest) < n:
+        try:
+            rest += o.read(65536)
+        except ssl.SSLWantReadError:
+            fill()
+    buf = rest[n:]
+    return head.split(b" ")[1]
+codes = []
+for i in range(30):
+    o.write(b"GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n"); flush(); codes.append(response())
+o.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n" + b"p" * 65536); flush(); codes.append(response())
+o.write(b"GET /page.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); flush(); codes.append(response())
+try:
+    while True:
+        fill()
+except (EOFError, ConnectionError):
+    pass
+s.close()
+print(sent, recv, b",".join(sorted(set(codes))).decode())
+`);
+    const r = run([PY, join(work, "bio-client.py"), String(ng.port)]);
+    expect(r.stderr).toBe("");
+    const [sent, recv, codes] = r.stdout.trim().split(" ");
+    expect(codes).toBe("200,201");
+    await t.waitForSpans(32, onPort(ng.port), 15_000);
+    const spans = t.spans.filter(onPort(ng.port));
+    expect(spans.filter((s) => s.name === "GET /page.txt" && s.attributes["http.response.body.size"] === 3000).length).toBe(31);
+    expect(spans.filter((s) => s.name === "POST /upload" && s.attributes["http.request.body.size"] === 65536).length).toBe(1);
+    const stats = await stopAndCheck(t);
+    // nginx received what the client sent and sent what it received, handshake and close_notify
+    // included: each byte counted once, whichever path its syscall took.
+    expect(stats.TlsCiphertextBytesNotCopied).toBe(Number(sent) + Number(recv));
+    expect(stats.TlsCallsUntracked).toBe(0);
+  }, 60_000);
+
   test("Python http.server wrapped in ssl, driven by curl (server spans)", async () => {
     const t = await agent(["--exe", "python3"]);
     const py = await startPyTls();
