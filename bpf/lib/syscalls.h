@@ -183,10 +183,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, __u8 dir, i
 			return 0;
 	}
 	/* A socket syscall inside a TLS call on its SSL*'s known socket: kept on the call, no lookups. */
-	__u8 *pb;
-	int tls = tls_proc_at(pid_tgid >> 32, &pb);
-	struct tls_thread *t = tls ? tls_nested_thread(pid_tgid, pb) : NULL;
-	if (tls_nested_known(t, pid_tgid >> 32, a.fd, a.dir, total))
+	if (tls_nested_known(pid_tgid, a.fd, a.dir, total))
 		return 0;
 	/* The socket found at entry is still this fd's: the call holds a reference to its file, so
 	 * the socket cannot be freed and reused before the call returns (its connection may have
@@ -211,7 +208,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, __u8 dir, i
 		sk = *skp;
 	}
 	/* before the role check: a TLS call's socket is remembered even on a connection not copied */
-	__u8 ciphertext = tls ? tls_note_socket(pid_tgid, sk, ci, a.fd, t) : 0;
+	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci, a.fd);
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
 	socket_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, (__u32)total, ciphertext, lp);

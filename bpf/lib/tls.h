@@ -72,7 +72,8 @@ _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
  * SSL_read/SSL_write), and the memory-BIO fallback. */
 struct tls_thread {
 	struct tls_call call;
-	__u64 last_sk;    /* the TLS socket the thread last did socket I/O on outside a TLS call; 0 = none */
+	__u64 last_sk;    /* task storage only (else tls_thread_sock): the TLS socket the thread last did
+			   * socket I/O on outside a TLS call; 0 = none */
 	/* Where call.sk came from (TLS_SK_*), and with it: */
 	__u64 conn_id;    /* TLS_SK_CACHED: the connection the cache saw on that socket */
 	__u32 pending[2]; /* ciphertext bytes per DIR_* that nested syscalls moved on call.sk, added to
@@ -111,6 +112,16 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct tls_thread);
 } tls_threads SEC(".maps");
+
+/* The thread's last TLS socket where the thread's state is not in task storage: a value small
+ * enough to insert from the syscall exit programs, whose stack (with their deepest subprogram's,
+ * counted together on 5.10) has no room for a whole struct tls_thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, __u64);
+} tls_thread_sock SEC(".maps");
 
 #define TLS_THREAD_CREATE 1
 
@@ -283,28 +294,25 @@ static __always_inline void tls_apply_pending(struct conn_info *ci, __u32 recv, 
 	count(CNT_TLS_SKIPPED_BYTES, (__u64)recv + send);
 }
 
-/* The thread's TLS state for a socket syscall that moved bytes in a TLS-probed process (pid byte
- * `b`, NULL beyond the array), or NULL when no TLS call can be in flight: a probed process that
- * has made no TLS call yet (a plain HTTP server in a binary that carries OpenSSL) leaves on
- * PID_TLS_CALLS before any lookup, as other processes do on PID_TLS (tls_proc_at). */
-static __always_inline struct tls_thread *tls_nested_thread(__u64 pid_tgid, __u8 *b)
+/* A socket syscall that moved bytes inside a TLS call, on the fd of the call's socket when that
+ * is known: the socket the call's SSL* last used (TLS_SK_CACHED, checked against its connection
+ * id at return) or the one an earlier syscall of this call named (TLS_SK_NAMED). Its bytes
+ * (ciphertext) are kept on the call and reach the connection at the call's return: the syscall
+ * needs no fd or connection lookup. Returns 1 when it took the bytes. Other processes leave on
+ * their PID_TLS bit, a probed process that has made no TLS call yet (a plain HTTP server in a
+ * binary that carries OpenSSL) on PID_TLS_CALLS, both before any lookup. Nothing it finds stays
+ * live in the caller: the syscall exit programs have little stack to spare (5.10 counts a
+ * program's stack and its deepest subprogram's together). */
+static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __u64 total)
 {
-	if (b && !(*b & PID_TLS_CALLS))
-		return NULL;
-	return tls_thread(pid_tgid, 0);
-}
-
-/* A socket syscall inside a TLS call, on the fd of the call's socket when that is known: the
- * socket the call's SSL* last used (TLS_SK_CACHED, checked against its connection id at return)
- * or the one an earlier syscall of this call named (TLS_SK_NAMED). Its bytes (ciphertext) are
- * kept on the call and reach the connection at the call's return: the syscall needs no fd or
- * connection lookup. Returns 1 when it took the bytes. */
-static __always_inline int tls_nested_known(struct tls_thread *t, __u32 tgid, int fd, __u8 dir, __u64 total)
-{
+	__u8 *b;
+	if (!tls_proc_at(pid_tgid >> 32, &b) || (b && !(*b & PID_TLS_CALLS)))
+		return 0;
+	struct tls_thread *t = tls_thread(pid_tgid, 0);
 	if (!t || !t->call.fn)
 		return 0;
 	if (t->sk_from == TLS_SK_UNTRIED)
-		tls_load_cached(t, tgid);
+		tls_load_cached(t, pid_tgid >> 32);
 	if ((t->sk_from != TLS_SK_CACHED && t->sk_from != TLS_SK_NAMED) || t->fd != fd)
 		return 0;
 	t->pending[dir & 1] += (__u32)total;
@@ -313,15 +321,21 @@ static __always_inline int tls_nested_known(struct tls_thread *t, __u32 tgid, in
 
 /* Records socket `sk` (connection `ci`, or NULL when untracked) on fd `fd` in the thread's active
  * TLS call, or, outside a TLS call and when it carries TLS records, as the thread's last socket.
- * `t`: the thread's state from tls_nested_thread (NULL: none, or not looked up). Returns 1 when a
+ * Returns 1 when a
  * TLS call is active on this thread: the syscall's payload is ciphertext. Both are written in
  * place when the thread already has state: a socket syscall of a TLS connection costs lookups,
  * not LRU updates.
  * The last socket is the memory-BIO fallback (tls_exit), and a memory BIO does its socket I/O
  * outside the TLS calls: a syscall inside one names its own call's socket, which that call's
  * SSL* keeps (tls_ssl_sock), so it is not recorded twice. */
-static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci, int fd, struct tls_thread *t)
+static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci, int fd)
 {
+	__u8 *b;
+	if (!tls_proc_at(pid_tgid >> 32, &b))
+		return 0;
+	struct tls_thread *t = NULL;
+	if (!b || (*b & PID_TLS_CALLS))
+		t = tls_thread(pid_tgid, 0);
 	if (t && t->call.fn) {
 		/* bytes kept for the call's socket go to it before the call moves to another one */
 		if (t->call.sk != sk && (t->pending[0] | t->pending[1])) {
@@ -338,12 +352,20 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 	/* Only sockets that carry TLS records become the thread's last socket: a memory-BIO client
 	 * that logs to a stdout socketpair between two requests must not have its next request
 	 * inferred onto that socket. */
-	if (ci && (ci->flags & CONN_F_TLS)) {
+	if (!ci || !(ci->flags & CONN_F_TLS))
+		return 0;
+	if (load_cfg.task_storage) {
 		if (!t)
-			t = tls_thread(pid_tgid, TLS_THREAD_CREATE);
+			t = bpf_task_storage_get(&tls_task, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (t && t->last_sk != sk)
 			t->last_sk = sk;
+		return 0;
 	}
+	__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
+	if (!last)
+		bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
+	else if (*last != sk)
+		*last = sk;
 	return 0;
 }
 
@@ -420,6 +442,15 @@ static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 s
 	}
 }
 
+/* The thread's last TLS socket (the memory-BIO fallback); 0 = none. */
+static __always_inline __u64 tls_last_sock(struct tls_thread *t, __u64 pid_tgid)
+{
+	if (load_cfg.task_storage)
+		return t->last_sk;
+	__u64 *p = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
+	return p ? *p : 0;
+}
+
 static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -477,11 +508,12 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 	if (!mode)
 		return 0;
 	__u8 inferred = 0;
+	__u64 last;
 	if (from == TLS_SK_NAMED) {
 		tls_remember_ssl_sock(tgid, cp->ssl, sk, ci ? ci->id : 0, t->fd);
-	} else if (from == TLS_SK_NONE && t->last_sk) {
+	} else if (from == TLS_SK_NONE && (last = tls_last_sock(t, pid_tgid))) {
 		/* a memory BIO: the thread's last TLS socket */
-		sk = t->last_sk;
+		sk = last;
 		ci = bpf_map_lookup_elem(&conns, &sk);
 		inferred = 1;
 	}

@@ -76,6 +76,7 @@ export class Agent {
       ringbufBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024,
       enableTracepoints: cfg.enable_tracepoints,
       buffer: cfg.bpf.buffer,
+      threadState: cfg.bpf.thread_state,
       perfPages: cfg.perfmap_queue_size,
       maxActiveRetProbe: cfg.max_active_ret_probe,
       maxCapturePerCall: cfg.bpf.max_capture_bytes_per_call,
@@ -201,8 +202,8 @@ export class Agent {
    * settings and, when given, a new sink. Open connections and in-flight exchanges are kept.
    */
   reload(cfg: Config, sink?: SpanSink): void {
-    if (cfg.bpf.ringbuf_size_mb !== this.cfg.bpf.ringbuf_size_mb || cfg.bpf.buffer !== this.cfg.bpf.buffer) {
-      log.warn("bpf.ringbuf_size_mb and bpf.buffer take effect at the next restart");
+    if (cfg.bpf.ringbuf_size_mb !== this.cfg.bpf.ringbuf_size_mb || cfg.bpf.buffer !== this.cfg.bpf.buffer || cfg.bpf.thread_state !== this.cfg.bpf.thread_state) {
+      log.warn("bpf.ringbuf_size_mb, bpf.buffer and bpf.thread_state take effect at the next restart");
     }
     this.cfg = cfg;
     this.kernel.setMaxCapturePerCall(cfg.bpf.max_capture_bytes_per_call);

@@ -59,7 +59,7 @@ export interface Config {
   budget: { cpu_percent: number; memory_mb: number };
   http2_data_capture_enabled: boolean;
   http2: { stream_max_age: number; max_streams_per_connection: number };
-  bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; max_capture_bytes_per_call: number };
+  bpf: { ringbuf_size_mb: number; buffer: "auto" | "ringbuf" | "perf"; thread_state: "auto" | "task_storage" | "hash"; max_capture_bytes_per_call: number };
   enable_tracepoints: boolean;
   enable_uprobes: boolean;
   libssl_prefixes: string[];

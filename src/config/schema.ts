@@ -129,6 +129,9 @@ export const SCHEMA: Record<string, FieldSpec> = {
       ringbuf_size_mb: { t: "int", def: 8, min: 1, max: 1024 },
       /** auto: BPF ring buffer when the kernel has it (5.8+), else a perf event array */
       buffer: { t: "enum", values: ["auto", "ringbuf", "perf"], def: "auto" },
+      /** where the kernel keeps a thread's TLS call state: auto = task local storage when the
+       * kernel has it (5.11+ with its own BTF), else a hash by thread id (docs/tls.md §3) */
+      thread_state: { t: "enum", values: ["auto", "task_storage", "hash"], def: "auto" },
       max_capture_bytes_per_call: { t: "int", def: 144 * 1024, min: 64, max: 1024 * 1024 },
     },
   },

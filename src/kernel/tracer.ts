@@ -28,6 +28,8 @@ export interface KernelOptions {
   /** false forces kprobes even where syscall tracepoints exist */
   enableTracepoints?: boolean;
   buffer?: "auto" | BufferKind;
+  /** where a thread's TLS call state lives in the kernel (config bpf.thread_state) */
+  threadState?: "auto" | "task_storage" | "hash";
   /** perf buffer pages per CPU (power of two) */
   perfPages?: number;
   /** kretprobe maxactive (instances in flight per probe); 0 = 10 x CPUs */
@@ -235,7 +237,9 @@ export class KernelTracer {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
-      const taskStorage = taskStorageUsable();
+      const wantState = opts.threadState ?? "auto";
+      const taskStorage = wantState !== "hash" && taskStorageUsable();
+      if (wantState === "task_storage" && !taskStorage) throw new TracerError("UNSUPPORTED", "bpf.thread_state is task_storage but this kernel has no task local storage for tracing programs (5.11+ with /sys/kernel/btf/vmlinux); use auto or hash");
       obj.setAutocreate(taskStorage ? "tls_threads" : "tls_task", false);
       const C = LAYOUT.load_config;
       const cfg = new Uint8Array(C.$size);

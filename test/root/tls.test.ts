@@ -82,6 +82,19 @@ async function waitForLog(t: TracerProcess, re: RegExp, timeoutMs = 15_000): Pro
   }
 }
 
+/** A config file that sets bpf.thread_state (the rest default). */
+function threadStateConfig(state: string): string {
+  const path = join(work, `thread-state-${state}.yaml`);
+  writeFileSync(path, `bpf:\n  thread_state: ${state}\n`);
+  return path;
+}
+
+/** Names of the BPF maps loaded on the machine. */
+function bpfMapNames(): string[] {
+  const r = run(["bpftool", "-j", "map", "list"]);
+  return (JSON.parse(r.stdout) as { name?: string }[]).map((m) => m.name ?? "");
+}
+
 /** The spans of `port`, of one kind, by name. */
 function byName(spans: SpanJson[], kind: string): Map<string, SpanJson[]> {
   const m = new Map<string, SpanJson[]>();
@@ -184,12 +197,14 @@ describe.skipIf(!!SKIP)("TLS capture (uprobes)", () => {
     expect(logRecords(t.stderr).some((r) => /^TLS capture for nginx\[\d+\]: openssl .*libssl\.so\.3, decrypting/.test(String(r.msg)))).toBe(true);
   }, 60_000);
 
-  test("nginx HTTPS: every ciphertext byte on the wire is counted once (socket syscalls inside TLS calls, kept on the call)", async () => {
+  test.each(["auto", "hash"])("nginx HTTPS: every ciphertext byte on the wire is counted once (socket syscalls inside TLS calls, kept on the call; bpf.thread_state %s)", async (state) => {
     // The client is not selected and does its TLS through a memory BIO, so it counts exactly what
     // crossed the socket; the agent selects nginx alone, whose socket syscalls inside SSL_read /
     // SSL_write take the kernel's shortcut once the SSL*'s socket is known (docs/tls.md §3): their
     // bytes must all reach the counter (and the connection's stream positions) at the call's return.
-    const t = await agent(["--exe", "nginx"]);
+    // Both places a thread's TLS state can live: task storage (auto, on this kernel) and the hash.
+    const t = await agent(["-c", threadStateConfig(state), "--exe", "nginx"]);
+    expect(bpfMapNames()).toContain(state === "hash" ? "tls_threads" : "tls_task");
     const ng = c.add(await startNginx((p, dir) => {
       writeFileSync(join(dir, "www", "page.txt"), "x".repeat(3000));
       return `server {
@@ -300,8 +315,8 @@ c.request("POST", "/upload", body=b"p" * 65536, headers={"Content-Type": "text/p
     await stopAndCheck(t);
   }, 60_000);
 
-  test("Python asyncio TLS server (memory BIO): spans with correlation inferred", async () => {
-    const t = await agent(["--exe", "python3"]);
+  test.each(["auto", "hash"])("Python asyncio TLS server (memory BIO): spans with correlation inferred (bpf.thread_state %s)", async (state) => {
+    const t = await agent(["-c", threadStateConfig(state), "--exe", "python3"]);
     const p = port();
     writeFileSync(join(work, "aio.py"), String.raw`
 import asyncio, ssl, sys
