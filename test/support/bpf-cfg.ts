@@ -83,16 +83,72 @@ export function checkCfg510(insns: Insn[], entry = 0): string | undefined {
   return undefined;
 }
 
-/** Deepest stack offset (bytes below r10) each section, and each .text function, uses. */
-export function stackDepths(objdumpText: string): Map<string, number> {
-  const out = new Map<string, number>();
-  let name = "";
+/**
+ * The stack each program needs as the verifier of 5.10 counts it (check_max_stack_depth): its
+ * own frame plus the frames of the deepest chain of BPF-to-BPF calls it makes, each frame (the
+ * deepest offset below r10 its instructions use) rounded up to 32 bytes. Input: `llvm-objdump
+ * -dr` of the object (a call into .text carries a relocation against .text: its target is
+ * instruction imm + 1 there; a call without one is relative to the next instruction). Keys:
+ * "<section> <function>": the programs, and ".text <function>" for the subprograms.
+ */
+export function stackChains(objdumpText: string): Map<string, { frame: number; total: number; chain: string[] }> {
+  interface Fn { name: string; start: number; frame: number; calls: { at: number; imm: number; reloc: boolean }[] }
+  const fns: Fn[] = [];
+  let section = "";
+  let cur: Fn | undefined;
+  let pendingCall: { at: number; imm: number; reloc: boolean } | undefined;
   for (const line of objdumpText.split("\n")) {
     const sec = /^Disassembly of section (.+):$/.exec(line);
-    if (sec) name = sec[1]!;
-    const fn = /^[0-9a-f]+ <([^>]+)>:$/.exec(line);
-    if (fn && name.startsWith(".text")) name = `.text ${fn[1]}`;
-    for (const m of line.matchAll(/r10 - (\d+)/g)) out.set(name, Math.max(out.get(name) ?? 0, Number(m[1])));
+    if (sec) {
+      section = sec[1]!;
+      cur = undefined;
+      continue;
+    }
+    const fn = /^([0-9a-f]+) <([^>]+)>:$/.exec(line);
+    if (fn) {
+      // clang's basic-block labels (LBB…) are not functions; a section may hold several programs
+      if (!fn[2]!.startsWith("LBB")) {
+        cur = { name: `${section} ${fn[2]}`, start: parseInt(fn[1]!, 16) / 8, frame: 0, calls: [] };
+        fns.push(cur);
+      }
+      continue;
+    }
+    if (!cur) continue;
+    if (pendingCall && /R_BPF_64_32\s+\.text/.test(line)) pendingCall.reloc = true;
+    // a BPF-to-BPF call: opcode 0x85 with src_reg 1 (BPF_PSEUDO_CALL); helpers have src_reg 0
+    const call = /^\s*(\d+):\s+85 1[0-9a-f] .*\bcall (-?\d+)$/.exec(line);
+    if (call) {
+      pendingCall = { at: Number(call[1]), imm: Number(call[2]), reloc: false };
+      cur.calls.push(pendingCall);
+    } else if (/^\s*\d+:/.test(line)) {
+      pendingCall = undefined;
+    }
+    for (const m of line.matchAll(/r10 - (\d+)/g)) cur.frame = Math.max(cur.frame, Number(m[1]));
   }
-  return out;
+  const text = fns.filter((f) => f.name.startsWith(".text ")).sort((x, y) => x.start - y.start);
+  const textFnAt = (insn: number): Fn | undefined => {
+    let found: Fn | undefined;
+    for (const f of text) if (f.start <= insn) found = f;
+    return found;
+  };
+  const round = (n: number) => Math.ceil(Math.max(n, 1) / 32) * 32;
+  const memo = new Map<Fn, { total: number; chain: string[] }>();
+  const depth = (f: Fn, seen: Set<Fn>): { total: number; chain: string[] } => {
+    const m = memo.get(f);
+    if (m) return m;
+    let best = { total: 0, chain: [] as string[] };
+    for (const c of f.calls) {
+      const callee = c.reloc ? textFnAt(c.imm + 1) : f.name.startsWith(".text ") ? textFnAt(c.at + c.imm + 1) : undefined;
+      if (!callee || seen.has(callee)) continue;
+      const d = depth(callee, new Set([...seen, callee]));
+      if (d.total > best.total) best = d;
+    }
+    const r = { total: round(f.frame) + best.total, chain: [f.name, ...best.chain] };
+    memo.set(f, r);
+    return r;
+  };
+  return new Map(fns.map((f) => {
+    const d = depth(f, new Set([f]));
+    return [f.name, { frame: f.frame, total: d.total, chain: d.chain }];
+  }));
 }
