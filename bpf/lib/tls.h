@@ -321,10 +321,9 @@ static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __
 
 /* Records socket `sk` (connection `ci`, or NULL when untracked) on fd `fd` in the thread's active
  * TLS call, or, outside a TLS call and when it carries TLS records, as the thread's last socket.
- * Returns 1 when a
- * TLS call is active on this thread: the syscall's payload is ciphertext. Both are written in
- * place when the thread already has state: a socket syscall of a TLS connection costs lookups,
- * not LRU updates.
+ * Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. Both
+ * are written in place when the thread already has state: a socket syscall of a TLS connection
+ * costs lookups, not LRU updates.
  * The last socket is the memory-BIO fallback (tls_exit), and a memory BIO does its socket I/O
  * outside the TLS calls: a syscall inside one names its own call's socket, which that call's
  * SSL* keeps (tls_ssl_sock), so it is not recorded twice. */
