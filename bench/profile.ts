@@ -52,6 +52,7 @@ if (MODE === "run") {
 // The profiler samples by signalling the JS thread, and a signal pending during BPF verification
 // fails the load (EAGAIN; libbpf retries a few times): a sampling interval well above one
 // program's verification time.
+const tSpawn = performance.now();
 const agent = Bun.spawn(["bun", "--cpu-prof", "--cpu-prof-interval", arg("--interval-us", "5000"), "--cpu-prof-dir", outDir, join(ROOT, "src/cli/main.ts"), ...args], {
   stdout: "ignore", stderr: "pipe", env: agentEnv(),
 });
@@ -64,12 +65,14 @@ for (let i = 0; i < 300 && !/capturing|capture started/.test(err); i++) await Bu
 if (!/capturing|capture started/.test(err)) throw new Error(`agent did not start: ${err}`);
 
 const t0 = cpuTicks(agent.pid);
+const tLoad0 = performance.now();
 // Not spawnSync: the receiver lives in this process, and a blocked event loop would leave the
 // agent's requests unanswered, so it would spool (and profile its spool) instead of exporting.
 const w = Bun.spawn(["wrk", "-t1", "-c16", `-d${DURATION}s`, `http://127.0.0.1:${server.port}/`], { stdout: "pipe" });
 const out = await new Response(w.stdout).text();
 await w.exited;
 const ticks = cpuTicks(agent.pid) - t0;
+const tLoad1 = performance.now();
 const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
 agent.kill("SIGINT");
 await agent.exited;
@@ -83,9 +86,21 @@ const prof = JSON.parse(readFileSync(file, "utf8")) as { nodes: Node[]; samples:
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const self = new Map<string, number>();
 let total = 0;
+// Only the samples taken while wrk ran: the profile also covers the start (BPF load) and the
+// stop (detaching every link), which are not what a request costs. Sample times count from the
+// profile's start, which follows the spawn by the runtime's own start (milliseconds): the
+// window is that much late at worst.
+const from = (tLoad0 - tSpawn) * 1000, to = (tLoad1 - tSpawn) * 1000;
+let at = 0;
+let outside = 0;
 for (let i = 0; i < prof.samples.length; i++) {
+  at += prof.timeDeltas[i] ?? 0;
   const n = byId.get(prof.samples[i]!)!;
   const dt = prof.timeDeltas[i + 1] ?? prof.timeDeltas[i] ?? 0;
+  if (at < from || at > to) {
+    outside += dt;
+    continue;
+  }
   const f = n.callFrame;
   const where = f.url ? `${f.url.replace(ROOT + "/", "")}:${f.lineNumber + 1}` : "";
   const key = `${f.functionName || "(anonymous)"} ${where}`.trim();
@@ -94,7 +109,7 @@ for (let i = 0; i < prof.samples.length; i++) {
 }
 const cpuPct = (ticks / CLK_TCK / DURATION) * 100;
 console.log(`mode ${MODE}: ${rps.toFixed(0)} req/s under wrk -t1 -c16 for ${DURATION}s; agent ${cpuPct.toFixed(1)} % of a core = ${(cpuPct / (rps / 1000)).toFixed(2)} % per 1k req/s (with the profiler)`);
-console.log(`profile: ${file}`);
+console.log(`profile: ${file} (${(outside / 1e6).toFixed(1)} s of start and stop left out)`);
 if (rx && rx.bodies > 0) console.log(`export: ${rx.bodies} requests, ${(rx.bodyBytes / rx.bodies / 1024).toFixed(1)} KiB per body, ${(rx.bodyBytes / Math.max(1, rx.spanCount)).toFixed(0)} B per span (as sent)`);
 console.log("self time, top entries:");
 for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
