@@ -253,8 +253,9 @@ export class KernelTracer {
       }
       const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
       // The loop variants copy through bpf_loop and (syscall exits) read the call's arguments
-      // from the task's registers: every helper they call must exist for both program types.
-      const loopVariants = buffer === "ringbuf" && [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
+      // from the task's registers: every helper they call must exist for both program types, and
+      // the task's BTF pointer needs the kernel's own BTF (a helper probe passes without it).
+      const loopVariants = buffer === "ringbuf" && existsSync("/sys/kernel/btf/vmlinux") && [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
         [BPF_FUNC_loop, BPF_FUNC_get_current_task_btf, BPF_FUNC_task_pt_regs].every((f) => probeHelper(t, f) === 1));
       const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p), loopVariants });
       const onKprobes = Object.keys(plan.flavour).filter((sc) => plan.flavour[sc] === "kprobe");
