@@ -183,7 +183,8 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, __u8 dir, i
 			return 0;
 	}
 	/* A socket syscall inside a TLS call on its SSL*'s known socket: kept on the call, no lookups. */
-	if (tls_nested_known(pid_tgid, a.fd, a.dir, total))
+	struct tls_thread *t;
+	if (tls_nested_known(pid_tgid, a.fd, a.dir, total, &t))
 		return 0;
 	/* The socket found at entry is still this fd's: the call holds a reference to its file, so
 	 * the socket cannot be freed and reused before the call returns (its connection may have
@@ -208,7 +209,7 @@ static __always_inline int exit_call(void *ctx, __u8 sys, __u8 kind, __u8 dir, i
 		sk = *skp;
 	}
 	/* before the role check: a TLS call's socket is remembered even on a connection not copied */
-	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci, a.fd);
+	__u8 ciphertext = tls_note_socket(pid_tgid, sk, ci, a.fd, t);
 	if (ci->ignored || !role_wanted(ci->role, a.mode))
 		return 0;
 	socket_bytes(ctx, &src, ci, pid_tgid, a.fd, sys, a.dir, (__u32)total, ciphertext, lp);

@@ -298,17 +298,18 @@ static __always_inline void tls_apply_pending(struct conn_info *ci, __u32 recv, 
  * is known: the socket the call's SSL* last used (TLS_SK_CACHED, checked against its connection
  * id at return) or the one an earlier syscall of this call named (TLS_SK_NAMED). Its bytes
  * (ciphertext) are kept on the call and reach the connection at the call's return: the syscall
- * needs no fd or connection lookup. Returns 1 when it took the bytes. Other processes leave on
+ * needs no fd or connection lookup. Returns 1 when it took the bytes; *tp gets the thread's state
+ * when it was looked up (for tls_note_socket). Other processes leave on
  * their PID_TLS bit, a probed process that has made no TLS call yet (a plain HTTP server in a
- * binary that carries OpenSSL) on PID_TLS_CALLS, both before any lookup. Nothing it finds stays
- * live in the caller: the syscall exit programs have little stack to spare (5.10 counts a
- * program's stack and its deepest subprogram's together). */
-static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __u64 total)
+ * binary that carries OpenSSL) on PID_TLS_CALLS, both before any lookup. */
+static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __u64 total, struct tls_thread **tp)
 {
 	__u8 *b;
+	*tp = NULL;
 	if (!tls_proc_at(pid_tgid >> 32, &b) || (b && !(*b & PID_TLS_CALLS)))
 		return 0;
 	struct tls_thread *t = tls_thread(pid_tgid, 0);
+	*tp = t;
 	if (!t || !t->call.fn)
 		return 0;
 	if (t->sk_from == TLS_SK_UNTRIED)
@@ -321,20 +322,17 @@ static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __
 
 /* Records socket `sk` (connection `ci`, or NULL when untracked) on fd `fd` in the thread's active
  * TLS call, or, outside a TLS call and when it carries TLS records, as the thread's last socket.
- * Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. Both
+ * `t`: the thread's state as tls_nested_known found it (NULL: none, or not looked up because no
+ * TLS call can be in flight). Returns 1 when a TLS call is active on this thread: the syscall's payload is ciphertext. Both
  * are written in place when the thread already has state: a socket syscall of a TLS connection
  * costs lookups, not LRU updates.
  * The last socket is the memory-BIO fallback (tls_exit), and a memory BIO does its socket I/O
  * outside the TLS calls: a syscall inside one names its own call's socket, which that call's
  * SSL* keeps (tls_ssl_sock), so it is not recorded twice. */
-static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci, int fd)
+static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info *ci, int fd, struct tls_thread *t)
 {
-	__u8 *b;
-	if (!tls_proc_at(pid_tgid >> 32, &b))
+	if (!tls_proc(pid_tgid >> 32))
 		return 0;
-	struct tls_thread *t = NULL;
-	if (!b || (*b & PID_TLS_CALLS))
-		t = tls_thread(pid_tgid, 0);
 	if (t && t->call.fn) {
 		/* bytes kept for the call's socket go to it before the call moves to another one */
 		if (t->call.sk != sk && (t->pending[0] | t->pending[1])) {
