@@ -76,8 +76,9 @@ struct tls_thread {
 			   * socket I/O on outside a TLS call; 0 = none */
 	/* Where call.sk came from (TLS_SK_*), and with it: */
 	__u64 conn_id;    /* TLS_SK_CACHED: the connection the cache saw on that socket */
-	__u32 pending[2]; /* ciphertext bytes per DIR_* that nested syscalls moved on call.sk, added to
-			   * its connection at the call's return (tls_exit) */
+	__u64 pending[2]; /* ciphertext bytes per DIR_* that nested syscalls moved on call.sk, added to
+			   * its connection at the call's return (tls_exit): 64 bits, as one SSL_write_ex
+			   * may move more than 4 GiB */
 	__s32 fd;         /* the socket's fd: the cache's, or the nested syscall's that named it */
 	__u8 sk_from;
 	__u8 _pad[3];
@@ -281,17 +282,17 @@ static __noinline void tls_load_cached(struct tls_thread *t, __u32 tgid)
 
 /* Adds ciphertext bytes moved inside a TLS call to connection ci's socket-layer streams, as
  * socket_bytes() would have at each syscall (an ignored connection's streams stay put). */
-static __always_inline void tls_apply_pending(struct conn_info *ci, __u32 recv, __u32 send)
+static __always_inline void tls_apply_pending(struct conn_info *ci, __u64 recv, __u64 send)
 {
 	if (ci && ci->ignored)
 		return;
 	if (ci) {
 		if (recv)
-			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_RECV], (__u64)recv);
+			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_RECV], recv);
 		if (send)
-			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_SEND], (__u64)send);
+			__sync_fetch_and_add(&ci->pos[LAYER_SOCKET][DIR_SEND], send);
 	}
-	count(CNT_TLS_SKIPPED_BYTES, (__u64)recv + send);
+	count(CNT_TLS_SKIPPED_BYTES, recv + send);
 }
 
 /* A socket syscall that moved bytes inside a TLS call, on the fd of the call's socket when that
@@ -316,7 +317,7 @@ static __always_inline int tls_nested_known(__u64 pid_tgid, int fd, __u8 dir, __
 		tls_load_cached(t, pid_tgid >> 32);
 	if ((t->sk_from != TLS_SK_CACHED && t->sk_from != TLS_SK_NAMED) || t->fd != fd)
 		return 0;
-	t->pending[dir & 1] += (__u32)total;
+	t->pending[dir & 1] += total;
 	return 1;
 }
 
@@ -460,7 +461,7 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 	/* SSL_read/SSL_write returning <= 0 (WANT_READ, WANT_WRITE, errors) and _ex returning 0
 	 * moved no plaintext: out before any other work unless nested syscalls left ciphertext
 	 * bytes for the connection (a WANT_READ after half a record). */
-	__u32 prx = t->pending[DIR_RECV], ptx = t->pending[DIR_SEND];
+	__u64 prx = t->pending[DIR_RECV], ptx = t->pending[DIR_SEND];
 	int moved = (int)ret > 0;
 	if (!moved && !(prx | ptx))
 		return 0;
