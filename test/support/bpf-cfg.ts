@@ -2,13 +2,15 @@
  * Replays the control-flow check of older kernels' BPF verifier over `llvm-objdump -d` output, so
  * a layout that Linux 5.10 would reject is found without booting it (test/kernel/bpf-cfg.test.ts).
  */
-export interface Insn { code: number; src: number; off: number; imm: number }
+/** `reloc`: a relocation follows the instruction (a call with one goes to another section). */
+export interface Insn { code: number; src: number; off: number; imm: number; reloc?: boolean }
 
-/** Sections of `llvm-objdump -d` output: name → instructions by slot (ld_imm64 takes two), and
- * the slots where a function symbol starts. */
+/** Sections of `llvm-objdump -d` (or `-dr`) output: name → instructions by slot (ld_imm64 takes
+ * two), and the slots where a function symbol starts. */
 export function parseObjdump(text: string): Map<string, { insns: Insn[]; functions: Map<string, number> }> {
   const out = new Map<string, { insns: Insn[]; functions: Map<string, number> }>();
   let cur: { insns: Insn[]; functions: Map<string, number> } | undefined;
+  let lastInsn: Insn | undefined;
   for (const line of text.split("\n")) {
     const sec = /^Disassembly of section (.+):$/.exec(line);
     if (sec) {
@@ -21,12 +23,16 @@ export function parseObjdump(text: string): Map<string, { insns: Insn[]; functio
       cur.functions.set(fn[1]!, cur.insns.length);
       continue;
     }
+    if (lastInsn && /^\s+[0-9a-f]+:\s+R_BPF_/.test(line)) {
+      lastInsn.reloc = true;
+      continue;
+    }
     const ins = /^\s*(\d+):\s+((?:[0-9a-f]{2} ){7}[0-9a-f]{2}(?: (?:[0-9a-f]{2} ){7}[0-9a-f]{2})?)/.exec(line);
     if (!ins || !cur) continue;
     const b = ins[2]!.split(" ").map((h) => parseInt(h, 16));
     const at = Number(ins[1]);
     const dv = new DataView(Uint8Array.from(b.slice(0, 8)).buffer);
-    cur.insns[at] = { code: b[0]!, src: b[1]! >> 4, off: dv.getInt16(2, true), imm: dv.getInt32(4, true) };
+    cur.insns[at] = lastInsn = { code: b[0]!, src: b[1]! >> 4, off: dv.getInt16(2, true), imm: dv.getInt32(4, true) };
     if (b.length === 16) cur.insns[at + 1] = { code: 0, src: 0, off: 0, imm: 0 };
   }
   return out;
@@ -34,7 +40,8 @@ export function parseObjdump(text: string): Map<string, { insns: Insn[]; functio
 
 /**
  * check_cfg() of Linux 5.10 from `entry`, privileged: undefined when it accepts, else its
- * message. Pseudo calls into other sections (relocated later) are not followed.
+ * message. Pseudo calls into other sections (those with a relocation, parsed from `-dr`, or with
+ * imm -1) are not followed: their imm counts in the target section, not this one.
  */
 export function checkCfg510(insns: Insn[], entry = 0): string | undefined {
   const DISCOVERED = 0x10, EXPLORED = 0x20, FALL = 1, BRANCH = 2;
@@ -66,7 +73,7 @@ export function checkCfg510(insns: Insn[], entry = 0): string | undefined {
       if (op === 0x90) r = 0; // exit
       else if (op === 0x80) { // call
         r = push(t, t + 1, FALL, false);
-        if (r === 0 && i.src === 1 && insns[t + i.imm + 1] && i.imm !== -1) r = push(t, t + i.imm + 1, BRANCH, false);
+        if (r === 0 && i.src === 1 && !i.reloc && insns[t + i.imm + 1] && i.imm !== -1) r = push(t, t + i.imm + 1, BRANCH, false);
       } else if (op === 0x00) r = push(t, t + i.off + 1, FALL, true); // ja
       else {
         r = push(t, t + 1, FALL, true);
