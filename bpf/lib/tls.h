@@ -72,8 +72,7 @@ _Static_assert(sizeof(struct go_tls_offsets) == 32, "go_tls_offsets layout");
  * SSL_read/SSL_write), and the memory-BIO fallback. */
 struct tls_thread {
 	struct tls_call call;
-	__u64 last_sk;    /* task storage only (else tls_thread_sock): the TLS socket the thread last did
-			   * socket I/O on outside a TLS call; 0 = none */
+	__u64 last_sk;    /* the TLS socket the thread last did socket I/O on outside a TLS call; 0 = none */
 	/* Where call.sk came from (TLS_SK_*), and with it: */
 	__u64 conn_id;    /* TLS_SK_CACHED: the connection the cache saw on that socket */
 	__u64 pending[2]; /* ciphertext bytes per DIR_* that nested syscalls moved on call.sk, added to
@@ -114,15 +113,15 @@ struct {
 	__type(value, struct tls_thread);
 } tls_threads SEC(".maps");
 
-/* The thread's last TLS socket where the thread's state is not in task storage: a value small
- * enough to insert from the syscall exit programs, whose stack (with their deepest subprogram's,
- * counted together on 5.10) has no room for a whole struct tls_thread. */
+/* A zeroed struct tls_thread, never written: what a new tls_threads element is made from. From the
+ * stack it would not fit the syscall exit programs (5.10 counts their stack and their deepest
+ * subprogram's together: test/kernel/bpf-cfg.test.ts). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, __u64);
-} tls_thread_sock SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_thread);
+} tls_thread_zero SEC(".maps");
 
 #define TLS_THREAD_CREATE 1
 
@@ -136,8 +135,11 @@ static __always_inline struct tls_thread *tls_thread(__u64 pid_tgid, const int c
 	struct tls_thread *t = bpf_map_lookup_elem(&tls_threads, &pid_tgid);
 	if (t || !create)
 		return t;
-	struct tls_thread zero = {};
-	bpf_map_update_elem(&tls_threads, &pid_tgid, &zero, BPF_NOEXIST);
+	__u32 zero = 0;
+	struct tls_thread *z = bpf_map_lookup_elem(&tls_thread_zero, &zero);
+	if (!z)
+		return NULL;
+	bpf_map_update_elem(&tls_threads, &pid_tgid, z, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&tls_threads, &pid_tgid);
 }
 
@@ -352,18 +354,10 @@ static __noinline int tls_note_socket(__u64 pid_tgid, __u64 sk, struct conn_info
 	 * inferred onto that socket. */
 	if (!ci || !(ci->flags & CONN_F_TLS))
 		return 0;
-	if (load_cfg.task_storage) {
-		if (!t)
-			t = bpf_task_storage_get(&tls_task, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (t && t->last_sk != sk)
-			t->last_sk = sk;
-		return 0;
-	}
-	__u64 *last = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
-	if (!last)
-		bpf_map_update_elem(&tls_thread_sock, &pid_tgid, &sk, BPF_ANY);
-	else if (*last != sk)
-		*last = sk;
+	if (!t)
+		t = tls_thread(pid_tgid, TLS_THREAD_CREATE);
+	if (t && t->last_sk != sk)
+		t->last_sk = sk;
 	return 0;
 }
 
@@ -440,15 +434,6 @@ static __always_inline void tls_remember_ssl_sock(__u32 tgid, __u64 ssl, __u64 s
 	}
 }
 
-/* The thread's last TLS socket (the memory-BIO fallback); 0 = none. */
-static __always_inline __u64 tls_last_sock(struct tls_thread *t, __u64 pid_tgid)
-{
-	if (load_cfg.task_storage)
-		return t->last_sk;
-	__u64 *p = bpf_map_lookup_elem(&tls_thread_sock, &pid_tgid);
-	return p ? *p : 0;
-}
-
 static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -473,7 +458,7 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 	if (t->sk_from == TLS_SK_UNTRIED)
 		tls_load_cached(t, tgid);
 	__u8 from = t->sk_from;
-	__u64 sk = cp->sk;
+	__u64 sk = cp->sk, last = t->last_sk;
 	struct conn_info *ci = NULL;
 	if (from == TLS_SK_CACHED || from == TLS_SK_NAMED) {
 		ci = bpf_map_lookup_elem(&conns, &sk);
@@ -506,10 +491,9 @@ static __always_inline int tls_exit(void *ctx, __u8 fn, long ret, const int lp)
 	if (!mode)
 		return 0;
 	__u8 inferred = 0;
-	__u64 last;
 	if (from == TLS_SK_NAMED) {
 		tls_remember_ssl_sock(tgid, cp->ssl, sk, ci ? ci->id : 0, t->fd);
-	} else if (from == TLS_SK_NONE && (last = tls_last_sock(t, pid_tgid))) {
+	} else if (from == TLS_SK_NONE && last) {
 		/* a memory BIO: the thread's last TLS socket */
 		sk = last;
 		ci = bpf_map_lookup_elem(&conns, &sk);
