@@ -90,8 +90,6 @@ function cString(bytes: Uint8Array, dec: TextDecoder = latin1): string {
   return dec.decode(end < 0 ? bytes : bytes.subarray(0, end));
 }
 
-
-
 /** Decodes one record; undefined for unknown types or short records (the caller counts them). */
 export function decodeEvent(rec: Uint8Array): TracerEvent | undefined {
   return decodeEventAt(rec, 0, rec.length);

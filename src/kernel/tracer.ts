@@ -93,16 +93,19 @@ const BPF_FUNC_get_current_task_btf = 158;
 const BPF_FUNC_task_pt_regs = 175;
 const BPF_FUNC_task_storage_get = 156;
 
+/** Whether tracepoint and kprobe (uprobe) programs may call every helper of `ids`. */
+function helpersExist(ids: number[]): boolean {
+  return [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) => ids.every((f) => probeHelper(t, f) === 1));
+}
+
 /**
- * Whether the BPF side keeps per-thread TLS state in task local storage (5.11+: the map type and,
- * for uprobes and tracepoints, its helper and the task's BTF pointer) instead of an LRU hash by
- * pid_tgid. The verifier needs the kernel's own BTF for the task pointer, so a kernel without
- * /sys/kernel/btf/vmlinux (or one hiding it) keeps the hash.
+ * Whether programs may use the current task's BTF pointer (bpf_get_current_task_btf, 5.11+): the
+ * verifier needs the kernel's own BTF for it, which a helper probe does not check, so a kernel
+ * without /sys/kernel/btf/vmlinux (or one hiding it) answers no. The loop variants (their
+ * arguments from the task's registers) and task local storage both need it.
  */
-function taskStorageUsable(): boolean {
-  return existsSync("/sys/kernel/btf/vmlinux") && probeMapType(BPF_MAP_TYPE_TASK_STORAGE) === 1 &&
-    [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
-      [BPF_FUNC_task_storage_get, BPF_FUNC_get_current_task_btf].every((f) => probeHelper(t, f) === 1));
+function taskBtfUsable(): boolean {
+  return existsSync("/sys/kernel/btf/vmlinux") && helpersExist([BPF_FUNC_get_current_task_btf]);
 }
 
 export function kprobesAvailable(tracefs: string | undefined): boolean {
@@ -237,8 +240,10 @@ export class KernelTracer {
       if (buffer === "ringbuf") obj.setMaxEntries("events", opts.ringbufBytes);
       else if (ringbufOk) obj.setMaxEntries("events", pageSize()); // unused: smallest ring
       else obj.reshapeMap("events", BPF_MAP_TYPE_ARRAY, 4, 4, 1); // the kernel has no ring buffers
+      const taskBtf = taskBtfUsable();
+      // per-thread TLS state in task local storage instead of an LRU hash by pid_tgid
       const wantState = opts.threadState ?? "auto";
-      const taskStorage = wantState !== "hash" && taskStorageUsable();
+      const taskStorage = wantState !== "hash" && taskBtf && probeMapType(BPF_MAP_TYPE_TASK_STORAGE) === 1 && helpersExist([BPF_FUNC_task_storage_get]);
       if (wantState === "task_storage" && !taskStorage) throw new TracerError("UNSUPPORTED", "bpf.thread_state is task_storage but this kernel has no task local storage for tracing programs (5.11+ with /sys/kernel/btf/vmlinux); use auto or hash");
       obj.setAutocreate(taskStorage ? "tls_threads" : "tls_task", false);
       const C = LAYOUT.load_config;
@@ -253,10 +258,8 @@ export class KernelTracer {
       }
       const flavours: SyscallFlavour[] = mode === "kprobes" ? ["kprobe"] : kprobesAvailable(tracefs) ? ["tracepoint", "kprobe"] : ["tracepoint"];
       // The loop variants copy through bpf_loop and (syscall exits) read the call's arguments
-      // from the task's registers: every helper they call must exist for both program types, and
-      // the task's BTF pointer needs the kernel's own BTF (a helper probe passes without it).
-      const loopVariants = buffer === "ringbuf" && existsSync("/sys/kernel/btf/vmlinux") && [BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_KPROBE].every((t) =>
-        [BPF_FUNC_loop, BPF_FUNC_get_current_task_btf, BPF_FUNC_task_pt_regs].every((f) => probeHelper(t, f) === 1));
+      // from the task's registers: every helper they call must exist for both program types.
+      const loopVariants = buffer === "ringbuf" && taskBtf && helpersExist([BPF_FUNC_loop, BPF_FUNC_task_pt_regs]);
       const plan = planAttach(obj.programs().map((p) => probeOf(p.name, p.section)), { flavours, exists: (p) => attachPointExists(tracefs, p), loopVariants });
       const onKprobes = Object.keys(plan.flavour).filter((sc) => plan.flavour[sc] === "kprobe");
       if (mode === "tracepoints" && onKprobes.length) log.info("syscalls without tracepoints are probed with kprobes", { syscalls: onKprobes });
