@@ -18,7 +18,7 @@
  *
  *   sudo bun bench/overhead.ts [--server node|nginx|go] [--tls | --schemes http,https] [--rounds 3]
  *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
- *                              [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf] [--budget-cpu N]
+ *                              [--warmup S] [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf] [--budget-cpu N]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
  * deployed; --no-unit-env without them. --as-unit also holds it to the unit's CPUQuota= and
@@ -50,6 +50,11 @@ const ROUNDS = Number(arg("--rounds", "3"));
 const DURATION = Number(arg("--duration", "10"));
 const CONNS = Number(arg("--connections", "16"));
 const MODES = arg("--modes", "off,capture,run,tshark").split(",");
+/** --warmup S: every run (agent or not) first serves S seconds of the same load, unmeasured: the
+ * engine's JIT compiles the agent's hot path in its first ~2 s of load (its JITWorker threads,
+ * ~0.3 s of CPU once per start), which a short run would add to its steady per-request figure.
+ * Printed apart: the agent's CPU during the warm-up. */
+const WARMUP = Number(arg("--warmup", "0"));
 /** --perf: the agent writes to its per-CPU perf buffers (bpf.buffer: perf), the path of kernels
  * without BPF ring buffers */
 const BUFFER_YAML = process.argv.includes("--perf") ? "\nbpf:\n  buffer: perf\n" : "";
@@ -247,12 +252,12 @@ const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).fla
   mode === "capture" || mode === "run" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
 const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
-console.log(`${SERVER === "node" ? "Node" : SERVER === "go" ? "Go net/http" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
+console.log(`${SERVER === "node" ? "Node" : SERVER === "go" ? "Go net/http" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s${WARMUP > 0 ? ` after ${WARMUP} s of the same load` : ""}, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
 for (const t of targets.values()) await wrk(t.url, 2);
 
 /** One program's share of a run: run time per request, per call, and calls per request. */
 interface Prog { name: string; nsPerReq: number; nsPerCall: number; callsPerReq: number }
-interface Row { scheme: string; mode: string; rps: number; serverUs: number; cpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; lost?: number; delivered?: string; progs?: Prog[] }
+interface Row { scheme: string; mode: string; rps: number; serverUs: number; cpuPer1k?: number; warmupCpuPer1k?: number; bpfNsPerReq?: number; hwm?: number; seen?: number; lost?: number; delivered?: string; progs?: Prog[] }
 const rows: Row[] = [];
 const fmtProg = (p: Prog) => `${p.name} ${p.nsPerReq.toFixed(0)} ns/req (${p.nsPerCall.toFixed(0)} ns/call x ${p.callsPerReq.toFixed(2)})`;
 for (let round = 1; round <= ROUNDS; round++) {
@@ -260,17 +265,27 @@ for (let round = 1; round <= ROUNDS; round++) {
     for (const { mode, label, bin } of variants) {
       const a = await startAgent(mode, bin, t);
       if (a) await Bun.sleep(1200);
+      let warm: { ticks: number; wall: number; rps: number; requests: number } | undefined;
+      // spans and requests of the agent's whole life (the share seen), the warm-up's included
+      const spansBefore = rx.spanCount;
+      if (WARMUP > 0) {
+        const w0 = a ? cpuTicks(a.proc.pid) : 0;
+        const tw = performance.now();
+        const ww = await wrk(t.url, WARMUP);
+        warm = { ticks: a ? cpuTicks(a.proc.pid) - w0 : 0, wall: (performance.now() - tw) / 1000, rps: ww.rps, requests: ww.requests };
+      }
       const bpf0 = a && mode !== "tshark" ? bpfStats(a.proc.pid) : undefined;
       const c0 = a ? cpuTicks(a.proc.pid) : 0;
       const s0 = treeTicks(t.pid);
       const t0 = performance.now();
-      const spansBefore = rx.spanCount;
+      const lifeRequests = () => w.requests + (warm?.requests ?? 0);
       const w = await wrk(t.url, DURATION);
       const wall = (performance.now() - t0) / 1000;
       const row: Row = { scheme: t.scheme, mode: label, rps: w.rps, serverUs: ((treeTicks(t.pid) - s0) / CLK_TCK / w.requests) * 1e6 };
       if (a) {
         const cpu = ((cpuTicks(a.proc.pid) - c0) / CLK_TCK / wall) * 100;
         row.cpuPer1k = cpu / (w.rps / 1000);
+        if (warm) row.warmupCpuPer1k = ((warm.ticks / CLK_TCK / warm.wall) * 100) / (warm.rps / 1000);
         row.hwm = statusMb(a.proc.pid, "VmHWM");
         if (bpf0) {
           const bpf1 = bpfStats(a.proc.pid);
@@ -288,7 +303,7 @@ for (let round = 1; round <= ROUNDS; round++) {
         if (mode === "tshark") {
           a.proc.kill("SIGINT");
           const out = await new Response(a.proc.stdout as ReadableStream).text();
-          row.seen = out.split("\n").filter((l) => l.includes(new URL(t.url).pathname)).length / w.requests;
+          row.seen = out.split("\n").filter((l) => l.includes(new URL(t.url).pathname)).length / lifeRequests();
         } else {
           a.proc.kill("SIGINT");
           await a.proc.exited;
@@ -296,9 +311,9 @@ for (let round = 1; round <= ROUNDS; round++) {
           const st = exitStats(a.stderr());
           // spans the agent made; for run also what the receiver decoded by the time the agent
           // exited (the rest is in its spool, sent at its next start, or counted as dropped)
-          row.seen = (st?.SpansEmitted ?? 0) / w.requests;
+          row.seen = (st?.SpansEmitted ?? 0) / lifeRequests();
           row.lost = st?.EventLost;
-          if (mode === "run") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / w.requests) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
+          if (mode === "run") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / lifeRequests()) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
         }
         await a.proc.exited;
       }
@@ -309,6 +324,7 @@ for (let round = 1; round <= ROUNDS; round++) {
         `round ${round} ${t.scheme.padEnd(5)} ${label.padEnd(8)} ${row.rps.toFixed(0).padStart(7)} req/s` + (base ? `  ratio ${(row.rps / base).toFixed(2)}` : "") +
         `  server ${row.serverUs.toFixed(1)} µs/req` +
         (row.cpuPer1k !== undefined ? `  CPU ${row.cpuPer1k.toFixed(2)} %/1k req/s` : "") +
+        (row.warmupCpuPer1k !== undefined ? ` (warm-up ${row.warmupCpuPer1k.toFixed(2)})` : "") +
         (row.bpfNsPerReq !== undefined ? `  BPF ${row.bpfNsPerReq.toFixed(0)} ns/req` : "") +
         (row.hwm !== undefined ? `  peak RSS ${row.hwm.toFixed(0)} MB` : "") +
         (row.seen !== undefined ? `  seen ${(row.seen * 100).toFixed(1)}%` : "") +

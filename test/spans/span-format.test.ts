@@ -86,3 +86,15 @@ describe("parseTraceparent", () => {
     }
   });
 });
+
+describe("nanosToIso across seconds and out of order", () => {
+  test("matches Date's ISO form with the nine fraction digits, whatever the order of calls", () => {
+    const base = 1_764_201_600_000_000_000n; // 2025-11-27T00:00:00Z
+    const cases = [5n, base + 123n, 999_999_999n, base - 1n, base + 1_000_000_000n, -7n, base + 86_400_999_999_999n, base + 100_000_000n, 0n, base + 99_999_999n];
+    for (const ns of cases) {
+      const sec = ns < 0n ? 0n : ns / 1_000_000_000n;
+      const frac = ns < 0n ? "000000000" : (ns % 1_000_000_000n).toString().padStart(9, "0");
+      expect(nanosToIso(ns)).toBe(new Date(Number(sec) * 1000).toISOString().slice(0, 20) + frac + "Z");
+    }
+  });
+});
