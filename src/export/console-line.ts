@@ -2,10 +2,10 @@
  * The readable line `capture` prints per API call (without --json), written through
  * StdoutExporter like the JSON lines.
  */
-import type { Span } from "../spans/span.ts";
+import { allAttributes, type Span } from "../spans/span.ts";
 
 export function formatSpanLine(s: Span): string {
-  const a = s.attributes;
+  const a = allAttributes(s);
   const ms = (Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e6).toFixed(1);
   const status = a["http.response.status_code"] ?? "---";
   const peer = `${a["network.peer.address"] ?? ""}${a["network.peer.port"] ? ":" + a["network.peer.port"] : ""}`;

@@ -8,7 +8,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import { TracerError } from "../errors.ts";
 import { log as defaultLog, type Logger } from "../log/log.ts";
-import { nanosToIso, type Span, type SpanSink } from "../spans/span.ts";
+import { nanosToIso, type Attributes, type Span, type SpanSink } from "../spans/span.ts";
 
 const FLUSH_BYTES = 64 * 1024;
 
@@ -20,13 +20,15 @@ const FLUSH_BYTES = 64 * 1024;
  */
 export function jsonLine(span: Span): string {
   lineParts(span);
-  return parts.head + parts.attributes + RESOURCE_KEY + parts.resource + "}";
+  return parts.head + parts.attributes + parts.shared + RESOURCE_KEY + parts.resource + "}";
 }
 const RESOURCE_KEY = ',"resource":';
 
 /**
- * The line in three strings, as jsonLine joins them: the head up to `"attributes":`, the
- * attributes object, the resource object. The exporter encodes them into its buffer one by one:
+ * The line in four strings, as jsonLine joins them: the head up to `"attributes":`, the span's
+ * own attributes as a JSON object (without its closing brace when shared ones follow), the
+ * shared attributes (Span.shared) as the rest of that object (`,"k":v,…}`, stringified once per
+ * shared object, or "" when there are none), the resource object. The exporter encodes them into its buffer one by one:
  * joined, they are a string JSC keeps as a rope and copies once more to encode (~300 ns of a
  * 1.6 KB line). Valid until the next call; throws what JSON.stringify throws, before any part
  * changes the output.
@@ -37,7 +39,17 @@ function lineParts(span: Span): void {
     resource = JSON.stringify(span.resource);
     if (Object.isFrozen(span.resource)) resourceJson.set(span.resource, resource);
   }
-  const attributes = JSON.stringify(span.attributes);
+  let attributes = JSON.stringify(span.attributes);
+  let shared = "";
+  if (span.shared !== undefined) {
+    shared = sharedJsonOf(span.shared);
+    // "{}" + `,"k":v}` must not keep the comma; an empty shared object adds nothing
+    if (shared === "}") shared = "";
+    else if (attributes.length === 2) {
+      attributes = "{";
+      shared = shared.slice(1);
+    } else attributes = attributes.slice(0, -1);
+  }
   // Ids are lower-case hex and the kind one of two words (Span's contract), and a duration is a
   // finite number (String gives what JSON.stringify gives): none needs escaping.
   parts.head =
@@ -50,9 +62,21 @@ function lineParts(span: Span): void {
     ',"error":' + (span.error ? "true" : "false") +
     ',"attributes":';
   parts.attributes = attributes;
+  parts.shared = shared;
   parts.resource = resource;
 }
-const parts = { head: "", attributes: "", resource: "" };
+const parts = { head: "", attributes: "", shared: "", resource: "" };
+/** Per shared attributes object, its JSON without the opening brace, after a comma: `,"k":v,…}` ("}" when empty). */
+const sharedJson = new WeakMap<Attributes, string>();
+function sharedJsonOf(sh: Attributes): string {
+  let j = sharedJson.get(sh);
+  if (j === undefined) {
+    const full = JSON.stringify(sh);
+    j = full.length === 2 ? "}" : "," + full.slice(1);
+    if (Object.isFrozen(sh)) sharedJson.set(sh, j);
+  }
+  return j;
+}
 const resourceJson = new WeakMap<object, string>();
 const FLUSH_MS = 200;
 
@@ -110,7 +134,7 @@ export class StdoutExporter implements SpanSink {
       return;
     }
     // room for the worst case (3 bytes per UTF-16 unit): a line larger than the buffer grows it
-    const most = 3 * (json ? parts.head.length + parts.attributes.length + parts.resource.length + RESOURCE_KEY.length + 2 : line.length);
+    const most = 3 * (json ? parts.head.length + parts.attributes.length + parts.shared.length + parts.resource.length + RESOURCE_KEY.length + 2 : line.length);
     if (this.outLen + most > this.out.length) {
       this.flush();
       if (most > this.out.length) this.out = Buffer.allocUnsafe(most);
@@ -120,6 +144,7 @@ export class StdoutExporter implements SpanSink {
       let n = this.outLen;
       n += out.write(parts.head, n, "utf8");
       n += out.write(parts.attributes, n, "utf8");
+      if (parts.shared.length) n += out.write(parts.shared, n, "utf8");
       n += out.write(RESOURCE_KEY, n, "latin1");
       n += out.write(parts.resource, n, "utf8");
       out[n++] = 0x7d; // }

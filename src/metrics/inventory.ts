@@ -16,7 +16,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../log/log.ts";
-import type { Span } from "../spans/span.ts";
+import { attr, type Span } from "../spans/span.ts";
 
 export const MAX_ENTRIES = 20_000;
 const MAX_VALUES = 16;
@@ -161,7 +161,7 @@ export class ApiInventory {
     if (resCt) ok = addValue(e.responseContentTypes, resCt) && ok;
     for (const s of authSchemesOf(a)) ok = addValue(e.authSchemes, s) && ok;
     if (a["ebpf.redacted"] !== undefined) e.redacted = true;
-    if (a["url.scheme"] === "https") e.tls = true;
+    if (attr(span, "url.scheme") === "https") e.tls = true;
     else e.plaintext = true;
     if (!ok) this.overflow++;
     this.dirty = true;

@@ -24,6 +24,7 @@
  * in MetricSeriesOverflow. Never throws from record().
  */
 import type { AttrValue, Attributes, Span } from "../spans/span.ts";
+import { attr } from "../spans/span.ts";
 
 /** Advised bucket boundaries of http.server/client.request.duration, seconds. */
 export const HTTP_DURATION_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
@@ -177,7 +178,7 @@ export class RedMetrics {
     }
     if (s === undefined) s = this.newSeries(g, list, span, family, direction, route, method, status);
     const h = s.histograms;
-    const ratio = a["ebpf.sampling.ratio"];
+    const ratio = attr(span, "ebpf.sampling.ratio");
     const w = typeof ratio === "number" && ratio > 0 && ratio < 1 ? 1 / ratio : 1;
     const ns = Number(span.endTimeUnixNano - span.startTimeUnixNano);
     h[0].observe(family === "rpc" ? ns / 1e6 : ns / 1e9, w);

@@ -96,42 +96,80 @@ export function splitHostPort(h: string): { host: string; port?: number } {
 let lastAuthority = "";
 let lastHostPort: { host: string; port?: number } = { host: "" };
 
+/**
+ * The attributes a connection's spans share (Span.shared): one frozen object per connection,
+ * made again only when one of the values it is made of changes (a process's details filled in
+ * later, the TLS library or correlation learned, the sampling ratio). Keys a custom attribute
+ * names are left out: custom attributes are the span's own and win, as they always did. The
+ * protocols write none of these keys (test/spans/builder.test.ts).
+ */
+interface SharedOf {
+  role: number; family: number; localAddr: string; localPort: number; remoteAddr: string; remotePort: number; comm: string;
+  tls: boolean | undefined; tlsLibrary: string | undefined; tlsCorrelation: string | undefined; samplingRatio: number | undefined;
+  proc: ProcessDetails; pid: number; name: string; exePath: string; commandLine: string; containerId: string | undefined; systemdUnit: string | undefined;
+  custom: Record<string, string>;
+  attrs: Attributes;
+}
+const sharedByConn = new WeakMap<ConnectionMeta, SharedOf>();
+
+function sharedOf(conn: ConnectionMeta, proc: ProcessDetails, custom: Record<string, string>): Attributes {
+  const e = sharedByConn.get(conn);
+  if (e !== undefined && e.role === conn.role && e.tls === conn.tls && e.tlsLibrary === conn.tlsLibrary && e.tlsCorrelation === conn.tlsCorrelation &&
+    e.samplingRatio === conn.samplingRatio && e.proc === proc && e.pid === proc.pid && e.name === proc.name && e.exePath === proc.exePath &&
+    e.commandLine === proc.commandLine && e.containerId === proc.containerId && e.systemdUnit === proc.systemdUnit && e.custom === custom &&
+    e.family === conn.family && e.localAddr === conn.localAddr && e.localPort === conn.localPort && e.remoteAddr === conn.remoteAddr &&
+    e.remotePort === conn.remotePort && e.comm === conn.comm) return e.attrs;
+  const client = conn.role === ROLE_CLIENT;
+  const a: Attributes = {};
+  a["url.scheme"] = conn.tls ? "https" : "http";
+  if (conn.tls && conn.tlsLibrary) a["ebpf.tls.library"] = conn.tlsLibrary;
+  if (conn.tls && conn.tlsCorrelation) a["ebpf.tls.correlation"] = conn.tlsCorrelation === "exact" ? "exact" : "inferred";
+  a["network.transport"] = conn.family === 1 ? "unix" : "tcp";
+  const clientAddr = client ? conn.localAddr : conn.remoteAddr;
+  const clientPort = client ? conn.localPort : conn.remotePort;
+  if (clientAddr) a["client.address"] = clientAddr;
+  if (clientPort) a["client.port"] = clientPort;
+  if (conn.remoteAddr) a["network.peer.address"] = conn.remoteAddr;
+  if (conn.remotePort) a["network.peer.port"] = conn.remotePort;
+  a["process.pid"] = proc.pid;
+  a["process.executable.name"] = proc.name || conn.comm;
+  if (proc.exePath) a["process.executable.path"] = proc.exePath;
+  if (proc.commandLine) a["process.command_line"] = proc.commandLine;
+  if (proc.containerId) a["container.id"] = proc.containerId;
+  if (proc.systemdUnit) a["systemd.unit"] = proc.systemdUnit;
+  a["traceableai.module.name"] = "ebpf";
+  a["ebpf.sampling.ratio"] = conn.samplingRatio ?? 1;
+  for (const k in custom) delete a[k];
+  Object.freeze(a);
+  sharedByConn.set(conn, {
+    role: conn.role, family: conn.family, localAddr: conn.localAddr, localPort: conn.localPort, remoteAddr: conn.remoteAddr, remotePort: conn.remotePort, comm: conn.comm,
+    tls: conn.tls, tlsLibrary: conn.tlsLibrary, tlsCorrelation: conn.tlsCorrelation, samplingRatio: conn.samplingRatio,
+    proc, pid: proc.pid, name: proc.name, exePath: proc.exePath, commandLine: proc.commandLine, containerId: proc.containerId, systemdUnit: proc.systemdUnit,
+    custom, attrs: a,
+  });
+  return a;
+}
+
 export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetails, ctx: SpanContext): Span {
   const client = conn.role === ROLE_CLIENT;
   const attrs: Attributes = {};
   x.writeAttributes(attrs, client);
-  attrs["url.scheme"] = conn.tls ? "https" : "http";
-  if (conn.tls && conn.tlsLibrary) attrs["ebpf.tls.library"] = conn.tlsLibrary;
-  if (conn.tls && conn.tlsCorrelation) attrs["ebpf.tls.correlation"] = conn.tlsCorrelation === "exact" ? "exact" : "inferred";
-  attrs["network.transport"] = conn.family === 1 ? "unix" : "tcp";
-
+  // HTTP/2's :scheme is what the client claims; the connection's own scheme (shared) is kept, as
+  // it always overrode it. No other shared key is written by a protocol (builder.test.ts).
+  if (attrs["url.scheme"] !== undefined) delete attrs["url.scheme"];
   const hp = x.authority ? splitHostPort(x.authority) : undefined;
   const serverPort = client ? conn.remotePort : conn.localPort;
   attrs["server.address"] = hp?.host || (client ? conn.remoteAddr : conn.localAddr) || "localhost";
   if (hp?.port ?? serverPort) attrs["server.port"] = hp?.port ?? serverPort;
-  const clientAddr = client ? conn.localAddr : conn.remoteAddr;
-  const clientPort = client ? conn.localPort : conn.remotePort;
-  if (clientAddr) attrs["client.address"] = clientAddr;
-  if (clientPort) attrs["client.port"] = clientPort;
-  if (conn.remoteAddr) attrs["network.peer.address"] = conn.remoteAddr;
-  if (conn.remotePort) attrs["network.peer.port"] = conn.remotePort;
-
-  attrs["process.pid"] = proc.pid;
-  attrs["process.executable.name"] = proc.name || conn.comm;
-  if (proc.exePath) attrs["process.executable.path"] = proc.exePath;
-  if (proc.commandLine) attrs["process.command_line"] = proc.commandLine;
-  if (proc.containerId) attrs["container.id"] = proc.containerId;
-  if (proc.systemdUnit) attrs["systemd.unit"] = proc.systemdUnit;
-  attrs["traceableai.module.name"] = "ebpf";
   if (x.partial) attrs["ebpf.partial"] = true;
   if (x.responseMissing) attrs["ebpf.response.missing"] = true;
-  attrs["ebpf.sampling.ratio"] = conn.samplingRatio ?? 1;
   for (const k in ctx.customAttributes) attrs[k] = ctx.customAttributes[k]!;
+  const shared = sharedOf(conn, proc, ctx.customAttributes);
 
   const tp = parseTraceparent(x.traceparent);
   const unitService = proc.systemdUnit?.endsWith(".service") ? proc.systemdUnit.slice(0, -8) : undefined;
   const serviceName = proc.serviceName || ctx.serviceName || unitService || proc.name || conn.comm || "unknown";
-  const resource = resourceOf(proc, serviceName, ctx, String(attrs["process.executable.name"]));
+  const resource = resourceOf(proc, serviceName, ctx, String(attrs["process.executable.name"] ?? shared["process.executable.name"]));
   return {
     traceId: tp?.traceId ?? randomHex(16),
     spanId: randomHex(8),
@@ -142,6 +180,7 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
     endTimeUnixNano: ctx.toWallNs(x.endNs),
     error: x.isError(client),
     attributes: attrs,
+    shared,
     resource,
   };
 }

@@ -468,6 +468,17 @@ export class Redactor {
         if (a === A_PATH) pathChanged = true;
       }
     }
+    const sh = span.shared;
+    if (sh !== undefined) {
+      // Of the shared keys only the command line has a redaction action (classify); the shared
+      // object is frozen and other spans hold it: a redacted copy replaces it on this span, made
+      // once per shared object and result.
+      const scl = sh["process.command_line"];
+      if (typeof scl === "string" && scl) {
+        const out = this.cachedCommandLine(scl, this.cmdCache, "process.command_line");
+        if (out !== scl) span.shared = this.redactedShared(sh, out);
+      }
+    }
     const res = span.resource;
     const cl = res["process.command_line"];
     if (typeof cl === "string" && cl) res["process.command_line"] = this.cachedCommandLine(cl, this.resCmdCache, "resource.process.command_line");
@@ -480,6 +491,17 @@ export class Redactor {
       attrs[REDACTED_ATTR] = this.names.length === 1 ? this.names[0]! : this.names.join(",");
       this.counters.RedactedSpans++;
     }
+  }
+
+  private readonly sharedCopies = new WeakMap<Attributes, { commandLine: string; attrs: Attributes }>();
+
+  /** `sh` with its command line replaced by `commandLine`, frozen; the same object for the same inputs. */
+  private redactedShared(sh: Attributes, commandLine: string): Attributes {
+    const c = this.sharedCopies.get(sh);
+    if (c !== undefined && c.commandLine === commandLine) return c.attrs;
+    const attrs = Object.freeze({ ...sh, "process.command_line": commandLine });
+    this.sharedCopies.set(sh, { commandLine, attrs });
+    return attrs;
   }
 
   private redactValue(a: number, key: string, v: string, attrs: Attributes): string {

@@ -18,7 +18,16 @@ export interface Span {
   endTimeUnixNano: bigint;    // last response byte seen
   /** true when the response status is 5xx (server) or 4xx/5xx (client), per OTel HTTP conventions */
   error: boolean;
+  /** This exchange's attributes (and whatever later stages add: http.route, ebpf.redacted). */
   attributes: Attributes;
+  /**
+   * The attributes every span of its connection has (scheme, peers, process, sampling ratio):
+   * one frozen object shared by those spans while its values stay the same, so exporters encode
+   * it once per object instead of once per span. The span's attribute set is `attributes` and
+   * `shared` together; no key is in both. Read one attribute with attr(), all with
+   * allAttributes(); nothing may write to it (the redactor replaces it with a redacted copy).
+   */
+  shared?: Attributes;
   /** Resource attributes: service.name, host.name, deployment.environment, process.* */
   resource: Attributes;
 }
@@ -43,9 +52,26 @@ export function spanToJson(s: Span): Record<string, unknown> {
     start: nanosToIso(s.startTimeUnixNano),
     durationMs: Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e6,
     error: s.error,
-    attributes: s.attributes,
+    attributes: allAttributes(s),
     resource: s.resource,
   };
+}
+
+/** One attribute of the span, wherever it is kept. */
+export function attr(s: Span, key: string): AttrValue | undefined {
+  const v = s.attributes[key];
+  return v !== undefined ? v : s.shared?.[key];
+}
+
+/** Every attribute of the span: its own first, then the shared ones (a new object when there are
+ * shared ones; for consumers off the hot path). */
+export function allAttributes(s: Span): Attributes {
+  const sh = s.shared;
+  if (sh === undefined) return s.attributes;
+  const out: Attributes = {};
+  for (const k in s.attributes) out[k] = s.attributes[k]!;
+  for (const k in sh) out[k] = sh[k]!;
+  return out;
 }
 
 export function nanosToIso(ns: bigint): string {

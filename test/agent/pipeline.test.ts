@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Pipeline, type PipelineOptions } from "../../src/agent/pipeline.ts";
-import type { Span, SpanSink } from "../../src/spans/span.ts";
+import { allAttributes, attr, type Span, type SpanSink } from "../../src/spans/span.ts";
 import { DIR_RECV, DIR_SEND, ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN, MODE_BOTH, MODE_INGRESS, LAYER_TLS, DATA_FLAG_TLS_INFERRED } from "../../src/kernel/event-layout.ts";
 import { TlsCoverageBook } from "../../src/kernel/tls/coverage.ts";
 import { connRecord, dataRecord, execRecord, exitRecord } from "../support/records.ts";
@@ -43,7 +43,7 @@ describe("pipeline", () => {
     expect(s.kind).toBe("server");
     expect(s.name).toBe("POST /api/items");
     expect(s.endTimeUnixNano - s.startTimeUnixNano).toBe(200n);
-    expect(s.attributes).toMatchObject({
+    expect(allAttributes(s)).toMatchObject({
       "http.request.method": "POST", "url.path": "/api/items", "url.query": "id=3", "url.scheme": "http",
       "http.response.status_code": 201, "network.protocol.version": "1.1", "server.address": "shop", "server.port": 8080,
       "client.address": "127.0.0.1", "client.port": 40000, "network.peer.address": "127.0.0.1", "network.peer.port": 40000,
@@ -175,7 +175,7 @@ describe("TLS coverage from the event stream", () => {
     expect(sink.spans.length).toBe(4);
     expect(calls).toEqual(["21:inferred", "21:exact", "22:exact"]);
     expect(book.snapshot()[0]!.connections).toEqual({ tls: 2, decrypted: 2, inferred: 0, notDecrypted: 0 });
-    expect(sink.spans.map((s) => s.attributes["ebpf.tls.correlation"])).toEqual(["exact", "exact", "exact", "exact"]);
+    expect(sink.spans.map((s) => attr(s, "ebpf.tls.correlation"))).toEqual(["exact", "exact", "exact", "exact"]);
   });
 });
 

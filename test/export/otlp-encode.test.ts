@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Attributes, Span } from "../../src/spans/span.ts";
+import { allAttributes, type Attributes, type Span } from "../../src/spans/span.ts";
 import { encodeTracesProto, ProtoSpanStream } from "../../src/export/otlp/encode-proto.ts";
 import { encodeTracesJson, tracesRequestJson } from "../../src/export/otlp/encode-json.ts";
 import { encodeSpans, OpenBatch } from "../../src/export/otlp/batch.ts";
@@ -69,7 +69,7 @@ function expectSpanMatches(got: ReceivedSpan, s: Span): void {
   expect(got.status).toEqual({ code: s.error ? 2 : 0, message: "" });
   expect(got.scope).toEqual({ name: SCOPE_NAME, version: SCOPE_VERSION });
   const attrs: Record<string, TypedValue> = {};
-  for (const [k, v] of Object.entries(s.attributes)) attrs[k] = expectedValue(v);
+  for (const [k, v] of Object.entries(allAttributes(s))) attrs[k] = expectedValue(v);
   expect(got.attributes).toEqual(attrs);
   const res: Record<string, TypedValue> = {};
   for (const [k, v] of Object.entries(s.resource)) res[k] = expectedValue(v);
@@ -204,6 +204,31 @@ describe("protobuf encoding", () => {
     expect(fromPb).toEqual(fromJson);
     const gz = readFileSync(join(FIXTURES, "derived", "trace.ExportRequest.pb.gz"));
     expect(decodeBody(gz, "application/x-protobuf", "gzip")).toEqual(fromPb);
+  });
+});
+
+describe("shared attributes (Span.shared)", () => {
+  // a connection's attributes, one frozen object held by several spans; one span with none of
+  // its own, one with an empty shared object, one whose shared object is not frozen (not cached)
+  const connA = Object.freeze({ "url.scheme": "https", "client.port": 40000, "process.command_line": "app --x é", "ebpf.sampling.ratio": 0.5 });
+  const connB = Object.freeze({ "url.scheme": "http", "client.port": 40001, "process.command_line": "app --x é", "ebpf.sampling.ratio": 1 });
+  const mixed: Span[] = [
+    ...Array.from({ length: 5 }, (_, i) => span(20 + i, { shared: i % 2 ? connA : connB })),
+    span(30, { attributes: {}, shared: connA }),
+    span(31, { shared: Object.freeze({}) }),
+    span(32, { shared: { "client.port": 1, "x": "unfrozen" } }),
+    span(33),
+  ];
+  test("protobuf: every span decodes to its own attributes and the shared ones, batch after batch", () => {
+    for (let round = 0; round < 3; round++) {
+      const got = spansOfRequest(decodeRequestProto(encodeTracesProto(mixed, "fallback")), 0);
+      const byId = new Map(got.map((g) => [g.spanId, g]));
+      expect(got.length).toBe(mixed.length);
+      for (const s of mixed) expectSpanMatches(byId.get(s.spanId)!, s);
+    }
+  });
+  test("OTLP/JSON decodes to what the protobuf encoding decodes to", () => {
+    expect(decodeRequestJson(new TextDecoder().decode(encodeTracesJson(mixed, "fallback")))).toEqual(decodeRequestProto(encodeTracesProto(mixed, "fallback")));
   });
 });
 

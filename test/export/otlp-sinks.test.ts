@@ -57,6 +57,23 @@ describe("jsonLine", () => {
     for (const s of [...spans, ...spans]) expect(jsonLine(s)).toBe(JSON.stringify(spanToJson(s)));
   });
 
+  test("with shared attributes (Span.shared): own then shared, as spanToJson lists them; none of its own, an empty or unfrozen shared object", () => {
+    const shared = Object.freeze({ "url.scheme": "https", "client.port": 40000, "process.command_line": "app \"--x\" é\n" });
+    const spans: Span[] = [
+      { ...span(1), shared },
+      { ...span(2), shared },
+      { ...span(3), attributes: {}, shared },
+      { ...span(4), shared: Object.freeze({}) },
+      { ...span(5), attributes: {}, shared: Object.freeze({}) },
+      { ...span(6), shared: { "x": "unfrozen", "y": 2 } },
+    ];
+    for (const s of [...spans, ...spans]) {
+      expect(jsonLine(s)).toBe(JSON.stringify(spanToJson(s)));
+      const parsed = JSON.parse(jsonLine(s));
+      expect(parsed.attributes).toEqual({ ...s.attributes, ...s.shared });
+    }
+  });
+
   test("random attribute maps (every character class, odd numbers, integer-like and quoted keys) match JSON.stringify", () => {
     let seed = 12345;
     const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
@@ -95,7 +112,8 @@ describe("StdoutExporter", () => {
     const sink = new StdoutExporter({ kind: "file", path }, quiet);
     const resource = Object.freeze({ "service.name": "svc \"é\"", "host.name": "h\u2028😀" });
     const odd: Span = { ...span(4), parentSpanId: "00f067aa0ba902b7", name: "GET /a\"b\\c\n\u0001é😀", error: true, kind: "client", resource };
-    const spans = [span(1), { ...span(2), attributes: { big: "é€😀x".repeat(60_000) } }, ...Array.from({ length: 3000 }, (_, i) => (i % 7 ? span(10 + i) : { ...odd, spanId: span(10 + i).spanId })), { ...span(3), attributes: { big: "y".repeat(500_000) } }];
+    const shared = Object.freeze({ "url.scheme": "https", "process.command_line": "app é😀 \"q\"", "client.port": 40000 });
+    const spans = [span(1), { ...span(2), attributes: { big: "é€😀x".repeat(60_000) } }, ...Array.from({ length: 3000 }, (_, i) => (i % 7 ? (i % 3 ? span(10 + i) : { ...span(10 + i), shared }) : { ...odd, spanId: span(10 + i).spanId })), { ...span(3), attributes: { big: "y".repeat(500_000) }, shared }, { ...span(7), attributes: {}, shared }];
     // a span JSON cannot encode (a BigInt attribute) is dropped whole, between two that are not
     const bad = { ...span(5), attributes: { n: 1n } as unknown as Span["attributes"] };
     sink.export(span(6));

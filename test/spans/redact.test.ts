@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig, parseConfigText, type RedactConfig } from "../../src/config/config.ts";
 import { luhnOk, MASK, normalizeField, RedactingSink, Redactor } from "../../src/spans/redact.ts";
-import type { Attributes, Span, SpanSink } from "../../src/spans/span.ts";
+import { allAttributes, type Attributes, type Span, type SpanSink } from "../../src/spans/span.ts";
 import { TracerError } from "../../src/errors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "et-redact-"));
@@ -513,4 +513,37 @@ describe("differential fuzz: the pre-filters never change the result", () => {
       expect(fast.counters.RedactedFields).toBeGreaterThan(500);
     });
   }
+});
+
+describe("shared attributes (Span.shared)", () => {
+  const configs: Partial<RedactConfig>[] = [{}, { custom_patterns: ["ref=(?<secret>ORD-\\d+)"], fields: ["*word", "api*", "sid", "x-*-token"] }, { mode: "hash", key_file: join(dir, "shared.key") }];
+  test("a span whose connection attributes are shared is redacted as if they were its own; the shared object is never written", () => {
+    let replaced = 0;
+    for (const o of configs) {
+      const flat = new Redactor(settings(o));
+      const split = new Redactor(settings(o));
+      for (let seed = 1; seed <= 1500; seed++) {
+        const { attrs } = fuzzCase(lcg(seed));
+        const cl = attrs["process.command_line"];
+        delete attrs["process.command_line"];
+        const shared = Object.freeze({ "url.scheme": "http", "client.port": 40000, "process.pid": 7, ...(cl !== undefined ? { "process.command_line": cl } : {}) });
+        const a = span({ ...attrs });
+        a.attributes = { ...a.attributes, ...shared };
+        const b = span({ ...attrs });
+        b.shared = shared;
+        flat.redact(a);
+        split.redact(b);
+        expect(allAttributes(b)).toEqual(a.attributes);
+        expect(Object.keys(b.attributes).filter((k) => k in b.shared!)).toEqual([]);
+        expect(shared["process.command_line"]).toBe(cl);
+        if (b.shared !== shared) {
+          replaced++;
+          expect(Object.isFrozen(b.shared)).toBe(true);
+        }
+      }
+      expect(split.counters).toEqual(flat.counters);
+    }
+    // the fuzz reaches command lines with secrets (a test that cannot fail proves nothing)
+    expect(replaced).toBeGreaterThan(100);
+  });
 });

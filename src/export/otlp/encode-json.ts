@@ -3,6 +3,7 @@
  * hex strings, 64-bit integers (times, intValue) as decimal strings, enums as numbers.
  */
 import type { AttrValue, Attributes, Span } from "../../spans/span.ts";
+import { allAttributes } from "../../spans/span.ts";
 import { groupByResource } from "./resource-groups.ts";
 import { SCOPE_NAME, SCOPE_VERSION, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_CODE_ERROR } from "./scope.ts";
 
@@ -33,7 +34,7 @@ function spanJson(s: Span): Record<string, unknown> {
     kind: s.kind === "client" ? SPAN_KIND_CLIENT : SPAN_KIND_SERVER,
     startTimeUnixNano: s.startTimeUnixNano.toString(),
     endTimeUnixNano: s.endTimeUnixNano.toString(),
-    attributes: attributesJson(s.attributes),
+    attributes: attributesJson(allAttributes(s)),
   };
   if (s.error) out.status = { code: STATUS_CODE_ERROR };
   return out;

@@ -99,6 +99,20 @@ export function writeAttributes(w: ProtoWriter, field: number, attrs: Attributes
   }
 }
 
+/** Per shared attributes object (Span.shared), its KeyValue entries as Span field 9, encoded once. */
+const sharedBytes = new WeakMap<Attributes, Uint8Array>();
+const sharedWriter = new ProtoWriter(1024);
+function sharedEntries(sh: Attributes): Uint8Array {
+  let b = sharedBytes.get(sh);
+  if (b === undefined) {
+    sharedWriter.reset();
+    writeAttributes(sharedWriter, 9, sh);
+    b = sharedWriter.finish();
+    if (Object.isFrozen(sh)) sharedBytes.set(sh, b);
+  }
+  return b;
+}
+
 function writeSpan(w: ProtoWriter, s: Span): void {
   // 2 length bytes fit spans of 128 B to 16 KiB: all but those with large bodies.
   const m = w.begin(2, 2);
@@ -110,6 +124,7 @@ function writeSpan(w: ProtoWriter, s: Span): void {
   w.fixed64Field(7, s.startTimeUnixNano);
   w.fixed64Field(8, s.endTimeUnixNano);
   writeAttributes(w, 9, s.attributes);
+  if (s.shared !== undefined) w.raw(sharedEntries(s.shared));
   if (s.error) {
     const st = w.begin(15, 1);
     w.varintField(3, STATUS_CODE_ERROR);
