@@ -171,7 +171,7 @@ export class Pipeline {
   private onOpen(e: ConnEvent): void {
     const meta: ConnectionMeta = {
       id: e.connId, tgid: e.tgid, fd: e.fd, role: e.role, family: e.family,
-      localAddr: e.localAddr, localPort: e.localPort, remoteAddr: e.remoteAddr, remotePort: e.remotePort, comm: e.comm,
+      localAddr: e.localAddr, localPort: e.localPort, remoteAddr: e.remoteAddr, remotePort: e.remotePort, comm: e.comm, spans: 0,
     };
     if (meta.role === ROLE_UNKNOWN && meta.family === AF_UNIX) {
       // A Unix socket nobody accepted or connected while we watched: a socketpair or inherited
@@ -302,7 +302,7 @@ export class Pipeline {
     this.counters.TlsConnectionless++;
     const proc = this.procs.get(e.tgid);
     c = new Connection({
-      id, tgid: e.tgid, fd: e.fd, role, family: 0, localAddr: "", localPort: 0, remoteAddr: "", remotePort: 0,
+      id, tgid: e.tgid, fd: e.fd, role, family: 0, localAddr: "", localPort: 0, remoteAddr: "", remotePort: 0, spans: 0,
       comm: proc.name,
     }, this.hooks, { midstream: !isRequest && !head.startsWith("HTTP/") });
     this.conns.add(c);

@@ -96,31 +96,9 @@ export function splitHostPort(h: string): { host: string; port?: number } {
 let lastAuthority = "";
 let lastHostPort: { host: string; port?: number } = { host: "" };
 
-/**
- * The attributes a connection's spans share (Span.shared): one frozen object per connection,
- * made again only when one of the values it is made of changes (a process's details filled in
- * later, the TLS library or correlation learned, the sampling ratio). Keys a custom attribute
- * names are left out: custom attributes are the span's own and win, as they always did. The
- * protocols write none of these keys (test/spans/builder.test.ts).
- */
-interface SharedOf {
-  role: number; family: number; localAddr: string; localPort: number; remoteAddr: string; remotePort: number; comm: string;
-  tls: boolean | undefined; tlsLibrary: string | undefined; tlsCorrelation: string | undefined; samplingRatio: number | undefined;
-  proc: ProcessDetails; pid: number; name: string; exePath: string; commandLine: string; containerId: string | undefined; systemdUnit: string | undefined;
-  custom: Record<string, string>;
-  attrs: Attributes;
-}
-const sharedByConn = new WeakMap<ConnectionMeta, SharedOf>();
-
-function sharedOf(conn: ConnectionMeta, proc: ProcessDetails, custom: Record<string, string>): Attributes {
-  const e = sharedByConn.get(conn);
-  if (e !== undefined && e.role === conn.role && e.tls === conn.tls && e.tlsLibrary === conn.tlsLibrary && e.tlsCorrelation === conn.tlsCorrelation &&
-    e.samplingRatio === conn.samplingRatio && e.proc === proc && e.pid === proc.pid && e.name === proc.name && e.exePath === proc.exePath &&
-    e.commandLine === proc.commandLine && e.containerId === proc.containerId && e.systemdUnit === proc.systemdUnit && e.custom === custom &&
-    e.family === conn.family && e.localAddr === conn.localAddr && e.localPort === conn.localPort && e.remoteAddr === conn.remoteAddr &&
-    e.remotePort === conn.remotePort && e.comm === conn.comm) return e.attrs;
+/** Writes the attributes every span of `conn` has into `a` (Span.shared's keys). */
+function writeConnectionAttributes(a: Attributes, conn: ConnectionMeta, proc: ProcessDetails): void {
   const client = conn.role === ROLE_CLIENT;
-  const a: Attributes = {};
   a["url.scheme"] = conn.tls ? "https" : "http";
   if (conn.tls && conn.tlsLibrary) a["ebpf.tls.library"] = conn.tlsLibrary;
   if (conn.tls && conn.tlsCorrelation) a["ebpf.tls.correlation"] = conn.tlsCorrelation === "exact" ? "exact" : "inferred";
@@ -139,6 +117,35 @@ function sharedOf(conn: ConnectionMeta, proc: ProcessDetails, custom: Record<str
   if (proc.systemdUnit) a["systemd.unit"] = proc.systemdUnit;
   a["traceableai.module.name"] = "ebpf";
   a["ebpf.sampling.ratio"] = conn.samplingRatio ?? 1;
+}
+
+/**
+ * The attributes a connection's spans share (Span.shared): one frozen object per connection,
+ * made again only when one of the values it is made of changes (a process's details filled in
+ * later, the TLS library or correlation learned, the sampling ratio). Keys a custom attribute
+ * names are left out: custom attributes are the span's own and win, as they always did. The
+ * protocols write none of these keys (test/spans/builder.test.ts). A connection's first span
+ * has them as its own instead: most connections that close after one exchange would pay for the
+ * object and the encoders' caches without a second span to gain from them.
+ */
+interface SharedOf {
+  role: number; family: number; localAddr: string; localPort: number; remoteAddr: string; remotePort: number; comm: string;
+  tls: boolean | undefined; tlsLibrary: string | undefined; tlsCorrelation: string | undefined; samplingRatio: number | undefined;
+  proc: ProcessDetails; pid: number; name: string; exePath: string; commandLine: string; containerId: string | undefined; systemdUnit: string | undefined;
+  custom: Record<string, string>;
+  attrs: Attributes;
+}
+const sharedByConn = new WeakMap<ConnectionMeta, SharedOf>();
+
+function sharedOf(conn: ConnectionMeta, proc: ProcessDetails, custom: Record<string, string>): Attributes {
+  const e = sharedByConn.get(conn);
+  if (e !== undefined && e.role === conn.role && e.tls === conn.tls && e.tlsLibrary === conn.tlsLibrary && e.tlsCorrelation === conn.tlsCorrelation &&
+    e.samplingRatio === conn.samplingRatio && e.proc === proc && e.pid === proc.pid && e.name === proc.name && e.exePath === proc.exePath &&
+    e.commandLine === proc.commandLine && e.containerId === proc.containerId && e.systemdUnit === proc.systemdUnit && e.custom === custom &&
+    e.family === conn.family && e.localAddr === conn.localAddr && e.localPort === conn.localPort && e.remoteAddr === conn.remoteAddr &&
+    e.remotePort === conn.remotePort && e.comm === conn.comm) return e.attrs;
+  const a: Attributes = {};
+  writeConnectionAttributes(a, conn, proc);
   for (const k in custom) delete a[k];
   Object.freeze(a);
   sharedByConn.set(conn, {
@@ -154,9 +161,12 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
   const client = conn.role === ROLE_CLIENT;
   const attrs: Attributes = {};
   x.writeAttributes(attrs, client);
-  // HTTP/2's :scheme is what the client claims; the connection's own scheme (shared) is kept, as
-  // it always overrode it. No other shared key is written by a protocol (builder.test.ts).
-  if (attrs["url.scheme"] !== undefined) delete attrs["url.scheme"];
+  const first = !conn.spans;
+  conn.spans = (conn.spans ?? 0) + 1;
+  // HTTP/2's :scheme is what the client claims; the connection's own scheme overrides it, as it
+  // always did. No other shared key is written by a protocol (builder.test.ts).
+  if (first) writeConnectionAttributes(attrs, conn, proc);
+  else if (attrs["url.scheme"] !== undefined) delete attrs["url.scheme"];
   const hp = x.authority ? splitHostPort(x.authority) : undefined;
   const serverPort = client ? conn.remotePort : conn.localPort;
   attrs["server.address"] = hp?.host || (client ? conn.remoteAddr : conn.localAddr) || "localhost";
@@ -164,12 +174,12 @@ export function buildSpan(x: Exchange, conn: ConnectionMeta, proc: ProcessDetail
   if (x.partial) attrs["ebpf.partial"] = true;
   if (x.responseMissing) attrs["ebpf.response.missing"] = true;
   for (const k in ctx.customAttributes) attrs[k] = ctx.customAttributes[k]!;
-  const shared = sharedOf(conn, proc, ctx.customAttributes);
+  const shared = first ? undefined : sharedOf(conn, proc, ctx.customAttributes);
 
   const tp = parseTraceparent(x.traceparent);
   const unitService = proc.systemdUnit?.endsWith(".service") ? proc.systemdUnit.slice(0, -8) : undefined;
   const serviceName = proc.serviceName || ctx.serviceName || unitService || proc.name || conn.comm || "unknown";
-  const resource = resourceOf(proc, serviceName, ctx, String(attrs["process.executable.name"] ?? shared["process.executable.name"]));
+  const resource = resourceOf(proc, serviceName, ctx, String(attrs["process.executable.name"] ?? shared?.["process.executable.name"]));
   return {
     traceId: tp?.traceId ?? randomHex(16),
     spanId: randomHex(8),

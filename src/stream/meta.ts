@@ -21,4 +21,6 @@ export interface ConnectionMeta {
    * call, or the socket that SSL* last used), "inferred" (the thread's last socket: memory-BIO
    * stacks), "none" (no connection known: no peer addresses). Exact wins once seen. */
   tlsCorrelation?: "exact" | "inferred" | "none";
+  /** Spans built on it so far (buildSpan: its attributes are shared from its second span on). */
+  spans?: number;
 }

@@ -36,7 +36,8 @@ describe("span resource", () => {
 
 describe("shared attributes (Span.shared)", () => {
   const proc = (): ProcessDetails => ({ pid: 7, name: "app", exePath: "/usr/bin/app", commandLine: "app --port 80" });
-  const meta = (over: Partial<ConnectionMeta> = {}) => ({ ...conn, ...over }) as ConnectionMeta;
+  /** a connection with no span yet; `built` spans already built on it */
+  const meta = (over: Partial<ConnectionMeta> = {}, built = 1) => ({ ...conn, ...over, spans: built }) as ConnectionMeta;
 
   test("one frozen object per connection while its inputs stay; a changed input gives a new one; the span's own keys are not in it", () => {
     const c = ctx();
@@ -45,6 +46,7 @@ describe("shared attributes (Span.shared)", () => {
     const a = buildSpan(exchange, m, p, c);
     const b = buildSpan(exchange, m, p, c);
     expect(b.shared).toBe(a.shared!);
+    expect(m.spans).toBe(3);
     expect(Object.isFrozen(a.shared)).toBe(true);
     expect(a.shared).toEqual({
       "url.scheme": "http", "network.transport": "tcp", "client.address": "127.0.0.1", "client.port": 5000,
@@ -70,6 +72,18 @@ describe("shared attributes (Span.shared)", () => {
     expect(buildSpan(exchange, m, p, c).shared!["process.command_line"]).toBe("app --port 81");
     m.role = 2; // the role decides which side is the client
     expect(buildSpan(exchange, m, p, c).shared!["client.port"]).toBe(80);
+  });
+
+  test("a connection's first span has the connection's attributes as its own (one-exchange connections pay nothing for sharing); the second shares them", () => {
+    const m = meta({}, 0);
+    const h2: Exchange = { ...exchange, writeAttributes: (a) => { a["url.scheme"] = "https"; } };
+    const first = buildSpan(h2, m, proc(), { ...ctx(), customAttributes: { "process.pid": "custom" } });
+    expect(first.shared).toBeUndefined();
+    expect(first.attributes).toMatchObject({ "url.scheme": "http", "client.port": 5000, "process.pid": "custom", "process.command_line": "app --port 80", "server.port": 80 });
+    const second = buildSpan(h2, m, proc(), { ...ctx(), customAttributes: { "process.pid": "custom" } });
+    expect(second.shared).toBeDefined();
+    expect(allAttributes(second)).toEqual(first.attributes);
+    expect(m.spans).toBe(2);
   });
 
   test("a custom attribute is the span's own and wins: its key is left out of the shared object", () => {
