@@ -1,5 +1,6 @@
 /** What the live benchmarks share: their command-line options and the keep-alive Node server
  * the overhead, memory and profile benchmarks load. */
+import type { Subprocess } from "bun";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { inCgroup, startNode, type Server } from "../test/support/servers.ts";
@@ -23,6 +24,39 @@ export function binsArg(): [string, string][] {
 /** The middle value (the upper one of an even count). */
 export function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+}
+
+/** `wrk -t1 -cCONNS -dSECONDSs url`: its requests/s and request count. */
+export async function wrk(url: string, seconds: number, conns = 16, env: Record<string, string | undefined> = process.env): Promise<{ rps: number; requests: number }> {
+  const p = Bun.spawn(["wrk", "-t1", `-c${conns}`, `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe", env });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), requests: Number(/(\d+) requests in/.exec(out)?.[1]) };
+}
+
+/** A process spawned by spawnReady: its stderr so far (drained as it comes). */
+export interface Started {
+  proc: Subprocess;
+  stderr: () => string;
+}
+
+/** Spawns `cmd` and resolves once its stderr contains `ready`; throws when it exits or 20 s pass first. */
+export async function spawnReady(cmd: string[], ready: string, opts: { stdout?: "pipe" | "ignore"; env?: Record<string, string | undefined> } = {}): Promise<Started> {
+  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: opts.stdout ?? "ignore", stderr: "pipe", env: opts.env ?? process.env });
+  let err = "";
+  (async () => {
+    const dec = new TextDecoder();
+    for await (const c of proc.stderr as ReadableStream<Uint8Array>) err += dec.decode(c, { stream: true });
+  })();
+  const deadline = Date.now() + 20_000;
+  while (!err.includes(ready)) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`${cmd[0]} did not start: ${err}`);
+    }
+    await Bun.sleep(20);
+  }
+  return { proc, stderr: () => err };
 }
 
 /** A keep-alive Node HTTP server answering every request with the same ~250-byte JSON. */

@@ -22,7 +22,7 @@
 import { resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { CLK_TCK, cpuTicks } from "./procstat.ts";
-import { agentEnv, arg, median, startJsonServer } from "./common.ts";
+import { agentEnv, arg, median, spawnReady, startJsonServer, wrk } from "./common.ts";
 
 const SHARES = arg("--shares", "10,20,35").split(",").map(Number);
 const ROUNDS = Number(arg("--rounds", "2"));
@@ -53,34 +53,12 @@ process.on("exit", () => {
   }
 });
 
-async function wrk(seconds: number): Promise<number> {
-  const p = Bun.spawn(["wrk", "-t1", "-c16", `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-}
-
 async function extra(mode: string): Promise<Subprocess | undefined> {
   if (mode === "off") return undefined;
   if (mode === "capture") {
-    const p = Bun.spawn([BIN, "capture", "--json", "--pid", String(server.pid)], { stdout: "ignore", stderr: "pipe", env: agentEnv() });
-    procs.push(p);
-    // "capturing" on stderr once the probes are attached
-    const reader = (p.stderr as ReadableStream<Uint8Array>).getReader();
-    let seen = "";
-    const deadline = Date.now() + 20_000;
-    while (!seen.includes("capturing") && Date.now() < deadline) {
-      const r = await reader.read();
-      if (r.done) break;
-      seen += new TextDecoder().decode(r.value);
-    }
-    void (async () => {
-      while (!(await reader.read()).done) {
-        /* keep draining its log */
-      }
-    })();
-    if (!seen.includes("capturing")) throw new Error(`the agent did not start capturing:\n${seen}`);
-    return p;
+    const { proc } = await spawnReady([BIN, "capture", "--json", "--pid", String(server.pid)], "capturing", { env: agentEnv() });
+    procs.push(proc);
+    return proc;
   }
   const p = Bun.spawn(["bun", "-e", HOG, String(BURST_MS), mode.slice(4)], { stdout: "ignore", stderr: "inherit" });
   procs.push(p);
@@ -90,15 +68,15 @@ async function extra(mode: string): Promise<Subprocess | undefined> {
 
 const modes = ["off", ...SHARES.map((s) => `hog:${s}`), ...(AGENT ? ["capture"] : [])];
 console.log(`Node keep-alive server, wrk -t1 -c16 -d${DURATION}s after ${WARMUP} s of the same load, ${ROUNDS} rounds of ${modes.join(" / ")}; hog bursts of ${BURST_MS} ms`);
-await wrk(2);
+await wrk(url, 2);
 const rows: { mode: string; rps: number; share: number }[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
   for (const mode of modes) {
     const p = await extra(mode);
-    if (WARMUP > 0) await wrk(WARMUP);
+    if (WARMUP > 0) await wrk(url, WARMUP);
     const c0 = p ? cpuTicks(p.pid) : 0;
     const t0 = performance.now();
-    const rps = await wrk(DURATION);
+    const { rps } = await wrk(url, DURATION);
     const wall = (performance.now() - t0) / 1000;
     const share = p ? ((cpuTicks(p.pid) - c0) / CLK_TCK / wall) * 100 : 0;
     if (p) {

@@ -39,7 +39,7 @@ import { bpfStats, bpfStatsOnUntilExit } from "../test/support/bpf-progs.ts";
 import { OtlpReceiver } from "../test/support/otlp-receiver.ts";
 import { benchNginxConf } from "./nginx-conf.ts";
 import { runConfigYaml } from "./run-config.ts";
-import { agentEnv, arg, asUnit, binsArg, median as med } from "./common.ts";
+import { agentEnv, arg, asUnit, binsArg, median as med, spawnReady, type Started, wrk as wrkRun } from "./common.ts";
 import { exitStats } from "../test/support/http-kit.ts";
 import { buildGo } from "../test/fixtures/go/build.ts";
 
@@ -180,11 +180,6 @@ function runConfig(pid: number): string {
 const capCfg = join(dir, "capture.yaml");
 writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + BUFFER_YAML + BUDGET_YAML);
 
-interface Started {
-  proc: Subprocess;
-  stderr: () => string;
-}
-
 /** `idle`: the agent runs with every probe attached but selects only a sleeping process, so the
  * load pays what unselected processes pay (the syscall tracepoint path and the programs' early
  * exits) and nothing of the capture itself. */
@@ -205,20 +200,9 @@ async function startAgent(mode: string, bin: string, t: Target): Promise<Started
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
   if (mode !== "tshark") cmd = asUnit(cmd);
-  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: mode === "tshark" ? "pipe" : "ignore", stderr: "pipe", env: mode === "tshark" ? process.env : agentEnv() });
-  children.push(proc);
-  let err = "";
-  (async () => {
-    const dec = new TextDecoder();
-    for await (const c of proc.stderr as ReadableStream<Uint8Array>) err += dec.decode(c, { stream: true });
-  })();
-  const ready = mode === "tshark" ? "Capturing on" : "capture started";
-  const deadline = Date.now() + 20_000;
-  while (!err.includes(ready)) {
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`${mode} did not start: ${err}`);
-    await Bun.sleep(20);
-  }
-  return { proc, stderr: () => err };
+  const a = await spawnReady(cmd, mode === "tshark" ? "Capturing on" : "capture started", { stdout: mode === "tshark" ? "pipe" : "ignore", env: mode === "tshark" ? process.env : agentEnv() });
+  children.push(a.proc);
+  return a;
 }
 
 // --private-client-ssl: wrk loads a copy of the system's libssl (another inode), so the agent's
@@ -237,11 +221,8 @@ if (process.argv.includes("--private-client-ssl")) {
   clientEnv.LD_LIBRARY_PATH = join(dir, "client-lib");
 }
 
-async function wrk(url: string, seconds: number): Promise<{ rps: number; requests: number }> {
-  const p = Bun.spawn(["wrk", "-t1", `-c${CONNS}`, `-d${seconds}s`, url], { stdout: "pipe", stderr: "pipe", env: clientEnv });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), requests: Number(/(\d+) requests in/.exec(out)?.[1]) };
+function wrk(url: string, seconds: number): Promise<{ rps: number; requests: number }> {
+  return wrkRun(url, seconds, CONNS, clientEnv);
 }
 
 bpfStatsOnUntilExit();
