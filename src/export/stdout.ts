@@ -34,15 +34,11 @@ const RESOURCE_KEY = ',"resource":';
  * changes the output.
  */
 function lineParts(span: Span): void {
-  let resource = resourceJson.get(span.resource);
-  if (resource === undefined) {
-    resource = JSON.stringify(span.resource);
-    if (Object.isFrozen(span.resource)) resourceJson.set(span.resource, resource);
-  }
+  const resource = jsonOnce(resourceJson, span.resource, WHOLE);
   let attributes = JSON.stringify(span.attributes);
   let shared = "";
   if (span.shared !== undefined) {
-    shared = sharedJsonOf(span.shared);
+    shared = jsonOnce(sharedJson, span.shared, AFTER_COMMA);
     // "{}" + `,"k":v}` must not keep the comma; an empty shared object adds nothing
     if (shared === "}") shared = "";
     else if (attributes.length === 2) {
@@ -66,18 +62,24 @@ function lineParts(span: Span): void {
   parts.resource = resource;
 }
 const parts = { head: "", attributes: "", shared: "", resource: "" };
-/** Per shared attributes object, its JSON without the opening brace, after a comma: `,"k":v,…}` ("}" when empty). */
-const sharedJson = new WeakMap<Attributes, string>();
-function sharedJsonOf(sh: Attributes): string {
-  let j = sharedJson.get(sh);
+/**
+ * JSON.stringify(obj) through `form`, once per frozen object (the resource a process's spans
+ * share, a connection's shared attributes); an object that is not frozen may change and is
+ * stringified each time.
+ */
+function jsonOnce(cache: WeakMap<Attributes, string>, obj: Attributes, form: (json: string) => string): string {
+  let j = cache.get(obj);
   if (j === undefined) {
-    const full = JSON.stringify(sh);
-    j = full.length === 2 ? "}" : "," + full.slice(1);
-    if (Object.isFrozen(sh)) sharedJson.set(sh, j);
+    j = form(JSON.stringify(obj));
+    if (Object.isFrozen(obj)) cache.set(obj, j);
   }
   return j;
 }
-const resourceJson = new WeakMap<object, string>();
+const WHOLE = (json: string) => json;
+/** The object's members after a comma, and its closing brace: `,"k":v,…}` ("}" when empty). */
+const AFTER_COMMA = (json: string) => (json.length === 2 ? "}" : "," + json.slice(1));
+const resourceJson = new WeakMap<Attributes, string>();
+const sharedJson = new WeakMap<Attributes, string>();
 const FLUSH_MS = 200;
 
 export type LineTarget = { kind: "stdout" } | { kind: "file"; path: string };

@@ -470,14 +470,33 @@ export class Redactor {
     }
     const sh = span.shared;
     if (sh !== undefined) {
-      // Of the shared keys only the command line has a redaction action (classify); the shared
-      // object is frozen and other spans hold it: a redacted copy replaces it on this span, made
-      // once per shared object and result.
-      const scl = sh["process.command_line"];
-      if (typeof scl === "string" && scl) {
-        const out = this.cachedCommandLine(scl, this.cmdCache, "process.command_line");
-        if (out !== scl) span.shared = this.redactedShared(sh, out);
+      // The connection's attributes take the same actions as the span's own, value by value (so
+      // counters and names are this span's); which of its keys have one is found once per object.
+      // It is frozen and other spans hold it: changed values go to a copy, the same copy for every
+      // span of it (a value's redaction depends only on the value and these rules).
+      let acts = this.sharedActions.get(sh);
+      if (acts === undefined) {
+        acts = [];
+        for (const key in sh) {
+          const known = this.actions[key];
+          const a = known === undefined ? this.classify(key) : known;
+          if (a !== A_NONE) acts.push([key, a]);
+        }
+        this.sharedActions.set(sh, acts);
       }
+      const made = this.sharedCopies.get(sh);
+      let copy: Attributes | undefined;
+      for (let i = 0; i < acts.length; i++) {
+        const [key, a] = acts[i]!;
+        const v = sh[key];
+        if (typeof v !== "string" || v.length === 0) continue;
+        const out = this.redactValue(a, key, v, attrs);
+        if (out !== v && made === undefined) (copy ??= { ...sh })[key] = out;
+      }
+      if (copy !== undefined) {
+        this.sharedCopies.set(sh, Object.freeze(copy));
+        span.shared = copy;
+      } else if (made !== undefined) span.shared = made;
     }
     const res = span.resource;
     const cl = res["process.command_line"];
@@ -493,16 +512,10 @@ export class Redactor {
     }
   }
 
-  private readonly sharedCopies = new WeakMap<Attributes, { commandLine: string; attrs: Attributes }>();
-
-  /** `sh` with its command line replaced by `commandLine`, frozen; the same object for the same inputs. */
-  private redactedShared(sh: Attributes, commandLine: string): Attributes {
-    const c = this.sharedCopies.get(sh);
-    if (c !== undefined && c.commandLine === commandLine) return c.attrs;
-    const attrs = Object.freeze({ ...sh, "process.command_line": commandLine });
-    this.sharedCopies.set(sh, { commandLine, attrs });
-    return attrs;
-  }
+  /** Per shared attributes object: its keys that have a redaction action, and the action. */
+  private readonly sharedActions = new WeakMap<Attributes, [string, number][]>();
+  /** Per shared attributes object whose values redaction changes: its redacted frozen copy. */
+  private readonly sharedCopies = new WeakMap<Attributes, Attributes>();
 
   private redactValue(a: number, key: string, v: string, attrs: Attributes): string {
     switch (a) {
