@@ -193,7 +193,7 @@ int tp_exec(struct trace_event_raw_sched_process_exec *ctx)
 		len = ARGS_LEN;
 	if (len && read_user(e->args, len, (void *)start) == 0)
 		e->args_len = len;
-	output(ctx, e, sizeof(*e));
+	output_now(ctx, e, sizeof(*e));
 	return 0;
 }
 

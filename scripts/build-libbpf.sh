@@ -30,7 +30,7 @@ LIBBPF=(libbpf 1.1.2 b50ab60637fb713db78aa98e6ca911ddf13c0799d498a1f6ec03ebffc7d
 ELFUTILS=(elfutils 0.188 fb8b0e8d0802005b9a309c60c1d8de32dd2951b56f0c3a3cb56d21ce01595dff e/elfutils/elfutils_0.188.orig.tar.bz2)
 ZLIB=(zlib 1.2.13.dfsg 71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1 z/zlib/zlib_1.2.13.dfsg.orig.tar.bz2)
 # Bump when the build steps change, so cached outputs are rebuilt.
-RECIPE=3
+RECIPE=4
 
 OUT=.output
 WORK="$OUT/$ARCH"
@@ -106,9 +106,12 @@ run make -C "$bdir/src" -j"$(nproc)" CC="$CC" OBJDIR="$objdir" NO_PKG_CONFIG=1 C
 # Objects linked into libbpf.so: add others (C helpers for the agent) to link_objs, and their
 # exported symbols to the version script.
 run "$CC" $CFLAGS -fvisibility=hidden -c scripts/native/glibc-compat.c -o "$WORK/glibc-compat.o"
-link_objs=("$objdir"/sharedobjs/*.o "$WORK/glibc-compat.o")
+run "$CC" $CFLAGS -Wall -Werror -fvisibility=hidden -c scripts/native/ring-wakeup.c -o "$WORK/ring-wakeup.o"
+link_objs=("$objdir"/sharedobjs/*.o "$WORK/glibc-compat.o" "$WORK/ring-wakeup.o")
+# libbpf's API plus the agent's own helpers (their own version node)
+{ cat "$bdir/src/libbpf.map"; printf 'EBPF_TRACER_1 {\n\tglobal:\n\t\tet_wakeup_open;\n\t\tet_wakeup_run;\n};\n'; } > "$WORK/exports.map"
 compat_wraps=-Wl,--wrap=fstat,--wrap=fcntl64,--wrap=fmemopen   # see scripts/native/glibc-compat.c
-run "$CC" -shared -Wl,--version-script="$bdir/src/libbpf.map" -Wl,-soname,libbpf.so.1 -Wl,-z,defs $compat_wraps \
+run "$CC" -shared -Wl,--version-script="$WORK/exports.map" -Wl,-soname,libbpf.so.1 -Wl,-z,defs $compat_wraps \
   "${link_objs[@]}" "$PREFIX/lib/libelf.a" "$PREFIX/lib/libz.a" -o "$WORK/libbpf.so.tmp"
 run "${CROSS}strip" --strip-unneeded "$WORK/libbpf.so.tmp"
 

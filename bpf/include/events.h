@@ -163,10 +163,12 @@ _Static_assert(sizeof(struct settings) == 12, "settings layout");
  * before load (src/kernel/tracer.ts). The verifier reads these as constants, so a path one turns
  * off is never verified: it may call helpers and use maps the kernel lacks. */
 struct load_config {
-	__u8 task_storage; /* 1: per-thread TLS state in task local storage (5.11+ with kernel BTF), else an LRU hash */
-	__u8 _pad[7];
+	__u8 task_storage;       /* 1: per-thread TLS state in task local storage (5.11+ with kernel BTF), else an LRU hash */
+	__u8 _pad[3];
+	__u32 wake_check_bytes;  /* ring buffer: a CPU looks at the ring's unread bytes after writing this many (0: never) */
+	__u32 wake_at_bytes;     /* ...and forces a wakeup of the reader when at least this many are unread */
 };
-_Static_assert(sizeof(struct load_config) == 8, "load_config layout");
+_Static_assert(sizeof(struct load_config) == 12, "load_config layout");
 
 /* Key of the `exe_names` map: a process's comm (as set by execve, 15 chars + NUL), zero-padded. */
 struct comm_key {

@@ -6,6 +6,15 @@
 /* Load-time settings (include/events.h struct load_config): .rodata, frozen at load. */
 const volatile struct load_config load_cfg = {};
 
+/* Per CPU: ring-buffer bytes written since this CPU last looked at how much is unread
+ * (ring_wake_due in lib/output.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} wake_acc SEC(".maps");
+
 /* How the saved buffer argument of a syscall is shaped (syscalls.def IO_KIND column). */
 enum {
 	IO_BUF = 0,     /* (fd, buf, len) */

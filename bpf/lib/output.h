@@ -87,28 +87,67 @@ static __always_inline void pid_forget(__u32 tgid)
 		*b = 0;
 }
 
-/* One record into the ring buffer; the helper's result. Records never wake anyone: the reader
- * polls the ring on a timer (src/agent/agent.ts, every few ms, at once again while it drains full
- * batches) and never sleeps on its fd. A wakeup per record cost ~8 µs on the traced process; a
- * forced one per record once a quarter of the ring was unread cost 300–600 ns more per copying
- * call exactly when the reader was behind (bench/README.md). */
-static __always_inline long ringbuf_write(void *data, __u64 size)
+/* Whether the record about to be written should also wake the reader because the ring is filling:
+ * a burst from idle can fill it long before the reader's next timed drain (its sleep is sized from
+ * the rate it saw, up to 100 ms). Each CPU asks the ring how much is unread once per
+ * load_cfg.wake_check_bytes it writes (a per-CPU sum: no helper call per record), and the answer
+ * wakes the reader from load_cfg.wake_at_bytes up (src/kernel/tracer.ts sets both from the ring's
+ * size). */
+static __always_inline int ring_wake_due(__u64 size)
 {
-	return bpf_ringbuf_output(&events, data, size, BPF_RB_NO_WAKEUP);
+	if (!load_cfg.wake_check_bytes)
+		return 0;
+	__u32 zero = 0;
+	__u64 *acc = bpf_map_lookup_elem(&wake_acc, &zero);
+	if (!acc)
+		return 0;
+	*acc += size;
+	if (*acc < load_cfg.wake_check_bytes)
+		return 0;
+	*acc = 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= load_cfg.wake_at_bytes;
+}
+
+/* One record into the ring buffer; the helper's result. The reader drains the ring on a timer
+ * whose period it sizes from the arrival rate (up to 100 ms, src/agent/poll-interval.ts); a
+ * helper thread of it sleeps on the ring's fd (scripts/native/ring-wakeup.c, edge-triggered) and
+ * has it drain at once when a record forces a wakeup: `wake` (output_now: the rare records user
+ * space must act on within milliseconds) or ring_wake_due (the ring filling faster than the timer
+ * expected). Every other record wakes no one: a wakeup per record cost ~8 µs on the traced
+ * process, and a forced one per record whenever a quarter of the ring was unread cost 300-600 ns
+ * more per copying call while the reader was behind (bench/README.md); ring_wake_due asks at most
+ * once per 1/32 of the ring a CPU writes. */
+static __always_inline long ringbuf_write(void *data, __u64 size, int wake)
+{
+	if (!wake)
+		wake = ring_wake_due(size);
+	return bpf_ringbuf_output(&events, data, size, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Writes one record to user space: the ring buffer when the kernel has one (decided at load by
  * CO-RE, so older kernels never see the ring-buffer helpers) and perf is not forced, else this
- * CPU's perf buffer. */
-static __always_inline void output(void *ctx, void *data, __u64 size)
+ * CPU's perf buffer (whose reader polls every few ms: no wakeups either way). */
+static __always_inline void output_wake(void *ctx, void *data, __u64 size, const int wake)
 {
 	struct settings *s = settings();
 	long r;
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ringbuf_output) && !(s && s->use_perf))
-		r = ringbuf_write(data, size);
+		r = ringbuf_write(data, size, wake);
 	else
 		r = bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
 	count(r == 0 ? CNT_EVENTS : CNT_LOST, 1);
+}
+
+static __always_inline void output(void *ctx, void *data, __u64 size)
+{
+	output_wake(ctx, data, size, 0);
+}
+
+/* A record user space must act on at once: a process exec (selection, a new executable's TLS
+ * probes), a listen() (port selection), an executable mapping (a TLS library to probe). */
+static __always_inline void output_now(void *ctx, void *data, __u64 size)
+{
+	output_wake(ctx, data, size, 1);
 }
 
 /* output() for bpf_loop callbacks, which have no program context to give the perf helper: the
@@ -116,7 +155,7 @@ static __always_inline void output(void *ctx, void *data, __u64 size)
  * bpf_loop (5.17+, so ring buffers too) and the ring buffer is in use. */
 static __always_inline void output_rb(void *data, __u64 size)
 {
-	count(ringbuf_write(data, size) == 0 ? CNT_EVENTS : CNT_LOST, 1);
+	count(ringbuf_write(data, size, 0) == 0 ? CNT_EVENTS : CNT_LOST, 1);
 }
 
 static __always_inline void fill_header(struct event_header *h, __u32 type, __u64 pid_tgid)

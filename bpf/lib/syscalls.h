@@ -287,7 +287,7 @@ static __always_inline int exit_listen(void *ctx, long ret, const int lp)
 		__u32 tgid = pid_tgid >> 32;
 		pid_set(tgid, *pm, BPF_NOEXIST);
 	}
-	output(ctx, e, sizeof(*e));
+	output_now(ctx, e, sizeof(*e));
 	return 0;
 }
 

@@ -260,7 +260,7 @@ int tls_enter_mmap(struct trace_event_raw_sys_enter *ctx)
 	e.ino = key.ino;
 	e.dev = key.dev;
 	e.fd = fd;
-	output(ctx, &e, sizeof(e));
+	output_now(ctx, &e, sizeof(e));
 	return 0;
 }
 

@@ -23,6 +23,7 @@ import type { Config } from "../config/config.ts";
 import type { SpanSink } from "../spans/span.ts";
 import { TlsCapture } from "../kernel/tls/manager.ts";
 import type { TlsHooks } from "./pipeline.ts";
+import { FILL_SHARE, nextPollMs, POLL_FALLBACK_MS } from "./poll-interval.ts";
 
 export interface AgentOptions {
   cfg: Config;
@@ -37,7 +38,6 @@ export interface AgentOptions {
 }
 
 const DRAIN_BATCH = 4096;
-const POLL_MS = 10;
 
 export class Agent {
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -54,6 +54,13 @@ export class Agent {
   private stopped = false;
   /** the most bytes seen waiting in the ring buffer (KprobeEventMaxQueueSizeTillNow) */
   queueHighWater = 0;
+  /** the kernel's wakeup pipe while it is read (startWakeups); undefined: fixed short polls */
+  private wakeReader: { cancel(): Promise<void> } | undefined;
+  /** when the last wake's drain ended, and the bytes found waiting at the start of this wake */
+  private lastDrainAt = performance.now();
+  private wakeBytes = -1;
+  /** drains started by a forced wakeup from the kernel (RingWakeups) */
+  private ringWakeups = 0;
   readonly startedAt = Date.now();
 
   selector!: Selector;
@@ -74,6 +81,9 @@ export class Agent {
     const { cfg } = opts;
     const kernel = await KernelTracer.start({
       ringbufBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024,
+      // the reader sleeps until the ring would be this full (poll-interval.ts); a burst that fills
+      // it sooner wakes the reader from the kernel
+      ringWakeAtBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024 * FILL_SHARE,
       enableTracepoints: cfg.enable_tracepoints,
       buffer: cfg.bpf.buffer,
       threadState: cfg.bpf.thread_state,
@@ -129,6 +139,7 @@ export class Agent {
       btfPath: opts.btfCustomPath ?? "/sys/kernel/btf/vmlinux",
       selected: agent.selector.selected().length,
     });
+    agent.startWakeups();
     agent.loop();
     agent.sweepTimer = setInterval(() => {
       pipeline.sweep();
@@ -264,11 +275,17 @@ export class Agent {
     this.pipeline.handleAt(buf, at, len);
   };
 
-  /** Drains until the ring is empty, then polls again after POLL_MS. */
+  /**
+   * Drains until the ring is empty (in batches, yielding between them), then sleeps: as long as
+   * the arrival rate allows with kernel wakeups (poll-interval.ts), POLL_FALLBACK_MS without. A
+   * forced wakeup from the kernel runs it at once.
+   */
   private loop = (): void => {
     if (this.stopped) return;
+    clearTimeout(this.timer);
     const pending = this.kernel.source.pending();
     if (pending > this.queueHighWater) this.queueHighWater = pending;
+    if (this.wakeBytes < 0) this.wakeBytes = pending;
     let n: number;
     try {
       n = this.kernel.source.drain(this.onRecord, DRAIN_BATCH);
@@ -278,8 +295,38 @@ export class Agent {
       n = DRAIN_BATCH;
     }
     if (n > 0) this.gcPacer.poll();
-    this.timer = n >= DRAIN_BATCH ? setTimeout(this.loop, 0) : setTimeout(this.loop, POLL_MS);
+    if (n >= DRAIN_BATCH) {
+      this.timer = setTimeout(this.loop, 0);
+      return;
+    }
+    const now = performance.now();
+    const ms = this.wakeReader ? nextPollMs(this.wakeBytes, now - this.lastDrainAt, this.kernel.source.capacityBytes ?? 0) : POLL_FALLBACK_MS;
+    this.lastDrainAt = now;
+    this.wakeBytes = -1;
+    this.timer = setTimeout(this.loop, ms);
   };
+
+  /** Reads the kernel's wakeup pipe, when it has one, and drains at each byte. */
+  private startWakeups(): void {
+    const fd = this.kernel.wakeupFd();
+    if (fd === undefined) return;
+    const reader = Bun.file(fd).stream().getReader();
+    this.wakeReader = reader;
+    void (async () => {
+      try {
+        for (;;) {
+          const { done } = await reader.read();
+          if (done || this.stopped) return;
+          this.ringWakeups++;
+          this.loop();
+        }
+      } catch (e) {
+        if (this.stopped) return;
+        log.warn("reading the ring buffer's wakeups failed; polling the ring every few ms instead", { error: String(e) });
+        this.wakeReader = undefined;
+      }
+    })();
+  }
 
   /** Drains whatever is in the ring right now (used before shutdown and by tests). */
   drainNow(): void {
@@ -304,6 +351,7 @@ export class Agent {
       KernelEventsEmitted: k.events,
       TruncatedBytes: k.truncatedBytes,
       KprobeEventMaxQueueSizeTillNow: this.queueHighWater,
+      RingWakeups: this.ringWakeups,
       TotalEventsDroppedAtEventQueueLimit: k.lost + k.activeFull + k.connFull,
       TlsCiphertextBytesNotCopied: k.tlsSkippedBytes,
       ...this.tls.stats(),
@@ -342,10 +390,13 @@ export class Agent {
     // the budget's sample reads the BPF programs' run time: not once the object is closed
     clearInterval(this.budgetTimer);
     clearInterval(this.tickTimer);
+    // the wakeup pipe is closed with the kernel object below: stop reading it first
+    const cancelled = this.wakeReader?.cancel().catch(() => {});
     this.drainNow();
     this.pipeline.flushAll();
     this.finalKernelCounters = this.kernel.counters();
     this.tls.stop(!this.kernel.closeInBackground);
+    await cancelled;
     this.kernel.close();
     await this.opts.sink.shutdown(timeoutMs);
   }

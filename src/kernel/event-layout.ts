@@ -61,7 +61,7 @@ export const LAYOUT = {
     max_capture_per_call: 0, capture_all_mode: 4, notify_all_exec: 5, notify_listen: 6, use_perf: 7,
     has_cgroups: 8, pid_bytes: 9, has_conn_ctl: 10, _pad1: 11, $size: 12,
   },
-  load_config: { task_storage: 0, _pad: 1, $size: 8 },
+  load_config: { task_storage: 0, _pad: 1, wake_check_bytes: 4, wake_at_bytes: 8, $size: 12 },
   comm_key: { comm: 0, $size: 16 },
   tls_map_event: { hdr: 0, ino: 24, dev: 32, fd: 36, $size: 40 },
 } as const;

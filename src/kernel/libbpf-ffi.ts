@@ -68,6 +68,9 @@ const LIBBPF_SYMBOLS = {
   bpf_map_lookup_elem: { args: [i32, P, P], returns: i32 },
   bpf_map_delete_elem: { args: [i32, P], returns: i32 },
   bpf_map_get_next_key: { args: [i32, P, P], returns: i32 },
+  // the agent's own helpers linked into the same object (scripts/native/ring-wakeup.c)
+  et_wakeup_open: { args: [i32, P], returns: i32 },
+  et_wakeup_run: { args: [P], returns: P },
 } as const;
 
 /**
@@ -474,6 +477,52 @@ function destroyLinksConcurrently(links: Pointer[], wait: boolean): void {
   }
   for (const id of started) t!.pthread_join(id, null);
 }
+
+/**
+ * A native thread that sleeps on a BPF ring buffer's fd and writes a byte to a pipe each time the
+ * kernel forces a wakeup of it (records written with BPF_RB_FORCE_WAKEUP; every other record is
+ * written without a wakeup): scripts/native/ring-wakeup.c. `fd` is the pipe's non-blocking read
+ * end, for the event loop to read. Throws TracerError (UNSUPPORTED) when the thread cannot be
+ * made; the caller then polls on a short timer instead. close() stops and joins the thread and
+ * closes every descriptor, `fd` included: stop reading it first.
+ */
+export class RingWakeup {
+  /** int[5] read by the thread until it returns: outside the JS heap's movable cells */
+  private readonly state = new Int32Array(new ArrayBuffer(32));
+  private readonly tid = new BigUint64Array(new ArrayBuffer(8));
+  private open = false;
+  readonly fd: number;
+
+  constructor(ringFd: number) {
+    const t = pthreads();
+    if (!t) throw new TracerError("UNSUPPORTED", "ring buffer wakeups: pthread_create not found in the C library");
+    const r = b().et_wakeup_open(ringFd, ptr(this.state));
+    if (r < 0) throw new TracerError("UNSUPPORTED", `ring buffer wakeups: ${strerror(-r)}`);
+    const run = (b().et_wakeup_run as unknown as { ptr: number }).ptr;
+    const e = t.pthread_create(ptr(this.tid), null, run, ptr(this.state));
+    if (e !== 0) {
+      this.closeFds();
+      throw new TracerError("UNSUPPORTED", `ring buffer wakeups: pthread_create: ${strerror(e)}`);
+    }
+    this.open = true;
+    this.fd = this.state[WAKE.NOTIFY_R]!;
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    const one = Uint8Array.of(1);
+    c().write(this.state[WAKE.STOP_W]!, ptr(one), 1);
+    pthreads()!.pthread_join(this.tid[0]!, null);
+    this.closeFds();
+  }
+
+  private closeFds(): void {
+    for (let i = 0; i < 5; i++) c().close(this.state[i]!);
+  }
+}
+/** indexes of RingWakeup's state (enum in ring-wakeup.c) */
+const WAKE = { EPOLL: 0, NOTIFY_R: 1, NOTIFY_W: 2, STOP_R: 3, STOP_W: 4 } as const;
 
 /** A struct perf_event_attr of `type` (its size set, every other field 0 but `fields`). */
 function perfEventAttr(type: number, fields: { config?: bigint; sample_period?: bigint; sample_type?: bigint; wakeup_events?: number; config1?: bigint; config2?: bigint }): Uint8Array {

@@ -8,7 +8,7 @@ import { appendFileSync, existsSync, readdirSync, readFileSync } from "node:fs";
 import { cpus, release } from "node:os";
 import {
   BpfObject, type Link, loadLibbpf, libbpfVersion, mapDelete, mapLookup, mapNextKey, mapUpdate, mountFs, numPossibleCpus,
-  pageSize, probeHelper, probeMapType, Mapping, PROT_READ, PROT_WRITE,
+  pageSize, probeHelper, probeMapType, Mapping, PROT_READ, PROT_WRITE, RingWakeup,
 } from "./libbpf-ffi.ts";
 import { PerfBufferReader } from "./perfbuf-reader.ts";
 import type { EventSource } from "./event-source.ts";
@@ -25,6 +25,9 @@ export type BufferKind = "ringbuf" | "perf";
 
 export interface KernelOptions {
   ringbufBytes: number;
+  /** unread ring-buffer bytes from which the kernel wakes the reader (0: never); it looks once per
+   * 1/32 of the ring written by each CPU */
+  ringWakeAtBytes?: number;
   /** false forces kprobes even where syscall tracepoints exist */
   enableTracepoints?: boolean;
   buffer?: "auto" | BufferKind;
@@ -249,6 +252,10 @@ export class KernelTracer {
       const C = LAYOUT.load_config;
       const cfg = new Uint8Array(C.$size);
       cfg[C.task_storage] = taskStorage ? 1 : 0;
+      const wakeAt = buffer === "ringbuf" ? Math.floor(opts.ringWakeAtBytes ?? 0) : 0;
+      const cv = new DataView(cfg.buffer);
+      cv.setUint32(C.wake_check_bytes, wakeAt > 0 ? Math.max(4096, Math.floor(opts.ringbufBytes / 32)) : 0, true);
+      cv.setUint32(C.wake_at_bytes, wakeAt, true);
       obj.setReadOnlyData(cfg);
       const pidPages = pidBytesPages();
       if (pidPages) obj.setMaxEntries("pid_bytes", pidPages);
@@ -623,7 +630,30 @@ export class KernelTracer {
   closeInBackground = false;
   private holder: ReturnType<typeof Bun.spawn> | undefined;
 
+  private wakeup: RingWakeup | undefined;
+
+  /**
+   * The read end of a pipe that gets a byte whenever the kernel writes a record that must not wait
+   * for the reader's next poll (a process exec, a listen(), an executable mapping: output_now() in
+   * bpf/lib/output.h); every other record waits. Undefined with perf buffers, which have no such
+   * wakeups, and when the helper thread cannot start (logged): the reader then polls often.
+   */
+  wakeupFd(): number | undefined {
+    if (this.buffer !== "ringbuf") return undefined;
+    if (!this.wakeup) {
+      try {
+        this.wakeup = new RingWakeup(this.fds.events!);
+      } catch (e) {
+        log.warn("no ring buffer wakeups; polling the ring every few ms instead", { reason: (e as Error).message });
+        return undefined;
+      }
+    }
+    return this.wakeup.fd;
+  }
+
   close(): void {
+    this.wakeup?.close();
+    this.wakeup = undefined;
     this.source.close();
     if (this.probes) {
       if (this.closeInBackground) this.handOffLinks(this.probes.links());
