@@ -22,8 +22,10 @@ export interface ResidentReader {
 
 export const GROWTH_BYTES = 16 * 1024 * 1024;
 export const MIN_INTERVAL_MS = 1500;
-/** poll() reads the RSS at most this often (a read costs ~10 µs). */
-export const POLL_MS = 100;
+/** poll() reads the RSS at most this often (a read costs ~10-20 µs). The agent drains the ring
+ * in bursts of up to 100 ms of records (poll-interval.ts) and polls between slices of a burst:
+ * a longer limit would let a burst's garbage grow past the threshold before it is seen. */
+export const POLL_MS = 25;
 
 export function residentBytes(): number {
   return process.memoryUsage.rss();

@@ -1,7 +1,7 @@
 /** The heap pacer: asynchronous collections by default, a full one when the heap grew past the
  * last full collection's level by more than the threshold, at most one per interval. */
 import { describe, expect, test } from "bun:test";
-import { GcPacer } from "../../src/agent/gc-pacer.ts";
+import { GcPacer, POLL_MS } from "../../src/agent/gc-pacer.ts";
 
 const MB = 1024 * 1024;
 
@@ -88,7 +88,7 @@ describe("GcPacer", () => {
 });
 
 describe("GcPacer.poll", () => {
-  test("reads the RSS at most every 100 ms, collects between ticks when due, and tick then asks for no asynchronous one", () => {
+  test("reads the RSS at most every POLL_MS, collects between ticks when due, and tick then asks for no asynchronous one", () => {
     let reads = 0;
     const s = { heap: 30 * MB, t: 0, full: 0, async: 0 };
     const p = new GcPacer(() => { reads++; return s.heap; }, () => { s.full++; s.heap = 30 * MB; }, () => { s.async++; }, () => s.t, 16 * MB, 1500);
@@ -97,10 +97,10 @@ describe("GcPacer.poll", () => {
     for (let i = 0; i < 50; i++) p.poll();
     expect(reads).toBe(1);
     s.heap = 60 * MB;
-    s.t += 50;
+    s.t += POLL_MS / 2;
     p.poll();
     expect(s.full).toBe(0);
-    s.t += 60;
+    s.t += POLL_MS / 2 + 1;
     expect(p.poll()).toBe(true);
     expect(s.full).toBe(1);
     s.t += 2000;
