@@ -61,6 +61,8 @@ export class Agent {
   /** when the last wake's drain ended, and the bytes found waiting at the start of this wake */
   private lastDrainAt = performance.now();
   private wakeBytes = -1;
+  /** records were handled since the GC pacer's last tick */
+  private drainedSinceGcTick = false;
   /** drains started by a forced wakeup from the kernel (RingWakeups) */
   private ringWakeups = 0;
   readonly startedAt = Date.now();
@@ -151,7 +153,10 @@ export class Agent {
     // Under load the pipeline makes short-lived garbage fast and JSC's heuristics let the heap
     // grow to several times the live set: an asynchronous collection every second, a full one
     // when the heap has grown well past what the last full one left (gc-pacer.ts).
-    agent.gcTimer = setInterval(() => agent!.gcPacer.tick(), 1000);
+    agent.gcTimer = setInterval(() => {
+      agent!.gcPacer.tick(agent!.drainedSinceGcTick);
+      agent!.drainedSinceGcTick = false;
+    }, 1000);
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
@@ -296,7 +301,10 @@ export class Agent {
       log.error("event handling failed", { error: String((e as Error)?.stack ?? e) });
       n = DRAIN_BATCH;
     }
-    if (n > 0) this.gcPacer.poll();
+    if (n > 0) {
+      this.drainedSinceGcTick = true;
+      this.gcPacer.poll();
+    }
     if (n >= DRAIN_BATCH) {
       this.timer = setTimeout(this.loop, 0);
       return;

@@ -31,6 +31,20 @@ describe("GcPacer", () => {
     expect(p.stats()).toEqual({ GcFullCollections: 0, GcPauseMs: 0 });
   });
 
+  test("an idle tick (no records since the last) asks for no asynchronous collection, but still runs a full one when due", () => {
+    const { p, s } = pacer(30 * MB);
+    s.t += 1000;
+    p.tick(false);
+    expect(s.async).toBe(0);
+    s.t += 1000;
+    p.tick(true);
+    expect(s.async).toBe(1);
+    s.t += 2000;
+    s.heap = 50 * MB;
+    p.tick(false);
+    expect(s.full).toBe(1);
+  });
+
   test("past it a full collection runs, its pause is counted, and the level after it is the new base", () => {
     const { p, s } = pacer(30 * MB);
     s.t = 1000;
