@@ -41,6 +41,10 @@ export interface AgentOptions {
  * slices */
 const DRAIN_BATCH = 2048;
 
+/** The ring buffer's size; the one the agent started with is the ring's (a reload's new size takes
+ * effect at the next restart). */
+const ringBytesOf = (cfg: Config): number => cfg.bpf.ringbuf_size_mb * 1024 * 1024;
+
 export class Agent {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
@@ -61,8 +65,6 @@ export class Agent {
   /** when the last wake's drain ended, and the bytes found waiting at the start of this wake */
   private lastDrainAt = performance.now();
   private wakeBytes = -1;
-  /** records were handled since the GC pacer's last tick */
-  private drainedSinceGcTick = false;
   /** drains started by a forced wakeup from the kernel (RingWakeups) */
   private ringWakeups = 0;
   readonly startedAt = Date.now();
@@ -83,11 +85,12 @@ export class Agent {
 
   static async start(opts: AgentOptions): Promise<Agent> {
     const { cfg } = opts;
+    const ringBytes = ringBytesOf(cfg);
     const kernel = await KernelTracer.start({
-      ringbufBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024,
+      ringbufBytes: ringBytes,
       // the reader sleeps until the ring would be this full (poll-interval.ts); a burst that fills
       // it sooner wakes the reader from the kernel
-      ringWakeAtBytes: cfg.bpf.ringbuf_size_mb * 1024 * 1024 * FILL_SHARE,
+      ringWakeAtBytes: ringBytes * FILL_SHARE,
       enableTracepoints: cfg.enable_tracepoints,
       buffer: cfg.bpf.buffer,
       threadState: cfg.bpf.thread_state,
@@ -153,10 +156,7 @@ export class Agent {
     // Under load the pipeline makes short-lived garbage fast and JSC's heuristics let the heap
     // grow to several times the live set: an asynchronous collection every second, a full one
     // when the heap has grown well past what the last full one left (gc-pacer.ts).
-    agent.gcTimer = setInterval(() => {
-      agent!.gcPacer.tick(agent!.drainedSinceGcTick);
-      agent!.drainedSinceGcTick = false;
-    }, 1000);
+    agent.gcTimer = setInterval(() => agent!.gcPacer.tick(), 1000);
     agent.scheduleRescan();
     agent.scheduleTick();
     agent.budget = budget;
@@ -301,16 +301,13 @@ export class Agent {
       log.error("event handling failed", { error: String((e as Error)?.stack ?? e) });
       n = DRAIN_BATCH;
     }
-    if (n > 0) {
-      this.drainedSinceGcTick = true;
-      this.gcPacer.poll();
-    }
+    if (n > 0) this.gcPacer.poll();
     if (n >= DRAIN_BATCH) {
       this.timer = setTimeout(this.loop, 0);
       return;
     }
     const now = performance.now();
-    const ms = this.wakeReader ? nextPollMs(this.wakeBytes, now - this.lastDrainAt, this.kernel.source.capacityBytes ?? 0) : POLL_FALLBACK_MS;
+    const ms = this.wakeReader ? nextPollMs(this.wakeBytes, now - this.lastDrainAt, ringBytesOf(this.opts.cfg)) : POLL_FALLBACK_MS;
     this.lastDrainAt = now;
     this.wakeBytes = -1;
     this.timer = setTimeout(this.loop, ms);

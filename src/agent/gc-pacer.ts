@@ -7,14 +7,15 @@
  * ~30 MB to 60–70 MB (and RSS past 190 MB) between full collections under saturating `run` load
  * (bench/memory.ts). Asynchronous collections alone (Bun.gc(false)) did not stop that growth.
  *
- * Contract: `tick()` is called about once a second and `poll()` as often as convenient. When the
+ * Contract: `tick()` is called about once a second and `poll()` after each batch of records the
+ * agent handled (as often as convenient). When the
  * resident set (what a memory budget and a fleet operator see; ~10 µs to read) has grown by more
  * than `growthBytes` since the last full collection, a full synchronous one runs (30–40 ms with
  * the agent's ~30 MB live set; the ring buffer holds far more than that pause) and the RSS
  * measured after it is the new base. At most one full collection per `minIntervalMs`; otherwise
- * `tick()` asks for an asynchronous one when the agent handled records since the last tick (an
- * idle agent allocates next to nothing: the collection per second was ~15 % of its idle CPU). Counted: `GcFullCollections`,
- * `GcPauseMs` (stats line, status, /metrics).
+ * `tick()` asks for an asynchronous one if `poll()` was called since the last tick (an idle agent
+ * allocates next to nothing: the collection per second was ~15 % of its idle CPU). Counted:
+ * `GcFullCollections`, `GcPauseMs` (stats line, status, /metrics).
  */
 export interface ResidentReader {
   /** bytes resident */
@@ -38,6 +39,8 @@ export class GcPacer {
   private base: number;
   private lastFullAt = -Infinity;
   private lastPollAt = -Infinity;
+  /** poll() was called since the last tick: records were handled */
+  private polled = false;
 
   constructor(
     private readonly resident: ResidentReader = residentBytes,
@@ -50,9 +53,11 @@ export class GcPacer {
     this.base = resident();
   }
 
-  /** The once-a-second call: a full collection when due, else an asynchronous one if `busy`
-   * (records were handled since the last tick). */
-  tick(busy = true): void {
+  /** The once-a-second call: a full collection when due, else an asynchronous one if records
+   * were handled (poll() called) since the last tick. */
+  tick(): void {
+    const busy = this.polled;
+    this.polled = false;
     if (!this.poll(true) && busy) this.async();
   }
 
@@ -63,6 +68,7 @@ export class GcPacer {
    * Returns whether it collected.
    */
   poll(force = false): boolean {
+    if (!force) this.polled = true;
     const t = this.now();
     if (!force && t - this.lastPollAt < POLL_MS) return false;
     this.lastPollAt = t;

@@ -14,9 +14,6 @@ export interface EventSource {
   drain(onRecord: RecordHandler, max: number): number;
   /** Bytes waiting to be read (for the queue high-water mark). */
   pending(): number;
-  /** Bytes the source holds before the kernel loses records (the reader's sleep is sized by it);
-   * undefined: not a kernel buffer, or not one sleep can be sized for. */
-  readonly capacityBytes?: number;
   /** Records whose handler threw (counted, not redelivered). */
   readonly handlerErrors?: number;
   /** Records whose length did not fit the published data (skipped). */

@@ -51,9 +51,6 @@ export class RingBufferReader implements EventSource {
   /** where a record that wraps at the end of the data area is joined (grown on demand) */
   private scratch = new Uint8Array(0);
   readonly size: number;
-  get capacityBytes(): number {
-    return this.size;
-  }
   /** records whose handler threw (consumed anyway) */
   handlerErrors = 0;
   /** times a record length did not fit the published data (the reader skipped to the producer) */

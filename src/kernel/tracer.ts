@@ -254,7 +254,7 @@ export class KernelTracer {
       cfg[C.task_storage] = taskStorage ? 1 : 0;
       const wakeAt = buffer === "ringbuf" ? Math.floor(opts.ringWakeAtBytes ?? 0) : 0;
       const cv = new DataView(cfg.buffer);
-      cv.setUint32(C.wake_check_bytes, wakeAt > 0 ? Math.max(4096, Math.floor(opts.ringbufBytes / 32)) : 0, true);
+      cv.setUint32(C.wake_check_bytes, wakeAt > 0 ? Math.floor(opts.ringbufBytes / 32) : 0, true);
       cv.setUint32(C.wake_at_bytes, wakeAt, true);
       obj.setReadOnlyData(cfg);
       const pidPages = pidBytesPages();

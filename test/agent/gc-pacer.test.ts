@@ -24,6 +24,7 @@ describe("GcPacer", () => {
     for (let i = 0; i < 10; i++) {
       s.t += 1000;
       s.heap += MB;
+      p.poll(); // records were handled
       p.tick();
     }
     expect(s.full).toBe(0);
@@ -34,14 +35,15 @@ describe("GcPacer", () => {
   test("an idle tick (no records since the last) asks for no asynchronous collection, but still runs a full one when due", () => {
     const { p, s } = pacer(30 * MB);
     s.t += 1000;
-    p.tick(false);
+    p.tick();
     expect(s.async).toBe(0);
     s.t += 1000;
-    p.tick(true);
+    p.poll(); // records were handled
+    p.tick();
     expect(s.async).toBe(1);
     s.t += 2000;
     s.heap = 50 * MB;
-    p.tick(false);
+    p.tick();
     expect(s.full).toBe(1);
   });
 
@@ -74,6 +76,7 @@ describe("GcPacer", () => {
     expect(s.full).toBe(1);
     s.heap = 200 * MB;
     s.t += 1000;
+    p.poll(); // records were handled
     p.tick();
     expect(s.full).toBe(1);
     expect(s.async).toBe(1);
