@@ -121,6 +121,46 @@ int p_ktime(struct trace_event_raw_sys_enter *ctx)
 READ_USER_PROG(p_read_user_16, 16)
 READ_USER_PROG(p_read_user_256, 256)
 
+/* The same reads into a plain array map's value: an array this large is vmalloc'd, where the
+ * kernel's hardened-usercopy check on the destination stops at once (a per-CPU array's value
+ * sits in the linear map, whose check looks up the destination's page). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct block);
+} big_array SEC(".maps");
+
+#define READ_USER_ARRAY_PROG(name, n)                                       \
+	SEC("tracepoint/syscalls/sys_enter_write")                          \
+	int name(struct trace_event_raw_sys_enter *ctx)                     \
+	{                                                                   \
+		if (!MARKED(ctx))                                           \
+			return 0;                                           \
+		__u32 cpu = bpf_get_smp_processor_id() & 63;                \
+		struct block *s = bpf_map_lookup_elem(&big_array, &cpu);    \
+		if (s)                                                      \
+			bpf_probe_read_user(s->b, n, (void *)ctx->args[1]); \
+		return 0;                                                   \
+	}
+
+READ_USER_ARRAY_PROG(p_read_user_16_array, 16)
+READ_USER_ARRAY_PROG(p_read_user_256_array, 256)
+
+/* Straight into a ring buffer reservation (vmalloc'd too), discarded. */
+SEC("tracepoint/syscalls/sys_enter_write")
+int p_read_user_16_ring(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!MARKED(ctx))
+		return 0;
+	char *r = bpf_ringbuf_reserve(&ring, 256, 0);
+	if (!r)
+		return 0;
+	bpf_probe_read_user(r, 16, (void *)ctx->args[1]);
+	bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_enter_write")
 int p_read_user_stack(struct trace_event_raw_sys_enter *ctx)
 {

@@ -100,7 +100,8 @@ export function writeBody(
 export function splitTarget(target: string): { host?: string; path: string; query: string } {
   let rest = target;
   let host: string | undefined;
-  const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(target);
+  // origin-form ("/…", nearly every request) cannot be absolute-form: no regex run for it
+  const abs = target.charCodeAt(0) === 47 ? null : /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)/.exec(target);
   if (abs) {
     host = abs[1];
     rest = target.slice(abs[0].length) || "/";

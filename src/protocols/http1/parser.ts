@@ -167,10 +167,18 @@ const INTERN_MAX = 40;
 const internTable: string[] = new Array<string>(INTERN_SLOTS).fill("");
 
 function intern(src: Uint8Array, s: number, e: number): string {
+  if (e - s > INTERN_MAX) return latin1Slice.call(src, s, e);
+  let h = 0;
+  for (let k = s; k < e; k++) h = (Math.imul(h, 31) + src[k]!) | 0;
+  return internHashed(src, s, e, h);
+}
+
+/** intern() for a token whose hash (h = h * 31 + byte, from 0, as int32) the caller computed
+ * while scanning it: head fields are then read once, not twice. */
+function internHashed(src: Uint8Array, s: number, e: number, h: number): string {
   const n = e - s;
   if (n > INTERN_MAX || n === 0) return latin1Slice.call(src, s, e);
-  let h = n;
-  for (let k = s; k < e; k++) h = (Math.imul(h, 31) + src[k]!) | 0;
+  h ^= n;
   const slot = (h ^ (h >>> 11)) & (INTERN_SLOTS - 1);
   const c = internTable[slot]!;
   if (c.length === n) {
@@ -193,7 +201,7 @@ const EMPTY = new Uint8Array(0);
  * Case-insensitive equality of a field name (tchar only) with a lower-case literal made of
  * letters and '-'. OR-ing 0x20 maps A-Z onto a-z and leaves '-' alone; no other tchar collides.
  */
-function sameLower(name: string, lower: string): boolean {
+export function sameLower(name: string, lower: string): boolean {
   for (let k = 0; k < lower.length; k++) {
     if ((name.charCodeAt(k) | 0x20) !== lower.charCodeAt(k)) return false;
   }
@@ -218,6 +226,7 @@ export class Http1Parser {
   private headStart = 0;           // first byte of the head (or trailer section)
   private tok = 0;                 // start of the token being scanned
   private acc = 0;                 // OR of VALUE_CHAR classes of the value being scanned
+  private hash = 0;                // int32 hash (intern) of the name or value token scanned so far
   private protoIdx = 0;
   private major = 0;
   private statusDigits = 0;
@@ -705,6 +714,7 @@ export class Http1Parser {
           c = src[i];
           if (TCHAR[c] === 1) {
             this.tok = i;
+            this.hash = 0;
             hs = H_NAME;
           } else if (c === CR) {
             i++;
@@ -713,14 +723,17 @@ export class Http1Parser {
             this.fail("obs-fold (line folding) is not supported"); return i;
           } else { this.fail("invalid header field name"); return i; }
           break;
-        case H_NAME:
-          while (i < stop && TCHAR[src[i]] === 1) i++;
+        case H_NAME: {
+          let h = this.hash;
+          while (i < stop && TCHAR[c = src[i]!] === 1) { h = (Math.imul(h, 31) + c) | 0; i++; }
+          this.hash = h;
           if (i === stop) break;
-          if (src[i] !== COLON) { this.fail("invalid character in header field name"); return i; }
-          this.fieldName = intern(src, this.tok, i);
+          if (c !== COLON) { this.fail("invalid character in header field name"); return i; }
+          this.fieldName = internHashed(src, this.tok, i, h);
           i++;
           hs = H_OWS;
           break;
+        }
         case H_OWS:
           while (i < stop && ((c = src[i]) === SP || c === HT)) i++;
           if (i === stop) break;
@@ -731,19 +744,23 @@ export class Http1Parser {
           } else if (VALUE_CHAR[c] !== 0) {
             this.tok = i;
             this.acc = 0;
+            this.hash = 0;
             hs = H_VALUE;
           } else { this.fail("invalid character in header field value"); return i; }
           break;
         case H_VALUE: {
           let acc = this.acc;
+          let h = this.hash;
           let t = 0;
-          while (i < stop && (t = VALUE_CHAR[src[i]]) !== 0) { acc |= t; i++; }
+          while (i < stop && (t = VALUE_CHAR[c = src[i]!]) !== 0) { acc |= t; h = (Math.imul(h, 31) + c) | 0; i++; }
           this.acc = acc;
+          this.hash = h;
           if (i === stop) break;
           if (src[i] !== CR) { this.fail("invalid character in header field value"); return i; }
           let e = i;
           while (e > this.tok && ((c = src[e - 1]) === SP || c === HT)) e--;
-          this.fieldValue = decode(src, this.tok, e, (acc & 2) !== 0);
+          // the scan's hash covers [tok, i): trailing whitespace, when there is any, is hashed again without it
+          this.fieldValue = (acc & 2) !== 0 ? utf8Slice.call(src, this.tok, e) : e === i ? internHashed(src, this.tok, e, h) : intern(src, this.tok, e);
           i++;
           hs = H_VALUE_LF;
           break;

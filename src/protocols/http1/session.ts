@@ -8,7 +8,7 @@ import type { Attributes } from "../../spans/span.ts";
 import { headerValue, REQ_HEADER, RES_HEADER, spanName, splitTarget, writeBody, writeHeaders, writeMethod } from "../http-attributes.ts";
 import type { Exchange, ProtocolSession, Sender, SessionEnv } from "../session.ts";
 import { Http1Connection, type HttpExchange, type UpgradeSinks } from "./exchange.ts";
-import type { HttpMessage } from "./parser.ts";
+import { sameLower, type HttpMessage } from "./parser.ts";
 import { decodeHttp2Settings } from "../http2/frames.ts";
 
 export class Http1Exchange implements Exchange {
@@ -38,9 +38,9 @@ export class Http1Exchange implements Exchange {
     const hs = req.headers;
     for (let i = 0; i < hs.length; i++) {
       const n = hs[i]![0];
-      if (n.length === 4) { if (host === undefined && n.toLowerCase() === "host") host = hs[i]![1]; }
-      else if (n.length === 10) { if (ua === undefined && n.toLowerCase() === "user-agent") ua = hs[i]![1]; }
-      else if (n.length === 11) { if (tp === undefined && n.toLowerCase() === "traceparent") tp = hs[i]![1]; }
+      if (n.length === 4) { if (host === undefined && sameLower(n, "host")) host = hs[i]![1]; }
+      else if (n.length === 10) { if (ua === undefined && sameLower(n, "user-agent")) ua = hs[i]![1]; }
+      else if (n.length === 11) { if (tp === undefined && sameLower(n, "traceparent")) tp = hs[i]![1]; }
     }
     this.authority = t.host ?? host;
     this.traceparent = tp;
