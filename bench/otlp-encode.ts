@@ -98,15 +98,17 @@ function run(label: string, spans: Span[], o: EncodeOptions, seconds: number): v
 if (import.meta.main) {
   const seconds = Number(process.argv[2] ?? 2);
   const spans = Array.from({ length: 512 * 8 }, (_, i) => typicalSpan(i));
-  const rawSize = encodeSpans(spans.slice(0, 512), { encoding: "protobuf", gzip: false, fallbackService: "x" }).length / 512;
+  const rawSize = encodeSpans(spans.slice(0, 512), { encoding: "protobuf", compression: "none", fallbackService: "x" }).length / 512;
   console.log(`bun ${Bun.version}, one core, batches of 512 typical spans (${rawSize.toFixed(0)} B/span protobuf before gzip)`);
-  run("protobuf + gzip", spans, { encoding: "protobuf", gzip: true, fallbackService: "x" }, seconds);
-  run("protobuf", spans, { encoding: "protobuf", gzip: false, fallbackService: "x" }, seconds);
-  run("json + gzip", spans, { encoding: "json", gzip: true, fallbackService: "x" }, seconds);
-  run("json", spans, { encoding: "json", gzip: false, fallbackService: "x" }, seconds);
+  run("protobuf + gzip", spans, { encoding: "protobuf", compression: "gzip", fallbackService: "x" }, seconds);
+  run("protobuf", spans, { encoding: "protobuf", compression: "none", fallbackService: "x" }, seconds);
+  run("protobuf + zstd", spans, { encoding: "protobuf", compression: "zstd", fallbackService: "x" }, seconds);
+  run("json + gzip", spans, { encoding: "json", compression: "gzip", fallbackService: "x" }, seconds);
+  run("json", spans, { encoding: "json", compression: "none", fallbackService: "x" }, seconds);
   const agent = Array.from({ length: 512 * 8 }, (_, i) => agentSpan(i));
-  const agentSize = encodeSpans(agent.slice(0, 512), { encoding: "protobuf", gzip: false, fallbackService: "x" }).length / 512;
+  const agentSize = encodeSpans(agent.slice(0, 512), { encoding: "protobuf", compression: "none", fallbackService: "x" }).length / 512;
   console.log(`agent-shaped spans (${agentSize.toFixed(0)} B/span protobuf before gzip):`);
-  run("protobuf + gzip", agent, { encoding: "protobuf", gzip: true, fallbackService: "x" }, seconds);
-  run("protobuf", agent, { encoding: "protobuf", gzip: false, fallbackService: "x" }, seconds);
+  run("protobuf + gzip", agent, { encoding: "protobuf", compression: "gzip", fallbackService: "x" }, seconds);
+  run("protobuf + zstd", agent, { encoding: "protobuf", compression: "zstd", fallbackService: "x" }, seconds);
+  run("protobuf", agent, { encoding: "protobuf", compression: "none", fallbackService: "x" }, seconds);
 }

@@ -5,6 +5,7 @@
  *   off      — no agent
  *   capture  — `ebpf-tracer capture --json --pid PID > /dev/null`
  *   run      — `ebpf-tracer run` exporting OTLP (protobuf + gzip) over HTTPS to a loopback receiver
+ *   run-zstd — the same with `compression: zstd` (not in the default modes)
  *   tshark   — tshark capturing the same port (a packet-capture peer), when installed
  *   idle     — the agent attached but selecting only a sleeping process (not in the default
  *              modes): what the load pays for probes it does not need (the syscall tracepoint
@@ -17,7 +18,7 @@
  * at the end the medians, and per BPF program its ns/call and calls/request.
  *
  *   sudo bun bench/overhead.ts [--server node|nginx|go] [--tls | --schemes http,https] [--rounds 3]
- *                              [--duration 10] [--connections 16] [--modes off,capture,run,tshark,idle]
+ *                              [--duration 10] [--connections 16] [--modes off,capture,run,run-zstd,tshark,idle]
  *                              [--warmup S] [--bins base=PATH,new=PATH] [--private-client-ssl] [--no-unit-env] [--as-unit] [--perf] [--budget-cpu N]
  *
  * The agent runs with the systemd unit's Environment= lines (bench/common.ts unitEnv), as
@@ -172,9 +173,9 @@ async function stopServers(): Promise<void> {
 // 20k spans/s, and the agent spooled: its spool path, not its export, was measured).
 const rx = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, countOnly: true });
 /** The `run` config selecting `pid` (and its children). */
-function runConfig(pid: number): string {
-  const path = join(dir, `run-${pid}.yaml`);
-  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool") }) + BUFFER_YAML + BUDGET_YAML);
+function runConfig(pid: number, compression = "gzip"): string {
+  const path = join(dir, `run-${pid}-${compression}.yaml`);
+  writeFileSync(path, runConfigYaml({ pid, caCert: certs.ca.cert, endpoint: rx.endpoint, spoolDir: join(dir, "spool"), compression }) + BUFFER_YAML + BUDGET_YAML);
   return path;
 }
 const capCfg = join(dir, "capture.yaml");
@@ -197,6 +198,7 @@ async function startAgent(mode: string, bin: string, t: Target): Promise<Started
   if (mode === "capture") cmd = [bin, "capture", "-c", capCfg, "--pid", String(t.pid), "--json"];
   else if (mode === "idle") cmd = [bin, "capture", "-c", capCfg, "--pid", String(idlePid()), "--json"];
   else if (mode === "run") cmd = [bin, "run", "-c", runConfig(t.pid)];
+  else if (mode === "run-zstd") cmd = [bin, "run", "-c", runConfig(t.pid, "zstd")];
   else if (mode === "tshark") cmd = ["tshark", "-i", "lo", "-f", `tcp port ${t.port}`, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri", "-l"];
   else return undefined;
   if (mode !== "tshark") cmd = asUnit(cmd);
@@ -230,7 +232,7 @@ const hasTshark = Bun.which("tshark") !== null;
 /** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
 interface Variant { mode: string; label: string; bin: string }
 const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).flatMap((mode) =>
-  mode === "capture" || mode === "run" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
+  mode === "capture" || mode === "run" || mode === "run-zstd" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
 const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
 console.log(`${SERVER === "node" ? "Node" : SERVER === "go" ? "Go net/http" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s${WARMUP > 0 ? ` after ${WARMUP} s of the same load` : ""}, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
@@ -294,7 +296,7 @@ for (let round = 1; round <= ROUNDS; round++) {
           // exited (the rest is in its spool, sent at its next start, or counted as dropped)
           row.seen = (st?.SpansEmitted ?? 0) / lifeRequests();
           row.lost = st?.EventLost;
-          if (mode === "run") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / lifeRequests()) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
+          if (mode === "run" || mode === "run-zstd") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / lifeRequests()) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
         }
         await a.proc.exited;
       }

@@ -4,7 +4,8 @@
  * builder) into a sink that only counts spans. No kernel involved.
  *
  *   bun bench/replay.ts [--seconds 5] [--connections 2000] [--per-conn 50] [--open 64]
- *                       [--write FILE] [--file FILE] [--sink count|json|otlp] [--api|--api-noop] [--no-redact] [--compare-redact] [--no-pin]
+ *                       [--write FILE] [--file FILE] [--sink count|json|otlp] [--compression gzip|zstd|none]
+ *                       [--api|--api-noop] [--no-redact] [--compare-redact] [--no-pin]
  *
  * Default: builds a synthetic recording of realistic JSON API traffic with test/support/records.ts:
  * per connection an open record, then keep-alive exchanges (request: method, path with query,
@@ -42,7 +43,7 @@ import { defaultConfig } from "../src/config/config.ts";
 import { DIR_RECV, DIR_SEND, MODE_BOTH, ROLE_CLIENT, ROLE_SERVER, LAYOUT, EV } from "../src/kernel/event-layout.ts";
 import type { Span, SpanSink } from "../src/spans/span.ts";
 import { jsonLine } from "../src/export/stdout.ts";
-import { OpenBatch } from "../src/export/otlp/batch.ts";
+import { OpenBatch, type Compression } from "../src/export/otlp/batch.ts";
 import { ApiTap } from "../src/metrics/tap.ts";
 import { RedactingSink } from "../src/spans/redact.ts";
 import { request, response } from "./api-traffic.ts";
@@ -69,6 +70,9 @@ const CONNECTIONS = Number(arg("--connections", "2000"));
 const PER_CONN = Number(arg("--per-conn", "50"));
 const OPEN = Number(arg("--open", "64"));
 const SINK = arg("--sink", "count");
+/** --compression gzip|zstd|none: how --sink otlp compresses its batches (default gzip, as `run`) */
+const COMPRESSION = arg("--compression", "gzip") as Compression;
+if (!["gzip", "zstd", "none"].includes(COMPRESSION)) throw new Error(`--compression gzip|zstd|none, got ${COMPRESSION}`);
 if (SINK !== "count" && SINK !== "json" && SINK !== "otlp") throw new Error(`--sink count|json|otlp, got ${SINK}`);
 
 // ------------------------------------------------------------------ synthetic traffic
@@ -161,7 +165,7 @@ class CountSink implements SpanSink {
   outBytes = 0;
   private readonly json = SINK === "json";
   /** --sink otlp: the exporter's batch (protobuf encoded as spans join, gzip at 512 spans) */
-  private readonly batch = SINK === "otlp" ? new OpenBatch({ encoding: "protobuf", gzip: true, fallbackService: "replay" }) : undefined;
+  private readonly batch = SINK === "otlp" ? new OpenBatch({ encoding: "protobuf", compression: COMPRESSION, fallbackService: "replay" }) : undefined;
   private seq = 0;
   export(s: Span): void {
     this.spans++;
@@ -214,7 +218,7 @@ function round(o: { api?: boolean; redact?: boolean } = {}): { spans: number; pi
 
 const warm = round({ api: true });
 const counters = warm.pipeline.counters;
-console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : SINK === "otlp" ? "OTLP protobuf batches of 512, gzip, discarded" : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
+console.log(`recording: ${source}; sink: ${SINK === "json" ? "capture --json lines, discarded" : SINK === "otlp" ? `OTLP protobuf batches of 512, ${COMPRESSION}, discarded` : "count only"}${REDACT ? ", redacted (default rules)" : ", not redacted"}${apiTap ? "; with the route/metrics stage (--api)" : ""}`);
 console.log(`  ${recordCount} records, ${(recording.length / 1e6).toFixed(1)} MB, ${(dataBytes / 1e6).toFixed(1)} MB of HTTP payload, ${warm.spans} spans per pass`);
 console.log(`  parse errors: request ${counters.ReqParsingErrors}, response ${counters.ResParsingErrors}; partial spans ${counters.PartialSpans}; lost bytes ${counters.LostBytes}; decode errors ${counters.DecodeErrors}`);
 if (warm.spans === 0) {

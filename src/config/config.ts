@@ -78,7 +78,7 @@ export interface Config {
       agent_token: string;
       headers: Record<string, string>;
       encoding: "protobuf" | "json";
-      compression: "gzip" | "none";
+      compression: "gzip" | "zstd" | "none";
       max_batch_spans: number;
       max_batch_delay: number;
       max_in_flight: number;

@@ -172,7 +172,7 @@ export const SCHEMA: Record<string, FieldSpec> = {
           agent_token: { t: "string", def: "" },
           headers: { t: "map" },
           encoding: { t: "enum", values: ["protobuf", "json"], def: "protobuf" },
-          compression: { t: "enum", values: ["gzip", "none"], def: "gzip" },
+          compression: { t: "enum", values: ["gzip", "zstd", "none"], def: "gzip" },
           max_batch_spans: { t: "int", def: 512, min: 1 },
           max_batch_delay: { t: "duration", def: 1000 },
           max_in_flight: { t: "int", def: 4, min: 1 },

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { allAttributes, type Attributes, type Span } from "../../src/spans/span.ts";
 import { encodeTracesProto, ProtoSpanStream } from "../../src/export/otlp/encode-proto.ts";
 import { encodeTracesJson, tracesRequestJson } from "../../src/export/otlp/encode-json.ts";
-import { encodeSpans, OpenBatch } from "../../src/export/otlp/batch.ts";
+import { asGzip, contentEncodingOf, decompress, encodeSpans, OpenBatch } from "../../src/export/otlp/batch.ts";
 import { ProtoWriter } from "../../src/export/otlp/proto-writer.ts";
 import { SCOPE_NAME, SCOPE_VERSION } from "../../src/export/otlp/scope.ts";
 import { decodePartialSuccess } from "../../src/export/otlp/response.ts";
@@ -141,15 +141,15 @@ describe("protobuf encoding", () => {
 
   test("OpenBatch: protobuf streamed, JSON kept; both seal to what encodeSpans gives", () => {
     for (const encoding of ["protobuf", "json"] as const) {
-      for (const gzip of [false, true]) {
-        const o = { encoding, gzip, fallbackService: "f" };
+      for (const compression of ["none", "gzip", "zstd"] as const) {
+        const o = { encoding, compression, fallbackService: "f" };
         const ob = new OpenBatch(o);
         for (const s of spans) ob.add(s);
         expect(ob.count).toBe(spans.length);
         const sealed = ob.seal(42);
-        expect(sealed).toMatchObject({ seq: 42, spans: spans.length, encoding, gzip });
+        expect(sealed).toMatchObject({ seq: 42, spans: spans.length, encoding, compression });
         expect(ob.count).toBe(0);
-        const plain = (b: Uint8Array) => (gzip ? Bun.gunzipSync(b as Uint8Array<ArrayBuffer>) : b);
+        const plain = (b: Uint8Array) => decompress(b, compression);
         expect(Buffer.from(plain(sealed.body))).toEqual(Buffer.from(plain(encodeSpans(spans, o))));
       }
     }
@@ -260,16 +260,27 @@ describe("OTLP/JSON encoding", () => {
 
 describe("compression", () => {
   for (const encoding of ["protobuf", "json"] as const) {
-    for (const gzip of [true, false]) {
-      test(`${encoding} ${gzip ? "gzip" : "plain"} body decodes`, () => {
-        const body = encodeSpans(spans, { encoding, gzip, fallbackService: "f" });
+    for (const compression of ["gzip", "zstd", "none"] as const) {
+      test(`${encoding} ${compression} body decodes`, () => {
+        const body = encodeSpans(spans, { encoding, compression, fallbackService: "f" });
         const ct = encoding === "json" ? "application/json" : "application/x-protobuf";
-        if (gzip) expect([body[0], body[1]]).toEqual([0x1f, 0x8b]);
-        const got = spansOfRequest(decodeBody(body, ct, gzip ? "gzip" : ""), 0);
+        if (compression === "gzip") expect([body[0], body[1]]).toEqual([0x1f, 0x8b]);
+        if (compression === "zstd") expect([...body.subarray(0, 4)]).toEqual([0x28, 0xb5, 0x2f, 0xfd]); // RFC 8878 frame magic
+        const got = spansOfRequest(decodeBody(body, ct, contentEncodingOf(compression) ?? ""), 0);
         expect(got.length).toBe(spans.length);
       });
     }
   }
+  test("asGzip: a zstd batch becomes the same request as gzip; other batches stay as they are", () => {
+    const raw = encodeSpans(spans, { encoding: "protobuf", compression: "none", fallbackService: "f" });
+    const z = new OpenBatch({ encoding: "protobuf", compression: "zstd", fallbackService: "f" });
+    for (const s of spans) z.add(s);
+    const zb = z.seal(3);
+    const g = asGzip(zb);
+    expect(g).toMatchObject({ seq: 3, spans: spans.length, encoding: "protobuf", compression: "gzip", createdMs: zb.createdMs });
+    expect(Buffer.from(Bun.gunzipSync(g.body as Uint8Array<ArrayBuffer>))).toEqual(Buffer.from(raw));
+    expect(asGzip(g)).toBe(g);
+  });
 });
 
 describe("ExportTraceServiceResponse decoding", () => {

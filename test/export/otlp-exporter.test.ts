@@ -83,7 +83,7 @@ function spansFor(r: OtlpReceiver, sent: Span[]): ReceivedSpan[] {
 
 describe("delivery and encoding", () => {
   for (const encoding of ["protobuf", "json"] as const) {
-    for (const compression of ["gzip", "none"] as const) {
+    for (const compression of ["gzip", "zstd", "none"] as const) {
       test(`${encoding}, ${compression}: every span and typed attribute arrives once, with the right headers`, async () => {
         const ex = new OtlpExporter(config(rx.endpoint, {
           encoding, compression, agent_token: "tok-123", headers: { "X-Tenant": "acme" },
@@ -101,7 +101,7 @@ describe("delivery and encoding", () => {
         for (const r of reqs) {
           expect(r.path).toBe("/v1/traces");
           expect(r.contentType).toBe(encoding === "json" ? "application/json" : "application/x-protobuf");
-          expect(r.contentEncoding).toBe(compression === "gzip" ? "gzip" : "");
+          expect(r.contentEncoding).toBe(compression === "none" ? "" : compression);
           expect(r.headers["traceableai-agent-token"]).toBe("tok-123");
           expect(r.headers["x-tenant"]).toBe("acme");
           expect(r.headers["user-agent"]).toMatch(/^ebpf-tracer\//);
@@ -114,6 +114,45 @@ describe("delivery and encoding", () => {
       });
     }
   }
+
+  for (const status of [400, 415]) {
+    test(`compression zstd, a collector without zstd (HTTP ${status}): the refused batch goes again as gzip, and so does everything after; once logged`, async () => {
+      const noZstd = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, refuseZstd: status });
+      try {
+        const log = capture();
+        const ex = new OtlpExporter(config(noZstd.endpoint, { compression: "zstd", max_in_flight: 1 }), { logger: log.logger, ...FAST });
+        const sent = Array.from({ length: 35 }, () => makeSpan());
+        for (const s of sent) ex.export(s);
+        await ex.shutdown(5000);
+        const got = spansFor(noZstd, sent);
+        expect(got.length).toBe(35);
+        expect(new Set(got.map((g) => g.spanId)).size).toBe(35);
+        const encodings = noZstd.requests.map((r) => `${r.contentEncoding} ${r.status}`);
+        // one zstd body refused; its batch and the three after it as gzip
+        expect(encodings).toEqual([`zstd ${status}`, "gzip 200", "gzip 200", "gzip 200", "gzip 200"]);
+        expect(ex.stats()).toMatchObject({ ZstdRefused: 1, TotalRequestsSent: 35, SpansDropped: 0, ExportErrorsHttp4xx: 1 });
+        const warned = log.find(/refused a zstd-compressed batch/);
+        expect(warned.length).toBe(1);
+        expect(warned[0]!.status).toBe(status);
+      } finally {
+        await noZstd.down();
+      }
+    });
+  }
+
+  test("compression zstd: a 400 that is about the data, not the encoding, still drops the batch (after one try as gzip) and does not switch", async () => {
+    const log = capture();
+    const ex = new OtlpExporter(config(rx.endpoint, { compression: "zstd", max_batch_spans: 3 }), { logger: log.logger, ...FAST });
+    rx.enqueue({ status: 400, body: "bad span" }, { status: 400, body: "bad span" });
+    const first = rx.requests.length;
+    const sent = Array.from({ length: 3 }, () => makeSpan());
+    for (const s of sent) ex.export(s);
+    await ex.shutdown(3000);
+    expect(rx.requests.slice(first).map((r) => `${r.contentEncoding} ${r.status}`)).toEqual(["zstd 400", "gzip 400"]);
+    expect(ex.stats()).toMatchObject({ ZstdRefused: 1, SpansDropped: 3, TotalRequestsSent: 0 });
+    expect(log.find(/refused a zstd-compressed batch/).length).toBe(0);
+    expect(log.find(/collector refused a batch/).length).toBe(1);
+  });
 
   test("a span that cannot be encoded is dropped, counted and logged; the spans around it go out", async () => {
     const log = capture();

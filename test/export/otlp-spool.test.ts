@@ -59,13 +59,22 @@ function randomText(bytes: number): string {
 }
 
 describe("spool file format", () => {
-  const batch: EncodedBatch = { seq: 42, spans: 7, body: new Uint8Array([1, 2, 3, 4, 5]), encoding: "json", gzip: true, createdMs: 1_700_000_000_123 };
+  const batch: EncodedBatch = { seq: 42, spans: 7, body: new Uint8Array([1, 2, 3, 4, 5]), encoding: "json", compression: "gzip", createdMs: 1_700_000_000_123 };
 
   test("round trip keeps every field", () => {
     const file = encodeSpoolFile(batch);
     expect(file.length).toBe(SPOOL_HEADER_BYTES + 5);
     expect(file.toString("latin1", 0, 8)).toBe("EBTSPOOL");
     expect(decodeSpoolFile(file, 42)).toEqual(batch);
+    for (const compression of ["none", "gzip", "zstd"] as const) {
+      expect(decodeSpoolFile(encodeSpoolFile({ ...batch, compression }), 42)).toEqual({ ...batch, compression });
+    }
+  });
+
+  test("the compression flags: bit 0 gzip, as every earlier version wrote it; bit 1 zstd", () => {
+    expect(encodeSpoolFile(batch)[10]).toBe(1);
+    expect(encodeSpoolFile({ ...batch, compression: "zstd" })[10]).toBe(2);
+    expect(encodeSpoolFile({ ...batch, compression: "none" })[10]).toBe(0);
   });
 
   test("truncation, a flipped bit anywhere, or a bad magic are detected", () => {
@@ -98,7 +107,7 @@ describe("spool writes off the event loop", () => {
     const events = { dropped: 0 };
     const sp = new Spool(dir, 1 << 20, capture().logger, { dropped: (n) => { events.dropped += n; }, corrupt() {} });
     sp.open();
-    const b: EncodedBatch = { seq: 7, spans: 3, body: new Uint8Array([1, 2, 3, 4]), encoding: "protobuf", gzip: true, createdMs: 1 };
+    const b: EncodedBatch = { seq: 7, spans: 3, body: new Uint8Array([1, 2, 3, 4]), encoding: "protobuf", compression: "gzip", createdMs: 1 };
     expect(sp.append(b)).toBe(true);
     const e = sp.head()!;
     expect(sp.read(e)).toBe(b); // not yet on disk: no read from a half-written file

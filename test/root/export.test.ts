@@ -16,7 +16,7 @@ import { rootSkipReason, TracerProcess } from "../support/tracer.ts";
 import { startNode, type Server } from "../support/servers.ts";
 import { Cleanups, curlOk, logRecords, NODE_APP } from "../support/http-kit.ts";
 import { makeTestCerts, removeTestCerts, type TestCerts } from "../support/certs.ts";
-import { decodeBody, OtlpReceiver, spansOfRequest, type ReceivedSpan, type TypedValue } from "../support/otlp-receiver.ts";
+import { decodeBody, OtlpReceiver, spansOfRequest, type ReceivedSpan, type ReceiverOptions, type TypedValue } from "../support/otlp-receiver.ts";
 import { toYaml } from "../support/yaml.ts";
 
 const SKIP = rootSkipReason();
@@ -51,12 +51,14 @@ interface Options {
   top?: Record<string, unknown>;
   /** CA file content to start with (default: the receiver's CA) */
   ca?: string;
+  /** receiver options beyond its TLS material (e.g. a collector without zstd) */
+  receiver?: Omit<ReceiverOptions, "tls">;
 }
 
 /** A receiver, a Node server and a config (not started yet) selecting the server by port. */
 async function setup(o: Options = {}): Promise<Setup> {
   const dir = c.add(mkdtempSync(join(tmpdir(), "et-exp-")), (d) => rmSync(d, { recursive: true, force: true }));
-  const rx = c.add(await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key } }), (r) => r.close());
+  const rx = c.add(await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, ...(o.receiver ?? {}) }), (r) => r.close());
   const server = c.add(await startNode(NODE_APP), (s) => s.stop());
   const caPath = join(dir, "ca.pem");
   copyFileSync(o.ca ?? certs.ca.cert, caPath);
@@ -118,10 +120,10 @@ function spoolContents(dir: string): { files: string[]; spanIds: string[] } {
     const b = readFileSync(join(dir, f));
     expect(b.subarray(0, 8).toString("latin1")).toBe("EBTSPOOL");
     const encoding = b[9] === 1 ? "application/json" : "application/x-protobuf";
-    const gzip = (b[10]! & 1) === 1;
+    const compression = b[10]! & 2 ? "zstd" : b[10]! & 1 ? "gzip" : "";
     const count = b.readUInt32LE(12);
     const len = b.readUInt32LE(24);
-    const spans = spansOfRequest(decodeBody(b.subarray(32, 32 + len), encoding, gzip ? "gzip" : ""), 0);
+    const spans = spansOfRequest(decodeBody(b.subarray(32, 32 + len), encoding, compression), 0);
     expect(spans).toHaveLength(count);
     spanIds.push(...spans.map((s) => s.traceId + s.spanId));
   }
@@ -137,6 +139,7 @@ describe.skipIf(!!SKIP)("OTLP export end to end: span content", () => {
   const variants = [
     { encoding: "protobuf", compression: "gzip", contentType: "application/x-protobuf", contentEncoding: "gzip" },
     { encoding: "json", compression: "none", contentType: "application/json", contentEncoding: "" },
+    { encoding: "protobuf", compression: "zstd", contentType: "application/x-protobuf", contentEncoding: "zstd" },
   ] as const;
   for (const v of variants) {
     test(`${v.encoding} + ${v.compression}: a POST with a JSON body arrives with every documented attribute, typed`, async () => {
@@ -311,8 +314,8 @@ describe.skipIf(!!SKIP)("OTLP export end to end: failures", () => {
     expect(recs(t).filter((r) => r.level === "error")).toEqual([]);
   });
 
-  test("SIGKILL while the receiver is down, after spans were spooled; restart with the receiver up: the spooled spans arrive", async () => {
-    const s = await setup({ reporting: { max_batch_spans: 2, max_queue_spans: 2, max_in_flight: 1 } });
+  test("SIGKILL while the receiver is down, after spans were spooled (zstd); restart with the receiver up: the spooled spans arrive", async () => {
+    const s = await setup({ reporting: { max_batch_spans: 2, max_queue_spans: 2, max_in_flight: 1, compression: "zstd" } });
     const t = await startAgent(s);
     await s.rx.down();
     getN(s.server, "kill", 12);
@@ -334,6 +337,24 @@ describe.skipIf(!!SKIP)("OTLP export end to end: failures", () => {
     // the restarted agent captures and delivers as usual
     getN(s.server, "after", 1);
     await until(() => withMarker(s.rx, "m=after&").length === 1, 10_000, "a span from the restarted agent");
+  });
+
+  test("compression zstd to a collector without zstd (HTTP 400): one warning, the batch and everything after delivered as gzip", async () => {
+    const s = await setup({ reporting: { compression: "zstd", max_in_flight: 1 }, receiver: { refuseZstd: 400 } });
+    const t = await startAgent(s);
+    getN(s.server, "zfirst", 1);
+    await until(() => withMarker(s.rx, "m=zfirst&").length === 1, 10_000, "the first span, as gzip");
+    getN(s.server, "zlater", 3);
+    await until(() => withMarker(s.rx, "m=zlater&").length === 3, 10_000, "later spans");
+    expect(await t.stop("SIGTERM")).toBe(0);
+    const seen = s.rx.requests.filter((r) => r.path === "/v1/traces").map((r) => `${r.contentEncoding} ${r.status}`);
+    console.log(`requests: ${seen.join(", ")}`);
+    expect(seen[0]).toBe("zstd 400");
+    expect(seen.slice(1).every((x) => x === "gzip 200")).toBe(true);
+    expect(recs(t, /refused a zstd-compressed batch/)).toHaveLength(1);
+    const st = (recs(t, "otlp exporter stopped").at(-1) ?? lastStats(t)) as Record<string, number>;
+    expect(st).toMatchObject({ ZstdRefused: 1, SpansDropped: 0 });
+    expect(s.rx.duplicateSpanIds()).toEqual([]);
   });
 
   test("503 with Retry-After: 2 twice, then OK: delivered after the waits; retries in stats; 400 drops one batch; partial success counted", async () => {

@@ -87,6 +87,17 @@ export interface ReceiverOptions {
   /** Benchmarks: count the spans of protobuf trace posts (`spanCount`) without decoding or
    * keeping them, so the receiver answers as fast as a collector would and does not grow. */
   countOnly?: boolean;
+  /** A collector without zstd: trace posts with `Content-Encoding: zstd` are answered with this
+   * status (the OpenTelemetry Collector answers 400 to an encoding it does not know) and
+   * recorded as not kept. */
+  refuseZstd?: number;
+}
+
+/** A request body without its Content-Encoding (gzip or zstd; anything else as it is). */
+function unpack(body: Uint8Array, contentEncoding: string | null): Uint8Array {
+  if (contentEncoding === "gzip") return Bun.gunzipSync(body as Uint8Array<ArrayBuffer>);
+  if (contentEncoding === "zstd") return Bun.zstdDecompressSync(body as Uint8Array<ArrayBuffer>);
+  return body;
 }
 
 /** Spans in an ExportTraceServiceRequest (resource_spans 1 → scope_spans 2 → spans 2), by walking
@@ -229,9 +240,9 @@ export function spansOfRequest(req: Record<string, unknown>, requestIndex: numbe
   return out;
 }
 
-/** Decodes a request body as the receiver does: gunzip if asked, then protobuf or JSON. */
+/** Decodes a request body as the receiver does: gzip or zstd undone if so encoded, then protobuf or JSON. */
 export function decodeBody(body: Uint8Array, contentType: string, contentEncoding: string): Record<string, unknown> {
-  const raw = contentEncoding === "gzip" ? Bun.gunzipSync(body as Uint8Array<ArrayBuffer>) : body;
+  const raw = unpack(body, contentEncoding);
   if (contentType.startsWith("application/json")) return decodeRequestJson(new TextDecoder().decode(raw));
   if (contentType.startsWith("application/x-protobuf")) return decodeRequestProto(raw);
   throw new Error(`unsupported content-type ${contentType}`);
@@ -255,7 +266,7 @@ export class OtlpReceiver {
   hungRequests = 0;
   /** spans counted in countOnly mode */
   spanCount = 0;
-  /** request bodies received (as sent: compressed when gzip) and their bytes, in countOnly mode */
+  /** request bodies received (as sent: compressed when so encoded) and their bytes, in countOnly mode */
   bodies = 0;
   bodyBytes = 0;
   /** bodies that failed to decode (answered 400) with the reason */
@@ -396,8 +407,7 @@ export class OtlpReceiver {
     if (req.method === "POST" && url.pathname === "/v1/metrics") {
       const raw = new Uint8Array(await req.arrayBuffer());
       try {
-        const gz = req.headers.get("content-encoding") === "gzip";
-        this.metrics.push(decodeMetricsProto(gz ? Bun.gunzipSync(raw) : raw));
+        this.metrics.push(decodeMetricsProto(unpack(raw, req.headers.get("content-encoding"))));
       } catch (e) {
         this.decodeErrors.push(String(e));
         return new Response(`bad request: ${String(e)}`, { status: 400 });
@@ -421,12 +431,20 @@ export class OtlpReceiver {
       this.bodies++;
       this.bodyBytes += body.length;
       try {
-        this.spanCount += countProtoSpans(contentEncoding === "gzip" ? Bun.gunzipSync(body) : body);
+        this.spanCount += countProtoSpans(unpack(body, contentEncoding));
       } catch (e) {
         this.decodeErrors.push(String(e));
         return new Response(`bad request: ${String(e)}`, { status: 400 });
       }
       return new Response(new Uint8Array(0), { status: 200, headers: { "content-type": "application/x-protobuf" } });
+    }
+    if (contentEncoding === "zstd" && this.opts.refuseZstd !== undefined) {
+      const status = this.opts.refuseZstd;
+      this.requests.push({
+        path: url.pathname, headers: Object.fromEntries(req.headers.entries()), contentType, contentEncoding,
+        bodyBytes: body.length, spans: 0, status, recorded: false,
+      });
+      return new Response("unsupported Content-Encoding: zstd", { status, headers: { "content-type": "text/plain" } });
     }
     let decoded: Record<string, unknown>;
     try {

@@ -1,6 +1,6 @@
 /**
  * An encoded batch: one ExportTraceServiceRequest body, ready to POST or to spool. Spans are
- * encoded as they join the open batch (OpenBatch) and the batch is gzipped once, when sealed;
+ * encoded as they join the open batch (OpenBatch) and the batch is compressed once, when sealed;
  * memory queue, spool and retries all hold these bytes.
  * `seq` orders batches across the memory queue, the spool and restarts.
  */
@@ -9,13 +9,16 @@ import { encodeTracesProto, encodeTracesProtoView, ProtoSpanStream } from "./enc
 import { encodeTracesJson } from "./encode-json.ts";
 
 export type OtlpEncoding = "protobuf" | "json";
+/** The body's Content-Encoding. zstd (RFC 8878) where the collector takes it: at level 1 it
+ * is ~20 % faster than gzip level 1 on these bodies and ~37 % smaller (bench/README). */
+export type Compression = "gzip" | "zstd" | "none";
 
 export interface EncodedBatch {
   seq: number;
   spans: number;
   body: Uint8Array;
   encoding: OtlpEncoding;
-  gzip: boolean;
+  compression: Compression;
   createdMs: number;
   /** what the body is: an ExportTraceServiceRequest (absent) or an ExportMetricsServiceRequest
    * (always protobuf; `spans` is 0), posted to /v1/metrics */
@@ -24,25 +27,50 @@ export interface EncodedBatch {
 
 export interface EncodeOptions {
   encoding: OtlpEncoding;
-  gzip: boolean;
+  compression: Compression;
   fallbackService: string;
   /** zlib level; 1 is ~3x faster than 6 for ~10-15% more bytes. */
   gzipLevel?: number;
 }
 
 const GZIP_LEVEL = 1;
+/** zstd level 1: faster than gzip level 1 and smaller; higher levels cost more than they save
+ * on a loopback or LAN link. */
+const ZSTD_LEVEL = 1;
 
 export function contentTypeOf(encoding: OtlpEncoding): string {
   return encoding === "json" ? "application/json" : "application/x-protobuf";
 }
 
-export function encodeSpans(spans: readonly Span[], o: EncodeOptions): Uint8Array {
-  if (!o.gzip) return o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProto(spans, o.fallbackService);
-  return compress(o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProtoView(spans, o.fallbackService), o);
+/** The Content-Encoding header value of a body compressed with `c`, undefined for none. */
+export function contentEncodingOf(c: Compression): string | undefined {
+  return c === "none" ? undefined : c;
 }
 
-function compress(raw: Uint8Array, o: EncodeOptions): Uint8Array {
-  return Bun.gzipSync(raw as Uint8Array<ArrayBuffer>, { level: (o.gzipLevel ?? GZIP_LEVEL) as 1 });
+export function encodeSpans(spans: readonly Span[], o: EncodeOptions): Uint8Array {
+  if (o.compression === "none") return o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProto(spans, o.fallbackService);
+  return compress(o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProtoView(spans, o.fallbackService), o.compression, o.gzipLevel);
+}
+
+/** `raw` compressed with `c` (a new array; `raw` may be a view the caller reuses). */
+export function compress(raw: Uint8Array, c: Compression, gzipLevel = GZIP_LEVEL): Uint8Array {
+  if (c === "zstd") return Bun.zstdCompressSync(raw as Uint8Array<ArrayBuffer>, { level: ZSTD_LEVEL });
+  if (c === "gzip") return Bun.gzipSync(raw as Uint8Array<ArrayBuffer>, { level: gzipLevel as 1 });
+  return new Uint8Array(raw);
+}
+
+/** The body of `b` without its compression. Throws on a body that does not decompress. */
+export function decompress(body: Uint8Array, c: Compression): Uint8Array {
+  if (c === "zstd") return Bun.zstdDecompressSync(body as Uint8Array<ArrayBuffer>);
+  if (c === "gzip") return Bun.gunzipSync(body as Uint8Array<ArrayBuffer>);
+  return body;
+}
+
+/** `b` with its body compressed as gzip instead of zstd (for a collector that refuses zstd);
+ * the same batch otherwise. */
+export function asGzip(b: EncodedBatch): EncodedBatch {
+  if (b.compression !== "zstd") return b;
+  return { ...b, body: compress(decompress(b.body, "zstd"), "gzip"), compression: "gzip" };
 }
 
 /**
@@ -55,8 +83,13 @@ export class OpenBatch {
   private readonly stream: ProtoSpanStream | undefined;
   private spans: Span[] = [];
 
+  /** how seal() compresses: the options' compression, unless the exporter falls back to gzip
+   * for a collector that refused zstd (spans are encoded uncompressed until then) */
+  compression: Compression;
+
   constructor(readonly o: EncodeOptions) {
     this.stream = o.encoding === "protobuf" ? new ProtoSpanStream(o.fallbackService) : undefined;
+    this.compression = o.compression;
   }
 
   get count(): number {
@@ -76,12 +109,12 @@ export class OpenBatch {
     let body: Uint8Array;
     if (this.stream) {
       const raw = this.stream.finishView();
-      body = o.gzip ? compress(raw, o) : new Uint8Array(raw);
+      body = compress(raw, this.compression, o.gzipLevel);
     } else {
       const spans = this.spans;
       this.spans = [];
-      body = encodeSpans(spans, o);
+      body = encodeSpans(spans, { ...o, compression: this.compression });
     }
-    return { seq, spans: n, body, encoding: o.encoding, gzip: o.gzip, createdMs: Date.now() };
+    return { seq, spans: n, body, encoding: o.encoding, compression: this.compression, createdMs: Date.now() };
   }
 }

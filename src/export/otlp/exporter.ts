@@ -14,7 +14,7 @@
 import type { Config } from "../../config/config.ts";
 import { log as defaultLog, type Logger } from "../../log/log.ts";
 import type { Span, SpanSink } from "../../spans/span.ts";
-import { OpenBatch, type EncodedBatch } from "./batch.ts";
+import { asGzip, compress, OpenBatch, type Compression, type EncodedBatch } from "./batch.ts";
 import { isLoopbackHost } from "./endpoint.ts";
 import { DEFAULT_BACKOFF, retryDelay, type BackoffPolicy } from "./retry.ts";
 import { sendBatch, type SendOutcome } from "./send.ts";
@@ -41,6 +41,8 @@ interface Flight {
   retryTimer?: ReturnType<typeof setTimeout>;
   retryAt: number;
   abandoned: boolean;
+  /** the status with which the collector refused this batch as zstd, before it went as gzip */
+  zstdStatus?: number;
 }
 
 type RetryOutcome = Extract<SendOutcome, { type: "retry" }>;
@@ -63,6 +65,9 @@ export class OtlpExporter implements SpanSink {
   /** reason last logged; "" = healthy or reset by update() */
   private failureKey = "";
   private failing = false;
+  /** the collector refused a zstd body and took the same batch as gzip (reset by a reload
+   * that changes the compression) */
+  private zstdRefused = false;
   private noSpoolDrops = 0;
   private metricBatches = { enqueued: 0, sent: 0, dropped: 0 };
   private closing = false;
@@ -87,7 +92,7 @@ export class OtlpExporter implements SpanSink {
     this.seq = Math.max(this.spool.maxSeq(), Date.now() * 1000) + 1;
     this.transport = this.newTransport();
     this.log.info("otlp exporter ready", {
-      endpoint: this.s.endpoint.origin + this.s.endpoint.path, encoding: this.s.encoding, gzip: this.s.gzip,
+      endpoint: this.s.endpoint.origin + this.s.endpoint.path, encoding: this.s.encoding, compression: this.s.compression,
       spool: this.spool.enabled ? this.s.spoolDir : "disabled",
     });
     this.pump();
@@ -126,11 +131,12 @@ export class OtlpExporter implements SpanSink {
     try {
       const { body, points } = encodeMetricsProto(snap);
       if (points === 0) return;
-      const gz = this.s.gzip ? Bun.gzipSync(body as Uint8Array<ArrayBuffer>, { level: 1 }) : body;
+      const compression = this.compression();
+      const packed = compression === "none" ? body : compress(body, compression);
       // Metrics are cumulative: a newer snapshot supersedes one still waiting in memory, so a
       // collector that is down does not make them pile up.
       this.queue = this.queue.filter((b) => b.signal !== "metrics");
-      this.queue.push({ seq: this.seq++, spans: 0, body: gz, encoding: "protobuf", gzip: this.s.gzip, createdMs: Date.now(), signal: "metrics" });
+      this.queue.push({ seq: this.seq++, spans: 0, body: packed, encoding: "protobuf", compression, createdMs: Date.now(), signal: "metrics" });
       this.metricBatches.enqueued++;
       this.enforceQueueBound();
       this.pump();
@@ -170,7 +176,8 @@ export class OtlpExporter implements SpanSink {
     }
     const old = this.transport;
     // spans already in the open batch were encoded with the old settings: they go as they are
-    if (next.encoding !== this.s.encoding || next.gzip !== this.s.gzip || next.fallbackService !== this.s.fallbackService) {
+    if (next.compression !== this.s.compression) this.zstdRefused = false; // the collector may take it now
+    if (next.encoding !== this.s.encoding || next.compression !== this.s.compression || next.fallbackService !== this.s.fallbackService) {
       this.sealNow();
       this.open = this.newOpenBatch(next);
     }
@@ -253,7 +260,13 @@ export class OtlpExporter implements SpanSink {
   }
 
   private newOpenBatch(s = this.s): OpenBatch {
-    return new OpenBatch({ encoding: s.encoding, gzip: s.gzip, fallbackService: s.fallbackService });
+    return new OpenBatch({ encoding: s.encoding, compression: this.compression(s), fallbackService: s.fallbackService });
+  }
+
+  /** How new batches are compressed: as configured, except gzip for zstd once the collector
+   * refused a zstd body and took the same batch as gzip. */
+  private compression(s = this.s): Compression {
+    return s.compression === "zstd" && this.zstdRefused ? "gzip" : s.compression;
   }
 
   private newTransport(): Transport {
@@ -350,6 +363,8 @@ export class OtlpExporter implements SpanSink {
   }
 
   private async attempt(f: Flight): Promise<void> {
+    // batches compressed before the collector refused zstd go as gzip too
+    if (this.zstdRefused && f.batch.compression === "zstd") f.batch = asGzip(f.batch);
     f.abort = new AbortController();
     const t0 = performance.now();
     let outcome: SendOutcome;
@@ -366,6 +381,13 @@ export class OtlpExporter implements SpanSink {
   }
 
   private onOk(f: Flight, partial: { rejectedSpans: number; errorMessage: string } | undefined): void {
+    if (f.zstdStatus !== undefined && !this.zstdRefused) {
+      this.zstdRefused = true;
+      this.open.compression = this.compression();
+      this.log.warn("the collector refused a zstd-compressed batch and took it as gzip: sending gzip from now on (agent_config.reporting.compression)", {
+        endpoint: this.s.endpoint.origin, status: f.zstdStatus,
+      });
+    }
     const rejected = Math.min(Math.max(0, partial?.rejectedSpans ?? 0), f.batch.spans);
     this.c.ExportRequestsOk++;
     if (f.batch.signal === "metrics") this.metricBatches.sent++;
@@ -381,6 +403,18 @@ export class OtlpExporter implements SpanSink {
   }
 
   private onReject(f: Flight, status: number, message: string): void {
+    if (f.batch.compression === "zstd" && (status === 415 || status === 400)) {
+      // A collector without zstd answers 415 (or 400: the OpenTelemetry Collector's answer to an
+      // unknown Content-Encoding). Which one it meant shows when the same batch goes as gzip:
+      // only its success switches the exporter to gzip (onOk); a 400 about the data itself
+      // comes back again and drops the batch below.
+      this.c.ZstdRefused++;
+      this.c.ExportErrorsHttp4xx++;
+      f.zstdStatus = status;
+      f.batch = asGzip(f.batch);
+      void this.attempt(f);
+      return;
+    }
     if (status >= 500) this.c.ExportErrorsHttp5xx++;
     else this.c.ExportErrorsHttp4xx++;
     this.c.SpansDropped += f.batch.spans;

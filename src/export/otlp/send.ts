@@ -5,7 +5,7 @@
  *   reject  any other HTTP status: final, the batch is dropped and counted
  */
 import type { EncodedBatch } from "./batch.ts";
-import { contentTypeOf } from "./batch.ts";
+import { contentEncodingOf, contentTypeOf, decompress } from "./batch.ts";
 import type { OtlpSettings } from "./settings.ts";
 import type { Transport } from "./transport.ts";
 import { classifyError, isClosedBeforeResponse, type Failure } from "./failure.ts";
@@ -26,14 +26,16 @@ export type SendOutcome =
 
 function batchHeaders(s: OtlpSettings, b: EncodedBatch): Record<string, string> {
   const h: Record<string, string> = { ...s.headers, "content-type": contentTypeOf(b.encoding) };
-  if (b.gzip) h["content-encoding"] = "gzip";
+  const ce = contentEncodingOf(b.compression);
+  if (ce !== undefined) h["content-encoding"] = ce;
   return h;
 }
 
 function bodyText(body: Uint8Array, headers: Record<string, string>): string {
   let raw = body;
   try {
-    if (headers["content-encoding"] === "gzip") raw = Bun.gunzipSync(body as Uint8Array<ArrayBuffer>);
+    const ce = headers["content-encoding"];
+    if (ce === "gzip" || ce === "zstd") raw = decompress(body, ce);
   } catch {
     // keep raw
   }

@@ -7,7 +7,7 @@ import * as tls from "node:tls";
 import type { Config } from "../../config/config.ts";
 import { TracerError } from "../../errors.ts";
 import { parseEndpoint, type Endpoint } from "./endpoint.ts";
-import type { OtlpEncoding } from "./batch.ts";
+import type { Compression, OtlpEncoding } from "./batch.ts";
 import { USER_AGENT } from "./scope.ts";
 
 const AGENT_TOKEN_HEADER = "traceableai-agent-token";
@@ -27,7 +27,7 @@ export interface OtlpSettings {
   /** headers sent with every request (token, user agent, extra headers) */
   headers: Record<string, string>;
   encoding: OtlpEncoding;
-  gzip: boolean;
+  compression: Compression;
   maxBatchSpans: number;
   maxBatchDelayMs: number;
   maxInFlight: number;
@@ -109,7 +109,7 @@ export function settingsFromConfig(cfg: Config): OtlpSettings {
     tlsFiles: { ca: a.ca_cert_file, cert: r.cert_file, key: r.key_file },
     headers: requestHeaders(cfg),
     encoding: r.encoding,
-    gzip: r.compression === "gzip",
+    compression: r.compression,
     maxBatchSpans: Math.max(1, r.max_batch_spans),
     maxBatchDelayMs: Math.max(1, r.max_batch_delay),
     maxInFlight: Math.max(1, r.max_in_flight),

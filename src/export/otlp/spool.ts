@@ -5,7 +5,7 @@
  *
  * File `<seq, 16 digits>.otlp` = 32-byte header + body, little-endian:
  *   0  "EBTSPOOL" magic      8  version (1)     9  encoding (0 protobuf, 1 json)
- *   10 flags (bit 0 gzip)    11 signal (0 traces, 1 metrics)    12 span count u32
+ *   10 flags (bit 0 gzip, bit 1 zstd)    11 signal (0 traces, 1 metrics)    12 span count u32
  *   16 created, unix ms f64  24 body length u32 28 CRC-32 of the whole file with this field zeroed
  * Written as `.<name>.tmp`, fsynced, renamed, directory fsynced: a power loss leaves either the
  * old state or a complete file. A file whose size, magic or checksum is wrong is logged and
@@ -16,7 +16,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, st
 import { join } from "node:path";
 import { TracerError } from "../../errors.ts";
 import type { Logger } from "../../log/log.ts";
-import type { EncodedBatch } from "./batch.ts";
+import type { Compression, EncodedBatch } from "./batch.ts";
 
 const SPOOL_MAGIC = "EBTSPOOL";
 export const SPOOL_HEADER_BYTES = 32;
@@ -51,7 +51,7 @@ export function encodeSpoolFile(b: EncodedBatch): Buffer {
   file.write(SPOOL_MAGIC, 0, "latin1");
   file[8] = 1;
   file[9] = b.encoding === "json" ? 1 : 0;
-  file[10] = b.gzip ? 1 : 0;
+  file[10] = b.compression === "gzip" ? 1 : b.compression === "zstd" ? 2 : 0;
   file[11] = b.signal === "metrics" ? 1 : 0;
   file.writeUInt32LE(b.spans, 12);
   file.writeDoubleLE(b.createdMs, 16);
@@ -74,6 +74,11 @@ function readHeader(h: Buffer): Header | string {
   return { spans: h.readUInt32LE(12), bodyLength: h.readUInt32LE(24) };
 }
 
+/** Byte 10's compression: bit 0 gzip (what every version wrote), bit 1 zstd. */
+function compressionOf(flags: number): Compression {
+  return flags & 2 ? "zstd" : flags & 1 ? "gzip" : "none";
+}
+
 /** Parses and verifies a whole spool file. */
 export function decodeSpoolFile(file: Buffer, seq: number): EncodedBatch | string {
   const h = readHeader(file);
@@ -86,7 +91,7 @@ export function decodeSpoolFile(file: Buffer, seq: number): EncodedBatch | strin
   copy.writeUInt32LE(0, 28);
   if ((Bun.hash.crc32(copy) >>> 0) !== stored) return "checksum mismatch";
   return {
-    seq, spans: h.spans, encoding: file[9] === 1 ? "json" : "protobuf", gzip: (file[10]! & 1) === 1,
+    seq, spans: h.spans, encoding: file[9] === 1 ? "json" : "protobuf", compression: compressionOf(file[10]!),
     createdMs: file.readDoubleLE(16), body: new Uint8Array(file.subarray(SPOOL_HEADER_BYTES)),
     ...(file[11] === 1 ? { signal: "metrics" as const } : {}),
   };

@@ -25,6 +25,8 @@ export interface OtlpCounters {
   ExportErrorsHttp5xx: number;
   /** attempts scheduled again after a retryable failure */
   ExportRetries: number;
+  /** zstd-compressed batches the collector refused (HTTP 400/415) and that were sent again as gzip */
+  ZstdRefused: number;
   /** duration of the last completed request, ms */
   LastExportLatencyMs: number;
 }
@@ -32,7 +34,7 @@ export interface OtlpCounters {
 export function newCounters(): OtlpCounters {
   return {
     TotalRequestsSent: 0, ExportRequestsOk: 0, SpansSpooled: 0, SpansDropped: 0, SpansRejected: 0, SpoolFilesCorrupt: 0,
-    ExportErrorsNetwork: 0, ExportErrorsTls: 0, ExportErrorsHttp4xx: 0, ExportErrorsHttp5xx: 0, ExportRetries: 0,
+    ExportErrorsNetwork: 0, ExportErrorsTls: 0, ExportErrorsHttp4xx: 0, ExportErrorsHttp5xx: 0, ExportRetries: 0, ZstdRefused: 0,
     LastExportLatencyMs: 0,
   };
 }
