@@ -9,6 +9,7 @@ import { closeSync, openSync, writeSync } from "node:fs";
 import { TracerError } from "../errors.ts";
 import { log as defaultLog, type Logger } from "../log/log.ts";
 import { nanosToIso, type Attributes, type Span, type SpanSink } from "../spans/span.ts";
+import { writeUtf8 } from "./utf8-write.ts";
 
 const FLUSH_BYTES = 64 * 1024;
 
@@ -144,16 +145,16 @@ export class StdoutExporter implements SpanSink {
     if (json) {
       const out = this.out;
       let n = this.outLen;
-      n += out.write(parts.head, n, "utf8");
-      n += out.write(parts.attributes, n, "utf8");
-      if (parts.shared.length) n += out.write(parts.shared, n, "utf8");
-      n += out.write(RESOURCE_KEY, n, "latin1");
-      n += out.write(parts.resource, n, "utf8");
+      n += writeUtf8(out, parts.head, n);
+      n += writeUtf8(out, parts.attributes, n);
+      if (parts.shared.length) n += writeUtf8(out, parts.shared, n);
+      n += writeUtf8(out, RESOURCE_KEY, n);
+      n += writeUtf8(out, parts.resource, n);
       out[n++] = 0x7d; // }
       out[n++] = 0x0a;
       this.outLen = n;
     } else {
-      this.outLen += this.out.write(line, this.outLen, "utf8");
+      this.outLen += writeUtf8(this.out, line, this.outLen);
     }
     this.pending++;
     this.c.SpansWritten++;

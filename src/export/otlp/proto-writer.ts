@@ -3,6 +3,8 @@
  * strings and hex-as-bytes. Nested messages are written in place: `begin()` reserves room for the
  * length, `end()` writes it and moves the content when the reserve was not the exact size.
  */
+import { writeUtf8 } from "../utf8-write.ts";
+
 const WIRE_VARINT = 0;
 const WIRE_FIXED64 = 1;
 const WIRE_LEN = 2;
@@ -134,7 +136,7 @@ export class ProtoWriter {
     const reserve = varintSize(max);
     this.pos = start;
     this.ensure(reserve + max);
-    const written = this.buf.write(s, start + reserve, "utf8");
+    const written = writeUtf8(this.buf, s, start + reserve);
     this.pos = start + reserve + written;
     this.patchLength(start, reserve, written);
   }
