@@ -140,6 +140,25 @@ describe("delivery and encoding", () => {
     });
   }
 
+  test("compression zstd: after a fallback to gzip, a reload that points at another collector tries zstd again", async () => {
+    const noZstd = await OtlpReceiver.start({ tls: { cert: certs.server.cert, key: certs.server.key }, refuseZstd: 415 });
+    try {
+      const ex = new OtlpExporter(config(noZstd.endpoint, { compression: "zstd", max_in_flight: 1 }), { logger: capture().logger, ...FAST });
+      const before = Array.from({ length: 10 }, () => makeSpan());
+      for (const s of before) ex.export(s);
+      await noZstd.waitFor(() => spansFor(noZstd, before).length === 10, 5000, "the first batch, as gzip");
+      const first = rx.requests.length;
+      ex.update(config(rx.endpoint, { compression: "zstd", max_in_flight: 1 }));
+      const after = Array.from({ length: 10 }, () => makeSpan());
+      for (const s of after) ex.export(s);
+      await ex.shutdown(5000);
+      expect(spansFor(rx, after).length).toBe(10);
+      expect(rx.requests.slice(first).map((r) => r.contentEncoding)).toEqual(["zstd"]);
+    } finally {
+      await noZstd.down();
+    }
+  });
+
   test("compression zstd: a 400 that is about the data, not the encoding, still drops the batch (after one try as gzip) and does not switch", async () => {
     const log = capture();
     const ex = new OtlpExporter(config(rx.endpoint, { compression: "zstd", max_batch_spans: 3 }), { logger: log.logger, ...FAST });

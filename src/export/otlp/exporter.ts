@@ -176,12 +176,14 @@ export class OtlpExporter implements SpanSink {
     }
     const old = this.transport;
     // spans already in the open batch were encoded with the old settings: they go as they are
-    if (next.compression !== this.s.compression) this.zstdRefused = false; // the collector may take it now
+    // another compression setting or another collector: zstd is tried again as configured
+    if (next.compression !== this.s.compression || next.endpoint.origin !== this.s.endpoint.origin) this.zstdRefused = false;
     if (next.encoding !== this.s.encoding || next.compression !== this.s.compression || next.fallbackService !== this.s.fallbackService) {
       this.sealNow();
       this.open = this.newOpenBatch(next);
     }
     this.s = next;
+    this.open.compression = this.compression();
     this.warnIfPlaintext();
     this.spool.setMaxBytes(next.spoolMaxBytes);
     this.transport = this.newTransport();
