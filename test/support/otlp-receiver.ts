@@ -88,8 +88,8 @@ export interface ReceiverOptions {
    * keeping them, so the receiver answers as fast as a collector would and does not grow. */
   countOnly?: boolean;
   /** A collector without zstd: trace posts with `Content-Encoding: zstd` are answered with this
-   * status (the OpenTelemetry Collector answers 400 to an encoding it does not know) and
-   * recorded as not kept. */
+   * status (415, or 400 as from a server that hands the body on undecoded) and recorded as not
+   * kept. */
   refuseZstd?: number;
 }
 

@@ -406,8 +406,8 @@ export class OtlpExporter implements SpanSink {
 
   private onReject(f: Flight, status: number, message: string): void {
     if (f.batch.compression === "zstd" && (status === 415 || status === 400)) {
-      // A collector without zstd answers 415 (or 400: the OpenTelemetry Collector's answer to an
-      // unknown Content-Encoding). Which one it meant shows when the same batch goes as gzip:
+      // A collector without zstd answers 415, or 400 when it hands the body on undecoded and it
+      // fails to parse as a request. Which one it meant shows when the same batch goes as gzip:
       // only its success switches the exporter to gzip (onOk); a 400 about the data itself
       // comes back again and drops the batch below.
       this.c.ZstdRefused++;
