@@ -181,6 +181,9 @@ function runConfig(pid: number, compression = "gzip"): string {
 const capCfg = join(dir, "capture.yaml");
 writeFileSync(capCfg, "stats_interval: 1s\nlogging:\n  level: info\n" + BUFFER_YAML + BUDGET_YAML);
 
+/** The modes that run `ebpf-tracer run` against the receiver. */
+const isRun = (mode: string): boolean => mode === "run" || mode === "run-zstd";
+
 /** `idle`: the agent runs with every probe attached but selects only a sleeping process, so the
  * load pays what unselected processes pay (the syscall tracepoint path and the programs' early
  * exits) and nothing of the capture itself. */
@@ -232,7 +235,7 @@ const hasTshark = Bun.which("tshark") !== null;
 /** A mode with the agent binary it runs ("capture[base]" when --bins names several). */
 interface Variant { mode: string; label: string; bin: string }
 const variants: Variant[] = MODES.filter((m) => m !== "tshark" || hasTshark).flatMap((mode) =>
-  mode === "capture" || mode === "run" || mode === "run-zstd" || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
+  mode === "capture" || isRun(mode) || mode === "idle" ? BINS.map(([name, bin]) => ({ mode, bin, label: name ? `${mode}[${name}]` : mode })) : [{ mode, bin: "", label: mode }]);
 const modes = variants.map((v) => v.label);
 if (MODES.includes("tshark") && !hasTshark) console.log("(tshark not installed: its rounds are skipped; apt-get install tshark)");
 console.log(`${SERVER === "node" ? "Node" : SERVER === "go" ? "Go net/http" : "nginx (1 worker)"} keep-alive ${SCHEMES.join(" + ")} server${SERVER === "nginx" ? ` pid ${nginxProc!.pid}` : "s"}, wrk -t1 -c${CONNS} -d${DURATION}s${WARMUP > 0 ? ` after ${WARMUP} s of the same load` : ""}, ${ROUNDS} rounds of ${SCHEMES.length > 1 ? `${SCHEMES.join(" / ")} x ` : ""}${modes.join(" / ")}`);
@@ -296,7 +299,7 @@ for (let round = 1; round <= ROUNDS; round++) {
           // exited (the rest is in its spool, sent at its next start, or counted as dropped)
           row.seen = (st?.SpansEmitted ?? 0) / lifeRequests();
           row.lost = st?.EventLost;
-          if (mode === "run" || mode === "run-zstd") row.delivered = `delivered ${(((rx.spanCount - spansBefore) / lifeRequests()) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
+          if (isRun(mode)) row.delivered = `delivered ${(((rx.spanCount - spansBefore) / lifeRequests()) * 100).toFixed(1)}%, spooled ${st?.SpansSpooled ?? "?"}, dropped ${st?.SpansDropped ?? "?"}`;
         }
         await a.proc.exited;
       }

@@ -518,11 +518,11 @@ export class RingWakeup {
   }
 
   private closeFds(): void {
-    for (let i = 0; i < 5; i++) c().close(this.state[i]!);
+    for (let i = 0; i < WAKE.FIELDS; i++) c().close(this.state[i]!);
   }
 }
-/** indexes of RingWakeup's state (enum in ring-wakeup.c) */
-const WAKE = { EPOLL: 0, NOTIFY_R: 1, NOTIFY_W: 2, STOP_R: 3, STOP_W: 4 } as const;
+/** indexes of RingWakeup's state, and their number (enum in ring-wakeup.c) */
+const WAKE = { EPOLL: 0, NOTIFY_R: 1, NOTIFY_W: 2, STOP_R: 3, STOP_W: 4, FIELDS: 5 } as const;
 
 /** A struct perf_event_attr of `type` (its size set, every other field 0 but `fields`). */
 function perfEventAttr(type: number, fields: { config?: bigint; sample_period?: bigint; sample_type?: bigint; wakeup_events?: number; config1?: bigint; config2?: bigint }): Uint8Array {

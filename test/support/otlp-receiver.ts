@@ -438,24 +438,22 @@ export class OtlpReceiver {
       }
       return new Response(new Uint8Array(0), { status: 200, headers: { "content-type": "application/x-protobuf" } });
     }
-    if (contentEncoding === "zstd" && this.opts.refuseZstd !== undefined) {
-      const status = this.opts.refuseZstd;
-      this.requests.push({
-        path: url.pathname, headers: Object.fromEntries(req.headers.entries()), contentType, contentEncoding,
-        bodyBytes: body.length, spans: 0, status, recorded: false,
-      });
-      return new Response("unsupported Content-Encoding: zstd", { status, headers: { "content-type": "text/plain" } });
+    // a collector without zstd answers before reading the body, and leaves the script alone
+    const refused = contentEncoding === "zstd" ? this.opts.refuseZstd : undefined;
+    let spans: ReceivedSpan[] = [];
+    if (refused === undefined) {
+      let decoded: Record<string, unknown>;
+      try {
+        decoded = decodeBody(body, contentType, contentEncoding);
+      } catch (e) {
+        this.decodeErrors.push(String(e));
+        return new Response(`bad request: ${String(e)}`, { status: 400 });
+      }
+      spans = spansOfRequest(decoded, this.requests.length);
     }
-    let decoded: Record<string, unknown>;
-    try {
-      decoded = decodeBody(body, contentType, contentEncoding);
-    } catch (e) {
-      this.decodeErrors.push(String(e));
-      return new Response(`bad request: ${String(e)}`, { status: 400 });
-    }
-    const index = this.requests.length;
-    const spans = spansOfRequest(decoded, index);
-    const scripted = this.script.shift() ?? { status: 200 };
+    const scripted: ScriptedResponse = refused !== undefined
+      ? { status: refused, body: "unsupported Content-Encoding: zstd", record: false }
+      : this.script.shift() ?? { status: 200 };
     const record = scripted.record ?? (scripted.status >= 200 && scripted.status < 300);
     this.requests.push({
       path: url.pathname, headers: Object.fromEntries(req.headers.entries()), contentType, contentEncoding,

@@ -52,11 +52,11 @@ export function encodeSpans(spans: readonly Span[], o: EncodeOptions): Uint8Arra
   return compress(o.encoding === "json" ? encodeTracesJson(spans, o.fallbackService) : encodeTracesProtoView(spans, o.fallbackService), o.compression, o.gzipLevel);
 }
 
-/** `raw` compressed with `c` (a new array; `raw` may be a view the caller reuses). */
+/** `raw` compressed with `c` (a new array), or `raw` itself for "none". */
 export function compress(raw: Uint8Array, c: Compression, gzipLevel = GZIP_LEVEL): Uint8Array {
   if (c === "zstd") return Bun.zstdCompressSync(raw as Uint8Array<ArrayBuffer>, { level: ZSTD_LEVEL });
   if (c === "gzip") return Bun.gzipSync(raw as Uint8Array<ArrayBuffer>, { level: gzipLevel as 1 });
-  return new Uint8Array(raw);
+  return raw;
 }
 
 /** The body of `b` without its compression. Throws on a body that does not decompress. */
@@ -83,13 +83,8 @@ export class OpenBatch {
   private readonly stream: ProtoSpanStream | undefined;
   private spans: Span[] = [];
 
-  /** how seal() compresses: the options' compression, unless the exporter falls back to gzip
-   * for a collector that refused zstd (spans are encoded uncompressed until then) */
-  compression: Compression;
-
   constructor(readonly o: EncodeOptions) {
     this.stream = o.encoding === "protobuf" ? new ProtoSpanStream(o.fallbackService) : undefined;
-    this.compression = o.compression;
   }
 
   get count(): number {
@@ -102,19 +97,22 @@ export class OpenBatch {
     else this.spans.push(span);
   }
 
-  /** The sealed batch; the open batch is empty afterwards. */
-  seal(seq: number): EncodedBatch {
+  /** The sealed batch, compressed with `compression` (spans are held uncompressed until now: the
+   * exporter passes gzip here for zstd once the collector refused zstd); the open batch is empty
+   * afterwards. */
+  seal(seq: number, compression: Compression = this.o.compression): EncodedBatch {
     const o = this.o;
     const n = this.count;
     let body: Uint8Array;
     if (this.stream) {
       const raw = this.stream.finishView();
-      body = compress(raw, this.compression, o.gzipLevel);
+      // the stream's view is reused: uncompressed, it is copied
+      body = compression === "none" ? new Uint8Array(raw) : compress(raw, compression, o.gzipLevel);
     } else {
       const spans = this.spans;
       this.spans = [];
-      body = encodeSpans(spans, { ...o, compression: this.compression });
+      body = encodeSpans(spans, { ...o, compression });
     }
-    return { seq, spans: n, body, encoding: o.encoding, compression: this.compression, createdMs: Date.now() };
+    return { seq, spans: n, body, encoding: o.encoding, compression, createdMs: Date.now() };
   }
 }

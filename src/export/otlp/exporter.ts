@@ -132,7 +132,7 @@ export class OtlpExporter implements SpanSink {
       const { body, points } = encodeMetricsProto(snap);
       if (points === 0) return;
       const compression = this.compression();
-      const packed = compression === "none" ? body : compress(body, compression);
+      const packed = compress(body, compression);
       // Metrics are cumulative: a newer snapshot supersedes one still waiting in memory, so a
       // collector that is down does not make them pile up.
       this.queue = this.queue.filter((b) => b.signal !== "metrics");
@@ -176,14 +176,13 @@ export class OtlpExporter implements SpanSink {
     }
     const old = this.transport;
     // spans already in the open batch were encoded with the old settings: they go as they are
-    // another compression setting or another collector: zstd is tried again as configured
-    if (next.compression !== this.s.compression || next.endpoint.origin !== this.s.endpoint.origin) this.zstdRefused = false;
     if (next.encoding !== this.s.encoding || next.compression !== this.s.compression || next.fallbackService !== this.s.fallbackService) {
       this.sealNow();
       this.open = this.newOpenBatch(next);
     }
+    // another compression setting or another collector: zstd is tried again as configured
+    if (next.compression !== this.s.compression || next.endpoint.origin !== this.s.endpoint.origin) this.zstdRefused = false;
     this.s = next;
-    this.open.compression = this.compression();
     this.warnIfPlaintext();
     this.spool.setMaxBytes(next.spoolMaxBytes);
     this.transport = this.newTransport();
@@ -262,13 +261,13 @@ export class OtlpExporter implements SpanSink {
   }
 
   private newOpenBatch(s = this.s): OpenBatch {
-    return new OpenBatch({ encoding: s.encoding, compression: this.compression(s), fallbackService: s.fallbackService });
+    return new OpenBatch({ encoding: s.encoding, compression: s.compression, fallbackService: s.fallbackService });
   }
 
-  /** How new batches are compressed: as configured, except gzip for zstd once the collector
-   * refused a zstd body and took the same batch as gzip. */
-  private compression(s = this.s): Compression {
-    return s.compression === "zstd" && this.zstdRefused ? "gzip" : s.compression;
+  /** How batches are compressed when sealed: as configured, except gzip for zstd once the
+   * collector refused a zstd body and took the same batch as gzip. */
+  private compression(): Compression {
+    return this.s.compression === "zstd" && this.zstdRefused ? "gzip" : this.s.compression;
   }
 
   private newTransport(): Transport {
@@ -298,7 +297,7 @@ export class OtlpExporter implements SpanSink {
     if (n === 0) return;
     let batch: EncodedBatch;
     try {
-      batch = this.open.seal(this.seq++);
+      batch = this.open.seal(this.seq++, this.compression());
     } catch (e) {
       this.open = this.newOpenBatch();
       this.c.SpansDropped += n;
@@ -385,7 +384,6 @@ export class OtlpExporter implements SpanSink {
   private onOk(f: Flight, partial: { rejectedSpans: number; errorMessage: string } | undefined): void {
     if (f.zstdStatus !== undefined && !this.zstdRefused) {
       this.zstdRefused = true;
-      this.open.compression = this.compression();
       this.log.warn("the collector refused a zstd-compressed batch and took it as gzip: sending gzip from now on (agent_config.reporting.compression)", {
         endpoint: this.s.endpoint.origin, status: f.zstdStatus,
       });
