@@ -322,21 +322,29 @@ export class Pipeline {
   /**
    * After the budget lowered a ratio: open connections (keep-alive ones never reopen) are shed
    * too, so that the share still captured follows the ratio. Connections are dropped whole; what
-   * an exchange in flight had is emitted flagged partial.
+   * an exchange in flight had is emitted flagged partial. Which ones stay is decided by a stride
+   * per process, not a coin per connection: of n connections admitted at ratio `had`, the nearest
+   * whole number to n·now/had stays. With a few long-lived connections (16 keep-alive clients)
+   * a coin per connection could shed every one of them at a ratio of 0.3, and keep-alive
+   * connections once shed are not captured again.
    */
   applySampling(): void {
     const budget = this.opts.budget;
     // Nothing to shed while every ratio is 1 (the common case): no walk over the connections.
     if (!budget || !budget.shedding) return;
+    const strides = new Map<number, number>();
     for (const c of [...this.conns.values()]) {
       const had = c.meta.samplingRatio ?? 1;
       const now = budget.ratioFor(c.meta.tgid);
       if (now >= had * 0.8) continue;
-      // keep with probability now/had: the connection was admitted at `had`
-      if (Math.random() < now / had) {
+      // starts at one half: the count kept is n·now/had rounded, not rounded down
+      const acc = (strides.get(c.meta.tgid) ?? 0.5) + now / had;
+      if (acc >= 1) {
+        strides.set(c.meta.tgid, acc - 1);
         c.meta.samplingRatio = now;
         continue;
       }
+      strides.set(c.meta.tgid, acc);
       this.counters.ShedConnections++;
       budget.shedOpen(c.meta.tgid);
       this.opts.ignore?.(c.meta.tgid, c.meta.fd, c.meta.id);

@@ -7,6 +7,7 @@ import { connRecord, dataRecord, execRecord, exitRecord } from "../support/recor
 import { Http2Session } from "../../src/protocols/http2/session.ts";
 import { concat, headersFrames, HpackEncoder, PREFACE, settingsFrame } from "../../src/protocols/http2/encoder.ts";
 import { clockNs } from "../../src/kernel/libbpf-ffi.ts";
+import { OverheadBudget } from "../../src/agent/budget.ts";
 
 class Collect implements SpanSink {
   spans: Span[] = [];
@@ -336,5 +337,36 @@ describe("unix sockets of unknown origin", () => {
     expect(p.counters.IgnoredSockets).toBe(1);
     expect(p.counters.ReqParsingErrors + p.counters.ResParsingErrors).toBe(0);
     expect(sink.spans.length).toBe(0);
+  });
+});
+
+describe("shedding open connections", () => {
+  test("when the ratio falls, the share of open connections kept follows it exactly, per process, and the shed ones stop", () => {
+    const budget = new OverheadBudget({ cpuPercent: 10, memoryMb: 0 });
+    const ignored: number[] = [];
+    const { p, sink } = pipeline({ budget, ignore: (_t, _fd, id) => { ignored.push(id); } });
+    // 16 keep-alive connections of process 10 and 4 of process 11, all admitted at ratio 1
+    for (let id = 1; id <= 20; id++) p.handle(connRecord("open", { connId: id, tgid: id <= 16 ? 10 : 11, localPort: 8080, remotePort: 40000 + id }));
+    budget.sample({ cpuPercent: 40, rssMb: 0 }); // 4x over: ratio 0.225
+    expect(budget.ratio).toBeCloseTo(0.225, 5);
+    p.applySampling();
+    // n·ratio rounded: 16 · 0.225 = 3.6 → 4 of process 10, 4 · 0.225 = 0.9 → 1 of process 11
+    expect(p.counters.ShedConnections).toBe(20 - 5);
+    expect(ignored.length).toBe(15);
+    expect(budget.total.connections).toBe(15);
+    const kept = [...Array(20)].map((_, i) => i + 1).filter((id) => !ignored.includes(id));
+    expect(kept.filter((id) => id <= 16).length).toBe(4);
+    expect(kept.filter((id) => id > 16).length).toBe(1);
+    // a kept connection's spans carry the ratio it now stands for; a shed one's bytes make no span
+    for (const id of [kept[0]!, ignored[0]!]) {
+      p.handle(dataRecord(id, id <= 16 ? 10 : 11, DIR_RECV, 0, REQ, { tsNs: 100 }));
+      p.handle(dataRecord(id, id <= 16 ? 10 : 11, DIR_SEND, 0, RES, { tsNs: 300 }));
+    }
+    expect(sink.spans.length).toBe(1);
+    expect(attr(sink.spans[0]!, "ebpf.sampling.ratio")).toBeCloseTo(0.225, 5);
+    // the ratio falls again: of the 4 kept at 0.225, 4 · (0.05 / 0.225) = 0.9 → 1 stays
+    budget.sample({ cpuPercent: 40, rssMb: 0 });
+    p.applySampling();
+    expect(p.counters.ShedConnections).toBe(15 + 3 + 1);
   });
 });
