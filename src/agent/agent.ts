@@ -112,6 +112,7 @@ export class Agent {
         modeOf: (tgid) => kernel.pidMode(tgid) ?? 0,
         classify: (m) => (classifier.isListeningPort(m.localPort) ? ROLE_SERVER : ROLE_CLIENT),
         ignore: (tgid, fd, connId) => kernel.ignoreConn(tgid, fd, connId),
+        readmit: (tgid, fd, connId) => kernel.readmitConn(tgid, fd, connId),
         onProcessEvent: (e) => {
           if (!agent) return e.mode !== 0;
           if (e.kind === "exec") return agent.selector.onExec(e);
@@ -164,6 +165,7 @@ export class Agent {
     agent.budgetTimer = setInterval(() => {
       budget.sample(agent!.memoryGuard.check(usage(), agent!.cfg.budget.memory_mb));
       pipeline.applySampling();
+      pipeline.readmit();
     }, 1000);
     return agent;
   }

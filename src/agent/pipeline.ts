@@ -12,7 +12,7 @@ import type { Exchange, ProtocolName, ProtocolSession, SessionEnv } from "../pro
 import { ProcessRegistry } from "../selection/process-registry.ts";
 import { buildSpan, type SpanContext } from "../spans/builder.ts";
 import {
-  AF_UNIX, DATA_FLAG_LAST, DATA_FLAG_TLS, DATA_FLAG_TLS_INFERRED, DIR_RECV, LAYER_TLS, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER,
+  AF_UNIX, DATA_FLAG_LAST, DATA_FLAG_TLS, DATA_FLAG_TLS_INFERRED, DIR_RECV, DIR_SEND, LAYER_SOCKET, LAYER_TLS, MODE_EGRESS, MODE_INGRESS, ROLE_CLIENT, ROLE_SERVER,
   ROLE_UNKNOWN, SYS_COUNT,
 } from "../kernel/event-layout.ts";
 import type { SpanSink } from "../spans/span.ts";
@@ -23,6 +23,9 @@ import { clockNs } from "../kernel/libbpf-ffi.ts";
  * timestamps were negative (streams never reached http2.stream_max_age) and close times fell
  * before the exchanges they closed. */
 const monoNow = (): bigint => clockNs(1);
+
+/** Shed connections remembered for re-admission (Pipeline.readmit). */
+const SHED_REMEMBERED = 8192;
 
 /** Counters with the reference tracer's names (see docs/operations.md). */
 export class PipelineCounters {
@@ -52,6 +55,8 @@ export class PipelineCounters {
   TlsConnectionless = 0;
   /** connections left to the kernel to skip by the overhead budget or a rate limit */
   ShedConnections = 0;
+  /** shed connections still open captured again as the ratio recovered (from their next message) */
+  ReadmittedConnections = 0;
   /** connections dropped without a close event (table full, idle): their pending exchanges are emitted flagged */
   ConnectionsEndedWithoutClose = 0;
 }
@@ -69,6 +74,9 @@ export interface PipelineOptions {
    * nobody wants; nothing when that fd is another connection's by now (closed and reused)
    */
   ignore?: (tgid: number, fd: number, connId: number) => void;
+  /** undoes `ignore` for a shed connection: the kernel copies its bytes again; returns its next
+   * stream positions [socket recv, socket send, TLS recv, TLS send], or undefined when it is gone */
+  readmit?: (tgid: number, fd: number, connId: number) => number[] | undefined;
   maxConnections?: number;
   /** process lifecycle events (selection follows them); for exec, returns whether the process
    * is captured, so that the registry only describes captured processes */
@@ -196,9 +204,10 @@ export class Pipeline {
       budget.setRateLimit(e.tgid, proc.maxSpansPerSecond);
       const ratio = budget.admit(e.tgid);
       if (ratio === 0) {
-        // Shed whole connections, not events: the kernel skips this one from now on.
+        // Shed whole connections, not events: the kernel skips this one until it is re-admitted.
         this.counters.ShedConnections++;
         this.opts.ignore?.(e.tgid, e.fd, e.connId);
+        this.rememberShed(meta, budget.ratioFor(e.tgid));
         return;
       }
       meta.samplingRatio = ratio;
@@ -350,6 +359,59 @@ export class Pipeline {
       this.opts.ignore?.(c.meta.tgid, c.meta.fd, c.meta.id);
       this.conns.delete(c.meta.id);
       c.session?.close(monoNow());
+      this.rememberShed(c.meta, now);
+    }
+  }
+
+  /** Shed connections that may still be open, by id, with the ratio in force when they were shed
+   * (or last passed over by readmit()); bounded, the oldest forgotten (then never re-admitted).
+   * The kernel announces no close for a connection it ignores: an entry goes when readmit()
+   * finds its connection gone. */
+  private readonly shed = new Map<number, { meta: ConnectionMeta; atRatio: number }>();
+
+  private rememberShed(meta: ConnectionMeta, ratio: number): void {
+    if (!this.opts.readmit) return;
+    if (this.shed.size >= SHED_REMEMBERED) this.shed.delete(this.shed.keys().next().value!);
+    this.shed.set(meta.id, { meta, atRatio: ratio });
+  }
+
+  /**
+   * After the budget raised a ratio: shed connections that are still open are captured again, so
+   * that the share captured follows the ratio up as applySampling() made it follow it down (keep-
+   * alive connections never reopen: without this, a connection shed in one overloaded second
+   * would stay unseen for its whole life). Of the connections shed at ratio r0, now that it is
+   * r1, the share (r1 - r0) / (1 - r0) comes back, chosen by a stride per process; all of them at
+   * 1. A re-admitted connection goes on from the kernel's stream positions as one first seen
+   * mid-stream: its protocol is found again at a syscall start, and an exchange under way when it
+   * came back is not made up.
+   */
+  readmit(): void {
+    const budget = this.opts.budget;
+    const readmit = this.opts.readmit;
+    if (!budget || !readmit || this.shed.size === 0) return;
+    const strides = new Map<number, number>();
+    for (const [id, s] of [...this.shed]) {
+      const tgid = s.meta.tgid;
+      const now = budget.ratioFor(tgid);
+      if (now <= s.atRatio) continue;
+      const share = now >= 1 ? 1 : (now - s.atRatio) / (1 - s.atRatio);
+      const acc = (strides.get(tgid) ?? 0.5) + share;
+      if (acc < 1) {
+        strides.set(tgid, acc);
+        s.atRatio = now;
+        continue;
+      }
+      strides.set(tgid, acc - 1);
+      this.shed.delete(id);
+      const pos = readmit(tgid, s.meta.fd, id);
+      if (!pos) continue; // closed while shed, or its process is gone
+      const c = new Connection({ ...s.meta, samplingRatio: now }, this.hooks, { midstream: true });
+      c.next[LAYER_SOCKET]![DIR_RECV] = pos[0]!;
+      c.next[LAYER_SOCKET]![DIR_SEND] = pos[1]!;
+      c.next[LAYER_TLS]![DIR_RECV] = pos[2]!;
+      c.next[LAYER_TLS]![DIR_SEND] = pos[3]!;
+      this.conns.add(c);
+      this.counters.ReadmittedConnections++;
     }
   }
 

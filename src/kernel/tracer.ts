@@ -525,17 +525,38 @@ export class KernelTracer {
    * connection already gone needs nothing.
    */
   ignoreConn(tgid: number, fd: number, connId: number): void {
+    this.setIgnored(tgid, fd, connId, 1);
+  }
+
+  /**
+   * Undoes ignoreConn for connection `connId` (shed by the overhead budget, now re-admitted):
+   * the kernel copies its bytes again. Returns its streams' next positions, which did not move
+   * while it was ignored ([socket recv, socket send, TLS recv, TLS send]: user space goes on from
+   * there), or undefined when the connection is gone (closed, or the fd now holds another).
+   */
+  readmitConn(tgid: number, fd: number, connId: number): number[] | undefined {
+    const val = this.setIgnored(tgid, fd, connId, 0);
+    if (!val) return undefined;
+    const dv = new DataView(val.buffer);
+    const pos: number[] = [];
+    for (let i = 0; i < 4; i++) pos.push(Number(dv.getBigUint64(CONN_INFO.pos + 8 * i, true)));
+    return pos;
+  }
+
+  /** Sets `ignored` on connection `connId` of (tgid, fd); returns the value written, or undefined
+   * when that fd holds no such connection. */
+  private setIgnored(tgid: number, fd: number, connId: number, ignored: number): Uint8Array | undefined {
     const key = new Uint8Array(8);
     const dv = new DataView(key.buffer);
     dv.setUint32(0, fd, true);
     dv.setUint32(4, tgid, true);
     const sockKey = new Uint8Array(8);
-    if (mapLookup(this.fds.fds!, key, sockKey) !== 0) return;
+    if (mapLookup(this.fds.fds!, key, sockKey) !== 0) return undefined;
     const val = new Uint8Array(CONN_INFO.$size);
-    if (mapLookup(this.fds.conns!, sockKey, val) !== 0) return;
-    if (Number(new DataView(val.buffer).getBigUint64(CONN_INFO.id, true)) !== connId) return;
-    val[CONN_INFO.ignored] = 1;
-    mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */);
+    if (mapLookup(this.fds.conns!, sockKey, val) !== 0) return undefined;
+    if (Number(new DataView(val.buffer).getBigUint64(CONN_INFO.id, true)) !== connId) return undefined;
+    val[CONN_INFO.ignored] = ignored;
+    return mapUpdate(this.fds.conns!, sockKey, val, 2 /* BPF_EXIST */) === 0 ? val : undefined;
   }
 
   /**

@@ -370,3 +370,46 @@ describe("shedding open connections", () => {
     expect(p.counters.ShedConnections).toBe(15 + 3 + 1);
   });
 });
+
+describe("re-admitting shed connections", () => {
+  test("as the ratio recovers, shed connections still open are captured again from the kernel's positions, and all of them at 1", () => {
+    const budget = new OverheadBudget({ cpuPercent: 10, memoryMb: 0 });
+    const readmitted: number[] = [];
+    // the kernel's positions of a shed connection: they stood still while it was ignored
+    const kernelPos = (id: number) => [1000 * id, 2000 * id, 0, 0];
+    const { p, sink } = pipeline({
+      budget,
+      ignore: () => {},
+      readmit: (_tgid, _fd, id) => {
+        readmitted.push(id);
+        return id === 15 ? undefined : kernelPos(id); // 15 closed while it was shed
+      },
+    });
+    for (let id = 1; id <= 16; id++) p.handle(connRecord("open", { connId: id, tgid: 10, localPort: 8080, remotePort: 40000 + id }));
+    budget.sample({ cpuPercent: 40, rssMb: 0 }); // ratio 0.225
+    p.applySampling();
+    expect(p.counters.ShedConnections).toBe(12); // 16 · 0.225 = 3.6 → 4 stay
+    p.readmit();
+    expect(readmitted).toEqual([]); // the ratio has not risen
+    budget.sample({ cpuPercent: 1, rssMb: 0 }); // 0.225 · 1.25 + 0.01 = 0.29125
+    p.readmit();
+    // (0.29125 − 0.225) / (1 − 0.225) of the 12 shed: 1.03 → 1 comes back
+    expect(readmitted.length).toBe(1);
+    const back = readmitted[0]!;
+    // its next exchange, at the kernel's positions, becomes a span carrying the ratio now in force
+    p.handle(dataRecord(back, 10, DIR_RECV, 1000 * back, REQ, { tsNs: 100 }));
+    p.handle(dataRecord(back, 10, DIR_SEND, 2000 * back, RES, { tsNs: 300 }));
+    expect(sink.spans.length).toBe(1);
+    expect(attr(sink.spans[0]!, "ebpf.sampling.ratio")).toBeCloseTo(0.29125, 5);
+    expect(p.counters.LostBytes).toBe(0);
+    expect(p.counters.ReadmittedConnections).toBe(1);
+    // back at 1: every shed connection still open comes back (15 is gone: asked once, then forgotten)
+    for (let s = 0; s < 10 && budget.ratio < 1; s++) { budget.sample({ cpuPercent: 1, rssMb: 0 }); p.readmit(); }
+    expect(budget.ratio).toBe(1);
+    expect(new Set(readmitted).size).toBe(12);
+    expect(readmitted.length).toBe(12);
+    expect(p.counters.ReadmittedConnections).toBe(11);
+    p.readmit();
+    expect(readmitted.length).toBe(12);
+  });
+});
