@@ -132,6 +132,7 @@ export class Agent {
       opts.sink,
     );
     agent = new Agent(kernel, pipeline, opts, clock);
+    agent.budget = budget;
     agent.tls = tls;
     agent.selector = new Selector(kernel, pipeline.procs);
     tls.start();
@@ -160,7 +161,6 @@ export class Agent {
     agent.gcTimer = setInterval(() => agent!.gcPacer.tick(), 1000);
     agent.scheduleRescan();
     agent.scheduleTick();
-    agent.budget = budget;
     const usage = selfUsage(() => kernel.bpfRunTimeNs());
     agent.budgetTimer = setInterval(() => {
       budget.sample(agent!.memoryGuard.check(usage(), agent!.cfg.budget.memory_mb));
@@ -240,9 +240,16 @@ export class Agent {
 
   /** The overhead budget from the config; with no budget and no rate limit it admits everything. */
   private static makeBudget(cfg: Config): OverheadBudget {
-    return new OverheadBudget({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb }, (ev, ratio, u) => {
-      if (ev === "start") log.warn("over the overhead budget: shedding connections", { samplingRatio: ratio, cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb), budget: cfg.budget });
-      else log.info("back under the overhead budget: capturing every connection", { cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb) });
+    return new OverheadBudget({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb }, (ev, ratio, detail, reason) => {
+      if (ev === "start" && reason === "behind") {
+        log.warn("falling behind the kernel's events: shedding connections", { samplingRatio: ratio, ...detail });
+      } else if (ev === "start") {
+        log.warn("over the overhead budget: shedding connections", { samplingRatio: ratio, ...detail, budget: cfg.budget });
+      } else if (reason === "behind") {
+        log.info("keeping up with the kernel's events again: capturing every connection", detail);
+      } else {
+        log.info("back under the overhead budget: capturing every connection", detail);
+      }
     });
   }
 
@@ -295,6 +302,12 @@ export class Agent {
     const pending = this.kernel.source.pending();
     if (pending > this.queueHighWater) this.queueHighWater = pending;
     if (this.wakeBytes < 0) this.wakeBytes = pending;
+    // falling behind the kernel (OverheadBudget.behind): with perf buffers `pending` is what was
+    // read out already, not how full the kernel's buffers are
+    if (this.kernel.buffer === "ringbuf") {
+      const fill = pending / ringBytesOf(this.opts.cfg);
+      if (this.budget.behind(fill, performance.now(), fill >= 0.25 ? this.kernel.lostRecords() : NaN)) this.pipeline.applySampling();
+    }
     let n: number;
     try {
       n = this.kernel.source.drain(this.onRecord, DRAIN_BATCH);
@@ -378,6 +391,7 @@ export class Agent {
       BudgetCollections: this.memoryGuard.collections,
       ...this.gcPacer.stats(),
       ShedRequestsEstimated: Math.round(this.budget.total.estimatedRequests),
+      FallingBehind: this.budget.fallingBehind,
       ...this.opts.sink.stats(),
     };
   }

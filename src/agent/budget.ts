@@ -10,11 +10,31 @@
  * budget a garbage collection comes first (MemoryGuard). Per-target rate limits
  * (targets[].max_spans_per_second) use the same mechanism with a ratio per process.
  *
+ * Falling behind (`behind()`), with or without a budget: when drains find the kernel's ring at
+ * least half full for BEHIND_AFTER_MS, or the kernel reports records it could not write, the
+ * agent is not keeping up with the events (a CPU quota throttles it, or the load needs more CPU
+ * than it gets). Where the ring overflows the kernel drops records one by one: exchanges cut
+ * anywhere, spans flagged with gaps. Shedding whole connections instead turns that loss into a
+ * counted, even sample. The ratio then recovers as under a budget, one step a second, while no
+ * tightening for falling behind happened in that second.
+ *
  * Pure apart from the clock and measurement functions, which are injected.
  */
 import { residentBytes } from "./gc-pacer.ts";
 
 export const MIN_RATIO = 0.01;
+/** Ring fill (share of its capacity) found at drains from which the agent may be falling behind:
+ * the drain period keeps it at most a quarter full while the agent keeps up (poll-interval.ts). */
+export const BEHIND_FILL = 0.5;
+/** How long the ring must stay at least BEHIND_FILL full (no drain finding it under a quarter)
+ * before that counts as falling behind: a burst the agent absorbs is gone sooner. */
+export const BEHIND_AFTER_MS = 100;
+/** Least time between two tightenings for falling behind: the records already in the ring were
+ * copied before the last one and still arrive for a while. */
+export const BEHIND_EVERY_MS = 500;
+/** What one tightening multiplies the ratio by; BEHIND_FACTOR_FULL at three quarters full or more. */
+export const BEHIND_FACTOR = 0.7;
+export const BEHIND_FACTOR_FULL = 0.5;
 
 export interface BudgetLimits {
   /** percent of one core (user + system); 0 = no CPU budget */
@@ -58,17 +78,33 @@ interface ProcState {
   shed: ShedCounters;
 }
 
+/** Why shedding starts: the budget (CPU or memory over it), or the agent falling behind the ring. */
+export type ShedReason = "budget" | "behind";
+
 export class OverheadBudget {
   /** ratio in force from the agent-wide budget */
   ratio = 1;
   shedding = false;
+  /** tightenings because a drain found the ring at least BEHIND_FILL full */
+  fallingBehind = 0;
+  private lastBehindAt = -Infinity;
+  /** since when drains have found the ring at least BEHIND_FILL full (-1: not now) */
+  private highSince = -1;
+  /** the kernel's lost-record count at the last behind() that read it */
+  private lostSeen = 0;
+  /** a tightening for falling behind since the last sample(): no recovery step then */
+  private behindSinceSample = false;
+  /** why the shedding in progress started */
+  private reason: ShedReason = "budget";
   private readonly stride = new Stride();
   private readonly procs = new Map<number, ProcState>();
   readonly total: ShedCounters = { connections: 0, estimatedRequests: 0 };
 
   constructor(
     private limits: BudgetLimits,
-    private readonly onChange: (event: "start" | "stop", ratio: number, usage: Usage) => void = () => {},
+    /** `detail`: the usage measured (reason "budget", and every "stop"), or the ring's fill in
+     * percent (`ringFillPercent`, a "start" for reason "behind") */
+    private readonly onChange: (event: "start" | "stop", ratio: number, detail: Record<string, number>, reason: ShedReason) => void = () => {},
   ) {}
 
   setLimits(l: BudgetLimits): void {
@@ -128,6 +164,38 @@ export class OverheadBudget {
     }
   }
 
+  /**
+   * A drain found the kernel's ring `fill` full (share of its capacity) at `nowMs`; `lost` is the
+   * kernel's count of records it could not write so far (NaN when not read: the caller reads it
+   * only while the ring is a quarter full or more). The agent-wide ratio falls (at most every
+   * BEHIND_EVERY_MS) when the ring has stayed at least BEHIND_FILL full for BEHIND_AFTER_MS or
+   * records are being lost; returns whether it did, and the caller then sheds open connections
+   * (Pipeline.applySampling).
+   */
+  behind(fill: number, nowMs: number, lost: number): boolean {
+    const losing = lost > this.lostSeen;
+    if (lost >= 0) this.lostSeen = lost;
+    if (fill >= BEHIND_FILL) {
+      if (this.highSince < 0) this.highSince = nowMs;
+    } else if (fill < BEHIND_FILL / 2) {
+      this.highSince = -1;
+    }
+    const sustained = this.highSince >= 0 && nowMs - this.highSince >= BEHIND_AFTER_MS;
+    if (!(losing || sustained) || nowMs - this.lastBehindAt < BEHIND_EVERY_MS) return false;
+    this.lastBehindAt = nowMs;
+    this.behindSinceSample = true;
+    if (this.ratio <= MIN_RATIO) return false;
+    this.fallingBehind++;
+    this.ratio = Math.max(MIN_RATIO, this.ratio * (fill >= 0.75 ? BEHIND_FACTOR_FULL : BEHIND_FACTOR));
+    const was = this.shedding;
+    this.shedding = true;
+    if (!was) {
+      this.reason = "behind";
+      this.onChange("start", this.ratio, { ringFillPercent: Math.round(fill * 100), ...(losing ? { recordsLost: lost } : {}) }, "behind");
+    }
+    return true;
+  }
+
   /** Once a second: adjusts the ratios from the measured usage and the rate limits. */
   sample(u: Usage, elapsedS = 1): void {
     const over = Math.max(
@@ -137,9 +205,10 @@ export class OverheadBudget {
     const was = this.shedding;
     if (over > 1) {
       this.ratio = Math.max(MIN_RATIO, this.ratio * Math.min(0.9, 0.9 / over));
-    } else if (over < 0.7 && this.ratio < 1) {
+    } else if (over < 0.7 && this.ratio < 1 && !this.behindSinceSample) {
       this.ratio = Math.min(1, this.ratio * 1.25 + 0.01);
     }
+    this.behindSinceSample = false;
     this.shedding = this.ratio < 1 || [...this.procs.values()].some((p) => p.ratio < 1);
     for (const p of this.procs.values()) {
       if (p.limit <= 0) { p.ratio = 1; p.spans = 0; continue; }
@@ -150,7 +219,9 @@ export class OverheadBudget {
       else if (rate < 0.7 * p.limit) p.ratio = Math.min(1, p.ratio * 1.25 + 0.01);
       p.spans = 0;
     }
-    if (this.shedding !== was) this.onChange(this.shedding ? "start" : "stop", this.ratio, u);
+    if (this.shedding && !was) this.reason = "budget";
+    const detail = { cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb) };
+    if (this.shedding !== was) this.onChange(this.shedding ? "start" : "stop", this.ratio, detail, this.reason);
   }
 
   perProcess(): Map<number, ShedCounters & { ratio: number }> {

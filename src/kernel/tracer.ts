@@ -612,6 +612,18 @@ export class KernelTracer {
     return (this.probes?.links().length ?? 0) - this.attached.length;
   }
 
+  private readonly lostBuf = new Uint8Array(8 * numPossibleCpus());
+
+  /** The kernel's count of records it could not write (CNT_LOST summed over CPUs): one lookup. */
+  lostRecords(): number {
+    const v = this.lostBuf;
+    if (mapLookup(this.fds.counters!, u32(CNT.LOST), v) !== 0) return NaN;
+    const dv = new DataView(v.buffer);
+    let s = 0;
+    for (let c = 0; c < v.length; c += 8) s += Number(dv.getBigUint64(c, true));
+    return s;
+  }
+
   counters(): KernelCounters {
     const fd = this.fds.counters!;
     const vals = new Uint8Array(8 * this.ncpu);
