@@ -32,6 +32,9 @@ export const BEHIND_AFTER_MS = 100;
 /** Least time between two tightenings for falling behind: the records already in the ring were
  * copied before the last one and still arrive for a while. */
 export const BEHIND_EVERY_MS = 500;
+/** A drop of the ring's fill since the last tightening (share of its capacity) that shows the
+ * agent catching up: no further tightening then. */
+export const BEHIND_PROGRESS = 0.05;
 /** What one tightening multiplies the ratio by; BEHIND_FACTOR_FULL at three quarters full or more. */
 export const BEHIND_FACTOR = 0.7;
 export const BEHIND_FACTOR_FULL = 0.5;
@@ -90,6 +93,8 @@ export class OverheadBudget {
   private lastBehindAt = -Infinity;
   /** since when drains have found the ring at least BEHIND_FILL full (-1: not now) */
   private highSince = -1;
+  /** the ring's fill at the last tightening for falling behind, while it stays high (-1: none) */
+  private behindFill = -1;
   /** the kernel's lost-record count at the last behind() that read it */
   private lostSeen = 0;
   /** a tightening for falling behind since the last sample(): no recovery step then */
@@ -179,10 +184,15 @@ export class OverheadBudget {
       if (this.highSince < 0) this.highSince = nowMs;
     } else if (fill < BEHIND_FILL / 2) {
       this.highSince = -1;
+      this.behindFill = -1;
     }
     const sustained = this.highSince >= 0 && nowMs - this.highSince >= BEHIND_AFTER_MS;
     if (!(losing || sustained) || nowMs - this.lastBehindAt < BEHIND_EVERY_MS) return false;
+    // Draining the records copied before the last tightening takes a while: a ring emptying by
+    // BEHIND_PROGRESS since then is the last tightening working, not a reason for another.
+    if (!losing && this.behindFill >= 0 && fill <= this.behindFill - BEHIND_PROGRESS) return false;
     this.lastBehindAt = nowMs;
+    this.behindFill = fill;
     this.behindSinceSample = true;
     if (this.ratio <= MIN_RATIO) return false;
     this.fallingBehind++;

@@ -211,6 +211,7 @@ export class Pipeline {
         return;
       }
       meta.samplingRatio = ratio;
+      if (ratio < 1) this.lowered = true;
     }
     // Sockets first seen on data (no accept/connect while we watched) may start mid-message.
     this.conns.add(new Connection(meta, this.hooks, { midstream: e.syscall >= SYS_COUNT }));
@@ -351,6 +352,7 @@ export class Pipeline {
       if (acc >= 1) {
         strides.set(c.meta.tgid, acc - 1);
         c.meta.samplingRatio = now;
+        this.lowered = true;
         continue;
       }
       strides.set(c.meta.tgid, acc);
@@ -364,7 +366,7 @@ export class Pipeline {
   }
 
   /** Shed connections that may still be open, by id, with the ratio in force when they were shed
-   * (or last passed over by readmit()); bounded, the oldest forgotten (then never re-admitted).
+   * (or, lower or higher, when readmit() last passed over them); bounded, the oldest forgotten (then never re-admitted).
    * The kernel announces no close for a connection it ignores: an entry goes when readmit()
    * finds its connection gone. */
   private readonly shed = new Map<number, { meta: ConnectionMeta; atRatio: number }>();
@@ -373,6 +375,26 @@ export class Pipeline {
     if (!this.opts.readmit) return;
     if (this.shed.size >= SHED_REMEMBERED) this.shed.delete(this.shed.keys().next().value!);
     this.shed.set(meta.id, { meta, atRatio: ratio });
+  }
+
+  /** Some connection is captured at a ratio below 1 (raiseRatios has something to look at). */
+  private lowered = false;
+
+  /**
+   * A connection kept while the ratio was low stands for fewer unseen ones once the ratio is back
+   * up: its spans carry the ratio now in force, which the estimate of shed requests uses.
+   */
+  private raiseRatios(budget: OverheadBudget): void {
+    if (!this.lowered) return;
+    let low = false;
+    for (const c of this.conns.values()) {
+      const had = c.meta.samplingRatio;
+      if (had === undefined || had >= 1) continue;
+      const now = budget.ratioFor(c.meta.tgid);
+      if (now > had) c.meta.samplingRatio = now;
+      if (c.meta.samplingRatio! < 1) low = true;
+    }
+    this.lowered = low;
   }
 
   /**
@@ -388,12 +410,18 @@ export class Pipeline {
   readmit(): void {
     const budget = this.opts.budget;
     const readmit = this.opts.readmit;
-    if (!budget || !readmit || this.shed.size === 0) return;
+    if (!budget || !readmit) return;
+    this.raiseRatios(budget);
+    if (this.shed.size === 0) return;
     const strides = new Map<number, number>();
     for (const [id, s] of [...this.shed]) {
       const tgid = s.meta.tgid;
       const now = budget.ratioFor(tgid);
-      if (now <= s.atRatio) continue;
+      if (now <= s.atRatio) {
+        // fallen since: what is captured now is the share `now`, whatever it was when this one went
+        s.atRatio = now;
+        continue;
+      }
       const share = now >= 1 ? 1 : (now - s.atRatio) / (1 - s.atRatio);
       const acc = (strides.get(tgid) ?? 0.5) + share;
       if (acc < 1) {
@@ -412,6 +440,7 @@ export class Pipeline {
       c.next[LAYER_TLS]![DIR_SEND] = pos[3]!;
       this.conns.add(c);
       this.counters.ReadmittedConnections++;
+      if (now < 1) this.lowered = true;
     }
   }
 
