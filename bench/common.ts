@@ -1,9 +1,8 @@
 /** What the live benchmarks share: their command-line options and the keep-alive Node server
  * the overhead, memory and profile benchmarks load. */
 import type { Subprocess } from "bun";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { inCgroup, startNode, type Server } from "../test/support/servers.ts";
+import { resolve } from "node:path";
+import { cpuQuotaCgroup, inCgroup, startNode, type Server } from "../test/support/servers.ts";
 import { unitEnvironment, unitLimits } from "../test/support/unit-env.ts";
 
 /** The value after option `name` on the command line, else `dflt`. */
@@ -81,7 +80,6 @@ export function agentEnv(): Record<string, string | undefined> {
   return { ...process.env, ...unitEnv() };
 }
 
-const QUOTA_PERIOD_US = 100_000;
 let quotaProcs: string | undefined;
 
 /**
@@ -99,19 +97,7 @@ export function asUnit(cmd: string[]): string[] {
 }
 
 function quotaCgroup(percent: number | undefined, nice: number | undefined): string {
-  const quota = percent ? String(Math.round((percent / 100) * QUOTA_PERIOD_US)) : undefined;
-  let dir: string;
-  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
-    writeFileSync("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
-    dir = "/sys/fs/cgroup/ebpf-tracer-bench";
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "cpu.max"), `${quota ?? "max"} ${QUOTA_PERIOD_US}`);
-  } else {
-    dir = "/sys/fs/cgroup/cpu/ebpf-tracer-bench";
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "cpu.cfs_period_us"), String(QUOTA_PERIOD_US));
-    writeFileSync(join(dir, "cpu.cfs_quota_us"), quota ?? "-1");
-  }
-  console.log(`--as-unit: the agent runs in ${dir} (CPUQuota ${percent ?? "none"} %) under nice ${nice ?? 0}`);
-  return join(dir, "cgroup.procs");
+  const cg = cpuQuotaCgroup("ebpf-tracer-bench", percent);
+  console.log(`--as-unit: the agent runs in ${cg.dir} (CPUQuota ${percent ?? "none"} %) under nice ${nice ?? 0}`);
+  return cg.procs;
 }

@@ -2,7 +2,7 @@
  * Real servers for integration tests, on loopback ports chosen per test run: Debian's python3
  * http.server, a Node http server, and nginx with a private config.
  */
-import { chmodSync, mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, writeFileSync, mkdirSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -42,6 +42,43 @@ export async function waitForPort(p: number, host = "127.0.0.1", timeoutMs = 10_
  * cgroup.procs) and execs `cmd`, so the spawned pid is `cmd`'s and its exec happens inside. */
 export function inCgroup(procs: string, cmd: string[]): string[] {
   return ["/bin/sh", "-c", `echo $$ > ${procs} && exec "$@"`, "sh", ...cmd];
+}
+
+const QUOTA_PERIOD_US = 100_000;
+
+/**
+ * A cpu cgroup `name` whose processes get `percent` of one core per 100 ms (undefined: no limit),
+ * as systemd's CPUQuota= sets it: cgroup v2 `cpu.max` where the unified hierarchy is mounted at
+ * /sys/fs/cgroup, else the v1 cpu controller's `cpu.cfs_quota_us`. Undefined when neither is
+ * there. `procs` is its cgroup.procs (for inCgroup); `remove()` deletes it once it is empty.
+ */
+export function cpuQuotaCgroup(name: string, percent: number | undefined): { dir: string; procs: string; remove(): void } {
+  const quota = percent ? String(Math.round((percent / 100) * QUOTA_PERIOD_US)) : undefined;
+  let dir: string;
+  if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {
+    writeFileSync("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+    dir = `/sys/fs/cgroup/${name}`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "cpu.max"), `${quota ?? "max"} ${QUOTA_PERIOD_US}`);
+  } else if (existsSync("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) {
+    dir = `/sys/fs/cgroup/cpu/${name}`;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "cpu.cfs_period_us"), String(QUOTA_PERIOD_US));
+    writeFileSync(join(dir, "cpu.cfs_quota_us"), quota ?? "-1");
+  } else {
+    throw new Error("no cpu cgroup controller (cgroup v2 at /sys/fs/cgroup or v1 at /sys/fs/cgroup/cpu)");
+  }
+  return {
+    dir,
+    procs: join(dir, "cgroup.procs"),
+    remove: () => {
+      try {
+        rmdirSync(dir);
+      } catch {
+        /* still has processes, or gone */
+      }
+    },
+  };
 }
 
 export interface Server {

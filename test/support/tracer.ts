@@ -65,9 +65,10 @@ export class TracerProcess {
     this.done = Promise.all([out, err, proc.exited]).then(([, , code]) => code);
   }
 
-  /** Starts the binary with `args` and resolves once it says it is capturing. */
-  static async start(args: string[], readyText = "capturing", timeoutMs = 20_000): Promise<TracerProcess> {
-    const proc = Bun.spawn([BIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  /** Starts the binary with `args` and resolves once it says it is capturing. `prefix`: a
+   * command that execs the binary (e.g. servers.ts inCgroup(procs, [])). */
+  static async start(args: string[], readyText = "capturing", timeoutMs = 20_000, prefix: string[] = []): Promise<TracerProcess> {
+    const proc = Bun.spawn([...prefix, BIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     const t = new TracerProcess(proc);
     const deadline = Date.now() + timeoutMs;
     while (!t.stderr.includes(readyText)) {
