@@ -55,7 +55,8 @@ describe.skipIf(!!SKIP)("overhead budget", () => {
     const stats = exitStats(t.stderr)!;
     const shedStart = logRecords(t.stderr).filter((r) => r.msg === "over the overhead budget: shedding connections");
     console.log(`budget ${BUDGET}%: agent CPU ${cpu.toFixed(1)}% over the second half; ${requests} requests, ${spans.length} spans, ` +
-      `ShedConnections ${stats.ShedConnections}, ShedRequestsEstimated ${stats.ShedRequestsEstimated}, last ratio ${stats.SamplingRatio}`);
+      `ShedConnections ${stats.ShedConnections}, ShedRequestsEstimated ${stats.ShedRequestsEstimated}, last ratio ${stats.SamplingRatio}, ` +
+      `FallingBehind ${stats.FallingBehind}, ReadmittedConnections ${stats.ReadmittedConnections}, EventLost ${stats.EventLost}`);
     expect(shedStart.length).toBeGreaterThanOrEqual(1);
     expect(stats.ShedConnections).toBeGreaterThan(0);
     // near the budget: the floor it cannot shed is the open/close events of ~15k connections/s,
