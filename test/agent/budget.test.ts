@@ -128,3 +128,61 @@ describe("MemoryGuard: a collection before shedding for memory", () => {
     expect(g.collections).toBe(1);
   });
 });
+
+describe("falling behind the ring", () => {
+  const none = NaN; // the lost count, not read while the ring is under a quarter full
+
+  test("a ring half full for 100 ms, not a moment, tightens the ratio: 0.7, or 0.5 from three quarters; at most every 0.5 s", () => {
+    const events: string[] = [];
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 }, (e, r, d, why) => events.push(`${e} ${why} ${r} ${JSON.stringify(d)}`));
+    expect(b.behind(0.2, 0, 0)).toBe(false);
+    expect(b.behind(0.6, 10, 0)).toBe(false); // a burst: high for less than BEHIND_AFTER_MS
+    expect(b.behind(0.1, 50, none)).toBe(false); // gone again: the clock restarts
+    expect(b.behind(0.6, 60, 0)).toBe(false);
+    expect(b.behind(0.6, 159, 0)).toBe(false);
+    expect(b.behind(0.6, 160, 0)).toBe(true);
+    expect(b.ratio).toBeCloseTo(0.7, 10);
+    expect(b.shedding).toBe(true);
+    expect(b.fallingBehind).toBe(1);
+    expect(events).toEqual(['start behind 0.7 {"ringFillPercent":60}']);
+    expect(b.behind(0.8, 400, 0)).toBe(false); // within BEHIND_EVERY_MS of the last step
+    expect(b.behind(0.8, 660, 0)).toBe(true); // fuller than at the last step: again, halved
+    expect(b.ratio).toBeCloseTo(0.35, 10);
+    expect(b.behind(0.7, 1200, 0)).toBe(false); // emptying since the last step (0.8 → 0.7): it works
+    expect(b.behind(0.78, 1300, 0)).toBe(true); // not emptying
+    expect(b.ratio).toBeCloseTo(0.175, 10);
+    expect(events.length).toBe(1);
+  });
+
+  test("records the kernel could not write tighten at once, whatever the fill", () => {
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 });
+    expect(b.behind(0.3, 0, 100)).toBe(true); // lost 100 since the start
+    expect(b.ratio).toBeCloseTo(0.7, 10);
+    expect(b.behind(0.3, 600, 100)).toBe(false); // no new loss, not high
+    expect(b.behind(0.3, 700, 150)).toBe(true);
+    expect(b.behind(0.1, 1300, none)).toBe(false);
+  });
+
+  test("the ratio recovers a step a second only in seconds without a tightening, and says so once back at 1", () => {
+    const events: string[] = [];
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 }, (e, _r, _d, why) => events.push(`${e} ${why}`));
+    b.behind(0.9, 0, 0);
+    b.behind(0.9, 100, 0);
+    expect(b.ratio).toBeCloseTo(0.5, 10);
+    b.sample({ cpuPercent: 0, rssMb: 0 }); // the second of the tightening: no step up
+    expect(b.ratio).toBeCloseTo(0.5, 10);
+    b.sample({ cpuPercent: 0, rssMb: 0 });
+    expect(b.ratio).toBeCloseTo(0.635, 10);
+    for (let s = 0; s < 5; s++) b.sample({ cpuPercent: 0, rssMb: 0 });
+    expect(b.ratio).toBe(1);
+    expect(b.shedding).toBe(false);
+    expect(events).toEqual(["start behind", "stop behind"]);
+  });
+
+  test("at the floor it stops counting steps", () => {
+    const b = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 });
+    for (let t = 0; t < 100; t++) b.behind(0.9, t * 1000, t);
+    expect(b.ratio).toBe(MIN_RATIO);
+    expect(b.fallingBehind).toBeLessThan(100);
+  });
+});
