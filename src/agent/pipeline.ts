@@ -350,26 +350,36 @@ export class Pipeline {
     const budget = this.opts.budget;
     // Nothing to shed while every ratio is 1 (the common case): no walk over the connections.
     if (!budget || !budget.shedding) return;
-    const strides = new Map<number, number>();
+    // per process: the stride, the count expected to stay (sum of now/had) and those kept
+    const per = new Map<number, { acc: number; expected: number; kept: Connection[] }>();
     for (const c of [...this.conns.values()]) {
       const had = c.meta.samplingRatio ?? 1;
       const now = budget.ratioFor(c.meta.tgid);
       if (now >= had * 0.8) continue;
-      // starts at one half: the count kept is n·now/had rounded, not rounded down
-      const acc = (strides.get(c.meta.tgid) ?? 0.5) + now / had;
-      if (acc >= 1) {
-        strides.set(c.meta.tgid, acc - 1);
-        c.meta.samplingRatio = now;
-        this.lowered = true;
+      let p = per.get(c.meta.tgid);
+      if (!p) per.set(c.meta.tgid, p = { acc: 0.5, expected: 0, kept: [] }); // from one half: n·now/had rounded, not rounded down
+      p.expected += now / had;
+      p.acc += now / had;
+      if (p.acc >= 1) {
+        p.acc -= 1;
+        p.kept.push(c);
         continue;
       }
-      strides.set(c.meta.tgid, acc);
       this.counters.ShedConnections++;
       budget.shedOpen(c.meta.tgid);
       this.opts.ignore?.(c.meta.tgid, c.meta.fd, c.meta.id);
       this.conns.delete(c.meta.id);
       c.session?.close(monoNow());
       this.rememberShed(c.meta, now);
+    }
+    // The kept ones stand for all: their spans carry the share actually kept (4 of 16 at 0.225:
+    // 0.25), so that the estimate of shed requests (1/ratio each) adds up to what the connections
+    // carried, however the count kept was rounded.
+    for (const [tgid, p] of per) {
+      if (p.kept.length === 0) continue;
+      const r = Math.min(1, (budget.ratioFor(tgid) * p.kept.length) / p.expected);
+      for (const c of p.kept) c.meta.samplingRatio = r;
+      this.lowered = true;
     }
   }
 

@@ -341,7 +341,7 @@ describe("unix sockets of unknown origin", () => {
 });
 
 describe("shedding open connections", () => {
-  test("when the ratio falls, the share of open connections kept follows it exactly, per process, and the shed ones stop", () => {
+  test("when the ratio falls, the share of open connections kept follows it exactly, per process, the kept ones carry that share, and the shed ones stop", () => {
     const budget = new OverheadBudget({ cpuPercent: 10, memoryMb: 0 });
     const ignored: number[] = [];
     const { p, sink } = pipeline({ budget, ignore: (_t, _fd, id) => { ignored.push(id); } });
@@ -363,11 +363,18 @@ describe("shedding open connections", () => {
       p.handle(dataRecord(id, id <= 16 ? 10 : 11, DIR_SEND, 0, RES, { tsNs: 300 }));
     }
     expect(sink.spans.length).toBe(1);
-    expect(attr(sink.spans[0]!, "ebpf.sampling.ratio")).toBeCloseTo(0.225, 5);
+    // the share actually kept, 4 of 16, not the 0.225 asked for: 1/ratio is what each span stands for
+    expect(attr(sink.spans[0]!, "ebpf.sampling.ratio")).toBeCloseTo(0.25, 10);
     // the ratio falls again: of the 4 kept at 0.225, 4 · (0.05 / 0.225) = 0.9 → 1 stays
     budget.sample({ cpuPercent: 40, rssMb: 0 });
     p.applySampling();
     expect(p.counters.ShedConnections).toBe(15 + 3 + 1);
+    // the one of process 10 still captured (of 16) stands for all 16
+    const last = kept.filter((id) => id <= 16 && !ignored.includes(id));
+    expect(last.length).toBe(1);
+    p.handle(dataRecord(last[0]!, 10, DIR_RECV, 0, REQ, { tsNs: 500 }));
+    p.handle(dataRecord(last[0]!, 10, DIR_SEND, 0, RES, { tsNs: 600 }));
+    expect(attr(sink.spans.at(-1)!, "ebpf.sampling.ratio")).toBeCloseTo(1 / 16, 10);
   });
 });
 
