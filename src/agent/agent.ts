@@ -243,10 +243,14 @@ export class Agent {
     return new OverheadBudget({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb }, (ev, ratio, detail, reason) => {
       if (ev === "start" && reason === "behind") {
         log.warn("falling behind the kernel's events: shedding connections", { samplingRatio: ratio, ...detail });
+      } else if (ev === "start" && reason === "rate_limit") {
+        log.info("a target's max_spans_per_second reached: shedding its connections", detail);
       } else if (ev === "start") {
         log.warn("over the overhead budget: shedding connections", { samplingRatio: ratio, ...detail, budget: cfg.budget });
       } else if (reason === "behind") {
         log.info("keeping up with the kernel's events again: capturing every connection", detail);
+      } else if (reason === "rate_limit") {
+        log.info("under every target's max_spans_per_second: capturing every connection", detail);
       } else {
         log.info("back under the overhead budget: capturing every connection", detail);
       }

@@ -81,8 +81,9 @@ interface ProcState {
   shed: ShedCounters;
 }
 
-/** Why shedding starts: the budget (CPU or memory over it), or the agent falling behind the ring. */
-export type ShedReason = "budget" | "behind";
+/** Why connections are shed: the budget (CPU or memory over it), the agent falling behind the
+ * ring, or only a per-target rate limit (targets[].max_spans_per_second). */
+export type ShedReason = "budget" | "behind" | "rate_limit";
 
 export class OverheadBudget {
   /** ratio in force from the agent-wide budget */
@@ -111,6 +112,13 @@ export class OverheadBudget {
      * percent (`ringFillPercent`, a "start" for reason "behind") */
     private readonly onChange: (event: "start" | "stop", ratio: number, detail: Record<string, number>, reason: ShedReason) => void = () => {},
   ) {}
+
+  /** Why connections are shed now: the budget ("budget"), the agent falling behind the ring
+   * ("behind"), only a per-target rate limit ("rate_limit"); undefined when every ratio is 1. */
+  shedReason(): ShedReason | undefined {
+    if (!this.shedding) return undefined;
+    return this.ratio >= 1 ? "rate_limit" : this.reason === "behind" ? "behind" : "budget";
+  }
 
   setLimits(l: BudgetLimits): void {
     this.limits = l;
@@ -219,7 +227,6 @@ export class OverheadBudget {
       this.ratio = Math.min(1, this.ratio * 1.25 + 0.01);
     }
     this.behindSinceSample = false;
-    this.shedding = this.ratio < 1 || [...this.procs.values()].some((p) => p.ratio < 1);
     for (const p of this.procs.values()) {
       if (p.limit <= 0) { p.ratio = 1; p.spans = 0; continue; }
       // spans seen are the kept share: what would have come at ratio 1 is spans / ratio
@@ -229,7 +236,9 @@ export class OverheadBudget {
       else if (rate < 0.7 * p.limit) p.ratio = Math.min(1, p.ratio * 1.25 + 0.01);
       p.spans = 0;
     }
-    if (this.shedding && !was) this.reason = "budget";
+    // after the rate limits' ratios: a limit reached in this second sheds from now on
+    this.shedding = this.ratio < 1 || [...this.procs.values()].some((p) => p.ratio < 1);
+    if (this.shedding && !was) this.reason = this.ratio < 1 ? "budget" : "rate_limit";
     const detail = { cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb) };
     if (this.shedding !== was) this.onChange(this.shedding ? "start" : "stop", this.ratio, detail, this.reason);
   }

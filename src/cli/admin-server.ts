@@ -23,6 +23,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopbackHost } from "../config/config.ts";
 import { describeSection } from "../kernel/bpf-audit.ts";
 import { TracerError } from "../errors.ts";
+import type { ShedReason } from "../agent/budget.ts";
 
 export interface StatusProvider {
   health(): { ok: boolean; reasons: string[] };
@@ -262,7 +263,11 @@ export interface AgentView {
   readonly currentConfig: { exporter: string; agent_config: { reporting: { endpoint: string } } };
   /** TLS capture: the per-process coverage report (src/kernel/tls/coverage.ts) */
   readonly tls?: { snapshot(): object[]; readonly coverage: { prometheus(): string[] } };
+  /** the overhead budget's shedding: why connections are shed now, or undefined when they are not */
+  readonly budget?: { shedReason(): ShedReason | undefined };
 }
+
+const SHED_REASONS: Record<ShedReason, string> = { budget: "over the overhead budget", behind: "falling behind the kernel's events", rate_limit: "a target's max_spans_per_second" };
 
 export interface AgentInfo {
   /** the attached probes for /probes (the kernel side's audit list); default: the attached sections */
@@ -351,6 +356,15 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
         libbpf: agent.kernel.libbpfVersion,
         selected_processes: agent.selector.selected().map((p) => ({ pid: p.pid, name: p.name, exe: p.exe, mode: p.mode, ...(p.service ? { service: p.service } : {}) })),
         tls_capture: agent.tls?.snapshot() ?? [],
+        // what is captured of the selected processes' connections (docs/operations.md, "Overhead budget")
+        sampling: {
+          ratio: s.SamplingRatio ?? 1,
+          shedding: (() => {
+            const why = agent.budget?.shedReason();
+            return why ? SHED_REASONS[why] : "no";
+          })(),
+          ...Object.fromEntries(["ShedConnections", "ShedRequestsEstimated", "ReadmittedConnections", "FallingBehind"].filter((k) => k in s).map((k) => [k, s[k]])),
+        },
         exporter: {
           kind: cfg.exporter,
           ...(cfg.exporter === "otlp" ? { endpoint: publicEndpoint(cfg.agent_config.reporting.endpoint) } : {}),

@@ -177,6 +177,22 @@ describe("falling behind the ring", () => {
     expect(b.ratio).toBe(1);
     expect(b.shedding).toBe(false);
     expect(events).toEqual(["start behind", "stop behind"]);
+    expect(b.shedReason()).toBeUndefined();
+  });
+
+  test("the reason shedding is in force: falling behind, the budget, a rate limit alone", () => {
+    const b = new OverheadBudget({ cpuPercent: 5, memoryMb: 0 });
+    expect(b.shedReason()).toBeUndefined();
+    b.behind(0.9, 0, 1);
+    expect(b.shedReason()).toBe("behind");
+    const c = new OverheadBudget({ cpuPercent: 5, memoryMb: 0 });
+    c.sample({ cpuPercent: 50, rssMb: 0 });
+    expect(c.shedReason()).toBe("budget");
+    const d = new OverheadBudget({ cpuPercent: 0, memoryMb: 0 });
+    d.setRateLimit(9, 10);
+    for (let i = 0; i < 1000; i++) d.spanEmitted(9, 1);
+    d.sample({ cpuPercent: 0, rssMb: 0 });
+    expect(d.shedReason()).toBe("rate_limit");
   });
 
   test("at the floor it stops counting steps", () => {

@@ -170,6 +170,19 @@ describe("agentStatusProvider", () => {
     expect(p.health().ok).toBe(true);
     expect((p.status().exporter as Record<string, unknown>).state).toBe("ok");
   });
+
+  test("status says whether connections are shed, why, and the shedding counters", () => {
+    let why: "budget" | "behind" | "rate_limit" | undefined;
+    const a = { ...fakeAgent({ SamplingRatio: 1, ShedConnections: 0, ShedRequestsEstimated: 0, ReadmittedConnections: 0, FallingBehind: 0 }), budget: { shedReason: () => why } };
+    const p = agentStatusProvider(a, { version: "t", btfSource: "kernel" });
+    expect(p.status().sampling).toEqual({ ratio: 1, shedding: "no", ShedConnections: 0, ShedRequestsEstimated: 0, ReadmittedConnections: 0, FallingBehind: 0 });
+    why = "behind";
+    expect((p.status().sampling as Record<string, unknown>).shedding).toBe("falling behind the kernel's events");
+    why = "budget";
+    expect((p.status().sampling as Record<string, unknown>).shedding).toBe("over the overhead budget");
+    why = "rate_limit";
+    expect((p.status().sampling as Record<string, unknown>).shedding).toBe("a target's max_spans_per_second");
+  });
 });
 
 describe("metric naming", () => {

@@ -7,14 +7,15 @@
  * Checked: the agent sheds connections instead of letting the ring overflow (before this it lost
  * about half of the records in such a run, ~760,000 in 15 s, and flagged thousands of spans
  * partial), says so once, and counts it; when the load falls, the ratio recovers and the shed
- * connections, still open, are captured again: the last seconds' spans come from all 16.
+ * connections, still open, are captured again: the last seconds' spans come from all 16. The
+ * admin /status (what `ebpf-tracer status` prints) says it is shedding and why while it does.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { rootSkipReason, TracerProcess } from "../support/tracer.ts";
-import { cpuQuotaCgroup, inCgroup, startNode } from "../support/servers.ts";
+import { cpuQuotaCgroup, inCgroup, port, startNode } from "../support/servers.ts";
 import { Cleanups, exitStats, logRecords } from "../support/http-kit.ts";
 import { toYaml } from "../support/yaml.ts";
 
@@ -45,20 +46,36 @@ describe.skipIf(!!SKIP)("falling behind the kernel's events", () => {
     }).listen(Number(process.env.PORT), process.env.HOST);`), (s) => s.stop());
     const spansFile = join(dir, "spans.jsonl");
     const cfg = join(dir, "cfg.yaml");
+    const adminAddress = `127.0.0.1:${port()}`;
     writeFileSync(cfg, toYaml({
-      targets: [{ pid: server.pid }], exporter: `file:${spansFile}`, admin: { enabled: false },
+      targets: [{ pid: server.pid }], exporter: `file:${spansFile}`, admin: { enabled: true, address: adminAddress },
       stats_interval: "1s", logging: { level: "info" },
     }));
     const cg = cpuQuotaCgroup("ebpf-tracer-test-behind", 20);
-    const t = c.add(await TracerProcess.start(["run", "-c", cfg], "capture started", 20_000, inCgroup(cg.procs, [])), async (x) => {
+    const t = c.add(await TracerProcess.start(["run", "-c", cfg], "admin endpoint", 20_000, inCgroup(cg.procs, [])), async (x) => {
       await x.stop("SIGTERM");
       cg.remove();
     });
     const script = join(dir, "phases.lua");
     writeFileSync(script, `local start = os.time()\nfunction delay()\n  if os.time() - start >= ${FAST_S} then return 200 end\n  return 0\nend\n`);
     const wrk = Bun.spawn(["wrk", "-t1", `-c${CONNECTIONS}`, `-d${SECONDS}s`, "-s", script, `http://127.0.0.1:${server.port}/`], { stdout: "pipe", stderr: "pipe" });
+    // what `ebpf-tracer status` says while the load runs: shedding, and why
+    const shedding = new Set<string>();
+    const watch = (async () => {
+      while (wrk.exitCode === null) {
+        try {
+          const st = await (await fetch(`http://${adminAddress}/status`, { signal: AbortSignal.timeout(2000) })).json() as { sampling: { shedding: string } };
+          shedding.add(st.sampling.shedding);
+        } catch {
+          /* the throttled agent answered late: ask again */
+        }
+        await Bun.sleep(250);
+      }
+    })();
     const out = await new Response(wrk.stdout).text();
     await wrk.exited;
+    await watch;
+    const final = await (await fetch(`http://${adminAddress}/status`)).json() as { sampling: { shedding: string; ratio: number } };
     const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
     await Bun.sleep(1500);
     expect(await t.stop("SIGTERM")).toBe(0);
@@ -70,7 +87,8 @@ describe.skipIf(!!SKIP)("falling behind the kernel's events", () => {
     const records = 2 * requests; // a request and a response record per exchange
     console.log(`${requests} requests, ${lines.length} spans (${tail.length} in the last 3 s, from ${ports.size} connections); ` +
       `EventLost ${stats.EventLost}, FallingBehind ${stats.FallingBehind}, ShedConnections ${stats.ShedConnections}, ` +
-      `ReadmittedConnections ${stats.ReadmittedConnections}, PartialSpans ${stats.PartialSpans}, last ratio ${stats.SamplingRatio}`);
+      `ReadmittedConnections ${stats.ReadmittedConnections}, PartialSpans ${stats.PartialSpans}, last ratio ${stats.SamplingRatio}; ` +
+      `status said shedding: ${[...shedding].join(" / ")}`);
     expect(requests).toBeGreaterThan(50_000); // premise: the fast phase outran the quota
     expect(stats.FallingBehind).toBeGreaterThanOrEqual(1);
     expect(stats.ShedConnections).toBeGreaterThanOrEqual(1);
@@ -82,5 +100,7 @@ describe.skipIf(!!SKIP)("falling behind the kernel's events", () => {
     expect(stats.SamplingRatio).toBe(1);
     expect(stats.ReadmittedConnections).toBeGreaterThanOrEqual(1);
     expect(ports.size).toBe(CONNECTIONS);
+    expect(shedding.has("falling behind the kernel's events")).toBe(true);
+    expect(final.sampling).toMatchObject({ shedding: "no", ratio: 1 });
   }, 90_000);
 });
