@@ -342,9 +342,9 @@ export class Pipeline {
    * too, so that the share still captured follows the ratio. Connections are dropped whole; what
    * an exchange in flight had is emitted flagged partial. Which ones stay is decided by a stride
    * per process, not a coin per connection: of n connections admitted at ratio `had`, the nearest
-   * whole number to n·now/had stays. With a few long-lived connections (16 keep-alive clients)
-   * a coin per connection could shed every one of them at a ratio of 0.3, and keep-alive
-   * connections once shed are not captured again.
+   * whole number to n·now/had stays: with a few long-lived connections (16 keep-alive clients)
+   * a coin per connection could shed every one of them at a ratio of 0.3. Shed connections come
+   * back as the ratio recovers (readmit()).
    */
   applySampling(): void {
     const budget = this.opts.budget;
@@ -384,9 +384,9 @@ export class Pipeline {
   }
 
   /** Shed connections that may still be open, by id, with the ratio in force when they were shed
-   * (or, lower or higher, when readmit() last passed over them); bounded, the oldest forgotten (then never re-admitted).
-   * The kernel announces no close for a connection it ignores: an entry goes when readmit()
-   * finds its connection gone. */
+   * or when readmit() last passed over them. Bounded: when full the older half is dropped (those
+   * are never re-admitted). The kernel announces no close for a connection it ignores: an entry
+   * goes when readmit() finds its connection gone. */
   private shed = new Map<number, { meta: ConnectionMeta; atRatio: number }>();
   /** connections shed at their open that may still be remembered this second (readmit() refills) */
   private rememberTokens = SHED_REMEMBERED_PER_S;
@@ -395,7 +395,7 @@ export class Pipeline {
     if (!this.opts.readmit) return;
     // Full: the newer half is kept, in one pass. Not the oldest entry deleted per insertion: a
     // Map used as a queue that way made every first-key lookup walk the deleted entries ahead of
-    // it (at 15k connections shed a second, 5 % of a core).
+    // it (~3 % of a core at 16k connections shed a second).
     if (this.shed.size >= SHED_REMEMBERED) this.shed = new Map([...this.shed].slice(SHED_REMEMBERED / 2));
     this.shed.set(meta.id, { meta, atRatio: ratio });
   }
