@@ -201,6 +201,9 @@ export class KernelTracer {
   readonly skipped: string[] = [];
   private readonly fds: Record<string, number> = {};
   private readonly ncpu: number;
+  /** one per-CPU value of the `counters` map, read by counterSum() */
+  private readonly counterVals: Uint8Array;
+  private readonly counterView: DataView;
   private probes: ProbeLinks<Link> | undefined;
   /** What was loaded and is attached, with the object's SHA-256 (log lines, GET /probes). */
   audit: ProbeAudit | undefined;
@@ -222,6 +225,8 @@ export class KernelTracer {
       this.fds[m] = obj.mapFd(m);
     }
     this.ncpu = numPossibleCpus();
+    this.counterVals = new Uint8Array(8 * this.ncpu);
+    this.counterView = new DataView(this.counterVals.buffer);
     this.source = buffer === "ringbuf"
       ? RingBufferReader.map(this.fds.events!, ringbufBytes)
       : new PerfBufferReader(this.fds.events_perf!, perfPages);
@@ -612,28 +617,22 @@ export class KernelTracer {
     return (this.probes?.links().length ?? 0) - this.attached.length;
   }
 
-  private readonly lostBuf = new Uint8Array(8 * numPossibleCpus());
 
-  /** The kernel's count of records it could not write (CNT_LOST summed over CPUs): one lookup. */
-  lostRecords(): number {
-    const v = this.lostBuf;
-    if (mapLookup(this.fds.counters!, u32(CNT.LOST), v) !== 0) return NaN;
-    const dv = new DataView(v.buffer);
+  /** Counter `idx` of the `counters` map summed over CPUs; NaN when the lookup fails. */
+  private counterSum(idx: number): number {
+    if (mapLookup(this.fds.counters!, u32(idx), this.counterVals) !== 0) return NaN;
     let s = 0;
-    for (let c = 0; c < v.length; c += 8) s += Number(dv.getBigUint64(c, true));
+    for (let c = 0; c < this.ncpu; c++) s += Number(this.counterView.getBigUint64(c * 8, true));
     return s;
   }
 
+  /** The kernel's count of records it could not write (CNT_LOST): one lookup. */
+  lostRecords(): number {
+    return this.counterSum(CNT.LOST);
+  }
+
   counters(): KernelCounters {
-    const fd = this.fds.counters!;
-    const vals = new Uint8Array(8 * this.ncpu);
-    const dv = new DataView(vals.buffer);
-    const sum = (idx: number): number => {
-      if (mapLookup(fd, u32(idx), vals) !== 0) return 0;
-      let s = 0;
-      for (let c = 0; c < this.ncpu; c++) s += Number(dv.getBigUint64(c * 8, true));
-      return s;
-    };
+    const sum = (idx: number): number => this.counterSum(idx) || 0;
     const probes: Record<string, [number, number]> = {};
     SYSCALLS.forEach((name, i) => {
       probes[name] = [sum(CNT.PROBE_ENTRY_BASE + i), sum(CNT.PROBE_EXIT_BASE + i)];
