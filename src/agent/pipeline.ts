@@ -338,24 +338,32 @@ export class Pipeline {
   }
 
   /**
-   * After the budget lowered a ratio: open connections (keep-alive ones never reopen) are shed
-   * too, so that the share still captured follows the ratio. Connections are dropped whole; what
-   * an exchange in flight had is emitted flagged partial. Which ones stay is decided by a stride
-   * per process, not a coin per connection: of n connections admitted at ratio `had`, the nearest
-   * whole number to n·now/had stays: with a few long-lived connections (16 keep-alive clients)
-   * a coin per connection could shed every one of them at a ratio of 0.3. Shed connections come
+   * Makes the open connections follow the ratios in force. When a ratio fell, they are shed too
+   * (keep-alive ones never reopen), so that the share still captured follows it. Connections are
+   * dropped whole; what an exchange in flight had is emitted flagged partial. Which ones stay is
+   * decided by a stride per process, not a coin per connection: of n connections admitted at
+   * ratio `had`, the nearest whole number to n·now/had stays: with a few long-lived connections
+   * (16 keep-alive clients) a coin per connection could shed every one of them at a ratio of 0.3.
+   * When a ratio rose, a connection kept while it was low stands for fewer unseen ones: its spans
+   * carry the ratio now in force, which the estimate of shed requests uses. Shed connections come
    * back as the ratio recovers (readmit()).
    */
   applySampling(): void {
     const budget = this.opts.budget;
-    // Nothing to shed while every ratio is 1 (the common case): no walk over the connections.
-    if (!budget || !budget.shedding) return;
+    // Nothing to do while every ratio is 1 and every connection is captured at 1 (the common
+    // case): no walk over the connections.
+    if (!budget || (!budget.shedding && !this.lowered)) return;
+    let low = false;
     // per process: the stride, the count expected to stay (sum of now/had) and those kept
     const per = new Map<number, { acc: number; expected: number; kept: Connection[] }>();
     for (const c of [...this.conns.values()]) {
       const had = c.meta.samplingRatio ?? 1;
       const now = budget.ratioFor(c.meta.tgid);
-      if (now >= had * 0.8) continue;
+      if (now >= had * 0.8) {
+        if (now > had) c.meta.samplingRatio = now;
+        if (c.meta.samplingRatio! < 1) low = true;
+        continue;
+      }
       let p = per.get(c.meta.tgid);
       if (!p) per.set(c.meta.tgid, p = { acc: 0.5, expected: 0, kept: [] }); // from one half: n·now/had rounded, not rounded down
       p.expected += now / had;
@@ -379,8 +387,9 @@ export class Pipeline {
       if (p.kept.length === 0) continue;
       const r = Math.min(1, (budget.ratioFor(tgid) * p.kept.length) / p.expected);
       for (const c of p.kept) c.meta.samplingRatio = r;
-      this.lowered = true;
+      if (r < 1) low = true;
     }
+    this.lowered = low;
   }
 
   /** Shed connections that may still be open, by id, with the ratio in force when they were shed
@@ -400,25 +409,8 @@ export class Pipeline {
     this.shed.set(meta.id, { meta, atRatio: ratio });
   }
 
-  /** Some connection is captured at a ratio below 1 (raiseRatios has something to look at). */
+  /** Some connection may be captured at a ratio below 1 (applySampling has something to raise). */
   private lowered = false;
-
-  /**
-   * A connection kept while the ratio was low stands for fewer unseen ones once the ratio is back
-   * up: its spans carry the ratio now in force, which the estimate of shed requests uses.
-   */
-  private raiseRatios(budget: OverheadBudget): void {
-    if (!this.lowered) return;
-    let low = false;
-    for (const c of this.conns.values()) {
-      const had = c.meta.samplingRatio;
-      if (had === undefined || had >= 1) continue;
-      const now = budget.ratioFor(c.meta.tgid);
-      if (now > had) c.meta.samplingRatio = now;
-      if (c.meta.samplingRatio! < 1) low = true;
-    }
-    this.lowered = low;
-  }
 
   /**
    * After the budget raised a ratio: shed connections that are still open are captured again, so
@@ -435,10 +427,10 @@ export class Pipeline {
     const readmit = this.opts.readmit;
     if (!budget || !readmit) return;
     this.rememberTokens = SHED_REMEMBERED_PER_S;
-    this.raiseRatios(budget);
     if (this.shed.size === 0) return;
     const strides = new Map<number, number>();
-    for (const [id, s] of [...this.shed]) {
+    // entries are deleted as the walk goes: a Map's iteration allows that
+    for (const [id, s] of this.shed) {
       const tgid = s.meta.tgid;
       const now = budget.ratioFor(tgid);
       if (now <= s.atRatio) {

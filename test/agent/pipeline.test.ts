@@ -411,6 +411,13 @@ describe("re-admitting shed connections", () => {
     expect(attr(sink.spans[0]!, "ebpf.sampling.ratio")).toBeCloseTo(0.29125, 5);
     expect(p.counters.LostBytes).toBe(0);
     expect(p.counters.ReadmittedConnections).toBe(1);
+    // one kept all along (at the 4 of 16 kept, 0.25) carries the ratio now in force once the
+    // connections follow it again
+    p.applySampling();
+    p.handle(dataRecord(3, 10, DIR_RECV, 0, REQ, { tsNs: 400 }));
+    p.handle(dataRecord(3, 10, DIR_SEND, 0, RES, { tsNs: 450 }));
+    expect(sink.spans.length).toBe(2);
+    expect(attr(sink.spans[1]!, "ebpf.sampling.ratio")).toBeCloseTo(0.29125, 5);
     // a fall below the ratio they were shed at counts from the lower ratio: 0.29125 → 0.0655…
     // (4.4x over) sheds more, and the way back up to 0.29125 brings back the share of all of them
     budget.sample({ cpuPercent: 44, rssMb: 0 });
