@@ -11,7 +11,14 @@ import { Selector } from "../selection/selector.ts";
 import { compileRules } from "../selection/rules.ts";
 import type { Target } from "../config/config.ts";
 import { MonoClock } from "./clock.ts";
-import { MemoryGuard, OverheadBudget, selfUsage } from "./budget.ts";
+import { BEHIND_LOW_FILL, MemoryGuard, OverheadBudget, selfUsage, SHED_REASON_TEXT, type ShedReason } from "./budget.ts";
+
+/** The log line's words when shedding for a reason ends. */
+const SHED_STOP_TEXT: Record<ShedReason, string> = {
+  budget: "back under the overhead budget",
+  behind: "keeping up with the kernel's events again",
+  rate_limit: "under every target's max_spans_per_second",
+};
 import { GcPacer } from "./gc-pacer.ts";
 import { Http2Session } from "../protocols/http2/session.ts";
 import type { SessionEnv } from "../protocols/session.ts";
@@ -241,19 +248,9 @@ export class Agent {
   /** The overhead budget from the config; with no budget and no rate limit it admits everything. */
   private static makeBudget(cfg: Config): OverheadBudget {
     return new OverheadBudget({ cpuPercent: cfg.budget.cpu_percent, memoryMb: cfg.budget.memory_mb }, (ev, ratio, detail, reason) => {
-      if (ev === "start" && reason === "behind") {
-        log.warn("falling behind the kernel's events: shedding connections", { samplingRatio: ratio, ...detail });
-      } else if (ev === "start" && reason === "rate_limit") {
-        log.info("a target's max_spans_per_second reached: shedding its connections", detail);
-      } else if (ev === "start") {
-        log.warn("over the overhead budget: shedding connections", { samplingRatio: ratio, ...detail, budget: cfg.budget });
-      } else if (reason === "behind") {
-        log.info("keeping up with the kernel's events again: capturing every connection", detail);
-      } else if (reason === "rate_limit") {
-        log.info("under every target's max_spans_per_second: capturing every connection", detail);
-      } else {
-        log.info("back under the overhead budget: capturing every connection", detail);
-      }
+      if (ev === "stop") log.info(`${SHED_STOP_TEXT[reason]}: capturing every connection`, detail);
+      else if (reason === "rate_limit") log.info(`${SHED_REASON_TEXT[reason]}: shedding connections`, detail);
+      else log.warn(`${SHED_REASON_TEXT[reason]}: shedding connections`, { samplingRatio: ratio, ...detail, ...(reason === "budget" ? { budget: cfg.budget } : {}) });
     });
   }
 
@@ -310,7 +307,7 @@ export class Agent {
     // read out already, not how full the kernel's buffers are
     if (this.kernel.buffer === "ringbuf") {
       const fill = pending / ringBytesOf(this.opts.cfg);
-      if (this.budget.behind(fill, performance.now(), fill >= 0.25 ? this.kernel.lostRecords() : NaN)) this.pipeline.applySampling();
+      if (this.budget.behind(fill, performance.now(), fill >= BEHIND_LOW_FILL ? this.kernel.lostRecords() : NaN)) this.pipeline.applySampling();
     }
     let n: number;
     try {

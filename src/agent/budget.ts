@@ -26,6 +26,9 @@ export const MIN_RATIO = 0.01;
 /** Ring fill (share of its capacity) found at drains from which the agent may be falling behind:
  * the drain period keeps it at most a quarter full while the agent keeps up (poll-interval.ts). */
 export const BEHIND_FILL = 0.5;
+/** Under this fill the agent is keeping up: the BEHIND_AFTER_MS clock restarts, and a drain need
+ * not read the kernel's lost-record count for behind(). */
+export const BEHIND_LOW_FILL = BEHIND_FILL / 2;
 /** How long the ring must stay at least BEHIND_FILL full (no drain finding it under a quarter)
  * before that counts as falling behind: a burst the agent absorbs is gone sooner. */
 export const BEHIND_AFTER_MS = 100;
@@ -85,6 +88,13 @@ interface ProcState {
  * ring, or only a per-target rate limit (targets[].max_spans_per_second). */
 export type ShedReason = "budget" | "behind" | "rate_limit";
 
+/** What each reason is called in the log ("<text>: shedding connections") and in `status`. */
+export const SHED_REASON_TEXT: Record<ShedReason, string> = {
+  budget: "over the overhead budget",
+  behind: "falling behind the kernel's events",
+  rate_limit: "a target's max_spans_per_second",
+};
+
 export class OverheadBudget {
   /** ratio in force from the agent-wide budget */
   ratio = 1;
@@ -100,7 +110,9 @@ export class OverheadBudget {
   private lostSeen = 0;
   /** a tightening for falling behind since the last sample(): no recovery step then */
   private behindSinceSample = false;
-  /** why the shedding in progress started */
+  /** what last lowered the agent-wide ratio */
+  private loweredBy: "budget" | "behind" = "budget";
+  /** why the shedding in progress started (for its "stop" event) */
   private reason: ShedReason = "budget";
   private readonly stride = new Stride();
   private readonly procs = new Map<number, ProcState>();
@@ -117,7 +129,7 @@ export class OverheadBudget {
    * ("behind"), only a per-target rate limit ("rate_limit"); undefined when every ratio is 1. */
   shedReason(): ShedReason | undefined {
     if (!this.shedding) return undefined;
-    return this.ratio >= 1 ? "rate_limit" : this.reason === "behind" ? "behind" : "budget";
+    return this.ratio >= 1 ? "rate_limit" : this.loweredBy;
   }
 
   setLimits(l: BudgetLimits): void {
@@ -180,7 +192,7 @@ export class OverheadBudget {
   /**
    * A drain found the kernel's ring `fill` full (share of its capacity) at `nowMs`; `lost` is the
    * kernel's count of records it could not write so far (NaN when not read: the caller reads it
-   * only while the ring is a quarter full or more). The agent-wide ratio falls (at most every
+   * only from BEHIND_LOW_FILL up). The agent-wide ratio falls (at most every
    * BEHIND_EVERY_MS) when the ring has stayed at least BEHIND_FILL full for BEHIND_AFTER_MS or
    * records are being lost; returns whether it did, and the caller then sheds open connections
    * (Pipeline.applySampling).
@@ -190,7 +202,7 @@ export class OverheadBudget {
     if (lost >= 0) this.lostSeen = lost;
     if (fill >= BEHIND_FILL) {
       if (this.highSince < 0) this.highSince = nowMs;
-    } else if (fill < BEHIND_FILL / 2) {
+    } else if (fill < BEHIND_LOW_FILL) {
       this.highSince = -1;
       this.behindFill = -1;
     }
@@ -205,6 +217,7 @@ export class OverheadBudget {
     if (this.ratio <= MIN_RATIO) return false;
     this.fallingBehind++;
     this.ratio = Math.max(MIN_RATIO, this.ratio * (fill >= 0.75 ? BEHIND_FACTOR_FULL : BEHIND_FACTOR));
+    this.loweredBy = "behind";
     const was = this.shedding;
     this.shedding = true;
     if (!was) {
@@ -223,6 +236,7 @@ export class OverheadBudget {
     const was = this.shedding;
     if (over > 1) {
       this.ratio = Math.max(MIN_RATIO, this.ratio * Math.min(0.9, 0.9 / over));
+      this.loweredBy = "budget";
     } else if (over < 0.7 && this.ratio < 1 && !this.behindSinceSample) {
       this.ratio = Math.min(1, this.ratio * 1.25 + 0.01);
     }
@@ -238,7 +252,7 @@ export class OverheadBudget {
     }
     // after the rate limits' ratios: a limit reached in this second sheds from now on
     this.shedding = this.ratio < 1 || [...this.procs.values()].some((p) => p.ratio < 1);
-    if (this.shedding && !was) this.reason = this.ratio < 1 ? "budget" : "rate_limit";
+    if (this.shedding && !was) this.reason = this.shedReason()!;
     const detail = { cpuPercent: Math.round(u.cpuPercent * 10) / 10, rssMb: Math.round(u.rssMb) };
     if (this.shedding !== was) this.onChange(this.shedding ? "start" : "stop", this.ratio, detail, this.reason);
   }

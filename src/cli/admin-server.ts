@@ -23,7 +23,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopbackHost } from "../config/config.ts";
 import { describeSection } from "../kernel/bpf-audit.ts";
 import { TracerError } from "../errors.ts";
-import type { ShedReason } from "../agent/budget.ts";
+import { SHED_REASON_TEXT, type ShedReason } from "../agent/budget.ts";
 
 export interface StatusProvider {
   health(): { ok: boolean; reasons: string[] };
@@ -267,7 +267,10 @@ export interface AgentView {
   readonly budget?: { shedReason(): ShedReason | undefined };
 }
 
-const SHED_REASONS: Record<ShedReason, string> = { budget: "over the overhead budget", behind: "falling behind the kernel's events", rate_limit: "a target's max_spans_per_second" };
+/** The values of `keys` that `s` has. */
+function pick(s: Record<string, number>, keys: readonly string[]): Record<string, number> {
+  return Object.fromEntries(keys.filter((k) => k in s).map((k) => [k, s[k]!]));
+}
 
 export interface AgentInfo {
   /** the attached probes for /probes (the kernel side's audit list); default: the attached sections */
@@ -344,6 +347,7 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
       const cfg = agent.currentConfig;
       const s = agent.stats();
       const e = exporterState(s);
+      const why = agent.budget?.shedReason();
       return {
         version: info.version,
         pid: process.pid,
@@ -359,18 +363,15 @@ export function agentStatusProvider(agent: AgentView, info: AgentInfo): StatusPr
         // what is captured of the selected processes' connections (docs/operations.md, "Overhead budget")
         sampling: {
           ratio: s.SamplingRatio ?? 1,
-          shedding: (() => {
-            const why = agent.budget?.shedReason();
-            return why ? SHED_REASONS[why] : "no";
-          })(),
-          ...Object.fromEntries(["ShedConnections", "ShedRequestsEstimated", "ReadmittedConnections", "FallingBehind"].filter((k) => k in s).map((k) => [k, s[k]])),
+          shedding: why ? SHED_REASON_TEXT[why] : "no",
+          ...pick(s, ["ShedConnections", "ShedRequestsEstimated", "ReadmittedConnections", "FallingBehind"]),
         },
         exporter: {
           kind: cfg.exporter,
           ...(cfg.exporter === "otlp" ? { endpoint: publicEndpoint(cfg.agent_config.reporting.endpoint) } : {}),
           state: e.state,
           ...(e.failingForMs ? { failing_for_seconds: Math.round(e.failingForMs / 1000) } : {}),
-          ...Object.fromEntries(["SpansWritten", "TotalRequestsSent", "SpansQueued", "SpoolSpans", "SpansDropped"].filter((k) => k in s).map((k) => [k, s[k]])),
+          ...pick(s, ["SpansWritten", "TotalRequestsSent", "SpansQueued", "SpoolSpans", "SpansDropped"]),
         },
       };
     },
